@@ -1,0 +1,337 @@
+//! The two layers of the codec: frames off a socket ([`recv`], [`send`]) and CBOR headers to
+//! typed messages ([`encode`], [`decode`]).
+//!
+//! A message is one header frame (a CBOR map with `v` and `t`) optionally followed by one data
+//! frame of raw file content. On a ROUTER socket the peer's identity frame comes first and is
+//! kept intact so the reply can be routed back.
+
+use crate::limits::{CHUNK_SIZE, MAX_FRAMES, MAX_HEADER};
+use crate::message::{DataRule, ErrorCode, Message};
+use crate::PROTOCOL_VERSION;
+use ciborium::Value;
+
+/// Why an inbound message was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("malformed CBOR header: {0}")]
+    Malformed(String),
+    #[error("header is not a CBOR map with an unsigned `v` and a text `t`")]
+    NotAHeader,
+    #[error("protocol version {0} is not supported (this peer speaks {PROTOCOL_VERSION})")]
+    Version(u64),
+    #[error("unknown message type {0:?}")]
+    UnknownType(String),
+    #[error("bad {kind} message: {reason}")]
+    Invalid { kind: String, reason: String },
+    #[error("message has {0} frames; at most {MAX_FRAMES} are allowed")]
+    TooManyFrames(usize),
+    #[error("message has no header frame")]
+    NoHeader,
+    #[error("header frame of {0} bytes is larger than {MAX_HEADER} bytes")]
+    HeaderTooLarge(usize),
+    #[error("{kind} message: {reason}")]
+    Data { kind: String, reason: String },
+}
+
+impl DecodeError {
+    /// The error code a reply to this refusal carries.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            DecodeError::Version(_) => ErrorCode::UnsupportedVersion,
+            DecodeError::UnknownType(_) => ErrorCode::Unexpected,
+            _ => ErrorCode::BadMessage,
+        }
+    }
+}
+
+/// A refused message: why, and the request id it carried if one could be read (else 0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    pub id: u64,
+    pub error: DecodeError,
+}
+
+impl Rejected {
+    /// The error reply for the sender.
+    pub fn reply(&self) -> Message {
+        Message::error(self.id, self.error.code(), self.error.to_string())
+    }
+}
+
+/// The header frame of `msg`: a CBOR map with `v` first, then `t` and the fields.
+pub fn encode(msg: &Message) -> Vec<u8> {
+    let body = Value::serialized(msg).expect("every message serializes to CBOR");
+    let mut fields = vec![(
+        Value::Text("v".into()),
+        Value::Integer(PROTOCOL_VERSION.into()),
+    )];
+    if let Value::Map(m) = body {
+        fields.extend(m);
+    }
+    let mut out = Vec::with_capacity(128);
+    ciborium::into_writer(&Value::Map(fields), &mut out).expect("writing to a Vec cannot fail");
+    out
+}
+
+/// The message in header frame `frame`.
+pub fn decode(frame: &[u8]) -> Result<Message, Rejected> {
+    let reject = |id, error| Rejected { id, error };
+    if frame.len() > MAX_HEADER {
+        return Err(reject(0, DecodeError::HeaderTooLarge(frame.len())));
+    }
+    let value: Value = ciborium::from_reader(frame)
+        .map_err(|e| reject(0, DecodeError::Malformed(e.to_string())))?;
+    let Value::Map(fields) = &value else {
+        return Err(reject(0, DecodeError::NotAHeader));
+    };
+    let field = |key: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| matches!(k, Value::Text(t) if t == key))
+            .map(|(_, v)| v)
+    };
+    let id = field("id")
+        .and_then(Value::as_integer)
+        .and_then(|i| u64::try_from(i).ok())
+        .unwrap_or(0);
+    let version = field("v")
+        .and_then(Value::as_integer)
+        .and_then(|i| u64::try_from(i).ok())
+        .ok_or(reject(id, DecodeError::NotAHeader))?;
+    if version != PROTOCOL_VERSION {
+        return Err(reject(id, DecodeError::Version(version)));
+    }
+    let kind = field("t")
+        .and_then(Value::as_text)
+        .ok_or(reject(id, DecodeError::NotAHeader))?
+        .to_string();
+    value.deserialized::<Message>().map_err(|e| {
+        let text = e.to_string();
+        if text.contains("unknown variant") {
+            reject(id, DecodeError::UnknownType(kind))
+        } else {
+            reject(id, DecodeError::Invalid { kind, reason: text })
+        }
+    })
+}
+
+/// Checks that `data` is what `msg` requires beside it.
+pub fn check_data(msg: &Message, data: Option<&[u8]>) -> Result<(), DecodeError> {
+    let bad = |reason: String| DecodeError::Data {
+        kind: msg.kind().to_string(),
+        reason,
+    };
+    match (msg.data(), data) {
+        (DataRule::None, None) => Ok(()),
+        (DataRule::None, Some(_)) => Err(bad("takes no data frame".into())),
+        (DataRule::Exactly(n), Some(d)) if d.len() as u64 == n => Ok(()),
+        (DataRule::Exactly(n), Some(d)) => Err(bad(format!(
+            "data frame of {} bytes, expected {n} (the whole file)",
+            d.len()
+        ))),
+        (DataRule::Exactly(n), None) => Err(bad(format!(
+            "a file of {n} bytes must carry its content in one data frame"
+        ))),
+        (DataRule::Chunk, Some(d)) if !d.is_empty() && d.len() <= CHUNK_SIZE => Ok(()),
+        (DataRule::Chunk, Some(d)) => Err(bad(format!(
+            "chunk of {} bytes; chunks carry 1 to {CHUNK_SIZE} bytes",
+            d.len()
+        ))),
+        (DataRule::Chunk, None) => Err(bad("a chunk needs a data frame".into())),
+    }
+}
+
+/// One message read off a socket.
+pub struct Inbound {
+    /// The ROUTER identity of the sender (None on DEALER sockets).
+    pub peer: Option<Vec<u8>>,
+    /// The decoded header, or why it was refused.
+    pub msg: Result<Message, Rejected>,
+    /// The data frame, if any (checked against the header when `msg` is `Ok`).
+    pub data: Option<zmq::Message>,
+}
+
+/// Reads one whole message from `sock`, waiting at most as the socket's receive timeout allows
+/// (`Err(EAGAIN)` when nothing came). `router` says whether an identity frame comes first.
+/// A message that breaks a frame rule comes back with `msg: Err` so the caller can reply.
+pub fn recv(sock: &zmq::Socket, router: bool, flags: i32) -> zmq::Result<Inbound> {
+    let mut frames: Vec<zmq::Message> = Vec::with_capacity(MAX_FRAMES);
+    let mut count = 0usize;
+    loop {
+        let f = if count == 0 {
+            sock.recv_msg(flags)?
+        } else {
+            sock.recv_msg(0)?
+        };
+        count += 1;
+        let more = f.get_more();
+        if frames.len() < MAX_FRAMES {
+            frames.push(f);
+        }
+        if !more {
+            break;
+        }
+    }
+    let mut it = frames.into_iter();
+    let peer = if router {
+        it.next().map(|f| f.to_vec())
+    } else {
+        None
+    };
+    let reject = |error| Inbound {
+        peer: peer.clone(),
+        msg: Err(Rejected { id: 0, error }),
+        data: None,
+    };
+    if count > MAX_FRAMES - usize::from(!router) {
+        return Ok(reject(DecodeError::TooManyFrames(count)));
+    }
+    let Some(header) = it.next() else {
+        return Ok(reject(DecodeError::NoHeader));
+    };
+    let data = it.next();
+    let msg = decode(&header).and_then(|m| {
+        check_data(&m, data.as_deref())
+            .map(|()| m.clone())
+            .map_err(|error| Rejected { id: m.id(), error })
+    });
+    Ok(Inbound { peer, msg, data })
+}
+
+/// Sends `msg` (and `data`, if given) without blocking. On a ROUTER socket `peer` is the
+/// identity to route to. `EAGAIN` means the peer is not connected or its queue is full;
+/// `EHOSTUNREACH` (ROUTER_MANDATORY) means the identity is gone.
+pub fn send(
+    sock: &zmq::Socket,
+    peer: Option<&[u8]>,
+    msg: &Message,
+    data: Option<zmq::Message>,
+) -> zmq::Result<()> {
+    let flags = zmq::DONTWAIT;
+    if let Some(p) = peer {
+        sock.send(p, flags | zmq::SNDMORE)?;
+    }
+    let header = encode(msg);
+    match data {
+        None => sock.send(header, flags),
+        Some(d) => {
+            sock.send(header, flags | zmq::SNDMORE)?;
+            sock.send(d, flags)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Class, Entry, Hash};
+
+    fn samples() -> Vec<Message> {
+        let h = Hash::of(b"x");
+        vec![
+            Message::Ping { id: 1 },
+            Message::Put {
+                id: 2,
+                name: "a/b.txt".into(),
+                size: 10,
+                modified: -5,
+                blake3: Some(h),
+                version: None,
+            },
+            Message::Chunk {
+                id: 3,
+                offset: 262144,
+                blake3: None,
+            },
+            Message::Credit { id: 4, chunks: 8 },
+            Message::Listing {
+                id: 5,
+                entries: vec![Entry {
+                    name: "名前.mp3".into(),
+                    class: Class::Mp3,
+                    size: 1,
+                    blake3: h,
+                    modified: 7,
+                    version: 3,
+                }],
+                more: false,
+            },
+            Message::error(6, ErrorCode::NotFound, "no such file"),
+        ]
+    }
+
+    #[test]
+    fn round_trip() {
+        for m in samples() {
+            assert_eq!(decode(&encode(&m)).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn refuses_other_versions_with_the_id() {
+        let mut bytes = Vec::new();
+        let v = Value::Map(vec![
+            (Value::Text("v".into()), Value::Integer(2.into())),
+            (Value::Text("t".into()), Value::Text("ping".into())),
+            (Value::Text("id".into()), Value::Integer(42.into())),
+        ]);
+        ciborium::into_writer(&v, &mut bytes).unwrap();
+        let r = decode(&bytes).unwrap_err();
+        assert_eq!(r.id, 42);
+        assert_eq!(r.error, DecodeError::Version(2));
+        assert_eq!(r.error.code(), ErrorCode::UnsupportedVersion);
+    }
+
+    #[test]
+    fn refuses_unknown_types_and_garbage() {
+        let mut bytes = Vec::new();
+        let v = Value::Map(vec![
+            (Value::Text("v".into()), Value::Integer(1.into())),
+            (Value::Text("t".into()), Value::Text("launch".into())),
+            (Value::Text("id".into()), Value::Integer(9.into())),
+        ]);
+        ciborium::into_writer(&v, &mut bytes).unwrap();
+        let r = decode(&bytes).unwrap_err();
+        assert_eq!(r.error, DecodeError::UnknownType("launch".into()));
+        assert_eq!(r.id, 9);
+        assert!(decode(b"\xff\x00garbage").is_err());
+        assert!(decode(&[]).is_err());
+        // a map missing a required field
+        let mut bytes = Vec::new();
+        let v = Value::Map(vec![
+            (Value::Text("v".into()), Value::Integer(1.into())),
+            (Value::Text("t".into()), Value::Text("put".into())),
+        ]);
+        ciborium::into_writer(&v, &mut bytes).unwrap();
+        assert!(matches!(
+            decode(&bytes).unwrap_err().error,
+            DecodeError::Invalid { .. }
+        ));
+    }
+
+    #[test]
+    fn data_rules() {
+        let put = |size| Message::Put {
+            id: 1,
+            name: "a".into(),
+            size,
+            modified: 0,
+            blake3: None,
+            version: None,
+        };
+        assert!(check_data(&put(3), Some(b"abc")).is_ok());
+        assert!(check_data(&put(3), Some(b"ab")).is_err());
+        assert!(check_data(&put(3), None).is_err());
+        assert!(check_data(&put(0), Some(b"")).is_ok());
+        assert!(check_data(&put(1 << 20), None).is_ok());
+        assert!(check_data(&Message::Ping { id: 1 }, Some(b"x")).is_err());
+        let chunk = Message::Chunk {
+            id: 1,
+            offset: 0,
+            blake3: None,
+        };
+        assert!(check_data(&chunk, Some(&[0u8; CHUNK_SIZE])).is_ok());
+        assert!(check_data(&chunk, Some(&[0u8; CHUNK_SIZE + 1])).is_err());
+        assert!(check_data(&chunk, Some(b"")).is_err());
+    }
+}

@@ -1,0 +1,85 @@
+//! Runtime pieces every daemon shares: the stop signal, the ready file, `HOST[:PORT]` parsing.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// How long a daemon's poll loop waits before it looks at the stop signal again (ms).
+pub const POLL_MS: i64 = 50;
+
+/// The stop signal: set once (Ctrl-C, SIGTERM, the end of a test), seen by every loop.
+#[derive(Clone, Default, Debug)]
+pub struct Shutdown(Arc<AtomicBool>);
+
+impl Shutdown {
+    pub fn new() -> Shutdown {
+        Shutdown::default()
+    }
+
+    /// Asks every holder to stop.
+    pub fn trigger(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a stop was asked for.
+    pub fn is_triggered(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Writes `value` as one JSON line to `path` atomically (temporary file, then rename), so a
+/// reader polling for the file never sees it half written.
+pub fn write_ready_file(path: &Path, value: &serde_json::Value) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp-ready");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        writeln!(f, "{value}")?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
+/// Splits `HOST[:PORT]` (IPv6 as `[::1]:PORT`), using `default_port` when none is given.
+pub fn host_port(s: &str, default_port: u16) -> Result<(String, u16), String> {
+    let bad = |why: &str| format!("address {s:?} {why} (expected HOST or HOST:PORT)");
+    if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| bad("has no closing ']'"))?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().map_err(|_| bad("has a bad port"))?,
+            None if after.is_empty() => default_port,
+            None => return Err(bad("has text after ']'")),
+        };
+        return Ok((host.to_string(), port));
+    }
+    match s.rsplit_once(':') {
+        Some((h, _)) if h.contains(':') => Ok((s.to_string(), default_port)),
+        Some((h, p)) => {
+            if h.is_empty() {
+                return Err(bad("has no host"));
+            }
+            Ok((h.to_string(), p.parse().map_err(|_| bad("has a bad port"))?))
+        }
+        None if s.is_empty() => Err(bad("is empty")),
+        None => Ok((s.to_string(), default_port)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_host_and_port() {
+        assert_eq!(host_port("h", 1).unwrap(), ("h".into(), 1));
+        assert_eq!(host_port("h:9", 1).unwrap(), ("h".into(), 9));
+        assert_eq!(host_port("[::1]:9", 1).unwrap(), ("::1".into(), 9));
+        assert_eq!(host_port("[::1]", 1).unwrap(), ("::1".into(), 1));
+        assert_eq!(host_port("::1", 1).unwrap(), ("::1".into(), 1));
+        assert!(host_port("h:x", 1).is_err());
+        assert!(host_port("", 1).is_err());
+        assert!(host_port(":5", 1).is_err());
+    }
+}

@@ -1,0 +1,29 @@
+//! The dfs wire protocol and the rules every role shares.
+//!
+//! Everything a peer must agree on lives here and only here: the message types and their CBOR
+//! codec ([`message`], [`codec`]), the protocol version, the name rules ([`names`]), the routing
+//! table from extension to storage class ([`route`]), the size limits and flow-control windows
+//! ([`limits`]), and how sockets are bound and connected ([`socket`]). `PROTOCOL.md` beside this
+//! crate describes the same rules for someone writing a peer in another language.
+//!
+//! [`daemon`] holds the small runtime pieces every daemon shares: the stop signal, the ready file
+//! and address parsing.
+
+pub mod codec;
+pub mod daemon;
+pub mod hash;
+pub mod limits;
+pub mod message;
+pub mod names;
+pub mod route;
+pub mod socket;
+pub mod time;
+
+pub use codec::{DecodeError, Inbound};
+pub use hash::Hash;
+pub use message::{Entry, ErrorCode, Message};
+pub use route::{Class, Routes};
+
+/// The protocol version carried in every message header (`v`). A peer speaking another version
+/// gets an `unsupported_version` error reply.
+pub const PROTOCOL_VERSION: u64 = 1;

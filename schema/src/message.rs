@@ -1,0 +1,258 @@
+//! Every message of the protocol: one CBOR map per header frame, tagged by its type in `t`.
+//!
+//! Which socket accepts which message, and which reply each gets, is in `PROTOCOL.md`.
+//! Requests carry an `id` chosen by the requester; every reply echoes it. An upload or a read is
+//! a *transfer* named by the `id` of the `put` or `get` that started it.
+
+use crate::hash::Hash;
+use crate::limits::INLINE_MAX;
+use crate::route::Class;
+use serde::{Deserialize, Serialize};
+
+/// One protocol message (the header frame). Data frames travel beside it, see [`Message::data`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum Message {
+    /// Liveness probe; answered with `pong` carrying the same id.
+    Ping { id: u64 },
+    /// Answer to `ping`.
+    Pong { id: u64 },
+    /// Starts an upload of `name` (`size` bytes, source modification time `modified` in ns since
+    /// the epoch). Files of at most [`INLINE_MAX`] bytes carry their whole content in one data
+    /// frame and must give `blake3`; larger ones wait for `credit` and send `chunk`s. `blake3`,
+    /// when given for a larger file, lets the receiver answer "unchanged" at once. `version` is
+    /// set by the broker when it forwards the upload to a node.
+    Put {
+        id: u64,
+        name: String,
+        size: u64,
+        modified: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        blake3: Option<Hash>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<u64>,
+    },
+    /// File content of transfer `id` at `offset`, in the following data frame (at most
+    /// `CHUNK_SIZE` bytes). In an upload the last chunk (offset + length = size) carries the
+    /// file's `blake3`.
+    Chunk {
+        id: u64,
+        offset: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        blake3: Option<Hash>,
+    },
+    /// The receiver of transfer `id` allows `chunks` more `chunk` messages.
+    Credit { id: u64, chunks: u32 },
+    /// The sender gives up transfer `id` (for example: the source file changed while being read).
+    /// No reply.
+    Abort { id: u64 },
+    /// Transfer or change `id` is durable: bytes fsynced on the node, index flushed. `unchanged`
+    /// says the stored content already had this hash and nothing was written.
+    Done {
+        id: u64,
+        version: u64,
+        #[serde(default)]
+        unchanged: bool,
+    },
+    /// Removes `name` from the store.
+    Delete { id: u64, name: String },
+    /// Moves the stored `from` (whose content has hash `blake3`) to `to` without re-sending its
+    /// bytes. The broker fills `to_class` and `version` when it forwards the move to a node.
+    Rename {
+        id: u64,
+        from: String,
+        to: String,
+        blake3: Hash,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to_class: Option<Class>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<u64>,
+    },
+    /// Asks for up to `limit` entries following the cursor `after` (the last name of the previous
+    /// page; absent for the first page). Answered with `listing`.
+    List {
+        id: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<String>,
+        limit: u32,
+    },
+    /// A page of entries in the answering peer's order; `more` says whether another page follows.
+    Listing {
+        id: u64,
+        entries: Vec<Entry>,
+        more: bool,
+    },
+    /// Starts a read of `name`. A node also gets the `class` to look in. Answered with `meta`
+    /// (then chunks under credit) or `error`.
+    Get {
+        id: u64,
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        class: Option<Class>,
+    },
+    /// What a read returns first. Files of at most [`INLINE_MAX`] bytes carry their content in one
+    /// data frame; for larger ones the reader sends `credit` and gets `chunk`s.
+    Meta { id: u64, entry: Entry },
+    /// Request `id` failed; `code` says how, `message` says what and why in one line.
+    Error {
+        id: u64,
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+/// What the store holds about one file: an index entry, a listing row, a read's metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub name: String,
+    pub class: Class,
+    pub size: u64,
+    pub blake3: Hash,
+    /// Source modification time, ns since the Unix epoch.
+    pub modified: i64,
+    pub version: u64,
+}
+
+/// Why a request failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frames or the CBOR header could not be decoded, or broke a rule of the protocol.
+    BadMessage,
+    /// The header's `v` is not this peer's protocol version.
+    UnsupportedVersion,
+    /// The message type is unknown, or not accepted on this socket.
+    Unexpected,
+    /// The name breaks the name rules.
+    BadName,
+    /// No such file.
+    NotFound,
+    /// The name has no complete version yet; try again later.
+    Uploading,
+    /// A peer behind the answering one (the storage node) is unreachable or timed out.
+    Unavailable,
+    /// Content did not match its BLAKE3 hash.
+    Integrity,
+    /// The node's disk is full.
+    NoSpace,
+    /// Another I/O error on the answering peer.
+    Io,
+    /// The transfer id is not (or no longer) known to the answering peer.
+    UnknownTransfer,
+    /// Too many transfers at once; try again later.
+    Busy,
+    /// A code this version does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorCode {
+    /// Whether the same request may succeed if sent again later.
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::Uploading
+                | ErrorCode::Unavailable
+                | ErrorCode::NoSpace
+                | ErrorCode::Io
+                | ErrorCode::UnknownTransfer
+                | ErrorCode::Busy
+                | ErrorCode::Integrity
+        )
+    }
+}
+
+/// Whether a message must, may or must not be followed by a data frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataRule {
+    /// No data frame.
+    None,
+    /// Exactly one data frame of exactly this many bytes.
+    Exactly(u64),
+    /// Exactly one data frame of 1 to `CHUNK_SIZE` bytes.
+    Chunk,
+}
+
+impl Message {
+    /// The request id this message carries.
+    pub fn id(&self) -> u64 {
+        match self {
+            Message::Ping { id }
+            | Message::Pong { id }
+            | Message::Put { id, .. }
+            | Message::Chunk { id, .. }
+            | Message::Credit { id, .. }
+            | Message::Abort { id }
+            | Message::Done { id, .. }
+            | Message::Delete { id, .. }
+            | Message::Rename { id, .. }
+            | Message::List { id, .. }
+            | Message::Listing { id, .. }
+            | Message::Get { id, .. }
+            | Message::Meta { id, .. }
+            | Message::Error { id, .. } => *id,
+        }
+    }
+
+    /// The same message with its id replaced (used by the broker when it relays).
+    pub fn with_id(mut self, new: u64) -> Message {
+        match &mut self {
+            Message::Ping { id }
+            | Message::Pong { id }
+            | Message::Put { id, .. }
+            | Message::Chunk { id, .. }
+            | Message::Credit { id, .. }
+            | Message::Abort { id }
+            | Message::Done { id, .. }
+            | Message::Delete { id, .. }
+            | Message::Rename { id, .. }
+            | Message::List { id, .. }
+            | Message::Listing { id, .. }
+            | Message::Get { id, .. }
+            | Message::Meta { id, .. }
+            | Message::Error { id, .. } => *id = new,
+        }
+        self
+    }
+
+    /// The wire name of this message's type (the `t` field).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Ping { .. } => "ping",
+            Message::Pong { .. } => "pong",
+            Message::Put { .. } => "put",
+            Message::Chunk { .. } => "chunk",
+            Message::Credit { .. } => "credit",
+            Message::Abort { .. } => "abort",
+            Message::Done { .. } => "done",
+            Message::Delete { .. } => "delete",
+            Message::Rename { .. } => "rename",
+            Message::List { .. } => "list",
+            Message::Listing { .. } => "listing",
+            Message::Get { .. } => "get",
+            Message::Meta { .. } => "meta",
+            Message::Error { .. } => "error",
+        }
+    }
+
+    /// Which data frame must follow this header.
+    pub fn data(&self) -> DataRule {
+        match self {
+            Message::Put { size, .. } if *size <= INLINE_MAX => DataRule::Exactly(*size),
+            Message::Meta { entry, .. } if entry.size <= INLINE_MAX => {
+                DataRule::Exactly(entry.size)
+            }
+            Message::Chunk { .. } => DataRule::Chunk,
+            _ => DataRule::None,
+        }
+    }
+
+    /// An error reply to request `id`.
+    pub fn error(id: u64, code: ErrorCode, message: impl Into<String>) -> Message {
+        Message::Error {
+            id,
+            code,
+            message: message.into(),
+        }
+    }
+}
