@@ -1,1 +1,251 @@
-//! placeholder
+//! `dfs fetch`: lists the stored files, or retrieves named files into a target folder (or one
+//! file to standard output).
+//!
+//! The fetcher is a one-shot client of the broker's fetch port (PROTOCOL.md): `list` pages for a
+//! listing, `get` then `credit`/`chunk` for a read. Every wait is bounded by `--timeout`; every
+//! failure prints one line on stderr naming the file, the broker and the reason; the exit code
+//! is decided in [`execute`] (see [`error`] for the codes).
+//!
+//! Files: `client.rs` (the link to the broker), `list.rs` (listing formats), `transfer.rs` (one
+//! read under credit), `save.rs` (temporary file, hash check, rename into the target).
+
+mod client;
+pub mod error;
+mod list;
+mod save;
+mod transfer;
+
+#[cfg(test)]
+mod tests;
+
+use crate::client::Client;
+use crate::error::{FetchError, EXIT_OK, EXIT_USAGE};
+use crate::save::{TempFile, WriterSink};
+use schema::daemon::Shutdown;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use tracing::debug;
+
+/// The broker's fetch port when `--broker` names none.
+pub const DEFAULT_PORT: u16 = 12346;
+
+/// Options of `dfs fetch`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// Names of the files to retrieve (paths relative to the source folder); none lists the store.
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
+
+    /// Folder the retrieved files are written into (sub-folders are recreated).
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "DFS_FETCH_TARGET",
+        default_value = "./target_folder"
+    )]
+    pub target: PathBuf,
+
+    /// The broker's fetch address, HOST[:PORT] (port 12346 when omitted).
+    #[arg(
+        long,
+        value_name = "HOST[:PORT]",
+        env = "DFS_FETCH_BROKER",
+        default_value = "127.0.0.1:12346"
+    )]
+    pub broker: String,
+
+    /// List as one JSON object per line (name, size, class, blake3, modified, version).
+    #[arg(long)]
+    pub json: bool,
+
+    /// Write the content of the single NAME to FILE instead; only `-` (standard output) is supported.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<String>,
+
+    /// Longest wait for any answer from the broker, in seconds (fractions allowed).
+    #[arg(
+        long,
+        value_name = "SECS",
+        env = "DFS_FETCH_TIMEOUT",
+        default_value_t = 5.0
+    )]
+    pub timeout: f64,
+}
+
+/// What the command line asks for.
+#[derive(Debug, PartialEq)]
+enum Mode<'a> {
+    List { json: bool },
+    Save { names: &'a [String] },
+    Stdout { name: &'a str },
+}
+
+/// Runs `dfs fetch` and returns its exit code: 0 success, 1 a per-file failure, 2 usage error,
+/// 3 broker or storage unreachable, timed out or asking to retry later, 4 integrity failure.
+pub fn run(args: Args) -> u8 {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(256 * 1024, stdout.lock());
+    let code = execute(&args, &mut out, &mut std::io::stderr(), interrupt_signal());
+    match out.flush() {
+        Ok(()) => code,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => code,
+        Err(e) => {
+            eprintln!("dfs fetch: cannot write to standard output: {e}");
+            code.max(error::EXIT_FILE)
+        }
+    }
+}
+
+/// SIGINT/SIGTERM as a flag the waits look at, so an interrupted retrieval removes its
+/// temporary file. Installed once per process; when another handler owns the signals the flag
+/// simply never rises.
+fn interrupt_signal() -> &'static Shutdown {
+    static SIGNAL: OnceLock<Shutdown> = OnceLock::new();
+    SIGNAL.get_or_init(|| {
+        let stop = Shutdown::new();
+        let handler = stop.clone();
+        if let Err(e) = ctrlc::set_handler(move || handler.trigger()) {
+            debug!("SIGINT/SIGTERM handler not installed: {e}");
+        }
+        stop
+    })
+}
+
+/// Does what `args` ask, writing results to `out` and failure lines to `err`; returns the exit
+/// code. [`run`] calls it with standard output and standard error.
+pub fn execute(args: &Args, out: &mut dyn Write, err: &mut dyn Write, stop: &Shutdown) -> u8 {
+    let mut report = |subject: Option<&str>, e: &FetchError, endpoint: &str| -> u8 {
+        if !matches!(e, FetchError::BrokenPipe) {
+            let _ = writeln!(err, "{}", e.line(subject, endpoint));
+        }
+        e.exit_code()
+    };
+    let (mode, endpoint) = match usage(args) {
+        Ok(ok) => ok,
+        Err(e) => {
+            let _ = writeln!(err, "dfs fetch: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    // Refused names cost exit 1 and are never sent or written.
+    let mut code = EXIT_OK;
+    let wanted: Vec<&str> = match mode {
+        Mode::List { .. } => Vec::new(),
+        Mode::Save { names } => names.iter().map(String::as_str).collect(),
+        Mode::Stdout { name } => vec![name],
+    };
+    let mut valid = Vec::with_capacity(wanted.len());
+    for name in wanted {
+        match schema::names::check(name) {
+            Ok(()) => valid.push(name),
+            Err(e) => code = code.max(report(Some(name), &FetchError::BadName(e), &endpoint)),
+        }
+    }
+    if valid.is_empty() && !matches!(mode, Mode::List { .. }) {
+        return code;
+    }
+    let mut client = match Client::connect(&endpoint, args.timeout, stop.clone()) {
+        Ok(c) => c,
+        Err(e) => return code.max(report(None, &e, &endpoint)),
+    };
+    match mode {
+        Mode::List { json } => {
+            if let Err(e) = list::list(&mut client, json, out) {
+                code = code.max(report(Some("listing"), &e, &endpoint));
+            }
+        }
+        Mode::Stdout { .. } => {
+            let name = valid[0];
+            if let Err(e) = to_writer(&mut client, name, out) {
+                let _ = out.flush();
+                code = code.max(report(Some(name), &e, &endpoint));
+            }
+        }
+        Mode::Save { .. } => {
+            // Once the link is broken, later names are reported, not waited for.
+            let mut broken: Option<FetchError> = None;
+            for name in valid {
+                let result = match &broken {
+                    Some(cause) => Err(FetchError::NotTried {
+                        reason: cause.to_string(),
+                        code: cause.exit_code(),
+                    }),
+                    None => save(&mut client, &args.target, name),
+                };
+                if let Err(e) = result {
+                    code = code.max(report(Some(name), &e, &endpoint));
+                    if e.is_link_failure() && broken.is_none() {
+                        broken = Some(e);
+                    }
+                }
+            }
+        }
+    }
+    code
+}
+
+/// Checks the combination of options and returns the mode and the broker's endpoint.
+fn usage(args: &Args) -> Result<(Mode<'_>, String), FetchError> {
+    let bad = |s: String| Err(FetchError::Usage(s));
+    if !(args.timeout.is_finite() && args.timeout > 0.0 && args.timeout <= 86_400.0) {
+        return bad(format!(
+            "--timeout {} is not a number of seconds between 0 and 86400",
+            args.timeout
+        ));
+    }
+    let (host, port) =
+        schema::daemon::host_port(&args.broker, DEFAULT_PORT).map_err(FetchError::Usage)?;
+    let endpoint = schema::socket::endpoint(&host, port);
+    let mode = match (&args.output, args.names.as_slice()) {
+        (Some(o), _) if o != "-" => {
+            return bad(format!(
+            "-o {o:?}: only `-o -` (standard output) is supported; use --target DIR to write files"
+        ))
+        }
+        (Some(_), _) if args.json => return bad("--json lists; it does not go with -o".into()),
+        (Some(_), [name]) => Mode::Stdout { name },
+        (Some(_), names) => {
+            return bad(format!(
+                "-o - writes exactly one file, but {} names were given",
+                names.len()
+            ))
+        }
+        (None, []) => Mode::List { json: args.json },
+        (None, _) if args.json => return bad("--json is for listing; give no NAME with it".into()),
+        (None, names) => Mode::Save { names },
+    };
+    Ok((mode, endpoint))
+}
+
+/// Retrieves `name` into `target`: temporary file, hash check, modification time, rename.
+fn save(client: &mut Client, target: &std::path::Path, name: &str) -> Result<(), FetchError> {
+    let started = transfer::request(client, name)?;
+    let opened =
+        save::destination(target, name).and_then(|dest| Ok((TempFile::beside(&dest)?, dest)));
+    let (mut temp, dest) = match opened {
+        Ok(ok) => ok,
+        Err(e) => {
+            started.abandon(client);
+            return Err(e);
+        }
+    };
+    let entry = started.entry.clone();
+    started.receive(client, &mut temp)?;
+    temp.persist(entry.modified, &dest)?;
+    debug!(
+        name,
+        size = entry.size,
+        version = entry.version,
+        broker = client.endpoint(),
+        "retrieved"
+    );
+    Ok(())
+}
+
+/// Streams `name` to `out`; the hash is checked at the end, after the bytes went out.
+fn to_writer(client: &mut Client, name: &str, out: &mut dyn Write) -> Result<(), FetchError> {
+    let started = transfer::request(client, name)?;
+    started.receive(client, &mut WriterSink(&mut *out))?;
+    out.flush().map_err(error::stdout_error)
+}

@@ -5,7 +5,7 @@
 //! frame of raw file content. On a ROUTER socket the peer's identity frame comes first and is
 //! kept intact so the reply can be routed back.
 
-use crate::limits::{CHUNK_SIZE, MAX_FRAMES, MAX_HEADER};
+use crate::limits::{CHUNK_SIZE, MAX_FRAME, MAX_FRAMES};
 use crate::message::{DataRule, ErrorCode, Message};
 use crate::PROTOCOL_VERSION;
 use ciborium::Value;
@@ -27,7 +27,7 @@ pub enum DecodeError {
     TooManyFrames(usize),
     #[error("message has no header frame")]
     NoHeader,
-    #[error("header frame of {0} bytes is larger than {MAX_HEADER} bytes")]
+    #[error("header frame of {0} bytes is larger than {MAX_FRAME} bytes")]
     HeaderTooLarge(usize),
     #[error("{kind} message: {reason}")]
     Data { kind: String, reason: String },
@@ -60,23 +60,28 @@ impl Rejected {
 
 /// The header frame of `msg`: a CBOR map with `v` first, then `t` and the fields.
 pub fn encode(msg: &Message) -> Vec<u8> {
-    let body = Value::serialized(msg).expect("every message serializes to CBOR");
-    let mut fields = vec![(
-        Value::Text("v".into()),
-        Value::Integer(PROTOCOL_VERSION.into()),
-    )];
-    if let Value::Map(m) = body {
-        fields.extend(m);
+    #[derive(serde::Serialize)]
+    struct Versioned<'a> {
+        v: u64,
+        #[serde(flatten)]
+        msg: &'a Message,
     }
     let mut out = Vec::with_capacity(128);
-    ciborium::into_writer(&Value::Map(fields), &mut out).expect("writing to a Vec cannot fail");
+    ciborium::into_writer(
+        &Versioned {
+            v: PROTOCOL_VERSION,
+            msg,
+        },
+        &mut out,
+    )
+    .expect("every message serializes to CBOR in memory");
     out
 }
 
 /// The message in header frame `frame`.
 pub fn decode(frame: &[u8]) -> Result<Message, Rejected> {
     let reject = |id, error| Rejected { id, error };
-    if frame.len() > MAX_HEADER {
+    if frame.len() as i64 > MAX_FRAME {
         return Err(reject(0, DecodeError::HeaderTooLarge(frame.len())));
     }
     let value: Value = ciborium::from_reader(frame)
@@ -333,5 +338,45 @@ mod tests {
         assert!(check_data(&chunk, Some(&[0u8; CHUNK_SIZE])).is_ok());
         assert!(check_data(&chunk, Some(&[0u8; CHUNK_SIZE + 1])).is_err());
         assert!(check_data(&chunk, Some(b"")).is_err());
+    }
+}
+
+#[cfg(test)]
+mod listing_tests {
+    use super::*;
+    use crate::limits::{LISTING_BUDGET, MAX_FRAME, MAX_NAME};
+    use crate::{Class, Entry, Hash, PageBuilder};
+
+    /// A page filled by PageBuilder with the longest names still fits in one frame.
+    #[test]
+    fn a_full_page_of_longest_names_fits_in_a_frame() {
+        let mut page = PageBuilder::new(u32::MAX);
+        let mut i = 0u64;
+        loop {
+            let name = format!("{i:08}{}", "n".repeat(MAX_NAME - 8));
+            let e = Entry {
+                name,
+                class: Class::Others,
+                size: u64::MAX,
+                blake3: Hash([0xff; 32]),
+                modified: i64::MIN,
+                version: u64::MAX,
+            };
+            if !page.fits(&e) {
+                break;
+            }
+            page.push(e);
+            i += 1;
+        }
+        assert!(i > 10);
+        let msg = Message::Listing {
+            id: u64::MAX,
+            entries: page.into_entries(),
+            more: true,
+        };
+        let bytes = encode(&msg);
+        assert!(bytes.len() <= LISTING_BUDGET + 64 * 1024);
+        assert!((bytes.len() as i64) < MAX_FRAME);
+        assert_eq!(decode(&bytes).unwrap(), msg);
     }
 }

@@ -29,5 +29,12 @@ pub const MAX_NAME: usize = 4096;
 /// Longest component of a name in bytes.
 pub const MAX_COMPONENT: usize = 255;
 
-/// Longest header frame a peer should send (names are the only large field).
+/// Longest header frame of a request (names are its only large field).
 pub const MAX_HEADER: usize = 16 * 1024;
+
+/// A `listing` page ends once the names of its entries add up to this many bytes (or at
+/// [`MAX_LIST_PAGE`] entries), so that a page's header stays well under [`MAX_FRAME`].
+pub const LISTING_BUDGET: usize = 160 * 1024;
+
+/// Bytes a listing entry takes on the wire besides its name (class, size, hash, times, keys).
+pub const ENTRY_OVERHEAD: usize = 100;

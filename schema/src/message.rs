@@ -113,6 +113,52 @@ pub struct Entry {
     pub version: u64,
 }
 
+impl Entry {
+    /// About how many bytes this entry takes in a `listing` header.
+    pub fn wire_size(&self) -> usize {
+        self.name.len() + crate::limits::ENTRY_OVERHEAD
+    }
+}
+
+/// Collects listing entries into a page that respects [`MAX_LIST_PAGE`](crate::limits::MAX_LIST_PAGE)
+/// and [`LISTING_BUDGET`](crate::limits::LISTING_BUDGET).
+#[derive(Debug, Default)]
+pub struct PageBuilder {
+    limit: usize,
+    bytes: usize,
+    entries: Vec<Entry>,
+}
+
+impl PageBuilder {
+    /// A page of at most `limit` entries (capped at `MAX_LIST_PAGE`; 0 counts as 1).
+    pub fn new(limit: u32) -> PageBuilder {
+        let limit = limit.clamp(1, crate::limits::MAX_LIST_PAGE) as usize;
+        PageBuilder {
+            limit,
+            bytes: 0,
+            entries: Vec::new(),
+        }
+    }
+
+    /// Whether the page has room for `entry`; an empty page always has.
+    pub fn fits(&self, entry: &Entry) -> bool {
+        self.entries.is_empty()
+            || (self.entries.len() < self.limit
+                && self.bytes + entry.wire_size() <= crate::limits::LISTING_BUDGET)
+    }
+
+    /// Adds `entry` (check [`fits`](Self::fits) first).
+    pub fn push(&mut self, entry: Entry) {
+        self.bytes += entry.wire_size();
+        self.entries.push(entry);
+    }
+
+    /// The entries collected.
+    pub fn into_entries(self) -> Vec<Entry> {
+        self.entries
+    }
+}
+
 /// Why a request failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

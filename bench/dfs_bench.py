@@ -1,0 +1,242 @@
+#!/usr/bin/env python3
+"""End-to-end benchmark of dfs on this machine: three daemons on loopback, files copied into the
+watched folder, timed until every file is durable on the node and listed by the broker.
+
+Usage: python3 bench/dfs_bench.py [--bin target/release/dfs] [--runs 3] [--sets big,small,latency,fetch]
+       [--scale 1.0] [--work /tmp/dfsbench/dfs]
+
+Datasets (random bytes, like ../shared/bench/peers.sh): big = 1 x 1 GiB, small = 10,000 x 4 KiB,
+medium = 1,000 x 1 MiB; names rotate .mp3 .txt .pdf .bin. Before each timed run the previous
+copy is moved aside (deleting thousands of files makes ext4 without a journal slow to create
+files for 60 s), the source data is read once (warm) and `sync` runs.
+Prints one line per run and a table of medians; peak RSS (VmHWM) of each daemon per dataset.
+"""
+import argparse, json, os, shutil, statistics, subprocess, sys, time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def make_datasets(root, scale, sets):
+    specs = {"big": (1, int((1 << 30) * scale)), "small": (int(10000 * scale), 4096),
+             "medium": (int(1000 * scale), 1 << 20)}
+    exts = [".mp3", ".txt", ".pdf", ".bin"]
+    for name, (count, size) in specs.items():
+        if name not in sets and not (name == "big" and "fetch" in sets):
+            continue
+        d = os.path.join(root, name)
+        marker = os.path.join(root, f".{name}.done-{count}-{size}")
+        if os.path.exists(marker):
+            continue
+        shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(d)
+        log(f"making dataset {name}: {count} x {size} bytes")
+        for i in range(count):
+            fn = "big.bin" if name == "big" else f"f{i:06d}{exts[i % 4]}"
+            with open(os.path.join(d, fn), "wb") as f:
+                left = size
+                while left > 0:
+                    n = min(left, 1 << 24)
+                    f.write(os.urandom(n))
+                    left -= n
+        open(marker, "w").close()
+    return specs
+
+
+class Daemon:
+    def __init__(self, bin, work, name, args):
+        self.name = name
+        self.ready = os.path.join(work, f"{name}.ready")
+        self.logf = open(os.path.join(work, f"{name}.log"), "ab")
+        self.p = subprocess.Popen([bin] + args + ["--ready-file", self.ready],
+                                  stdout=self.logf, stderr=self.logf, cwd=work)
+
+    def wait_ready(self, timeout=30):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            try:
+                with open(self.ready) as f:
+                    return json.loads(f.read())
+            except (FileNotFoundError, json.JSONDecodeError):
+                pass
+            if self.p.poll() is not None:
+                raise SystemExit(f"{self.name} exited early; see its log")
+            time.sleep(0.01)
+        raise SystemExit(f"{self.name} not ready")
+
+    def peak_rss_mib(self):
+        with open(f"/proc/{self.p.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self):
+        self.p.terminate()
+        try:
+            self.p.wait(15)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.p.wait()
+
+
+class Cluster:
+    def __init__(self, bin, work):
+        self.bin, self.work = bin, work
+        for d in ("source", "node", "server"):
+            os.makedirs(os.path.join(work, d), exist_ok=True)
+        self.source = os.path.join(work, "source")
+        self.node = os.path.join(work, "node")
+        self.storage = Daemon(bin, work, "storage", ["storage", "--root", self.node, "--bind", "127.0.0.1", "--base-port", "0"])
+        base = self.storage.wait_ready()["base_port"]
+        self.broker = Daemon(bin, work, "broker", ["broker", "--data", os.path.join(work, "server"), "--bind", "127.0.0.1",
+                                                   "--ingest-port", "0", "--fetch-port", "0", "--storage", f"127.0.0.1:{base}"])
+        r = self.broker.wait_ready()
+        self.fetch_addr = f"127.0.0.1:{r['fetch_port']}"
+        self.watch = Daemon(bin, work, "watch", ["watch", "--source", self.source, "--broker", f"127.0.0.1:{r['ingest_port']}"])
+        self.watch.wait_ready()
+
+    def listed(self):
+        out = subprocess.run([self.bin, "fetch", "--json", "--broker", self.fetch_addr], capture_output=True, timeout=60)
+        return out.stdout.count(b"\n")
+
+    def daemons(self):
+        return [self.watch, self.broker, self.storage]
+
+    def stop(self):
+        for d in self.daemons():
+            d.stop()
+
+
+def sh(cmd):
+    subprocess.run(cmd, shell=True, check=True)
+
+
+def warm(path):
+    sh(f"find {path} -type f -exec cat {{}} + > /dev/null")
+
+
+def settle(state):
+    wait = state.get("last_bulk_delete", 0) + 65 - time.monotonic()
+    if wait > 0:
+        log(f"settle: waiting {wait:.0f} s after the last bulk delete (ext4 recently-deleted inodes)")
+        time.sleep(wait)
+
+
+def run_sync(bin, work_root, data, ds, count, state, trash):
+    work = os.path.join(work_root, f"run-{ds}-{time.monotonic_ns()}")
+    os.makedirs(work)
+    if count > 1:
+        settle(state)
+    warm(os.path.join(data, ds))
+    sh("sync")
+    c = Cluster(bin, work)
+    try:
+        poll = 0.01 if count == 1 else 0.1
+        t0 = time.monotonic()
+        sh(f"cp -r {os.path.join(data, ds)}/. {c.source}/")
+        while c.listed() < count:
+            time.sleep(poll)
+            if time.monotonic() - t0 > 600:
+                raise SystemExit(f"{ds}: not all listed after 600 s")
+        elapsed = time.monotonic() - t0
+        rss = {d.name: d.peak_rss_mib() for d in c.daemons()}
+        fetch_s = None
+        if ds == "big":
+            target = os.path.join(work, "target")
+            warm(c.node)
+            sh("sync")
+            t1 = time.monotonic()
+            subprocess.run([bin, "fetch", "--broker", c.fetch_addr, "--target", target, "big.bin"], check=True, timeout=600)
+            fetch_s = time.monotonic() - t1
+    finally:
+        c.stop()
+    shutil.move(work, os.path.join(trash, os.path.basename(work)))
+    return elapsed, rss, fetch_s
+
+
+def run_latency(bin, work_root, samples=20):
+    work = os.path.join(work_root, f"run-latency-{time.monotonic_ns()}")
+    os.makedirs(work)
+    c = Cluster(bin, work)
+    durable, listed = [], []
+    try:
+        for i in range(samples):
+            name = f"lat{i:03d}.txt"
+            dst = os.path.join(c.node, "txt", name)
+            data = os.urandom(4096)
+            f = open(os.path.join(c.source, name), "wb")
+            f.write(data)
+            t0 = time.perf_counter()
+            f.close()
+            while not os.path.exists(dst):
+                time.sleep(0.0002)
+            durable.append(time.perf_counter() - t0)
+            while c.listed() < i + 1:
+                pass
+            listed.append(time.perf_counter() - t0)
+            time.sleep(0.3)
+    finally:
+        c.stop()
+    return durable, listed
+
+
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", default=os.path.join(HERE, "..", "target", "release", "dfs"))
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--sets", default="big,small,medium,latency")
+    ap.add_argument("--scale", type=float, default=1.0)
+    ap.add_argument("--data", default="/tmp/dfsbench/data")
+    ap.add_argument("--work", default="/tmp/dfsbench/dfs")
+    a = ap.parse_args()
+    sets = a.sets.split(",")
+    specs = make_datasets(a.data, a.scale, sets)
+    os.makedirs(a.work, exist_ok=True)
+    trash = os.path.join(a.work, "trash")
+    os.makedirs(trash, exist_ok=True)
+    state = {}
+    rows = []
+    for ds in ("big", "small", "medium"):
+        if ds not in sets:
+            continue
+        count, size = specs[ds]
+        times, fetches, rss_all = [], [], []
+        for r in range(a.runs):
+            t, rss, f = run_sync(a.bin, a.work, a.data, ds, count, state, trash)
+            times.append(t)
+            rss_all.append(rss)
+            if f is not None:
+                fetches.append(f)
+            log(f"{ds} run {r + 1}: {t:.3f} s" + (f", fetch {f:.3f} s" if f else "") + f", peak RSS MiB {rss}")
+        med = statistics.median(times)
+        peak = {k: max(x[k] for x in rss_all) for k in rss_all[0]}
+        rows.append((f"watch -> durable + listed, {count} x {size} B", med, count * size / med / 1e6, count / med, peak))
+        if fetches:
+            fm = statistics.median(fetches)
+            rows.append((f"fetch 1 x {size} B", fm, size / fm / 1e6, 1 / fm, None))
+    if "latency" in sets:
+        durable, listed = run_latency(a.bin, a.work)
+        for label, xs in (("close -> durable on node", durable), ("close -> listed", listed)):
+            rows.append((f"latency 4 KiB, {label}: p50 {pct(xs, 50) * 1e3:.2f} ms, p99 {pct(xs, 99) * 1e3:.2f} ms", None, None, None, None))
+    shutil.rmtree(trash, ignore_errors=True)
+    print("\n| measurement | median | MB/s | files/s | peak RSS MiB (watch/broker/storage) |")
+    print("|---|---|---|---|---|")
+    for label, med, mbs, fps, peak in rows:
+        if med is None:
+            print(f"| {label} | | | | |")
+            continue
+        p = "" if not peak else " / ".join(f"{peak[k]:.0f}" for k in ("watch", "broker", "storage"))
+        print(f"| {label} | {med:.3f} s | {mbs:.1f} | {fps:.0f} | {p} |")
+
+
+if __name__ == "__main__":
+    main()

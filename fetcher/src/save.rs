@@ -1,0 +1,192 @@
+//! Where retrieved content lands: a temporary file beside the destination, renamed to
+//! `TARGET/<name>` only once the content matched its hash, or standard output for `-o -`.
+//!
+//! Nothing is ever written outside the target folder: names are checked with the shared name
+//! rules, and no folder below the target is followed through a symbolic link.
+
+use crate::error::{stdout_error, FetchError};
+use crate::transfer::Sink;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Prefix of the temporary files the fetcher writes in a destination folder.
+pub const TEMP_PREFIX: &str = ".dfs-tmp-";
+
+/// Longest file name most file systems take (bytes).
+const NAME_MAX: usize = 255;
+
+/// Makes sure the folders of `name` exist below `target` (creating them as needed) and returns
+/// the destination path. Refuses a component below the target that is a symbolic link or not a
+/// folder, so a link inside the target cannot lead a write elsewhere.
+pub(crate) fn destination(target: &Path, name: &str) -> Result<PathBuf, FetchError> {
+    let dest = schema::names::to_path(target, name)?;
+    fs::create_dir_all(target).map_err(|source| FetchError::Write {
+        path: target.to_path_buf(),
+        source,
+    })?;
+    let mut dir = target.to_path_buf();
+    let parts: Vec<&str> = name.split('/').collect();
+    for part in &parts[..parts.len() - 1] {
+        dir.push(part);
+        match fs::symlink_metadata(&dir) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(FetchError::UnsafePath {
+                    path: dir,
+                    what: "a symbolic link",
+                })
+            }
+            Ok(m) if !m.is_dir() => {
+                return Err(FetchError::UnsafePath {
+                    path: dir,
+                    what: "not a folder",
+                })
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                fs::create_dir(&dir).map_err(|source| FetchError::Write {
+                    path: dir.clone(),
+                    source,
+                })?;
+            }
+            Err(source) => return Err(FetchError::Write { path: dir, source }),
+        }
+    }
+    Ok(dest)
+}
+
+/// A temporary file in the destination's folder, removed when dropped unless it was renamed to
+/// the destination with [`TempFile::persist`].
+pub(crate) struct TempFile {
+    path: PathBuf,
+    file: File,
+    persisted: bool,
+}
+
+impl TempFile {
+    /// Creates `.dfs-tmp-<pid>-<n>-<basename>` next to `dest`.
+    pub fn beside(dest: &Path) -> Result<TempFile, FetchError> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let base = dest
+            .file_name()
+            .and_then(|b| b.to_str())
+            .unwrap_or_default();
+        let prefix = format!("{TEMP_PREFIX}{}-{n}-", std::process::id());
+        let name = format!("{prefix}{}", truncate(base, NAME_MAX - prefix.len()));
+        let path = dest.with_file_name(name);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|source| FetchError::Write {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(TempFile {
+            path,
+            file,
+            persisted: false,
+        })
+    }
+
+    /// Sets the modification time to `modified` (ns since the epoch), flushes the content to
+    /// disk and renames the file to `dest`, so `dest` is never seen partial.
+    pub fn persist(mut self, modified: i64, dest: &Path) -> Result<(), FetchError> {
+        let fail = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| FetchError::Write { path, source }
+        };
+        self.file
+            .set_modified(schema::time::from_ns(modified))
+            .map_err(fail(&self.path))?;
+        self.file.sync_all().map_err(fail(&self.path))?;
+        fs::rename(&self.path, dest).map_err(fail(dest))?;
+        self.persisted = true;
+        Ok(())
+    }
+}
+
+impl Sink for TempFile {
+    fn write_all(&mut self, bytes: &[u8]) -> Result<(), FetchError> {
+        self.file
+            .write_all(bytes)
+            .map_err(|source| FetchError::Write {
+                path: self.path.clone(),
+                source,
+            })
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.persisted {
+            if let Err(e) = fs::remove_file(&self.path) {
+                tracing::warn!("cannot remove {}: {e}", self.path.display());
+            }
+        }
+    }
+}
+
+/// The first at most `max` bytes of `s`, cut at a character boundary.
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Standard output (or any writer) as a sink for `-o -`.
+pub(crate) struct WriterSink<'a>(pub &'a mut dyn Write);
+
+impl Sink for WriterSink<'_> {
+    fn write_all(&mut self, bytes: &[u8]) -> Result<(), FetchError> {
+        self.0.write_all(bytes).map_err(stdout_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temp_names_fit_in_a_component() {
+        let dir = tempfile::tempdir().unwrap();
+        let long = "é".repeat(127); // 254 bytes
+        let dest = dir.path().join(&long);
+        let t = TempFile::beside(&dest).unwrap();
+        let name = t.path.file_name().unwrap().to_str().unwrap().to_string();
+        assert!(name.starts_with(TEMP_PREFIX));
+        assert!(name.len() <= NAME_MAX);
+        drop(t);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn refuses_to_write_through_a_link_below_the_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("t");
+        let outside = dir.path().join("outside");
+        fs::create_dir_all(&target).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, target.join("link")).unwrap();
+        assert!(matches!(
+            destination(&target, "link/x.txt"),
+            Err(FetchError::UnsafePath { .. })
+        ));
+        assert_eq!(
+            destination(&target, "a/b/c.txt").unwrap(),
+            target.join("a/b/c.txt")
+        );
+        assert!(target.join("a/b").is_dir());
+        assert!(matches!(
+            destination(&target, "../x"),
+            Err(FetchError::BadName(_))
+        ));
+    }
+}

@@ -1,0 +1,134 @@
+//! What the socket thread does with each inotify event: mark names due (now, or after the
+//! debounce), scan new folders, note renames.
+
+use crate::events::{classify, notify_error, Intent};
+use crate::watcher::Watcher;
+use schema::names::{self, NameError};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// How long a name moved out waits for the other half of its rename before it is looked at.
+const MOVED_OUT_GRACE: Duration = Duration::from_millis(100);
+/// How long a name moved in waits for the rename event that pairs it with its source.
+const MOVED_IN_GRACE: Duration = Duration::from_millis(20);
+
+impl Watcher {
+    /// Handles one event (or watch error) from notify.
+    pub fn on_event(&mut self, event: notify::Result<notify::Event>, now: Instant) {
+        let event = match event {
+            Ok(e) => e,
+            Err(e) => {
+                let message = format!("{:#}", notify_error(e, &self.root));
+                if self.warned.insert(message.clone()) {
+                    tracing::error!("{message}; changes there are found by rescans only");
+                }
+                self.rescan_wanted = true;
+                return;
+            }
+        };
+        tracing::trace!("event {event:?}");
+        for intent in classify(&event) {
+            self.apply(intent, now);
+        }
+    }
+
+    /// The name of `path` below the source, or None (the root itself, outside, a bad name:
+    /// warned once, or an ignored name).
+    fn name_of(&mut self, path: &Path) -> Option<String> {
+        if path == self.root {
+            return None;
+        }
+        match names::from_path(&self.root, path) {
+            Ok(name) if self.ignores.is_ignored(&name) => None,
+            Ok(name) => Some(name),
+            Err(NameError::Outside(..)) => None,
+            Err(e) => {
+                if self.warned.insert(path.display().to_string()) {
+                    tracing::warn!("not syncing {}: {e}", path.display());
+                }
+                None
+            }
+        }
+    }
+
+    /// Marks `name` and every stored name below it due at `at`.
+    fn mark_tree(&mut self, name: &str, at: Instant) {
+        self.table.mark(name, at);
+        for below in self.table.stored_under(name) {
+            self.table.mark(&below, at);
+        }
+    }
+
+    fn apply(&mut self, intent: Intent, now: Instant) {
+        let debounce = self.settings.debounce;
+        match intent {
+            Intent::Rescan => self.rescan_wanted = true,
+            Intent::Now(p) => {
+                if let Some(n) = self.name_of(&p) {
+                    self.table.mark(&n, now);
+                }
+            }
+            Intent::Quiet(p) => {
+                if let Some(n) = self.name_of(&p) {
+                    self.table.mark(&n, now + debounce);
+                }
+            }
+            Intent::Removed(p) => {
+                if let Some(n) = self.name_of(&p) {
+                    self.mark_tree(&n, now);
+                }
+            }
+            Intent::NewFolder(p) => {
+                if self.name_of(&p).is_some() {
+                    self.scan_into(&p, now + debounce, None);
+                }
+            }
+            Intent::MovedOut(p) => {
+                if let Some(n) = self.name_of(&p) {
+                    self.mark_tree(&n, now + MOVED_OUT_GRACE);
+                }
+            }
+            Intent::MovedIn(p) => {
+                if let Some(n) = self.name_of(&p) {
+                    if p.is_dir() {
+                        self.scan_into(&p, now + MOVED_IN_GRACE, None);
+                    } else {
+                        self.table.mark(&n, now + MOVED_IN_GRACE);
+                    }
+                }
+            }
+            Intent::Moved(from, to) => self.moved(&from, &to, now),
+        }
+    }
+
+    /// `from` was renamed to `to` inside the source: note a rename for every stored name it
+    /// covers (tried when the new name is reconciled), and look at both sides now.
+    fn moved(&mut self, from: &Path, to: &Path, now: Instant) {
+        let (nf, nt) = (self.name_of(from), self.name_of(to));
+        let is_dir = to.is_dir();
+        if let (Some(nf), Some(nt)) = (&nf, &nt) {
+            if is_dir {
+                for old in self.table.stored_under(nf) {
+                    let new = format!("{nt}{}", &old[nf.len()..]);
+                    if names::check(&new).is_ok() && !self.ignores.is_ignored(&new) {
+                        self.table.note_rename(&old, &new);
+                        self.table.mark(&new, now);
+                    }
+                    self.table.mark(&old, now);
+                }
+            } else if self.table.stored(nf).is_some() {
+                self.table.note_rename(nf, nt);
+            }
+        }
+        if let Some(nf) = &nf {
+            self.mark_tree(nf, now);
+        }
+        if let Some(nt) = &nt {
+            if is_dir {
+                self.scan_into(to, now, None);
+            } else {
+                self.table.mark(nt, now);
+            }
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! Whether the broker is reachable, and the ping schedule while it is not.
+//!
+//! The link starts down. While down, only a `ping` goes out, at backoff intervals, until a
+//! `pong` comes back; an outage is logged once when it starts and once when it ends.
+
+use crate::state::next_backoff;
+use crate::watcher::Watcher;
+use anyhow::Context as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// First ping interval after an outage; doubles up to [`PING_MAX`].
+pub const PING_MIN: Duration = Duration::from_millis(250);
+/// First ping interval at start-up (the connection is usually made within milliseconds).
+pub const PING_START: Duration = Duration::from_millis(10);
+/// Longest ping interval while the broker is down.
+pub const PING_MAX: Duration = Duration::from_secs(5);
+/// A change (or ping, or listing) with no message back for this long means the broker is down.
+pub const SILENCE_LIMIT: Duration = Duration::from_secs(10);
+/// How long the broker may be unreachable at start-up before that is logged.
+const START_GRACE: Duration = Duration::from_secs(1);
+
+/// The broker link's state and ping schedule.
+#[derive(Debug)]
+pub struct Link {
+    endpoint: String,
+    up: bool,
+    /// Interval before the next ping while down.
+    backoff: Option<Duration>,
+    min: Duration,
+    next_ping: Instant,
+    down_since: Instant,
+    /// Whether this outage was logged (so its end is logged too).
+    warned: bool,
+}
+
+impl Link {
+    /// A link to `endpoint`, down until the first `pong`.
+    pub fn new(endpoint: &str, now: Instant) -> Link {
+        Link {
+            endpoint: endpoint.to_string(),
+            up: false,
+            backoff: None,
+            min: PING_START,
+            next_ping: now,
+            down_since: now,
+            warned: false,
+        }
+    }
+
+    /// The broker's endpoint (`tcp://host:port`).
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Whether the broker answered lately and nothing has timed out since.
+    pub fn is_up(&self) -> bool {
+        self.up
+    }
+
+    /// The broker stopped answering (a failed send, or silence): log once, ping from now on.
+    pub fn down(&mut self, now: Instant, why: &str) {
+        if !self.up {
+            return;
+        }
+        self.up = false;
+        self.backoff = None;
+        self.min = PING_MIN;
+        self.next_ping = now;
+        self.down_since = now;
+        self.warned = true;
+        tracing::warn!("broker {} unreachable ({why}), will retry", self.endpoint);
+    }
+
+    /// Whether a ping should go out now.
+    pub fn ping_due(&self, now: Instant) -> bool {
+        !self.up && now >= self.next_ping
+    }
+
+    /// A ping went out (or failed to); the next one waits for the doubled interval.
+    pub fn pinged(&mut self, now: Instant) {
+        let delay = next_backoff(self.backoff, self.min, PING_MAX);
+        self.backoff = Some(delay);
+        self.next_ping = now + delay;
+        if !self.warned && now.duration_since(self.down_since) >= START_GRACE {
+            self.warned = true;
+            tracing::warn!("broker {} unreachable, will retry", self.endpoint);
+        }
+    }
+
+    /// The connection (re)opened: ping at once instead of waiting for the backoff.
+    pub fn connected(&mut self, now: Instant) {
+        if !self.up {
+            self.next_ping = now;
+        }
+    }
+
+    /// A `pong` (or any answer) came: the broker is up.
+    pub fn answered(&mut self) {
+        if self.up {
+            return;
+        }
+        self.up = true;
+        self.backoff = None;
+        if self.warned {
+            tracing::info!("broker {} back", self.endpoint);
+        } else {
+            tracing::debug!("connected to broker {}", self.endpoint);
+        }
+        self.warned = false;
+    }
+
+    /// When the loop must wake for the next ping, if the link is down.
+    pub fn next_wake(&self) -> Option<Instant> {
+        (!self.up).then_some(self.next_ping)
+    }
+}
+
+static MONITOR_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A PAIR socket that receives the connection events of `sock`.
+pub(crate) fn watch_connection(
+    ctx: &zmq::Context,
+    sock: &zmq::Socket,
+) -> anyhow::Result<zmq::Socket> {
+    let ep = format!(
+        "inproc://dfs-watcher-monitor-{}",
+        MONITOR_COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    let events =
+        zmq::SocketEvent::HANDSHAKE_SUCCEEDED as i32 | zmq::SocketEvent::DISCONNECTED as i32;
+    sock.monitor(&ep, events)
+        .with_context(|| format!("cannot monitor the broker socket through {ep}"))?;
+    let monitor = ctx
+        .socket(zmq::PAIR)
+        .context("cannot create the monitor socket")?;
+    monitor
+        .connect(&ep)
+        .with_context(|| format!("cannot connect the monitor socket {ep}"))?;
+    Ok(monitor)
+}
+
+impl Watcher {
+    /// Connection events: a lost connection starts an outage at once (changes in flight are
+    /// due again); a new one is pinged at once.
+    pub(crate) fn connection_events(&mut self, now: Instant) {
+        while let Ok(frame) = self.monitor.recv_msg(zmq::DONTWAIT) {
+            let more = frame.get_more();
+            let event = (frame.len() >= 2).then(|| u16::from_ne_bytes([frame[0], frame[1]]));
+            if more {
+                // The second frame names the endpoint.
+                let _ = self.monitor.recv_msg(zmq::DONTWAIT);
+            }
+            match event {
+                Some(e) if e == zmq::SocketEvent::DISCONNECTED.to_raw() => {
+                    self.outage(now, "connection lost");
+                }
+                Some(e) if e == zmq::SocketEvent::HANDSHAKE_SUCCEEDED.to_raw() => {
+                    self.link.connected(now);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pings_back_off_while_down_and_stop_when_up() {
+        let t0 = Instant::now();
+        let mut link = Link::new("tcp://x:1", t0);
+        assert!(!link.is_up());
+        assert!(link.ping_due(t0));
+        link.pinged(t0);
+        assert!(!link.ping_due(t0));
+        assert!(link.ping_due(t0 + PING_START));
+        link.answered();
+        assert!(link.is_up() && !link.ping_due(t0 + PING_MAX) && link.next_wake().is_none());
+
+        // an outage: pings at 250 ms, 500 ms, 1 s, … capped at 5 s
+        let t1 = t0 + Duration::from_secs(60);
+        link.down(t1, "test");
+        let mut now = t1;
+        let mut gaps = Vec::new();
+        for _ in 0..8 {
+            assert!(link.ping_due(now));
+            link.pinged(now);
+            let next = link.next_wake().unwrap();
+            gaps.push(next - now);
+            now = next;
+        }
+        assert_eq!(gaps[0], PING_MIN);
+        assert_eq!(gaps[1], PING_MIN * 2);
+        assert_eq!(*gaps.last().unwrap(), PING_MAX);
+        link.answered();
+        assert!(link.is_up());
+    }
+}

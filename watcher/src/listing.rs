@@ -1,0 +1,94 @@
+//! The start-up listing: the broker's whole index, fetched page by page into the table before
+//! the first scan.
+
+use crate::state::Stored;
+use crate::watcher::{Phase, Watcher, LIST_RETRY};
+use schema::limits::MAX_LIST_PAGE;
+use schema::{names, Message};
+use std::time::Instant;
+
+impl Watcher {
+    /// Asks for the next page of the broker's listing, if one is due.
+    pub(crate) fn ask_listing(&mut self, now: Instant) {
+        let after = match &self.phase {
+            Phase::Listing {
+                after,
+                pending: None,
+                retry_at,
+                ..
+            } if now >= *retry_at => after.clone(),
+            _ => return,
+        };
+        let id = self.next_id();
+        if let Phase::Listing { pending, .. } = &mut self.phase {
+            *pending = Some((id, now));
+        }
+        let msg = Message::List {
+            id,
+            after,
+            limit: MAX_LIST_PAGE,
+        };
+        self.send(&msg, None, now);
+    }
+
+    /// A page of the broker's listing came: record it, ask for the next, or start syncing.
+    pub fn on_listing(&mut self, id: u64, entries: Vec<schema::Entry>, more: bool, now: Instant) {
+        let Phase::Listing { after, pending, .. } = &mut self.phase else {
+            tracing::debug!("ignoring a listing (id {id}) after start-up");
+            return;
+        };
+        if pending.map(|(p, _)| p) != Some(id) {
+            tracing::debug!("ignoring a stale listing (id {id})");
+            return;
+        }
+        *pending = None;
+        let last = entries.last().map(|e| e.name.clone());
+        for e in entries {
+            if names::check(&e.name).is_err() {
+                tracing::warn!("broker listed a bad name {:?}; ignoring it", e.name);
+                continue;
+            }
+            let stored = Stored {
+                size: e.size,
+                modified: e.modified,
+                blake3: e.blake3,
+                version: e.version,
+            };
+            self.table.set_stored(&e.name, Some(stored));
+        }
+        if more && last.is_some() {
+            *after = last;
+            return;
+        }
+        tracing::info!(
+            "broker holds {} files; comparing with {}",
+            self.table.stored_count(),
+            self.root.display()
+        );
+        self.phase = Phase::Running;
+        self.full_scan(now);
+    }
+
+    /// The broker refused the listing: ask again a little later.
+    pub fn listing_refused(&mut self, id: u64, message: &str, now: Instant) -> bool {
+        let Phase::Listing {
+            pending,
+            retry_at,
+            warned,
+            ..
+        } = &mut self.phase
+        else {
+            return false;
+        };
+        if pending.map(|(p, _)| p) != Some(id) {
+            return false;
+        }
+        if !*warned {
+            tracing::warn!("broker refused the listing: {message}; will retry");
+            *warned = true;
+        }
+        *pending = None;
+        *retry_at = now + LIST_RETRY;
+        true
+    }
+}

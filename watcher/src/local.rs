@@ -1,0 +1,226 @@
+//! The source side: how a file looks now, what to do about it given what the store holds, and
+//! reading it without ever storing a torn copy.
+
+use crate::state::Stored;
+use schema::Hash;
+use std::fs::{File, Metadata};
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+/// How a regular file looks: enough to tell that it changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub size: u64,
+    /// Modification time, ns since the epoch.
+    pub modified: i64,
+    /// Status change time (ctime), ns since the epoch: moves on every write, even one that
+    /// restores the old mtime.
+    pub changed: i64,
+}
+
+impl Stamp {
+    /// The stamp of `meta`.
+    pub fn of(meta: &Metadata) -> Stamp {
+        let ns = |s: i64, n: i64| s.saturating_mul(1_000_000_000).saturating_add(n);
+        Stamp {
+            size: meta.len(),
+            modified: ns(meta.mtime(), meta.mtime_nsec()),
+            changed: ns(meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+}
+
+/// What is at a name's path now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Look {
+    /// Nothing (or nothing we sync: a folder, a symlink, a device…).
+    Missing,
+    /// A regular file.
+    File(Stamp),
+}
+
+/// Looks at `path` without following symlinks.
+pub fn look(path: &Path) -> io::Result<Look> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_file() => Ok(Look::File(Stamp::of(&m))),
+        Ok(_) => Ok(Look::Missing),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
+            Ok(Look::Missing)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// What reconciling a name calls for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// The store is up to date.
+    Nothing,
+    /// Neither the source nor the store has it: forget the name.
+    Forget,
+    /// The file is gone from the source: delete the stored copy.
+    Delete,
+    /// Same size but another mtime: hash the file to tell a rewrite from a change.
+    Compare,
+    /// Send the file.
+    Upload,
+}
+
+/// Decides from what the store holds and what the source has now.
+pub fn decide(stored: Option<&Stored>, now: &Look, keep_deleted: bool) -> Decision {
+    match (stored, now) {
+        (None, Look::Missing) => Decision::Forget,
+        (Some(_), Look::Missing) if keep_deleted => Decision::Nothing,
+        (Some(_), Look::Missing) => Decision::Delete,
+        (Some(s), Look::File(f)) if s.size == f.size && s.modified == f.modified => {
+            Decision::Nothing
+        }
+        (Some(s), Look::File(f)) if s.size == f.size => Decision::Compare,
+        (_, Look::File(_)) => Decision::Upload,
+    }
+}
+
+/// A read that saw the file change under it (or come up short): try again later.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("{0} changed while it was being read")]
+    Changed(String),
+    #[error("cannot read {path}: {source}")]
+    Io { path: String, source: io::Error },
+}
+
+impl ReadError {
+    fn io(path: &Path) -> impl FnOnce(io::Error) -> ReadError + '_ {
+        move |source| ReadError::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+}
+
+/// Reads exactly `buf.len()` bytes unless the file ends first; returns how many were read.
+pub fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+/// Reads a small file whole (at most `INLINE_MAX` bytes as stamped by `before`) and checks
+/// that it did not change while being read.
+pub fn read_small(path: &Path, before: &Stamp) -> Result<Vec<u8>, ReadError> {
+    let mut file = File::open(path).map_err(ReadError::io(path))?;
+    let mut data = vec![0u8; usize::try_from(before.size).unwrap_or(0)];
+    let got = read_full(&mut file, &mut data).map_err(ReadError::io(path))?;
+    let mut probe = [0u8; 1];
+    let extra = read_full(&mut file, &mut probe).map_err(ReadError::io(path))?;
+    let after = file.metadata().map_err(ReadError::io(path))?;
+    if got != data.len() || extra != 0 || Stamp::of(&after) != *before {
+        return Err(ReadError::Changed(path.display().to_string()));
+    }
+    Ok(data)
+}
+
+/// Hashes a file of any size in `CHUNK_SIZE` reads (memory stays bounded), checking that it
+/// still looks like `before` afterwards.
+pub fn hash_file(path: &Path, before: &Stamp) -> Result<Hash, ReadError> {
+    let mut file = File::open(path).map_err(ReadError::io(path))?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; schema::limits::CHUNK_SIZE];
+    let mut total = 0u64;
+    loop {
+        let n = read_full(&mut file, &mut buf).map_err(ReadError::io(path))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+    let after = file.metadata().map_err(ReadError::io(path))?;
+    if total != before.size || Stamp::of(&after) != *before {
+        return Err(ReadError::Changed(path.display().to_string()));
+    }
+    Ok(hasher.finalize().into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn stored(size: u64, modified: i64) -> Stored {
+        Stored {
+            size,
+            modified,
+            blake3: Hash::of(b""),
+            version: 3,
+        }
+    }
+
+    fn file(size: u64, modified: i64) -> Look {
+        Look::File(Stamp {
+            size,
+            modified,
+            changed: 0,
+        })
+    }
+
+    #[test]
+    fn decisions_from_stored_and_local() {
+        use Decision::*;
+        let s = stored(10, 100);
+        let cases = [
+            (None, Look::Missing, false, Forget),
+            (None, Look::Missing, true, Forget),
+            (Some(s), Look::Missing, false, Delete),
+            (Some(s), Look::Missing, true, Nothing),
+            (Some(s), file(10, 100), false, Nothing),
+            (Some(s), file(10, 101), false, Compare),
+            (Some(s), file(11, 100), false, Upload),
+            (Some(s), file(0, 100), false, Upload),
+            (None, file(10, 100), false, Upload),
+            (None, file(0, 0), false, Upload),
+        ];
+        for (stored, now, keep, want) in cases {
+            assert_eq!(
+                decide(stored.as_ref(), &now, keep),
+                want,
+                "{stored:?} {now:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn reads_and_hashes_detect_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"hello").unwrap();
+        let Look::File(st) = look(&path).unwrap() else {
+            panic!("not a file")
+        };
+        assert_eq!(read_small(&path, &st).unwrap(), b"hello");
+        assert_eq!(hash_file(&path, &st).unwrap(), Hash::of(b"hello"));
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(b"!").unwrap();
+        assert!(matches!(read_small(&path, &st), Err(ReadError::Changed(_))));
+        assert!(matches!(hash_file(&path, &st), Err(ReadError::Changed(_))));
+        assert_eq!(look(&dir.path().join("nope")).unwrap(), Look::Missing);
+        assert_eq!(look(&path.join("under-a-file")).unwrap(), Look::Missing);
+        assert_eq!(look(dir.path()).unwrap(), Look::Missing);
+    }
+}

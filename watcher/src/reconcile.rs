@@ -1,0 +1,286 @@
+//! reconcile(name): look at the file now, compare with what the store holds, and start the
+//! change that brings the store in step (an upload, a delete or a rename), or none.
+
+use crate::local::{self, decide, hash_file, look, read_small, Decision, Look, ReadError, Stamp};
+use crate::state::Stored;
+use crate::transfer::{Change, InFlight, Next, Upload};
+use crate::watcher::Watcher;
+use schema::limits::INLINE_MAX;
+use schema::{names, Hash, Message};
+use std::path::PathBuf;
+use std::time::Instant;
+
+impl Watcher {
+    /// Decides what `name` needs and starts it.
+    pub fn reconcile(&mut self, name: &str, now: Instant) {
+        if self.table.in_flight(name) {
+            self.table.mark(name, now);
+            return;
+        }
+        if self.ignores.is_ignored(name) {
+            return;
+        }
+        let path = match names::to_path(&self.root, name) {
+            Ok(p) => p,
+            Err(e) => {
+                if self.warned.insert(name.to_string()) {
+                    tracing::warn!("not syncing {name:?}: {e}");
+                }
+                return;
+            }
+        };
+        let now_look = match look(&path) {
+            Ok(l) => l,
+            Err(e) => {
+                self.cannot_read(name, &format!("cannot stat {}: {e}", path.display()), now);
+                return;
+            }
+        };
+        let stamp = match now_look {
+            Look::File(s) => Some(s),
+            Look::Missing => None,
+        };
+        if self.table.refused(name, stamp.as_ref()) {
+            return;
+        }
+        // The source of a rename in the source folder: its target settles it.
+        if stamp.is_none() && self.table.rename_target(name).is_some() {
+            return;
+        }
+        if let Some(from) = self.table.take_rename(name) {
+            if self.try_rename(&from, name, stamp.as_ref(), now) {
+                return;
+            }
+            self.table.mark(&from, now);
+        }
+        let stored = self.table.stored(name);
+        match decide(stored.as_ref(), &now_look, self.settings.keep_deleted) {
+            Decision::Nothing => {}
+            Decision::Forget => self.table.set_stored(name, None),
+            Decision::Delete => {
+                let id = self.next_id();
+                let msg = Message::Delete {
+                    id,
+                    name: name.to_string(),
+                };
+                let change = Change::Delete {
+                    name: name.to_string(),
+                };
+                self.start_change(id, change, &msg, None, now);
+            }
+            Decision::Compare => {
+                if let (Some(stamp), Some(stored)) = (stamp, stored) {
+                    self.compare(name, path, stamp, stored, now);
+                }
+            }
+            Decision::Upload => {
+                if let Some(stamp) = stamp {
+                    self.upload(name, path, stamp, None, now);
+                }
+            }
+        }
+    }
+
+    /// A file that could not be read: warn once, try again with backoff.
+    fn cannot_read(&mut self, name: &str, why: &str, now: Instant) {
+        if self.warned.insert(name.to_string()) {
+            tracing::warn!("{why}; will retry");
+        } else {
+            tracing::debug!("{why}; will retry");
+        }
+        self.table.retry_later(name, now);
+    }
+
+    /// A read that failed: the file changed (look again after the debounce), vanished (look
+    /// again now) or cannot be read (retry with backoff).
+    fn read_failed(&mut self, name: &str, e: ReadError, now: Instant) {
+        match e {
+            ReadError::Changed(_) => {
+                tracing::debug!("{e}; will look again");
+                self.table.mark(name, now + self.settings.debounce);
+            }
+            ReadError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                self.table.mark(name, now);
+            }
+            ReadError::Io { .. } => self.cannot_read(name, &e.to_string(), now),
+        }
+    }
+
+    /// The file has the stored size but another mtime: hash it; the same content only updates
+    /// the remembered mtime (no new version), other content is uploaded.
+    fn compare(&mut self, name: &str, path: PathBuf, stamp: Stamp, stored: Stored, now: Instant) {
+        if stamp.size <= INLINE_MAX {
+            // Small files are read whole anyway; the upload compares the hash.
+            return self.upload(name, path, stamp, None, now);
+        }
+        match hash_file(&path, &stamp) {
+            Ok(hash) if hash == stored.blake3 => {
+                tracing::debug!("{name} rewritten with the same content");
+                let modified = stamp.modified;
+                self.table
+                    .set_stored(name, Some(Stored { modified, ..stored }));
+            }
+            Ok(hash) => self.upload(name, path, stamp, Some(hash), now),
+            Err(e) => self.read_failed(name, e, now),
+        }
+    }
+
+    /// Sends the file: inline when small (read whole, checked unchanged), else a `put` whose
+    /// chunks follow as credit comes.
+    fn upload(
+        &mut self,
+        name: &str,
+        path: PathBuf,
+        stamp: Stamp,
+        known: Option<Hash>,
+        now: Instant,
+    ) {
+        let id = self.next_id();
+        if stamp.size <= INLINE_MAX {
+            let data = match read_small(&path, &stamp) {
+                Ok(d) => d,
+                Err(e) => return self.read_failed(name, e, now),
+            };
+            let hash = Hash::of(&data);
+            if let Some(stored) = self.table.stored(name) {
+                if stored.size == stamp.size && stored.blake3 == hash {
+                    let modified = stamp.modified;
+                    self.table
+                        .set_stored(name, Some(Stored { modified, ..stored }));
+                    return;
+                }
+            }
+            let up = Upload::inline(name.to_string(), stamp, hash);
+            let msg = up.put(id);
+            self.start_change(id, Change::Put(Box::new(up)), &msg, Some(data), now);
+            return;
+        }
+        let file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                let e = ReadError::Io {
+                    path: path.display().to_string(),
+                    source: e,
+                };
+                return self.read_failed(name, e, now);
+            }
+        };
+        match file.metadata() {
+            Ok(m) if local::Stamp::of(&m) == stamp => {}
+            Ok(_) => return self.table.mark(name, now + self.settings.debounce),
+            Err(e) => {
+                return self.cannot_read(name, &format!("cannot stat {}: {e}", path.display()), now)
+            }
+        }
+        let up = Upload::chunked(name.to_string(), stamp, file, known);
+        let msg = up.put(id);
+        self.start_change(id, Change::Put(Box::new(up)), &msg, None, now);
+    }
+
+    /// Sends `rename {from, to}` if `to` is `from` moved unchanged (same size and mtime as
+    /// stored for `from`, and `from` gone from the source). Returns whether it did.
+    fn try_rename(&mut self, from: &str, to: &str, stamp: Option<&Stamp>, now: Instant) -> bool {
+        let (Some(stamp), Some(stored)) = (stamp, self.table.stored(from)) else {
+            return false;
+        };
+        if self.settings.keep_deleted
+            || self.table.in_flight(from)
+            || stored.size != stamp.size
+            || stored.modified != stamp.modified
+        {
+            return false;
+        }
+        let from_gone = names::to_path(&self.root, from)
+            .map(|p| matches!(look(&p), Ok(Look::Missing)))
+            .unwrap_or(false);
+        if !from_gone {
+            return false;
+        }
+        let id = self.next_id();
+        let msg = Message::Rename {
+            id,
+            from: from.to_string(),
+            to: to.to_string(),
+            blake3: stored.blake3,
+            to_class: None,
+            version: None,
+        };
+        let change = Change::Rename {
+            from: from.to_string(),
+            to: to.to_string(),
+            stored,
+        };
+        self.start_change(id, change, &msg, None, now);
+        true
+    }
+
+    /// Sends the first message of a change and records it in flight. If the send fails the
+    /// outage has started and the names are due again.
+    fn start_change(
+        &mut self,
+        id: u64,
+        change: Change,
+        msg: &Message,
+        data: Option<Vec<u8>>,
+        now: Instant,
+    ) {
+        if !self.send(msg, data, now) {
+            for name in change.names() {
+                self.table.mark(name, now);
+            }
+            return;
+        }
+        tracing::debug!("sent {} of {}", msg.kind(), change.names().join(" -> "));
+        for name in change.names() {
+            self.table.start(name, id);
+        }
+        self.flights.insert(id, InFlight { change, heard: now });
+    }
+
+    /// Sends as many chunks of upload `id` as its credit allows; a torn read aborts it.
+    pub fn pump_upload(&mut self, id: u64, now: Instant) {
+        loop {
+            let next = match self.flights.get_mut(&id) {
+                Some(InFlight {
+                    change: Change::Put(up),
+                    ..
+                }) => up.next(id),
+                _ => return,
+            };
+            match next {
+                Next::Wait => return,
+                Next::Chunk(msg, data) => {
+                    let last = matches!(
+                        msg,
+                        Message::Chunk {
+                            blake3: Some(_),
+                            ..
+                        }
+                    );
+                    if !self.send(&msg, Some(data), now) {
+                        return;
+                    }
+                    if last {
+                        if let Some(f) = self.flights.get_mut(&id) {
+                            f.heard = now;
+                        }
+                    }
+                }
+                Next::Torn(why) => {
+                    self.send(&Message::Abort { id }, None, now);
+                    if let Some(flight) = self.flights.remove(&id) {
+                        if let Change::Put(up) = &flight.change {
+                            tracing::info!(
+                                "{} changed while being sent ({why}); will send it again",
+                                up.name
+                            );
+                            self.table.finish(&up.name);
+                            self.table.mark(&up.name, now + self.settings.debounce);
+                        }
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! What the broker's answers do: credit feeds uploads, `done` records what the store now
+//! holds, `error` retries or gives up.
+
+use crate::state::Stored;
+use crate::transfer::Change;
+use crate::watcher::Watcher;
+use schema::{ErrorCode, Message};
+use std::time::Instant;
+
+impl Watcher {
+    /// Handles one well-formed message from the broker.
+    pub fn on_message(&mut self, msg: Message, now: Instant) {
+        match msg {
+            Message::Pong { .. } => {}
+            Message::Ping { id } => {
+                self.send(&Message::Pong { id }, None, now);
+            }
+            Message::Listing { id, entries, more } => self.on_listing(id, entries, more, now),
+            Message::Credit { id, chunks } => self.on_credit(id, chunks, now),
+            Message::Done {
+                id,
+                version,
+                unchanged,
+            } => self.on_done(id, version, unchanged, now),
+            Message::Error { id, code, message } => self.on_error(id, code, &message, now),
+            Message::Meta { id, .. } => {
+                tracing::debug!("ignoring a meta (id {id}) from the broker");
+            }
+            other => {
+                tracing::warn!(
+                    "broker {} sent a {} message, which a watcher does not take",
+                    self.link.endpoint(),
+                    other.kind()
+                );
+                let reply = Message::error(
+                    other.id(),
+                    ErrorCode::Unexpected,
+                    format!("a watcher does not take {} messages", other.kind()),
+                );
+                self.send(&reply, None, now);
+            }
+        }
+    }
+
+    fn on_credit(&mut self, id: u64, chunks: u32, now: Instant) {
+        match self.flights.get_mut(&id) {
+            Some(flight) => {
+                flight.heard = now;
+                if let Change::Put(up) = &mut flight.change {
+                    up.grant(chunks);
+                }
+                self.pump_upload(id, now);
+            }
+            None => {
+                // An upload given up (an outage, a torn read): tell the broker to drop it.
+                tracing::debug!("credit for unknown upload {id}; aborting it");
+                self.send(&Message::Abort { id }, None, now);
+            }
+        }
+    }
+
+    fn on_done(&mut self, id: u64, version: u64, unchanged: bool, now: Instant) {
+        let Some(flight) = self.flights.remove(&id) else {
+            tracing::debug!("done for unknown request {id}");
+            return;
+        };
+        match flight.change {
+            Change::Put(up) => {
+                self.table.finish(&up.name);
+                match up.blake3 {
+                    Some(blake3) if up.all_sent() || unchanged => {
+                        let stored = Stored {
+                            size: up.stamp.size,
+                            modified: up.stamp.modified,
+                            blake3,
+                            version,
+                        };
+                        self.table.set_stored(&up.name, Some(stored));
+                        self.table.succeeded(&up.name);
+                        if unchanged {
+                            tracing::info!("{} unchanged (version {version})", up.name);
+                        } else {
+                            tracing::info!(
+                                "synced {} ({} bytes, version {version})",
+                                up.name,
+                                up.stamp.size
+                            );
+                        }
+                    }
+                    _ => {
+                        tracing::warn!(
+                            "broker {} acknowledged {} before all of it was sent; sending it again",
+                            self.link.endpoint(),
+                            up.name
+                        );
+                        self.table.mark(&up.name, now);
+                    }
+                }
+            }
+            Change::Delete { name } => {
+                self.table.finish(&name);
+                self.table.set_stored(&name, None);
+                self.table.succeeded(&name);
+                tracing::info!("deleted {name}");
+            }
+            Change::Rename { from, to, stored } => {
+                self.table.finish(&from);
+                self.table.finish(&to);
+                self.table.set_stored(&from, None);
+                self.table
+                    .set_stored(&to, Some(Stored { version, ..stored }));
+                self.table.succeeded(&from);
+                self.table.succeeded(&to);
+                tracing::info!("renamed {from} to {to} (version {version})");
+            }
+        }
+    }
+
+    fn on_error(&mut self, id: u64, code: ErrorCode, message: &str, now: Instant) {
+        if self.listing_refused(id, message, now) {
+            return;
+        }
+        let Some(flight) = self.flights.remove(&id) else {
+            tracing::debug!("error for unknown request {id}: {code:?}: {message}");
+            return;
+        };
+        let names: Vec<String> = flight
+            .change
+            .names()
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        match (&flight.change, code) {
+            (Change::Rename { from, to, .. }, _) if !code.is_transient() => {
+                // Not stored as we thought (or refused): upload `to`, delete `from` instead.
+                tracing::debug!(
+                    "rename {from} -> {to} refused ({code:?}: {message}); sending instead"
+                );
+                for name in &names {
+                    self.table.finish(name);
+                    self.table.mark(name, now);
+                }
+            }
+            (_, ErrorCode::UnknownTransfer) => {
+                tracing::debug!(
+                    "broker lost the change of {} ({message}); redoing it",
+                    names.join(", ")
+                );
+                for name in &names {
+                    self.table.finish(name);
+                    self.table.mark(name, now);
+                }
+            }
+            (_, code) if code.is_transient() => {
+                if let Change::Rename { from, to, .. } = &flight.change {
+                    self.table.note_rename(from, to);
+                }
+                for name in &names {
+                    let delay = self.table.retry_later(name, now);
+                    if delay == crate::state::RETRY_MIN {
+                        tracing::warn!("{name}: {message} ({code:?}); will retry");
+                    } else {
+                        tracing::debug!("{name}: {message} ({code:?}); retry in {delay:?}");
+                    }
+                }
+            }
+            (change, code) => {
+                let look = match change {
+                    Change::Put(up) => Some(up.stamp),
+                    _ => None,
+                };
+                for name in &names {
+                    tracing::warn!(
+                        "broker {} refused {name}: {message} ({code:?}); not retrying until it changes",
+                        self.link.endpoint()
+                    );
+                    self.table.refuse(name, look);
+                }
+            }
+        }
+    }
+}

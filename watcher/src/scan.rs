@@ -1,0 +1,180 @@
+//! Walking the source folder (or part of it) to find every file worth syncing.
+
+use crate::ignore::Ignores;
+use crate::local::Stamp;
+use crate::watcher::Watcher;
+use schema::names::{self, NameError};
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Instant;
+use walkdir::WalkDir;
+
+/// What a walk found besides the files it reported.
+#[derive(Debug, Default)]
+pub struct Walked {
+    /// Paths whose names break the name rules (not UTF-8, too long…), with why.
+    pub bad: Vec<(String, NameError)>,
+    /// Folders or files that could not be read, with why.
+    pub unreadable: Vec<String>,
+}
+
+/// Walks `dir` (the source root `root` or a folder below it) without following symlinks and
+/// calls `found` with the name and stamp of every regular file that is not ignored. Ignored
+/// folders are not entered.
+pub fn walk(
+    root: &Path,
+    dir: &Path,
+    ignores: &Ignores,
+    mut found: impl FnMut(String, Stamp),
+) -> Walked {
+    let mut walked = Walked::default();
+    let mut it = WalkDir::new(dir).follow_links(false).into_iter();
+    while let Some(entry) = it.next() {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                // A folder removed while being walked is not worth a word.
+                if e.io_error().map(|io| io.kind()) != Some(std::io::ErrorKind::NotFound) {
+                    walked.unreadable.push(e.to_string());
+                }
+                continue;
+            }
+        };
+        if entry.path() == root {
+            continue;
+        }
+        let ft = entry.file_type();
+        if !ft.is_dir() && !ft.is_file() {
+            continue;
+        }
+        let name = match names::from_path(root, entry.path()) {
+            Ok(n) => n,
+            Err(e) => {
+                walked.bad.push((entry.path().display().to_string(), e));
+                if ft.is_dir() {
+                    it.skip_current_dir();
+                }
+                continue;
+            }
+        };
+        if ignores.is_ignored(&name) {
+            if ft.is_dir() {
+                it.skip_current_dir();
+            }
+            continue;
+        }
+        if ft.is_file() {
+            match entry.metadata() {
+                Ok(m) => found(name, Stamp::of(&m)),
+                Err(e) => walked.unreadable.push(e.to_string()),
+            }
+        }
+    }
+    walked
+}
+
+impl Watcher {
+    /// Walks the whole source: every file that differs from the store is due now, and so is
+    /// every stored name gone from the source.
+    pub fn full_scan(&mut self, now: Instant) {
+        self.rescan_wanted = false;
+        self.next_rescan = now + self.settings.rescan_period;
+        if !self.root.is_dir() {
+            // An unmounted or removed source must not read as "every file deleted".
+            let what = format!("the source folder {} is gone", self.root.display());
+            if self.warned.insert(what.clone()) {
+                tracing::warn!("{what}; not syncing until it is back");
+            }
+            return;
+        }
+        let started = Instant::now();
+        let mut seen = HashSet::new();
+        let root = self.root.clone();
+        self.scan_into(&root, now, Some(&mut seen));
+        let mut gone = 0usize;
+        if !self.settings.keep_deleted {
+            for name in self.table.stored_names() {
+                if !seen.contains(&name) && !self.ignores.is_ignored(&name) {
+                    self.table.mark_by(&name, now);
+                    gone += 1;
+                }
+            }
+        }
+        tracing::debug!(
+            "scanned {} files in {:?} ({gone} stored names gone)",
+            seen.len(),
+            started.elapsed()
+        );
+    }
+
+    /// Walks `dir` and marks due (at `at`) every file that differs from the store.
+    pub fn scan_into(&mut self, dir: &Path, at: Instant, mut seen: Option<&mut HashSet<String>>) {
+        let table = &mut self.table;
+        let walked = walk(&self.root, dir, &self.ignores, |name, stamp| {
+            let differs = !matches!(
+                table.stored(&name),
+                Some(s) if s.size == stamp.size && s.modified == stamp.modified
+            );
+            if differs {
+                table.mark_by(&name, at);
+            }
+            if let Some(seen) = seen.as_deref_mut() {
+                seen.insert(name);
+            }
+        });
+        for (path, why) in walked.bad {
+            if self.warned.insert(path.clone()) {
+                tracing::warn!("not syncing {path}: {why}");
+            }
+        }
+        for what in walked.unreadable {
+            if self.warned.insert(what.clone()) {
+                tracing::warn!("cannot read {what}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_files_skips_ignored_folders_and_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::create_dir_all(root.join("build/x")).unwrap();
+        std::fs::write(root.join("top.txt"), b"1").unwrap();
+        std::fs::write(root.join("a/b/deep.mp3"), b"22").unwrap();
+        std::fs::write(root.join("a/.x.swp"), b"").unwrap();
+        std::fs::write(root.join("build/x/o.o"), b"").unwrap();
+        std::os::unix::fs::symlink(root.join("top.txt"), root.join("link")).unwrap();
+        let ig = Ignores::new(&["build".into()], true).unwrap();
+        let mut found = Vec::new();
+        let walked = walk(root, root, &ig, |n, s| found.push((n, s.size)));
+        found.sort();
+        assert_eq!(
+            found,
+            [("a/b/deep.mp3".to_string(), 2), ("top.txt".to_string(), 1)]
+        );
+        assert!(walked.bad.is_empty() && walked.unreadable.is_empty());
+
+        let mut below = Vec::new();
+        walk(root, &root.join("a"), &ig, |n, _| below.push(n));
+        assert_eq!(below, ["a/b/deep.mp3"]);
+    }
+
+    #[test]
+    fn reports_names_that_break_the_rules() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join(std::ffi::OsStr::from_bytes(b"bad\xff"));
+        std::fs::write(&bad, b"x").unwrap();
+        let ig = Ignores::new(&[], true).unwrap();
+        let mut found = 0;
+        let walked = walk(dir.path(), dir.path(), &ig, |_, _| found += 1);
+        assert_eq!(found, 0);
+        assert_eq!(walked.bad.len(), 1);
+    }
+}

@@ -1,0 +1,392 @@
+//! The one place that knows, for every name, what the store holds, when the name is due for a
+//! look, and whether a change of it is in flight.
+//!
+//! Everything that can make a file need syncing (the start-up scan, an event, a retry, a
+//! rescan) only marks its name due; the loop takes due names from here and reconciles them.
+
+use crate::local::Stamp;
+use schema::Hash;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+/// What the store holds for a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    pub size: u64,
+    /// Source modification time, ns since the epoch.
+    pub modified: i64,
+    pub blake3: Hash,
+    pub version: u64,
+}
+
+/// First retry delay after a transient error; it doubles up to [`RETRY_MAX`].
+pub const RETRY_MIN: Duration = Duration::from_millis(100);
+/// Longest retry delay after transient errors.
+pub const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// The next delay of a doubling backoff between `min` and `max`.
+pub fn next_backoff(current: Option<Duration>, min: Duration, max: Duration) -> Duration {
+    match current {
+        None => min,
+        Some(d) => (d * 2).clamp(min, max),
+    }
+}
+
+/// Everything known about one name.
+#[derive(Debug, Default)]
+struct NameState {
+    stored: Option<Stored>,
+    /// When the name is due for a look (also a key of `Table::queue`).
+    due: Option<Instant>,
+    /// The request id of the change in flight.
+    in_flight: Option<u64>,
+    /// Marked while in flight: due again at this time once the change ends.
+    again: Option<Instant>,
+    /// Current retry delay after transient errors.
+    retry: Option<Duration>,
+    /// A permanent refusal for the file as it looked then; not retried until it changes.
+    failed: Option<Option<Stamp>>,
+}
+
+impl NameState {
+    fn is_empty(&self) -> bool {
+        self.stored.is_none()
+            && self.due.is_none()
+            && self.in_flight.is_none()
+            && self.again.is_none()
+            && self.failed.is_none()
+    }
+}
+
+/// The map name → state, with the queue of due names in time order.
+#[derive(Debug, Default)]
+pub struct Table {
+    names: BTreeMap<String, NameState>,
+    queue: BTreeSet<(Instant, String)>,
+    /// Renames seen in the source, `to` → `from`, tried when `to` is reconciled.
+    renames: HashMap<String, String>,
+    /// The `from` sides of `renames`, which are not deleted while the rename is pending.
+    rename_sources: HashMap<String, String>,
+}
+
+impl Table {
+    /// An empty table.
+    pub fn new() -> Table {
+        Table::default()
+    }
+
+    /// What the store holds for `name`.
+    pub fn stored(&self, name: &str) -> Option<Stored> {
+        self.names.get(name).and_then(|s| s.stored)
+    }
+
+    /// Records what the store holds for `name` (`None`: nothing).
+    pub fn set_stored(&mut self, name: &str, stored: Option<Stored>) {
+        match stored {
+            Some(s) => self.entry(name).stored = Some(s),
+            None => {
+                if let Some(st) = self.names.get_mut(name) {
+                    st.stored = None;
+                }
+                self.tidy(name);
+            }
+        }
+    }
+
+    /// Every stored name, in order.
+    pub fn stored_names(&self) -> Vec<String> {
+        self.names
+            .iter()
+            .filter(|(_, s)| s.stored.is_some())
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Every stored name below folder `dir` (`dir/...`).
+    pub fn stored_under(&self, dir: &str) -> Vec<String> {
+        let prefix = format!("{dir}/");
+        self.names
+            .range(prefix.clone()..)
+            .take_while(|(n, _)| n.starts_with(&prefix))
+            .filter(|(_, s)| s.stored.is_some())
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Number of names with something stored.
+    pub fn stored_count(&self) -> usize {
+        self.names.values().filter(|s| s.stored.is_some()).count()
+    }
+
+    fn entry(&mut self, name: &str) -> &mut NameState {
+        self.names.entry(name.to_string()).or_default()
+    }
+
+    /// Drops the state of `name` if nothing is left to remember.
+    fn tidy(&mut self, name: &str) {
+        if self.names.get(name).is_some_and(NameState::is_empty) {
+            self.names.remove(name);
+        }
+    }
+
+    /// Marks `name` due at `at`, replacing an earlier mark (a new event restarts the debounce).
+    /// While a change of the name is in flight, it is due again once that change ends.
+    pub fn mark(&mut self, name: &str, at: Instant) {
+        let st = self.entry(name);
+        if st.in_flight.is_some() {
+            st.again = Some(at);
+            return;
+        }
+        let old = st.due.replace(at);
+        if let Some(old) = old {
+            self.queue.remove(&(old, name.to_string()));
+        }
+        self.queue.insert((at, name.to_string()));
+    }
+
+    /// Marks `name` due at `at` unless it is due earlier already.
+    pub fn mark_by(&mut self, name: &str, at: Instant) {
+        let st = self.entry(name);
+        let due = if st.in_flight.is_some() {
+            st.again
+        } else {
+            st.due
+        };
+        if due.is_some_and(|d| d <= at) {
+            return;
+        }
+        self.mark(name, at);
+    }
+
+    /// The earliest due time, if any name is due.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.queue.first().map(|(t, _)| *t)
+    }
+
+    /// Takes the first name due at or before `now` off the queue.
+    pub fn pop_due(&mut self, now: Instant) -> Option<String> {
+        let (at, _) = self.queue.first()?;
+        if *at > now {
+            return None;
+        }
+        let (_, name) = self.queue.pop_first()?;
+        if let Some(st) = self.names.get_mut(&name) {
+            st.due = None;
+        }
+        Some(name)
+    }
+
+    /// Whether a change of `name` is in flight.
+    pub fn in_flight(&self, name: &str) -> bool {
+        self.names.get(name).is_some_and(|s| s.in_flight.is_some())
+    }
+
+    /// Records that change `id` of `name` is in flight; a due mark waits until it ends.
+    pub fn start(&mut self, name: &str, id: u64) {
+        let st = self.entry(name);
+        st.in_flight = Some(id);
+        if let Some(due) = st.due.take() {
+            st.again = Some(due);
+            self.queue.remove(&(due, name.to_string()));
+        }
+    }
+
+    /// The change of `name` ended; if the name was marked meanwhile it is due again.
+    pub fn finish(&mut self, name: &str) {
+        let Some(st) = self.names.get_mut(name) else {
+            return;
+        };
+        st.in_flight = None;
+        if let Some(at) = st.again.take() {
+            self.mark(name, at);
+        }
+        self.tidy(name);
+    }
+
+    /// The change of `name` succeeded: retries start over and a refusal is forgotten.
+    pub fn succeeded(&mut self, name: &str) {
+        if let Some(st) = self.names.get_mut(name) {
+            st.retry = None;
+            st.failed = None;
+        }
+    }
+
+    /// The change of `name` failed for a while: it ends and the name is due again after the
+    /// next backoff delay (100 ms doubling to 30 s). Returns that delay.
+    pub fn retry_later(&mut self, name: &str, now: Instant) -> Duration {
+        let st = self.entry(name);
+        let delay = next_backoff(st.retry, RETRY_MIN, RETRY_MAX);
+        st.retry = Some(delay);
+        st.in_flight = None;
+        let at = now + delay;
+        let at = st.again.take().map_or(at, |a| a.max(at));
+        self.mark(name, at);
+        delay
+    }
+
+    /// The change of `name` was refused for good while the file looked like `look`; it is not
+    /// tried again until the file changes.
+    pub fn refuse(&mut self, name: &str, look: Option<Stamp>) {
+        self.entry(name).failed = Some(look);
+        self.finish(name);
+    }
+
+    /// Whether `name` was refused for good while the file looked exactly like `look`.
+    pub fn refused(&self, name: &str, look: Option<&Stamp>) -> bool {
+        self.names
+            .get(name)
+            .and_then(|s| s.failed.as_ref())
+            .is_some_and(|f| f.as_ref() == look)
+    }
+
+    /// Remembers that `from` was renamed to `to` in the source.
+    pub fn note_rename(&mut self, from: &str, to: &str) {
+        if let Some(old) = self.renames.insert(to.to_string(), from.to_string()) {
+            self.rename_sources.remove(&old);
+        }
+        self.rename_sources.insert(from.to_string(), to.to_string());
+    }
+
+    /// Takes the pending rename whose target is `to`, giving its source.
+    pub fn take_rename(&mut self, to: &str) -> Option<String> {
+        let from = self.renames.remove(to)?;
+        self.rename_sources.remove(&from);
+        Some(from)
+    }
+
+    /// The pending rename target of `from`, if `from` was renamed.
+    pub fn rename_target(&self, from: &str) -> Option<&str> {
+        self.rename_sources.get(from).map(String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(size: u64) -> Stored {
+        Stored {
+            size,
+            modified: 5,
+            blake3: Hash::of(b"x"),
+            version: 1,
+        }
+    }
+
+    #[test]
+    fn due_names_come_out_in_time_order_and_marks_reset() {
+        let mut t = Table::new();
+        let now = Instant::now();
+        t.mark("b", now + Duration::from_millis(10));
+        t.mark("a", now + Duration::from_millis(20));
+        assert_eq!(t.pop_due(now), None);
+        assert_eq!(t.next_due(), Some(now + Duration::from_millis(10)));
+        // a new event restarts the debounce of b
+        t.mark("b", now + Duration::from_millis(30));
+        assert_eq!(
+            t.pop_due(now + Duration::from_millis(25)).as_deref(),
+            Some("a")
+        );
+        assert_eq!(t.pop_due(now + Duration::from_millis(25)), None);
+        assert_eq!(
+            t.pop_due(now + Duration::from_millis(30)).as_deref(),
+            Some("b")
+        );
+        assert_eq!(t.next_due(), None);
+        // mark_by never delays
+        t.mark("c", now);
+        t.mark_by("c", now + Duration::from_secs(1));
+        assert_eq!(t.next_due(), Some(now));
+    }
+
+    #[test]
+    fn one_change_per_name_in_flight() {
+        let mut t = Table::new();
+        let now = Instant::now();
+        t.mark("a", now);
+        assert_eq!(t.pop_due(now).as_deref(), Some("a"));
+        t.start("a", 7);
+        assert!(t.in_flight("a"));
+        // an event while in flight does not make it due now…
+        t.mark("a", now);
+        assert_eq!(t.pop_due(now), None);
+        // …but once the change ends
+        t.finish("a");
+        assert!(!t.in_flight("a"));
+        assert_eq!(t.pop_due(now).as_deref(), Some("a"));
+        // without a mark meanwhile, nothing is due after the end
+        t.start("a", 8);
+        t.finish("a");
+        assert_eq!(t.pop_due(now + Duration::from_secs(1)), None);
+    }
+
+    #[test]
+    fn backoff_doubles_to_its_cap_and_resets_on_success() {
+        let mut t = Table::new();
+        let now = Instant::now();
+        let mut delays = Vec::new();
+        for id in 0..12 {
+            t.start("a", id);
+            delays.push(t.retry_later("a", now));
+            assert_eq!(t.pop_due(now), None, "not due before the delay");
+            assert_eq!(t.pop_due(now + RETRY_MAX).as_deref(), Some("a"));
+        }
+        assert_eq!(delays[0], Duration::from_millis(100));
+        assert_eq!(delays[1], Duration::from_millis(200));
+        assert_eq!(delays[2], Duration::from_millis(400));
+        assert_eq!(*delays.last().unwrap(), RETRY_MAX);
+        t.succeeded("a");
+        t.start("a", 99);
+        assert_eq!(t.retry_later("a", now), RETRY_MIN);
+        assert_eq!(
+            next_backoff(
+                Some(Duration::from_secs(4)),
+                RETRY_MIN,
+                Duration::from_secs(5)
+            ),
+            Duration::from_secs(5)
+        );
+    }
+
+    #[test]
+    fn stored_names_and_prefixes() {
+        let mut t = Table::new();
+        for n in ["d/a", "d/b", "d/e/f", "d0", "dx/a", "e"] {
+            t.set_stored(n, Some(stored(1)));
+        }
+        assert_eq!(t.stored_under("d"), ["d/a", "d/b", "d/e/f"]);
+        assert_eq!(t.stored_count(), 6);
+        t.set_stored("d/a", None);
+        assert_eq!(t.stored("d/a"), None);
+        assert_eq!(t.stored("d/b"), Some(stored(1)));
+        assert_eq!(t.stored_names().len(), 5);
+    }
+
+    #[test]
+    fn refusals_hold_until_the_file_changes() {
+        let mut t = Table::new();
+        let look = Stamp {
+            size: 1,
+            modified: 2,
+            changed: 3,
+        };
+        t.start("a", 1);
+        t.refuse("a", Some(look));
+        assert!(t.refused("a", Some(&look)));
+        let other = Stamp { size: 2, ..look };
+        assert!(!t.refused("a", Some(&other)));
+        assert!(!t.refused("a", None));
+        t.succeeded("a");
+        assert!(!t.refused("a", Some(&look)));
+    }
+
+    #[test]
+    fn pending_renames() {
+        let mut t = Table::new();
+        t.note_rename("a", "b");
+        assert_eq!(t.rename_target("a"), Some("b"));
+        assert_eq!(t.take_rename("b").as_deref(), Some("a"));
+        assert_eq!(t.rename_target("a"), None);
+        assert_eq!(t.take_rename("b"), None);
+    }
+}

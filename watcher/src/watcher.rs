@@ -1,0 +1,383 @@
+//! The watcher daemon: start-up, the poll loop, and the broker link (sending, outages, the
+//! start-up listing, rescans).
+
+use crate::events::Feed;
+use crate::ignore::Ignores;
+use crate::link::{Link, SILENCE_LIMIT};
+use crate::state::Table;
+use crate::transfer::{Change, InFlight};
+use crate::Args;
+use anyhow::Context as _;
+use schema::codec;
+use schema::daemon::{host_port, write_ready_file, Shutdown, POLL_MS};
+use schema::Message;
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// The broker's default ingest port.
+const DEFAULT_PORT: u16 = 12345;
+/// How long a ping sent because the broker fell silent may stay unanswered.
+const PROBE_WAIT: Duration = Duration::from_secs(2);
+/// A change the broker says nothing about for this long (while answering pings) is given up
+/// and tried again.
+const GIVE_UP: Duration = Duration::from_secs(60);
+/// Delay before a refused listing is asked for again.
+pub(crate) const LIST_RETRY: Duration = Duration::from_secs(1);
+/// Most messages read off the socket in one turn of the loop.
+const RECV_BATCH: usize = 1024;
+/// Most names reconciled in one turn of the loop.
+const RECONCILE_BATCH: usize = 1024;
+
+/// Where the watcher is in its start-up.
+#[derive(Debug)]
+pub(crate) enum Phase {
+    /// Fetching the broker's listing: the page after `after` is asked for (`pending`: the id of
+    /// the `list` in flight and when it went out).
+    Listing {
+        after: Option<String>,
+        pending: Option<(u64, Instant)>,
+        retry_at: Instant,
+        warned: bool,
+    },
+    /// Syncing.
+    Running,
+}
+
+/// Settings that do not change while running.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub keep_deleted: bool,
+    pub debounce: Duration,
+    pub rescan_period: Duration,
+    pub max_in_flight: usize,
+}
+
+/// The socket thread's whole state.
+pub(crate) struct Watcher {
+    pub root: PathBuf,
+    pub settings: Settings,
+    pub ignores: Ignores,
+    pub table: Table,
+    pub flights: HashMap<u64, InFlight>,
+    pub sock: zmq::Socket,
+    /// Connection events of `sock` (a PAIR fed by `zmq_socket_monitor`).
+    pub monitor: zmq::Socket,
+    pub link: Link,
+    pub phase: Phase,
+    next_id: u64,
+    /// When anything last came from the broker.
+    heard: Instant,
+    /// A ping sent because the broker fell silent while changes wait.
+    probe: Option<Instant>,
+    pub next_rescan: Instant,
+    pub rescan_wanted: bool,
+    /// Paths already warned about (bad names, unreadable files), so each is warned once.
+    pub warned: HashSet<String>,
+}
+
+/// Runs the watcher until `stop` is triggered. Fails at start if the source folder is missing
+/// or not a folder, the broker address is malformed, or the folder cannot be watched.
+pub fn run(args: Args, stop: Shutdown) -> anyhow::Result<()> {
+    let meta = std::fs::metadata(&args.source)
+        .with_context(|| format!("cannot use the source folder {}", args.source.display()))?;
+    if !meta.is_dir() {
+        anyhow::bail!("the source {} is not a folder", args.source.display());
+    }
+    let root = args
+        .source
+        .canonicalize()
+        .with_context(|| format!("cannot resolve the source folder {}", args.source.display()))?;
+    let (host, port) = host_port(&args.broker, DEFAULT_PORT)
+        .map_err(|e| anyhow::anyhow!(e))
+        .context("bad --broker")?;
+    let endpoint = schema::socket::endpoint(&host, port);
+    let ignores = Ignores::new(&args.ignore, !args.no_default_ignores).context("bad --ignore")?;
+
+    let ctx = zmq::Context::new();
+    let sock = schema::socket::dealer(&ctx, &endpoint)?;
+    let monitor = crate::link::watch_connection(&ctx, &sock)?;
+    let feed = Feed::start(&ctx, &root)?;
+    if let Some(path) = &args.ready_file {
+        let ready = serde_json::json!({"role": "watch", "source": root.display().to_string()});
+        write_ready_file(path, &ready)
+            .with_context(|| format!("cannot write the ready file {}", path.display()))?;
+    }
+    tracing::info!("watching {} for broker {endpoint}", root.display());
+
+    let now = Instant::now();
+    let mut w = Watcher {
+        root,
+        settings: Settings {
+            keep_deleted: args.keep_deleted,
+            debounce: args.debounce(),
+            rescan_period: args.rescan_period(),
+            max_in_flight: args.max_in_flight as usize,
+        },
+        ignores,
+        table: Table::new(),
+        flights: HashMap::new(),
+        sock,
+        monitor,
+        link: Link::new(&endpoint, now),
+        phase: Phase::Listing {
+            after: None,
+            pending: None,
+            retry_at: now,
+            warned: false,
+        },
+        next_id: 0,
+        heard: now,
+        probe: None,
+        next_rescan: now,
+        rescan_wanted: false,
+        warned: HashSet::new(),
+    };
+    w.serve(&feed, &stop)
+}
+
+impl Watcher {
+    /// The poll loop: wait for the broker, an event or a timer; handle what came; repeat.
+    fn serve(&mut self, feed: &Feed, stop: &Shutdown) -> anyhow::Result<()> {
+        loop {
+            if stop.is_triggered() {
+                self.shut_down();
+                return Ok(());
+            }
+            let timeout = self.poll_timeout(Instant::now());
+            let mut items = [
+                self.sock.as_poll_item(zmq::POLLIN),
+                feed.wake_socket().as_poll_item(zmq::POLLIN),
+                self.monitor.as_poll_item(zmq::POLLIN),
+            ];
+            match zmq::poll(&mut items, timeout) {
+                Ok(_) | Err(zmq::Error::EINTR) => {}
+                Err(e) => return Err(e).context("cannot poll the broker socket"),
+            }
+            let drained = feed.drain();
+            let now = Instant::now();
+            if drained.overflowed {
+                tracing::warn!("event queue overflowed; rescanning {}", self.root.display());
+                self.rescan_wanted = true;
+            }
+            for event in drained.events {
+                self.on_event(event, now);
+            }
+            self.connection_events(Instant::now());
+            self.receive(Instant::now());
+            self.tick(Instant::now());
+        }
+    }
+
+    /// How long the next poll may wait (ms): until the next timer, at most `POLL_MS`.
+    fn poll_timeout(&self, now: Instant) -> i64 {
+        let mut wake: Option<Instant> = self.link.next_wake();
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                wake = Some(wake.map_or(t, |w| w.min(t)));
+            }
+        };
+        if self.can_reconcile() && self.flights.len() < self.settings.max_in_flight {
+            consider(self.table.next_due());
+        }
+        if let Phase::Listing {
+            pending: None,
+            retry_at,
+            ..
+        } = &self.phase
+        {
+            if self.link.is_up() {
+                consider(Some(*retry_at));
+            }
+        }
+        match wake {
+            None => POLL_MS,
+            Some(t) => {
+                let wait = t.saturating_duration_since(now);
+                // Round up so a timer less than 1 ms away does not spin the loop.
+                let ms = wait.as_micros().div_ceil(1000);
+                i64::try_from(ms).unwrap_or(POLL_MS).min(POLL_MS)
+            }
+        }
+    }
+
+    /// Whether due names may be reconciled now (start-up done, broker up).
+    pub fn can_reconcile(&self) -> bool {
+        matches!(self.phase, Phase::Running) && self.link.is_up()
+    }
+
+    /// A fresh request id.
+    pub fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// Sends a message to the broker. A failure means the broker is unreachable: the outage
+    /// starts (every change in flight is due again) and `false` is returned.
+    pub fn send(&mut self, msg: &Message, data: Option<Vec<u8>>, now: Instant) -> bool {
+        match codec::send(&self.sock, None, msg, data.map(zmq::Message::from)) {
+            Ok(()) => true,
+            Err(e) => {
+                let why = match e {
+                    zmq::Error::EAGAIN => "not connected".to_string(),
+                    e => e.to_string(),
+                };
+                tracing::debug!("cannot send {} to the broker: {why}", msg.kind());
+                self.outage(now, &why);
+                false
+            }
+        }
+    }
+
+    /// The broker is unreachable: log it once, put every change in flight back as due.
+    pub fn outage(&mut self, now: Instant, why: &str) {
+        self.link.down(now, why);
+        self.probe = None;
+        for (_, flight) in self.flights.drain() {
+            if let Change::Rename { from, to, .. } = &flight.change {
+                self.table.note_rename(from, to);
+            }
+            for name in flight.change.names() {
+                self.table.finish(name);
+                self.table.mark(name, now);
+            }
+        }
+        if let Phase::Listing { pending, .. } = &mut self.phase {
+            *pending = None;
+        }
+    }
+
+    /// Reads every message waiting on the socket.
+    fn receive(&mut self, now: Instant) {
+        for _ in 0..RECV_BATCH {
+            let inbound = match codec::recv(&self.sock, false, zmq::DONTWAIT) {
+                Ok(i) => i,
+                Err(zmq::Error::EAGAIN) => return,
+                Err(e) => {
+                    tracing::warn!("cannot read from broker {}: {e}", self.link.endpoint());
+                    return;
+                }
+            };
+            match inbound.msg {
+                Ok(msg) => {
+                    self.heard = now;
+                    self.probe = None;
+                    self.link.answered();
+                    self.on_message(msg, now);
+                }
+                Err(rejected) => {
+                    tracing::warn!(
+                        "refused a message from broker {}: {}",
+                        self.link.endpoint(),
+                        rejected.error
+                    );
+                    // Best effort: an unreachable broker is noticed by the next real send.
+                    let _ = codec::send(&self.sock, None, &rejected.reply(), None);
+                }
+            }
+        }
+    }
+
+    /// Timers: pings while down, silence detection, the listing, rescans, due names.
+    fn tick(&mut self, now: Instant) {
+        if self.link.ping_due(now) {
+            let id = self.next_id();
+            // A failed ping only schedules the next one.
+            let _ = codec::send(&self.sock, None, &Message::Ping { id }, None);
+            self.link.pinged(now);
+        }
+        if !self.link.is_up() {
+            return;
+        }
+        self.check_silence(now);
+        if !self.link.is_up() {
+            return;
+        }
+        self.ask_listing(now);
+        if matches!(self.phase, Phase::Running) {
+            if self.rescan_wanted || now >= self.next_rescan {
+                self.full_scan(now);
+            }
+            self.pump_due(now);
+        }
+    }
+
+    /// While changes wait for an answer and the broker has said nothing for a while, ping it;
+    /// no answer to that ping means the broker is down. A change silent for very long is
+    /// given up and tried again.
+    fn check_silence(&mut self, now: Instant) {
+        let listing_waits = matches!(
+            &self.phase,
+            Phase::Listing { pending: Some((_, sent)), .. } if now.duration_since(*sent) > SILENCE_LIMIT
+        );
+        let waiting = listing_waits
+            || self
+                .flights
+                .values()
+                .any(|f| now.duration_since(f.heard) > SILENCE_LIMIT);
+        if waiting && now.duration_since(self.heard) > SILENCE_LIMIT {
+            match self.probe {
+                None => {
+                    let id = self.next_id();
+                    if self.send(&Message::Ping { id }, None, now) {
+                        self.probe = Some(now);
+                    }
+                }
+                Some(sent) if now.duration_since(sent) > PROBE_WAIT => {
+                    self.outage(now, "no answer for 10 s");
+                }
+                Some(_) => {}
+            }
+        }
+        let stale: Vec<u64> = self
+            .flights
+            .iter()
+            .filter(|(_, f)| now.duration_since(f.heard) > GIVE_UP)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            if let Some(flight) = self.flights.remove(&id) {
+                tracing::warn!(
+                    "no answer about {} for {} s; trying again",
+                    flight.change.names().join(" -> "),
+                    GIVE_UP.as_secs()
+                );
+                if matches!(&flight.change, Change::Put(u) if u.is_chunked()) {
+                    self.send(&Message::Abort { id }, None, now);
+                }
+                for name in flight.change.names() {
+                    self.table.retry_later(name, now);
+                }
+            }
+        }
+    }
+
+    /// Reconciles due names while there is room for more changes in flight.
+    fn pump_due(&mut self, now: Instant) {
+        for _ in 0..RECONCILE_BATCH {
+            if !self.can_reconcile() || self.flights.len() >= self.settings.max_in_flight {
+                return;
+            }
+            let Some(name) = self.table.pop_due(now) else {
+                return;
+            };
+            self.reconcile(&name, now);
+        }
+    }
+
+    /// On stop: abandon chunked uploads in flight (the broker drops what it received).
+    fn shut_down(&mut self) {
+        let ids: Vec<u64> = self
+            .flights
+            .iter()
+            .filter(|(_, f)| matches!(&f.change, Change::Put(u) if u.is_chunked() && !u.all_sent()))
+            .map(|(id, _)| *id)
+            .collect();
+        if self.link.is_up() {
+            for id in ids {
+                let _ = codec::send(&self.sock, None, &Message::Abort { id }, None);
+            }
+        }
+        tracing::info!("watcher stopped");
+    }
+}
