@@ -1,1 +1,212 @@
-//! placeholder
+//! The dfs broker: takes uploads from watchers on its ingest port, routes each to the storage
+//! node's port for its class, keeps the index of stored files (sled) and its text export
+//! `myIndex/index.txt`, and answers listings and reads from fetchers on its fetch port.
+//!
+//! # Layout
+//! * [`Broker`] (this file): start-up (open or rebuild the index, bind, connect) and shutdown.
+//! * `relay`: the serving loop and group commit; `requests`: front-port messages; `replies`:
+//!   node messages; `table`: forwarded requests in flight; `links`: the node's sockets;
+//!   `rebuild`: refilling the index from the node.
+//! * `index`, `record`: the sled index; `listing`: fast `listing` frames; `export`:
+//!   `index.txt`.
+
+mod error;
+mod export;
+mod index;
+mod links;
+mod listing;
+mod rebuild;
+mod record;
+mod relay;
+mod replies;
+mod requests;
+mod table;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::IndexError;
+pub use export::{export, HEADER};
+pub use index::{Index, Opened};
+pub use record::{Record, State};
+
+use anyhow::Context as _;
+use export::Exporter;
+use links::NodeLinks;
+use rebuild::Rebuild;
+use relay::Relay;
+use schema::daemon::{host_port, write_ready_file, Shutdown};
+use schema::route::SERVE_OFFSET;
+use schema::socket::router;
+use schema::Routes;
+use std::path::PathBuf;
+
+/// Options of `dfs broker`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// Data folder: the sled index at DATA/index.db, the export at DATA/myIndex/index.txt.
+    #[arg(long, env = "DFS_BROKER_DATA", default_value = "./server")]
+    pub data: PathBuf,
+    /// Address to bind the ingest and fetch ports on.
+    #[arg(long, env = "DFS_BROKER_BIND", default_value = "0.0.0.0")]
+    pub bind: String,
+    /// Port for watchers (uploads); 0 picks a free port.
+    #[arg(long, env = "DFS_BROKER_INGEST_PORT", default_value_t = 12345)]
+    pub ingest_port: u16,
+    /// Port for fetchers (listings and reads); 0 picks a free port.
+    #[arg(long, env = "DFS_BROKER_FETCH_PORT", default_value_t = 12346)]
+    pub fetch_port: u16,
+    /// The storage node: HOST[:BASEPORT] (classes on BASEPORT..+3, reads on BASEPORT+4).
+    #[arg(long, env = "DFS_BROKER_STORAGE", default_value = "127.0.0.1:9000")]
+    pub storage: String,
+    /// Extra routes, EXT=CLASS,... (for example flac=mp3,md=txt); classes: mp3, txt, pdf, others.
+    #[arg(long, env = "DFS_BROKER_ROUTES")]
+    pub routes: Option<String>,
+    /// Write the bound ports here (one JSON line) once every socket is bound.
+    #[arg(long, env = "DFS_BROKER_READY_FILE")]
+    pub ready_file: Option<PathBuf>,
+}
+
+/// Options of `dfs index export`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ExportArgs {
+    /// The broker's data folder (the index is DATA/index.db).
+    #[arg(long, env = "DFS_BROKER_DATA", default_value = "./server")]
+    pub data: PathBuf,
+    /// Where to write (default DATA/myIndex/index.txt).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// Where the export of the index in `data` goes by default.
+pub fn default_export_path(data: &std::path::Path) -> PathBuf {
+    data.join("myIndex").join("index.txt")
+}
+
+/// A broker with its index open and its sockets bound, ready to [`serve`](Broker::serve).
+pub struct Broker {
+    relay: Relay,
+    ingest_port: u16,
+    fetch_port: u16,
+    export_path: PathBuf,
+}
+
+impl Broker {
+    /// Opens the index (a missing or damaged one is set up for a rebuild from the node), binds
+    /// the ingest and fetch ROUTERs and connects to the storage node. Logs the bound ports.
+    pub fn bind(ctx: &zmq::Context, args: &Args) -> anyhow::Result<Broker> {
+        std::fs::create_dir_all(&args.data)
+            .with_context(|| format!("cannot create the data folder {}", args.data.display()))?;
+        let db_path = args.data.join("index.db");
+        let (index, opened) = Index::open(&db_path).context("cannot open the broker's index")?;
+        match &opened {
+            Opened::Existing => tracing::info!(
+                "opened the index {} ({} files)",
+                db_path.display(),
+                index.len()
+            ),
+            Opened::Created => tracing::info!(
+                "created a new index {}; it will be filled from the storage node",
+                db_path.display()
+            ),
+            Opened::Damaged(_) => {}
+        }
+        let routes = match &args.routes {
+            Some(spec) => Routes::default()
+                .with_overrides(spec)
+                .map_err(|e| anyhow::anyhow!("bad --routes {spec:?}: {e}"))?,
+            None => Routes::default(),
+        };
+        let (host, base) =
+            host_port(&args.storage, 9000).map_err(|e| anyhow::anyhow!("bad --storage: {e}"))?;
+        if base.checked_add(SERVE_OFFSET).is_none() {
+            anyhow::bail!(
+                "bad --storage {}: base port {base} leaves no room for the five node ports",
+                args.storage
+            );
+        }
+        let node = NodeLinks::connect(ctx, &host, base)
+            .with_context(|| format!("cannot connect to the storage node {host}:{base}"))?;
+        let (ingest, ingest_port) = router(ctx, &args.bind, args.ingest_port)
+            .context("cannot open the ingest port (for watchers)")?;
+        let (fetch, fetch_port) = router(ctx, &args.bind, args.fetch_port)
+            .context("cannot open the fetch port (for fetchers)")?;
+        tracing::info!(
+            "broker listening on {}: ingest port {ingest_port}, fetch port {fetch_port}; \
+             storage node {host}:{base}",
+            args.bind
+        );
+        let rebuild = Rebuild::new(opened.needs_rebuild());
+        Ok(Broker {
+            relay: Relay::new(ingest, fetch, node, index, routes, rebuild),
+            ingest_port,
+            fetch_port,
+            export_path: default_export_path(&args.data),
+        })
+    }
+
+    /// The bound ingest (watcher) port.
+    pub fn ingest_port(&self) -> u16 {
+        self.ingest_port
+    }
+
+    /// The bound fetch (fetcher) port.
+    pub fn fetch_port(&self) -> u16 {
+        self.fetch_port
+    }
+
+    /// Serves until `stop` is triggered; then abandons or finishes the transfers in flight,
+    /// flushes the index and writes the export.
+    pub fn serve(mut self, stop: Shutdown) -> anyhow::Result<()> {
+        let exporter = Exporter::start(self.relay.index.clone(), self.export_path.clone())
+            .context("cannot start the index export thread")?;
+        if !self.relay.rebuild.is_active() {
+            exporter.request();
+        }
+        self.relay.run(&stop, &exporter);
+        let files = exporter
+            .finish()
+            .context("cannot write the index export at stop")?;
+        tracing::info!(
+            "broker stopped; index flushed, {} lists {files} files",
+            self.export_path.display()
+        );
+        Ok(())
+    }
+
+    #[cfg(test)]
+    pub(crate) fn relay_mut(&mut self) -> &mut Relay {
+        &mut self.relay
+    }
+}
+
+/// `dfs broker`: binds, writes the ready file
+/// `{"role":"broker","ingest_port":I,"fetch_port":F}`, and serves until `stop`.
+pub fn run(args: Args, stop: Shutdown) -> anyhow::Result<()> {
+    let ctx = zmq::Context::new();
+    let broker = Broker::bind(&ctx, &args)?;
+    if let Some(path) = &args.ready_file {
+        let ready = serde_json::json!({
+            "role": "broker",
+            "ingest_port": broker.ingest_port(),
+            "fetch_port": broker.fetch_port(),
+        });
+        write_ready_file(path, &ready)
+            .with_context(|| format!("cannot write the ready file {}", path.display()))?;
+    }
+    broker.serve(stop)
+}
+
+/// `dfs index export`: writes the text index from the broker's database now. Fails with a clear
+/// error while a running broker holds the database (it keeps the export current itself).
+pub fn export_index(args: &ExportArgs) -> anyhow::Result<()> {
+    let db_path = args.data.join("index.db");
+    let index = Index::open_existing(&db_path)?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| default_export_path(&args.data));
+    let files = export(&index, &out)?;
+    tracing::info!("wrote {} ({files} files)", out.display());
+    Ok(())
+}

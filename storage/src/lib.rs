@@ -1,1 +1,77 @@
-//! placeholder
+//! The dfs storage node: keeps files under `ROOT/mp3`, `ROOT/txt`, `ROOT/pdf`, `ROOT/others`
+//! and serves them back.
+//!
+//! # Sockets
+//! Five ROUTERs on consecutive ports: `base+0..base+3` take the uploads, deletes and renames of
+//! one class each (the broker routes; the node stores what arrives on a class port in that
+//! class), `base+4` serves reads and listings. One thread owns them all ([`Node::serve`]); a pool
+//! of sync workers makes finished uploads durable beside it ([`sync`]).
+//!
+//! # Files
+//! `lib.rs` (options, entry point), [`node`] (binding, the socket loop, dispatch),
+//! [`upload`] (puts and chunks), [`credit`] (flow control of uploads), [`sync`] (the durable
+//! write pool), [`durable`] (temp files, fsync, rename), [`read`] (gets), [`list`] (listings),
+//! [`change`] (deletes, renames), [`meta`] (the `user.dfs.meta` attribute), [`layout`] (the
+//! folders under the root), [`error`] (routine errors and their reply codes).
+
+pub mod change;
+pub mod credit;
+pub mod durable;
+pub mod error;
+pub mod layout;
+pub mod list;
+pub mod meta;
+pub mod node;
+pub mod read;
+pub mod sync;
+pub mod upload;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::StoreError;
+pub use node::Node;
+
+use anyhow::Context as _;
+use schema::daemon::{write_ready_file, Shutdown};
+use std::path::PathBuf;
+
+/// Options of `dfs storage`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// Storage root: files land in ROOT/mp3, ROOT/txt, ROOT/pdf and ROOT/others; uploads in
+    /// progress live in ROOT/.dfs/tmp. Its filesystem must support user extended attributes.
+    #[arg(long, env = "DFS_STORAGE_ROOT", default_value = "./node")]
+    pub root: PathBuf,
+    /// Address to bind the five ports on.
+    #[arg(long, env = "DFS_STORAGE_BIND", default_value = "0.0.0.0")]
+    pub bind: String,
+    /// First port: classes mp3, txt, pdf, others on BASE..BASE+3, reads on BASE+4. 0 picks a
+    /// free run of five ports.
+    #[arg(long, env = "DFS_STORAGE_BASE_PORT", default_value_t = 9000)]
+    pub base_port: u16,
+    /// Write {"role":"storage","base_port":P,"root":"..."} here once every port is bound.
+    #[arg(long, env = "DFS_STORAGE_READY_FILE")]
+    pub ready_file: Option<PathBuf>,
+    /// Threads making finished uploads durable (fsync, rename, fsync the folder); fsyncs of
+    /// different files run concurrently.
+    #[arg(long, env = "DFS_STORAGE_SYNC_THREADS", default_value_t = 16,
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub sync_threads: u16,
+}
+
+/// Runs a storage node until `stop`: binds, writes the ready file, serves.
+pub fn run(args: Args, stop: Shutdown) -> anyhow::Result<()> {
+    let ctx = zmq::Context::new();
+    let node = Node::bind(&ctx, &args)?;
+    if let Some(path) = &args.ready_file {
+        let ready = serde_json::json!({
+            "role": "storage",
+            "base_port": node.base_port(),
+            "root": node.root().display().to_string(),
+        });
+        write_ready_file(path, &ready)
+            .with_context(|| format!("cannot write the ready file {}", path.display()))?;
+    }
+    node.serve(stop)
+}

@@ -64,9 +64,14 @@ impl Watcher {
             tracing::debug!("done for unknown request {id}");
             return;
         };
+        // Every name a change touched is looked at once more after it ends: events that came
+        // while it was in flight may have been about a name the table did not know as stored yet
+        // (a file renamed, then its folder renamed before the first rename was acknowledged).
+        let recheck = now + self.settings.debounce;
         match flight.change {
             Change::Put(up) => {
                 self.table.finish(&up.name);
+                self.table.mark_by(&up.name, recheck);
                 match up.blake3 {
                     Some(blake3) if up.all_sent() || unchanged => {
                         let stored = Stored {
@@ -99,6 +104,7 @@ impl Watcher {
             }
             Change::Delete { name } => {
                 self.table.finish(&name);
+                self.table.mark_by(&name, recheck);
                 self.table.set_stored(&name, None);
                 self.table.succeeded(&name);
                 tracing::info!("deleted {name}");
@@ -106,6 +112,8 @@ impl Watcher {
             Change::Rename { from, to, stored } => {
                 self.table.finish(&from);
                 self.table.finish(&to);
+                self.table.mark_by(&from, recheck);
+                self.table.mark_by(&to, recheck);
                 self.table.set_stored(&from, None);
                 self.table
                     .set_stored(&to, Some(Stored { version, ..stored }));

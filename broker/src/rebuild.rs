@@ -1,0 +1,144 @@
+//! Rebuilding the index from the storage node when the database was missing or damaged: page
+//! through the node's serve port with `list` and insert every entry, without blocking the
+//! serving loop (one page request in flight at a time, retried while the node is away).
+
+use crate::links::Link;
+use crate::record::Record;
+use crate::relay::Relay;
+use schema::{names, Message};
+use std::time::{Duration, Instant};
+
+/// Entries asked for per page. Smaller than `MAX_LIST_PAGE` so a page of long names still fits
+/// in one frame under the sockets' `ZMQ_MAXMSGSIZE`.
+pub const REBUILD_PAGE: u32 = 1000;
+
+/// How long to wait for a page before asking again.
+const PAGE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long to wait before retrying after the node was unreachable or refused.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// Progress of a rebuild.
+#[derive(Debug, Default)]
+pub struct Rebuild {
+    active: bool,
+    finished: bool,
+    /// The node's cursor (`class/name` of the last entry received).
+    after: Option<String>,
+    /// The bid of the page request in flight and when it was sent.
+    asked: Option<(u64, Instant)>,
+    next_try: Option<Instant>,
+    inserted: u64,
+    told_unreachable: bool,
+}
+
+impl Rebuild {
+    /// A rebuild to run (`needed`) or none.
+    pub fn new(needed: bool) -> Rebuild {
+        Rebuild {
+            active: needed,
+            ..Rebuild::default()
+        }
+    }
+
+    /// Whether the index is still being rebuilt.
+    pub fn is_active(&self) -> bool {
+        self.active
+    }
+
+    /// Whether the rebuild finished since the last call (once).
+    pub fn just_finished(&mut self) -> bool {
+        std::mem::take(&mut self.finished)
+    }
+
+    /// Whether `bid` is the page request in flight.
+    pub fn owns(&self, bid: u64) -> bool {
+        self.asked.is_some_and(|(b, _)| b == bid)
+    }
+}
+
+impl Relay {
+    /// Asks the node for the next page when none is in flight (or the last one timed out).
+    pub(crate) fn rebuild_tick(&mut self) {
+        let now = Instant::now();
+        if let Some((_, sent)) = self.rebuild.asked {
+            if now.duration_since(sent) < PAGE_TIMEOUT {
+                return;
+            }
+            tracing::debug!("index rebuild: no answer to a page request; asking again");
+            self.rebuild.asked = None;
+        }
+        if self.rebuild.next_try.is_some_and(|t| now < t) {
+            return;
+        }
+        let bid = self.table.alloc();
+        let msg = Message::List {
+            id: bid,
+            after: self.rebuild.after.clone(),
+            limit: REBUILD_PAGE,
+        };
+        match self.node.send(Link::Serve, &msg, None) {
+            Ok(()) => self.rebuild.asked = Some((bid, now)),
+            Err(e) => {
+                if !std::mem::replace(&mut self.rebuild.told_unreachable, true) {
+                    tracing::warn!(
+                        "cannot rebuild the index yet: {e}; will keep trying (uploads are \
+                         refused as busy until it is done)"
+                    );
+                }
+                self.rebuild.next_try = Some(now + RETRY);
+            }
+        }
+    }
+
+    /// Takes a page from the node.
+    pub(crate) fn on_rebuild_reply(&mut self, msg: Message) {
+        self.rebuild.asked = None;
+        let (entries, more) = match msg {
+            Message::Listing { entries, more, .. } => (entries, more),
+            Message::Error { message, .. } => {
+                tracing::warn!("index rebuild: the storage node refused to list: {message}");
+                self.rebuild.next_try = Some(Instant::now() + RETRY);
+                return;
+            }
+            other => {
+                tracing::debug!("index rebuild: ignoring a {} from the node", other.kind());
+                return;
+            }
+        };
+        if let Some(last) = entries.last() {
+            self.rebuild.after = Some(format!("{}/{}", last.class, last.name));
+        }
+        for e in &entries {
+            if let Err(err) = names::check(&e.name) {
+                tracing::warn!("index rebuild: skipping an entry the node listed: {err}");
+                continue;
+            }
+            match self.index.put_if_absent(&e.name, &Record::from_entry(e)) {
+                Ok(true) => self.rebuild.inserted += 1,
+                Ok(false) => {}
+                Err(err) => {
+                    tracing::error!("index rebuild: {err}");
+                    self.rebuild.next_try = Some(Instant::now() + RETRY);
+                    return;
+                }
+            }
+        }
+        if more && !entries.is_empty() {
+            return;
+        }
+        if let Err(e) = self.index.mark_complete() {
+            tracing::error!("index rebuild: flushing failed: {e}; starting over");
+            self.rebuild.after = None;
+            self.rebuild.next_try = Some(Instant::now() + RETRY);
+            return;
+        }
+        self.rebuild.active = false;
+        self.rebuild.finished = true;
+        tracing::info!(
+            "rebuilt the index from the storage node {}: {} files",
+            self.node.endpoint(Link::Serve),
+            self.rebuild.inserted
+        );
+    }
+}

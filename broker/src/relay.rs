@@ -1,0 +1,312 @@
+//! The serving loop: one thread owns the two front ROUTERs and the node DEALERs, polls them,
+//! relays between them, and commits index changes in groups (one `flush` per poll round, then
+//! every `done` that waited for it).
+
+use crate::export::Exporter;
+use crate::index::Index;
+use crate::links::{Link, NodeLinks};
+use crate::rebuild::Rebuild;
+use crate::table::{Front, Job, Requester, Table};
+use schema::codec;
+use schema::daemon::{Shutdown, POLL_MS};
+use schema::{ErrorCode, Message, Routes};
+use std::time::{Duration, Instant};
+
+/// A transfer with no message either way for this long is dropped.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Most messages read from one socket in one poll round, so no socket starves the others.
+const BATCH: usize = 256;
+
+/// How long a stopping broker waits for the node to finish changes already committing.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// A `done` held back until the index change it reports is flushed.
+struct Ack {
+    front: Front,
+    peer: Vec<u8>,
+    msg: Message,
+}
+
+/// Everything the serving thread owns.
+pub struct Relay {
+    pub(crate) ingest: zmq::Socket,
+    pub(crate) fetch: zmq::Socket,
+    pub(crate) node: NodeLinks,
+    pub(crate) index: Index,
+    pub(crate) routes: Routes,
+    pub(crate) table: Table,
+    pub(crate) rebuild: Rebuild,
+    pub(crate) idle_timeout: Duration,
+    acks: Vec<Ack>,
+    /// The index changed since the last export request.
+    dirty: bool,
+}
+
+impl Relay {
+    /// A relay over bound front sockets and connected node links.
+    pub fn new(
+        ingest: zmq::Socket,
+        fetch: zmq::Socket,
+        node: NodeLinks,
+        index: Index,
+        routes: Routes,
+        rebuild: Rebuild,
+    ) -> Relay {
+        Relay {
+            ingest,
+            fetch,
+            node,
+            index,
+            routes,
+            table: Table::default(),
+            rebuild,
+            idle_timeout: IDLE_TIMEOUT,
+            acks: Vec::new(),
+            dirty: false,
+        }
+    }
+
+    /// Serves until `stop`, then abandons or finishes what is in flight and flushes the index.
+    pub fn run(&mut self, stop: &Shutdown, exporter: &Exporter) {
+        let mut last_sweep = Instant::now();
+        while !stop.is_triggered() {
+            match self.round(true) {
+                Ok(()) | Err(zmq::Error::EINTR) => {}
+                Err(e) => {
+                    tracing::warn!("polling the broker's sockets failed: {e}");
+                    std::thread::sleep(Duration::from_millis(POLL_MS as u64));
+                }
+            }
+            if last_sweep.elapsed() >= Duration::from_millis(500) {
+                last_sweep = Instant::now();
+                self.expire_idle();
+            }
+            if self.rebuild.is_active() {
+                self.rebuild_tick();
+            } else if self.rebuild.just_finished() {
+                self.dirty = true;
+            }
+            if std::mem::take(&mut self.dirty) {
+                exporter.request();
+            }
+        }
+        self.stop();
+    }
+
+    /// One poll round: waits up to `POLL_MS`, reads what is ready (front ports too when
+    /// `fronts`), then flushes the index once and sends the acks that waited for it.
+    fn round(&mut self, fronts: bool) -> zmq::Result<()> {
+        let mut ready = [false; 7];
+        let front_events = if fronts {
+            zmq::POLLIN
+        } else {
+            zmq::PollEvents::empty()
+        };
+        {
+            let mut items: Vec<zmq::PollItem> = Vec::with_capacity(7);
+            items.push(self.ingest.as_poll_item(front_events));
+            items.push(self.fetch.as_poll_item(front_events));
+            for s in self.node.sockets() {
+                items.push(s.as_poll_item(zmq::POLLIN));
+            }
+            zmq::poll(&mut items, POLL_MS)?;
+            for (r, item) in ready.iter_mut().zip(&items) {
+                *r = item.is_readable();
+            }
+        }
+        for (slot, _) in ready.iter().enumerate().filter(|(_, r)| **r) {
+            for _ in 0..BATCH {
+                let sock = match slot {
+                    0 => &self.ingest,
+                    1 => &self.fetch,
+                    n => &self.node.sockets()[n - 2],
+                };
+                match codec::recv(sock, slot < 2, zmq::DONTWAIT) {
+                    Ok(inbound) => match slot {
+                        0 => self.on_front(Front::Ingest, inbound),
+                        1 => self.on_front(Front::Fetch, inbound),
+                        n => self.on_node(Link::ALL[n - 2], inbound),
+                    },
+                    Err(zmq::Error::EAGAIN) => break,
+                    Err(e) => {
+                        tracing::warn!("reading a message failed: {e}");
+                        break;
+                    }
+                }
+            }
+        }
+        self.commit();
+        Ok(())
+    }
+
+    /// Flushes the index once for every change made this round, then sends their acks.
+    fn commit(&mut self) {
+        if self.acks.is_empty() {
+            return;
+        }
+        let acks = std::mem::take(&mut self.acks);
+        self.dirty = true;
+        match self.index.flush() {
+            Ok(()) => {
+                for a in acks {
+                    self.reply(a.front, &a.peer, &a.msg, None);
+                }
+            }
+            Err(e) => {
+                tracing::error!("flushing the index failed: {e}");
+                for a in acks {
+                    let msg = Message::error(
+                        a.msg.id(),
+                        ErrorCode::Io,
+                        format!("the broker could not make its index durable: {e}"),
+                    );
+                    self.reply(a.front, &a.peer, &msg, None);
+                }
+            }
+        }
+    }
+
+    /// Holds `msg` for `req` until the next flush.
+    pub(crate) fn ack_after_flush(&mut self, req: &Requester, msg: Message) {
+        self.acks.push(Ack {
+            front: req.front,
+            peer: req.peer.clone(),
+            msg: msg.with_id(req.id),
+        });
+    }
+
+    /// Sends `msg` to a front peer. A peer that is gone loses its transfers (aborted toward the
+    /// node); any other failure is logged.
+    pub(crate) fn reply(
+        &mut self,
+        front: Front,
+        peer: &[u8],
+        msg: &Message,
+        data: Option<zmq::Message>,
+    ) {
+        self.send_frames(front, peer, codec::encode(msg), data, msg.kind());
+    }
+
+    /// Sends an encoded header (and data) to a front peer; see [`Relay::reply`].
+    pub(crate) fn send_frames(
+        &mut self,
+        front: Front,
+        peer: &[u8],
+        header: Vec<u8>,
+        data: Option<zmq::Message>,
+        kind: &str,
+    ) {
+        let sock = match front {
+            Front::Ingest => &self.ingest,
+            Front::Fetch => &self.fetch,
+        };
+        let flags = zmq::DONTWAIT;
+        let sent = sock
+            .send(peer, flags | zmq::SNDMORE)
+            .and_then(|()| match data {
+                None => sock.send(header, flags),
+                Some(d) => sock
+                    .send(header, flags | zmq::SNDMORE)
+                    .and_then(|()| sock.send(d, flags)),
+            });
+        match sent {
+            Ok(()) => {}
+            Err(zmq::Error::EHOSTUNREACH) => {
+                tracing::debug!("{} peer went away; dropping its transfers", front.as_str());
+                self.drop_peer(front, peer);
+            }
+            Err(e) => {
+                tracing::warn!("cannot send {kind} to a {} peer: {e}", front.as_str());
+                self.drop_peer(front, peer);
+            }
+        }
+    }
+
+    /// Sends `msg` (with the requester's id put back) to whoever made request `req`.
+    pub(crate) fn answer(&mut self, req: &Requester, msg: Message, data: Option<zmq::Message>) {
+        let msg = msg.with_id(req.id);
+        self.reply(req.front, &req.peer, &msg, data);
+    }
+
+    /// Abandons the streaming transfers of a vanished peer; changes already committing finish.
+    fn drop_peer(&mut self, front: Front, peer: &[u8]) {
+        for bid in self.table.of_peer(front, peer) {
+            let streaming = self.table.touch(bid).is_some_and(|p| p.job.is_streaming());
+            if streaming {
+                if let Some(p) = self.table.remove(bid) {
+                    let _ = self.node.send(p.link, &Message::Abort { id: bid }, None);
+                }
+            }
+        }
+    }
+
+    /// Drops request `bid`: an `abort` to the node if content was moving, `error` to the peer.
+    pub(crate) fn fail(&mut self, bid: u64, code: ErrorCode, message: String) {
+        let Some(p) = self.table.remove(bid) else {
+            return;
+        };
+        if p.job.is_streaming() {
+            let _ = self.node.send(p.link, &Message::Abort { id: bid }, None);
+        }
+        self.answer(&p.req, Message::error(0, code, message), None);
+    }
+
+    /// Drops requests idle for longer than the timeout.
+    fn expire_idle(&mut self) {
+        for bid in self.table.idle(self.idle_timeout) {
+            let Some(p) = self.table.touch(bid) else {
+                continue;
+            };
+            let secs = self.idle_timeout.as_secs();
+            let (code, message) = match &p.job {
+                Job::Put { name, .. } | Job::Get { name, .. } => (
+                    ErrorCode::UnknownTransfer,
+                    format!("transfer of {name} had no message for {secs} s and was dropped"),
+                ),
+                Job::Delete { name } | Job::Rename { from: name, .. } => (
+                    ErrorCode::Unavailable,
+                    format!(
+                        "storage node {} did not answer about {name} within {secs} s",
+                        self.node.endpoint(p.link)
+                    ),
+                ),
+            };
+            tracing::warn!("{message}");
+            self.fail(bid, code, message);
+        }
+    }
+
+    /// On stop: abandons transfers still moving content, gives changes already committing a
+    /// short grace to finish, refuses the rest, and flushes the index.
+    fn stop(&mut self) {
+        for bid in self.table.bids() {
+            if self.table.touch(bid).is_some_and(|p| p.job.is_streaming()) {
+                self.fail(bid, ErrorCode::Unavailable, "the broker is stopping".into());
+            }
+        }
+        let until = Instant::now() + STOP_GRACE;
+        while !self.table.is_empty() && Instant::now() < until {
+            if let Err(e) = self.round(false) {
+                tracing::debug!("polling while stopping failed: {e}");
+                break;
+            }
+        }
+        for bid in self.table.bids() {
+            self.fail(
+                bid,
+                ErrorCode::Unavailable,
+                "the broker stopped before the storage node answered".into(),
+            );
+        }
+        self.commit();
+        if let Err(e) = self.index.flush() {
+            tracing::error!("flushing the index at stop failed: {e}");
+        }
+    }
+
+    /// Marks the index as changed (an export is requested after the round).
+    pub(crate) fn changed(&mut self) {
+        self.dirty = true;
+    }
+}

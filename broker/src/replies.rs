@@ -1,0 +1,186 @@
+//! What the broker does with each message from the storage node: translate it back to the
+//! requester's id and relay it, and record finished changes in the index (their `done` waits
+//! for the round's flush).
+
+use crate::links::Link;
+use crate::record::Record;
+use crate::relay::Relay;
+use crate::table::Job;
+use schema::codec::Inbound;
+use schema::limits::INLINE_MAX;
+use schema::{ErrorCode, Message};
+
+impl Relay {
+    /// Handles one message from the node on `link`.
+    pub(crate) fn on_node(&mut self, link: Link, inbound: Inbound) {
+        let msg = match inbound.msg {
+            Ok(m) => m,
+            Err(rejected) => {
+                tracing::warn!(
+                    "storage node {} sent a malformed message: {}",
+                    self.node.endpoint(link),
+                    rejected.error
+                );
+                if rejected.id != 0 {
+                    let text = format!(
+                        "storage node {} sent a malformed reply: {}",
+                        self.node.endpoint(link),
+                        rejected.error
+                    );
+                    self.fail(rejected.id, ErrorCode::Io, text);
+                }
+                return;
+            }
+        };
+        let bid = msg.id();
+        if self.rebuild.owns(bid) {
+            self.on_rebuild_reply(msg);
+            return;
+        }
+        let Some(pending) = self.table.touch(bid) else {
+            tracing::debug!(
+                "ignoring a stale {} from the storage node (id {bid})",
+                msg.kind()
+            );
+            return;
+        };
+        let req = pending.req.clone();
+        match msg {
+            Message::Credit { chunks, .. } if matches!(pending.job, Job::Put { .. }) => {
+                self.answer(&req, Message::Credit { id: 0, chunks }, None);
+            }
+            Message::Meta { entry, .. } if matches!(pending.job, Job::Get { .. }) => {
+                let size = entry.size;
+                if size <= INLINE_MAX {
+                    self.table.remove(bid);
+                } else if let Job::Get { size: s, .. } = &mut pending.job {
+                    *s = Some(size);
+                }
+                self.answer(&req, Message::Meta { id: 0, entry }, inbound.data);
+            }
+            Message::Chunk { offset, .. } if matches!(pending.job, Job::Get { .. }) => {
+                let end =
+                    offset.saturating_add(inbound.data.as_ref().map_or(0, |d| d.len() as u64));
+                if matches!(pending.job, Job::Get { size: Some(s), .. } if end >= s) {
+                    self.table.remove(bid);
+                }
+                let chunk = Message::Chunk {
+                    id: 0,
+                    offset,
+                    blake3: None,
+                };
+                self.answer(&req, chunk, inbound.data);
+            }
+            Message::Done {
+                version, unchanged, ..
+            } => self.on_done(bid, version, unchanged),
+            Message::Error { code, message, .. } => {
+                if let Some(p) = self.table.remove(bid) {
+                    match &p.job {
+                        Job::Get { name, .. } => {
+                            tracing::debug!("read of {name} failed on the node: {message}")
+                        }
+                        Job::Put { name, .. } => {
+                            tracing::warn!("upload of {name} failed on the node: {message}")
+                        }
+                        Job::Delete { name } | Job::Rename { from: name, .. } => {
+                            tracing::warn!("change of {name} failed on the node: {message}")
+                        }
+                    }
+                    self.answer(&p.req, Message::error(0, code, message), None);
+                }
+            }
+            other => {
+                tracing::debug!(
+                    "ignoring an unexpected {} from the storage node {} (id {bid})",
+                    other.kind(),
+                    self.node.endpoint(link)
+                );
+            }
+        }
+    }
+
+    /// The node finished a change: record it and hold the ack for the round's flush.
+    fn on_done(&mut self, bid: u64, version: u64, unchanged: bool) {
+        let Some(p) = self.table.remove(bid) else {
+            return;
+        };
+        let done = Message::Done {
+            id: 0,
+            version,
+            unchanged,
+        };
+        let written = match &p.job {
+            Job::Put {
+                name,
+                class,
+                size,
+                modified,
+                blake3,
+                ..
+            } => {
+                let Some(hash) = blake3 else {
+                    let text = format!("upload of {name} ended without a content hash");
+                    tracing::warn!("{text}");
+                    self.answer(&p.req, Message::error(0, ErrorCode::BadMessage, text), None);
+                    return;
+                };
+                if unchanged {
+                    match self.index.get(name) {
+                        Ok(Some(r)) if r.blake3 == *hash => {
+                            self.answer(&p.req, done, None);
+                            return;
+                        }
+                        _ => {}
+                    }
+                }
+                let rec = Record::stored(*class, *size, *hash, *modified, version);
+                let written = self.index.put(name, &rec);
+                if written.is_ok() {
+                    tracing::info!(
+                        "stored {name} ({size} bytes, {class}, version {version}{})",
+                        if unchanged {
+                            ", unchanged on the node"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+                written
+            }
+            Job::Delete { name } => {
+                let written = self.index.remove(name);
+                if written.is_ok() {
+                    tracing::info!("deleted {name}");
+                }
+                written
+            }
+            Job::Rename { from, to, rec } => {
+                let mut rec = rec.clone();
+                if version != 0 {
+                    rec.version = version;
+                }
+                let written = self.index.rename(from, to, &rec);
+                if written.is_ok() {
+                    tracing::info!("renamed {from} to {to} (version {})", rec.version);
+                }
+                written
+            }
+            Job::Get { .. } => {
+                tracing::debug!("ignoring a done for a read (id {bid})");
+                return;
+            }
+        };
+        match written {
+            Ok(()) => {
+                self.changed();
+                self.ack_after_flush(&p.req, done);
+            }
+            Err(e) => {
+                tracing::error!("{e}");
+                let text = format!("the broker could not update its index: {e}");
+                self.answer(&p.req, Message::error(0, ErrorCode::Io, text), None);
+            }
+        }
+    }
+}

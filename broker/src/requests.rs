@@ -1,0 +1,419 @@
+//! What the broker does with each message from a watcher (ingest port) or a fetcher (fetch
+//! port): check it, answer from the index where it can, else forward it to the node under a
+//! fresh broker id.
+
+use crate::links::Link;
+use crate::record::Record;
+use crate::relay::Relay;
+use crate::table::{Front, Job, Refusal, Requester};
+use schema::codec::Inbound;
+use schema::limits::INLINE_MAX;
+use schema::{names, ErrorCode, Hash, Message};
+
+impl Relay {
+    /// Handles one message from a front port.
+    pub(crate) fn on_front(&mut self, front: Front, inbound: Inbound) {
+        let Some(peer) = inbound.peer else {
+            return;
+        };
+        let msg = match inbound.msg {
+            Ok(m) => m,
+            Err(rejected) => {
+                tracing::warn!(
+                    "refused a message on the {} port: {}",
+                    front.as_str(),
+                    rejected.error
+                );
+                self.reply(front, &peer, &rejected.reply(), None);
+                return;
+            }
+        };
+        let req = Requester {
+            front,
+            peer,
+            id: msg.id(),
+        };
+        let data = inbound.data;
+        match (front, msg) {
+            (_, Message::Ping { id }) => self.answer(&req, Message::Pong { id }, None),
+            (_, Message::List { after, limit, .. }) => self.list(&req, after.as_deref(), limit),
+            (_, Message::Abort { .. }) => self.abort(&req),
+            (
+                Front::Ingest,
+                Message::Put {
+                    name,
+                    size,
+                    modified,
+                    blake3,
+                    ..
+                },
+            ) => self.put(req, name, size, modified, blake3, data),
+            (Front::Ingest, Message::Chunk { offset, blake3, .. }) => {
+                self.upload_chunk(&req, offset, blake3, data)
+            }
+            (Front::Ingest, Message::Delete { name, .. }) => self.delete(req, name),
+            (
+                Front::Ingest,
+                Message::Rename {
+                    from, to, blake3, ..
+                },
+            ) => self.rename(req, from, to, blake3),
+            (Front::Fetch, Message::Get { name, .. }) => self.get(req, name),
+            (Front::Fetch, Message::Credit { chunks, .. }) => self.read_credit(&req, chunks),
+            (front, other) => {
+                let text = format!(
+                    "the broker's {} port does not take {} messages",
+                    front.as_str(),
+                    other.kind()
+                );
+                tracing::debug!("{text}");
+                self.answer(&req, Message::error(0, ErrorCode::Unexpected, text), None);
+            }
+        }
+    }
+
+    fn refuse(&mut self, req: &Requester, code: ErrorCode, text: String) {
+        tracing::debug!(
+            "refused request {} on the {} port: {text}",
+            req.id,
+            req.front.as_str()
+        );
+        self.answer(req, Message::error(0, code, text), None);
+    }
+
+    fn check_name(&mut self, req: &Requester, name: &str) -> bool {
+        match names::check(name) {
+            Ok(()) => true,
+            Err(e) => {
+                self.refuse(req, ErrorCode::BadName, e.to_string());
+                false
+            }
+        }
+    }
+
+    /// A change arriving while the index is still being rebuilt is refused (`busy`), so an
+    /// entry rebuilt from the node never overwrites a newer change.
+    fn refuse_while_rebuilding(&mut self, req: &Requester) -> bool {
+        if !self.rebuild.is_active() {
+            return false;
+        }
+        let text = format!(
+            "the broker is rebuilding its index from the storage node {}; try again shortly",
+            self.node.endpoint(Link::Serve)
+        );
+        self.refuse(req, ErrorCode::Busy, text);
+        true
+    }
+
+    /// Admits `job` and forwards `msg` (with the new bid) to `link`; refuses on conflict or
+    /// when the node is unreachable.
+    fn forward(
+        &mut self,
+        req: Requester,
+        link: Link,
+        job: Job,
+        msg: Message,
+        data: Option<zmq::Message>,
+    ) {
+        let bid = match self.table.insert(req.clone(), link, job) {
+            Ok(bid) => bid,
+            Err(refusal) => {
+                let (code, text) = match refusal {
+                    Refusal::IdInUse => (
+                        ErrorCode::BadMessage,
+                        format!("request id {} is already in flight from this peer", req.id),
+                    ),
+                    Refusal::NameBusy(n) => (
+                        ErrorCode::Busy,
+                        format!("a change of {n} is already in flight; try again when it is done"),
+                    ),
+                    Refusal::Full => (
+                        ErrorCode::Busy,
+                        "the broker has too many requests in flight; try again later".into(),
+                    ),
+                };
+                self.refuse(&req, code, text);
+                return;
+            }
+        };
+        if let Err(e) = self.node.send(link, &msg.with_id(bid), data) {
+            self.table.remove(bid);
+            self.refuse(&req, ErrorCode::Unavailable, e.to_string());
+        }
+    }
+
+    fn lookup(&mut self, req: &Requester, name: &str) -> Result<Option<Record>, ()> {
+        self.index.get(name).map_err(|e| {
+            tracing::error!("{e}");
+            self.refuse(
+                req,
+                ErrorCode::Io,
+                format!("the broker cannot read its index: {e}"),
+            );
+        })
+    }
+
+    fn put(
+        &mut self,
+        req: Requester,
+        name: String,
+        size: u64,
+        modified: i64,
+        blake3: Option<Hash>,
+        data: Option<zmq::Message>,
+    ) {
+        if !self.check_name(&req, &name) || self.refuse_while_rebuilding(&req) {
+            return;
+        }
+        if size <= INLINE_MAX && blake3.is_none() {
+            let text = format!("inline put of {name} carries no blake3 hash");
+            self.refuse(&req, ErrorCode::BadMessage, text);
+            return;
+        }
+        let Ok(indexed) = self.lookup(&req, &name) else {
+            return;
+        };
+        if let (Some(h), Some(rec)) = (blake3, &indexed) {
+            if rec.blake3 == h && !self.table.is_changing(&name) {
+                let done = Message::Done {
+                    id: req.id,
+                    version: rec.version,
+                    unchanged: true,
+                };
+                tracing::debug!("{name} is unchanged (version {})", rec.version);
+                self.answer(&req, done, None);
+                return;
+            }
+        }
+        let class = self.routes.class_of(&name);
+        let version = indexed.map_or(1, |r| r.version + 1);
+        let msg = Message::Put {
+            id: 0,
+            name: name.clone(),
+            size,
+            modified,
+            blake3,
+            version: Some(version),
+        };
+        let job = Job::Put {
+            name,
+            class,
+            size,
+            modified,
+            blake3,
+            last_sent: size <= INLINE_MAX,
+        };
+        self.forward(req, Link::Class(class), job, msg, data);
+    }
+
+    fn upload_chunk(
+        &mut self,
+        req: &Requester,
+        offset: u64,
+        blake3: Option<Hash>,
+        data: Option<zmq::Message>,
+    ) {
+        let len = data.as_ref().map_or(0, |d| d.len() as u64);
+        let found = self.table.bid_of(req).and_then(|bid| {
+            let p = self.table.touch(bid)?;
+            match &mut p.job {
+                Job::Put {
+                    size,
+                    blake3: hash,
+                    last_sent,
+                    ..
+                } => {
+                    if blake3.is_some() {
+                        *hash = blake3;
+                    }
+                    if offset.saturating_add(len) >= *size {
+                        *last_sent = true;
+                    }
+                    Some((bid, p.link))
+                }
+                _ => None,
+            }
+        });
+        let Some((bid, link)) = found else {
+            let text = format!(
+                "no upload with id {} is in flight (it may have timed out)",
+                req.id
+            );
+            self.refuse(req, ErrorCode::UnknownTransfer, text);
+            return;
+        };
+        let chunk = Message::Chunk {
+            id: bid,
+            offset,
+            blake3,
+        };
+        if let Err(e) = self.node.send(link, &chunk, data) {
+            self.fail(bid, ErrorCode::Unavailable, e.to_string());
+        }
+    }
+
+    fn abort(&mut self, req: &Requester) {
+        let Some(bid) = self.table.bid_of(req) else {
+            tracing::debug!("abort of unknown transfer {} ignored", req.id);
+            return;
+        };
+        let streaming = self.table.touch(bid).is_some_and(|p| p.job.is_streaming());
+        if !streaming {
+            // A delete or rename cannot be aborted; an upload already complete commits.
+            return;
+        }
+        if let Some(p) = self.table.remove(bid) {
+            tracing::debug!(
+                "transfer {} aborted by its {} peer",
+                req.id,
+                req.front.as_str()
+            );
+            let _ = self.node.send(p.link, &Message::Abort { id: bid }, None);
+        }
+    }
+
+    fn delete(&mut self, req: Requester, name: String) {
+        if !self.check_name(&req, &name) || self.refuse_while_rebuilding(&req) {
+            return;
+        }
+        let Ok(indexed) = self.lookup(&req, &name) else {
+            return;
+        };
+        let Some(rec) = indexed else {
+            if self.table.is_changing(&name) {
+                let text =
+                    format!("a change of {name} is already in flight; try again when it is done");
+                self.refuse(&req, ErrorCode::Busy, text);
+            } else {
+                let done = Message::Done {
+                    id: req.id,
+                    version: 0,
+                    unchanged: false,
+                };
+                self.answer(&req, done, None);
+            }
+            return;
+        };
+        let msg = Message::Delete {
+            id: 0,
+            name: name.clone(),
+        };
+        self.forward(req, Link::Class(rec.class), Job::Delete { name }, msg, None);
+    }
+
+    fn rename(&mut self, req: Requester, from: String, to: String, blake3: Hash) {
+        if !self.check_name(&req, &from)
+            || !self.check_name(&req, &to)
+            || self.refuse_while_rebuilding(&req)
+        {
+            return;
+        }
+        let Ok(source) = self.lookup(&req, &from) else {
+            return;
+        };
+        let Some(source) = source.filter(|r| r.blake3 == blake3) else {
+            let text = format!("{from} is not stored with that content; upload {to} instead");
+            self.refuse(&req, ErrorCode::NotFound, text);
+            return;
+        };
+        if from == to {
+            let done = Message::Done {
+                id: req.id,
+                version: source.version,
+                unchanged: true,
+            };
+            self.answer(&req, done, None);
+            return;
+        }
+        let Ok(target) = self.lookup(&req, &to) else {
+            return;
+        };
+        let to_class = self.routes.class_of(&to);
+        let version = target.map_or(1, |r| r.version + 1);
+        let rec = Record::stored(to_class, source.size, blake3, source.modified, version);
+        let msg = Message::Rename {
+            id: 0,
+            from: from.clone(),
+            to: to.clone(),
+            blake3,
+            to_class: Some(to_class),
+            version: Some(version),
+        };
+        let job = Job::Rename { from, to, rec };
+        self.forward(req, Link::Class(source.class), job, msg, None);
+    }
+
+    fn list(&mut self, req: &Requester, after: Option<&str>, limit: u32) {
+        match self.index.page(after, limit) {
+            Ok((entries, more)) => {
+                let header = crate::listing::encode(req.id, &entries, more);
+                self.send_frames(req.front, &req.peer, header, None, "listing");
+            }
+            Err(e) => {
+                tracing::error!("{e}");
+                self.refuse(
+                    req,
+                    ErrorCode::Io,
+                    format!("the broker cannot read its index: {e}"),
+                );
+            }
+        }
+    }
+
+    fn get(&mut self, req: Requester, name: String) {
+        if !self.check_name(&req, &name) {
+            return;
+        }
+        let Ok(indexed) = self.lookup(&req, &name) else {
+            return;
+        };
+        let Some(rec) = indexed else {
+            let (code, text) = if self.table.is_uploading(&name) {
+                (
+                    ErrorCode::Uploading,
+                    format!("{name} is being uploaded and has no complete version yet; try again"),
+                )
+            } else if self.rebuild.is_active() {
+                (
+                    ErrorCode::Unavailable,
+                    format!(
+                        "the broker is rebuilding its index from the storage node {}; try \
+                         again shortly",
+                        self.node.endpoint(Link::Serve)
+                    ),
+                )
+            } else {
+                (ErrorCode::NotFound, format!("no file named {name}"))
+            };
+            self.refuse(&req, code, text);
+            return;
+        };
+        let msg = Message::Get {
+            id: 0,
+            name: name.clone(),
+            class: Some(rec.class),
+        };
+        let job = Job::Get { name, size: None };
+        self.forward(req, Link::Serve, job, msg, None);
+    }
+
+    fn read_credit(&mut self, req: &Requester, chunks: u32) {
+        let bid = self.table.bid_of(req).filter(|bid| {
+            self.table
+                .touch(*bid)
+                .is_some_and(|p| matches!(p.job, Job::Get { .. }))
+        });
+        let Some(bid) = bid else {
+            let text = format!(
+                "no read with id {} is in flight (it may have timed out)",
+                req.id
+            );
+            self.refuse(req, ErrorCode::UnknownTransfer, text);
+            return;
+        };
+        let credit = Message::Credit { id: bid, chunks };
+        if let Err(e) = self.node.send(Link::Serve, &credit, None) {
+            self.fail(bid, ErrorCode::Unavailable, e.to_string());
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! Where things live under the node's root, and the start-up checks of that root.
+//!
+//! ```text
+//! ROOT/mp3/…, ROOT/txt/…, ROOT/pdf/…, ROOT/others/…   complete, final files only
+//! ROOT/.dfs/tmp/                                      uploads in progress (emptied at start)
+//! ROOT/.dfs/lock                                      held (flock) while a node serves ROOT
+//! ```
+
+use crate::durable::TempFile;
+use crate::error::StoreError;
+use anyhow::{bail, Context as _};
+use schema::names::{self, NameError};
+use schema::Class;
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The folders of one storage root.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    root: PathBuf,
+    tmp: PathBuf,
+}
+
+/// Sequence number of temporary files made by this process.
+static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+impl Layout {
+    /// The layout of `root` (nothing is created).
+    pub fn new(root: &Path) -> Layout {
+        Layout {
+            root: root.to_path_buf(),
+            tmp: root.join(".dfs").join("tmp"),
+        }
+    }
+
+    /// The storage root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The folder holding the files of `class`.
+    pub fn class_dir(&self, class: Class) -> PathBuf {
+        self.root.join(class.as_str())
+    }
+
+    /// The final path of `name` in `class`, after checking the name.
+    pub fn file_path(&self, class: Class, name: &str) -> Result<PathBuf, NameError> {
+        names::to_path(&self.class_dir(class), name)
+    }
+
+    /// A new, empty temporary file in `ROOT/.dfs/tmp`, removed again when dropped.
+    pub fn new_temp(&self) -> Result<TempFile, StoreError> {
+        let seq = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
+        let path = self
+            .tmp
+            .join(format!("{}-{seq:08}.part", std::process::id()));
+        TempFile::create(path)
+    }
+
+    /// Makes the root ready to serve: creates the class folders and `.dfs/tmp`, takes the lock
+    /// (one node per root), empties `.dfs/tmp` of an earlier run's leftovers and checks that the
+    /// filesystem keeps user extended attributes. Returns the lock, held while it lives.
+    pub fn prepare(&self) -> anyhow::Result<File> {
+        for class in Class::ALL {
+            let dir = self.class_dir(class);
+            fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create the class folder {}", dir.display()))?;
+        }
+        fs::create_dir_all(&self.tmp).with_context(|| {
+            format!("cannot create the temporary folder {}", self.tmp.display())
+        })?;
+        let lock = self.lock()?;
+        let removed = self.clean_tmp()?;
+        if removed > 0 {
+            tracing::info!(
+                removed,
+                folder = %self.tmp.display(),
+                "removed leftovers of interrupted uploads"
+            );
+        }
+        self.probe_xattrs()?;
+        Ok(lock)
+    }
+
+    /// Takes an exclusive advisory lock on `ROOT/.dfs/lock`, so that two nodes never share a root
+    /// (each would delete the other's uploads in progress).
+    fn lock(&self) -> anyhow::Result<File> {
+        let path = self.root.join(".dfs").join("lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+        // SAFETY: flock on a file descriptor we own; no memory is shared with the kernel.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                bail!(
+                    "another dfs storage node is already serving {} (it holds {}); stop it or \
+                     choose another --root",
+                    self.root.display(),
+                    path.display()
+                );
+            }
+            return Err(e).with_context(|| format!("cannot lock {}", path.display()));
+        }
+        Ok(file)
+    }
+
+    /// Removes everything in `.dfs/tmp`; returns how many entries it removed.
+    fn clean_tmp(&self) -> anyhow::Result<usize> {
+        let mut removed = 0;
+        let entries = fs::read_dir(&self.tmp)
+            .with_context(|| format!("cannot read {}", self.tmp.display()))?;
+        for entry in entries {
+            let entry = entry.with_context(|| format!("cannot read {}", self.tmp.display()))?;
+            let path = entry.path();
+            let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+            let result = if is_dir {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            result.with_context(|| format!("cannot remove the leftover {}", path.display()))?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    /// Fails with a clear error when the filesystem of the root does not keep user extended
+    /// attributes, where the node keeps each file's metadata.
+    fn probe_xattrs(&self) -> anyhow::Result<()> {
+        let probe = self.root.join(".dfs").join("xattr-probe");
+        File::create(&probe).with_context(|| format!("cannot create {}", probe.display()))?;
+        let value = b"probe";
+        let result = xattr::set(&probe, "user.dfs.probe", value)
+            .and_then(|()| xattr::get(&probe, "user.dfs.probe"));
+        let _ = fs::remove_file(&probe);
+        match result {
+            Ok(Some(v)) if v == value => Ok(()),
+            Ok(_) => bail!(
+                "the filesystem of {} did not keep a user extended attribute; dfs keeps file \
+                 metadata there: choose a root on ext4, xfs or btrfs (mounted with user_xattr)",
+                self.root.display()
+            ),
+            Err(e) => Err(e).with_context(|| {
+                format!(
+                    "the filesystem of {} does not support user extended attributes, where dfs \
+                     keeps file metadata: choose a root on ext4, xfs or btrfs (mounted with \
+                     user_xattr)",
+                    self.root.display()
+                )
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prepare_creates_folders_cleans_tmp_and_locks() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        let lock = layout.prepare().unwrap();
+        for c in ["mp3", "txt", "pdf", "others"] {
+            assert!(dir.path().join(c).is_dir());
+        }
+        // A second node on the same root is refused while the first holds the lock.
+        let err = layout.prepare().unwrap_err();
+        assert!(format!("{err:#}").contains("already serving"), "{err:#}");
+        drop(lock);
+
+        fs::write(dir.path().join(".dfs/tmp/leftover.part"), b"x").unwrap();
+        fs::create_dir(dir.path().join(".dfs/tmp/odd")).unwrap();
+        let _lock = layout.prepare().unwrap();
+        assert_eq!(
+            fs::read_dir(dir.path().join(".dfs/tmp")).unwrap().count(),
+            0
+        );
+    }
+
+    #[test]
+    fn paths_stay_under_the_class_folder() {
+        let layout = Layout::new(Path::new("/srv/node"));
+        assert_eq!(
+            layout.file_path(Class::Mp3, "music/a.mp3").unwrap(),
+            Path::new("/srv/node/mp3/music/a.mp3")
+        );
+        assert!(layout.file_path(Class::Txt, "../x").is_err());
+        assert!(layout.file_path(Class::Txt, "/etc/passwd").is_err());
+    }
+}

@@ -1,0 +1,183 @@
+//! The sync pool: worker threads that make finished uploads durable (fsync, rename, fsync the
+//! folder) while the socket thread keeps serving.
+//!
+//! fsync takes milliseconds; done on the socket thread it would serialise every upload behind
+//! the slowest disk flush. The workers run the fsyncs of different files concurrently and report
+//! each result through their own inproc PUSH socket to a PULL that the socket thread polls beside
+//! its ROUTERs, so a finished upload wakes the loop at once and its `done` goes out immediately.
+
+use crate::durable::{commit, TempFile};
+use crate::error::StoreError;
+use crate::layout::Layout;
+use crate::meta::{self, StoredMeta};
+use anyhow::Context as _;
+use schema::daemon::Shutdown;
+use schema::{Hash, Message};
+use std::io::Write as _;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+/// A finished upload for a worker, and the ticket under which its result comes back.
+#[derive(Debug)]
+pub struct Job {
+    /// Chosen by the socket thread to find the requester again.
+    pub ticket: u64,
+    /// The request id of the `put`, echoed in the reply.
+    pub id: u64,
+    /// What to do.
+    pub work: Work,
+}
+
+/// The two kinds of finished upload.
+#[derive(Debug)]
+pub enum Work {
+    /// A small file whose whole content came with its `put`: verify, write, commit.
+    Inline { meta: StoredMeta, data: Vec<u8> },
+    /// A chunked upload, written and verified: commit.
+    Finish {
+        temp: TempFile,
+        meta: StoredMeta,
+        size: u64,
+    },
+}
+
+/// The running pool. [`SyncPool::stop`] ends it.
+pub struct SyncPool {
+    tx: Option<mpsc::Sender<Job>>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl SyncPool {
+    /// Starts `threads` workers that report to the PULL socket bound at `endpoint` in `ctx`.
+    /// After `stop` triggers, workers drop the jobs still queued (their temp files go with them).
+    pub fn start(
+        ctx: &zmq::Context,
+        endpoint: &str,
+        layout: Arc<Layout>,
+        threads: usize,
+        stop: Shutdown,
+    ) -> anyhow::Result<SyncPool> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        let mut workers = Vec::with_capacity(threads);
+        for i in 0..threads.max(1) {
+            let push = ctx
+                .socket(zmq::PUSH)
+                .context("cannot create a sync worker's result socket")?;
+            // Results are small and bounded by the number of uploads in flight: never block.
+            push.set_sndhwm(0)?;
+            push.set_linger(0)?;
+            push.connect(endpoint)
+                .with_context(|| format!("cannot connect a sync worker to {endpoint}"))?;
+            let (rx, layout, stop) = (rx.clone(), layout.clone(), stop.clone());
+            let handle = std::thread::Builder::new()
+                .name(format!("storage-sync-{i}"))
+                .spawn(move || worker(&rx, &push, &layout, &stop))
+                .context("cannot start a sync worker thread")?;
+            workers.push(handle);
+        }
+        Ok(SyncPool {
+            tx: Some(tx),
+            workers,
+        })
+    }
+
+    /// Queues `job`; `false` if the workers are gone (the job is dropped with its temp file).
+    pub fn submit(&self, job: Job) -> bool {
+        match &self.tx {
+            Some(tx) => tx.send(job).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Closes the queue and waits for the workers to finish.
+    pub fn stop(mut self) {
+        self.tx = None;
+        for w in self.workers.drain(..) {
+            if w.join().is_err() {
+                tracing::warn!("a sync worker panicked");
+            }
+        }
+    }
+}
+
+/// One worker: takes jobs until the queue closes.
+fn worker(rx: &Mutex<mpsc::Receiver<Job>>, push: &zmq::Socket, layout: &Layout, stop: &Shutdown) {
+    loop {
+        let job = match rx.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok(job) = job else { return };
+        if stop.is_triggered() {
+            tracing::debug!(ticket = job.ticket, "stopping: upload abandoned");
+            continue;
+        }
+        let reply = match store(layout, job.work) {
+            Ok((version, unchanged)) => Message::Done {
+                id: job.id,
+                version,
+                unchanged,
+            },
+            Err(e) => {
+                tracing::warn!("upload failed: {e}");
+                e.reply(job.id, layout.root())
+            }
+        };
+        let frames = [
+            job.ticket.to_le_bytes().to_vec(),
+            schema::codec::encode(&reply),
+        ];
+        if let Err(e) = push.send_multipart(frames, 0) {
+            tracing::warn!("a sync worker cannot report a result: {e}");
+        }
+    }
+}
+
+/// Makes one finished upload durable; returns its version and whether it was unchanged.
+fn store(layout: &Layout, work: Work) -> Result<(u64, bool), StoreError> {
+    match work {
+        Work::Inline { meta, data } => {
+            let actual = Hash::of(&data);
+            if actual != meta.blake3 {
+                return Err(StoreError::Integrity {
+                    name: meta.name,
+                    expected: meta.blake3,
+                    actual,
+                });
+            }
+            let dest = layout.file_path(meta.class, &meta.name)?;
+            if let Some(old) = meta::stored(&dest).filter(|old| old.blake3 == actual) {
+                tracing::debug!(name = %meta.name, "unchanged");
+                return Ok((old.version, true));
+            }
+            let temp = layout.new_temp()?;
+            temp.file()
+                .write_all(&data)
+                .map_err(|e| StoreError::io("write", temp.path(), e))?;
+            finish(layout, temp, &meta, data.len() as u64)
+        }
+        Work::Finish { temp, meta, size } => finish(layout, temp, &meta, size),
+    }
+}
+
+fn finish(
+    layout: &Layout,
+    temp: TempFile,
+    meta: &StoredMeta,
+    size: u64,
+) -> Result<(u64, bool), StoreError> {
+    let dest = layout.file_path(meta.class, &meta.name)?;
+    commit(temp, meta, &layout.class_dir(meta.class), &dest)?;
+    tracing::info!(name = %meta.name, class = %meta.class, size, version = meta.version, "stored");
+    Ok((meta.version, false))
+}
+
+/// The result a worker reported: the job's ticket and the encoded reply header.
+pub fn read_result(pull: &zmq::Socket) -> Option<(u64, Vec<u8>)> {
+    let frames = pull.recv_multipart(zmq::DONTWAIT).ok()?;
+    let [ticket, reply]: [Vec<u8>; 2] = frames.try_into().ok()?;
+    let ticket = u64::from_le_bytes(ticket.try_into().ok()?);
+    Some((ticket, reply))
+}

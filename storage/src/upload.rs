@@ -1,0 +1,323 @@
+//! Uploads on the class ports: `put` (inline or chunked under credit), `chunk`, `abort`, and the
+//! `done` replies once the sync pool has made a file durable.
+
+use crate::durable::TempFile;
+use crate::error::StoreError;
+use crate::meta::{self, StoredMeta};
+use crate::node::{hex, Key, Server};
+use crate::sync::{Job, Work};
+use schema::limits::{CHUNK_SIZE, INLINE_MAX};
+use schema::{Class, Hash, Message};
+use std::io::Write as _;
+use std::time::Instant;
+
+/// Most uploads in progress at once (receiving or syncing); more get `error busy`.
+pub const MAX_UPLOADS: usize = 1024;
+
+/// The fields of a `put`.
+#[derive(Debug, Clone)]
+pub struct Put {
+    pub id: u64,
+    pub name: String,
+    pub size: u64,
+    pub modified: i64,
+    pub blake3: Option<Hash>,
+    pub version: Option<u64>,
+}
+
+/// A chunked upload being received.
+#[derive(Debug)]
+pub struct Upload {
+    meta: StoredMeta,
+    /// The hash the `put` announced, if any; the content must match it too.
+    announced: Option<Hash>,
+    size: u64,
+    temp: TempFile,
+    hasher: blake3::Hasher,
+    /// Bytes received so far: the offset the next chunk must have.
+    received: u64,
+    /// When the sender last spoke.
+    pub last_seen: Instant,
+}
+
+/// Where a durable-write job's reply goes.
+#[derive(Debug)]
+pub struct Pending {
+    sock: usize,
+    peer: Vec<u8>,
+}
+
+/// What one accepted chunk meant.
+enum Progress {
+    More,
+    /// The last chunk arrived and the content has the hash it should have.
+    Complete(Hash),
+}
+
+impl Upload {
+    /// Writes one chunk at `offset`; checks order, size and, on the last chunk, the hash.
+    fn accept(
+        &mut self,
+        offset: u64,
+        data: &[u8],
+        blake3: Option<Hash>,
+    ) -> Result<Progress, StoreError> {
+        let name = &self.meta.name;
+        if offset != self.received {
+            return Err(StoreError::Protocol(format!(
+                "{name}: chunk at offset {offset}, expected {}",
+                self.received
+            )));
+        }
+        let end = offset + data.len() as u64;
+        if end > self.size {
+            return Err(StoreError::Protocol(format!(
+                "{name}: chunk ends at {end}, past the file size {}",
+                self.size
+            )));
+        }
+        if data.len() != CHUNK_SIZE && end != self.size {
+            return Err(StoreError::Protocol(format!(
+                "{name}: chunk of {} bytes; every chunk but the last has {CHUNK_SIZE}",
+                data.len()
+            )));
+        }
+        self.temp
+            .file()
+            .write_all(data)
+            .map_err(|e| StoreError::io("write", self.temp.path(), e))?;
+        self.hasher.update(data);
+        self.received = end;
+        if end < self.size {
+            return Ok(Progress::More);
+        }
+        let actual = Hash::from(self.hasher.finalize());
+        let Some(expected) = blake3 else {
+            return Err(StoreError::Unverified(format!(
+                "{name}: the last chunk carries no blake3, so the content cannot be verified; \
+                 nothing stored"
+            )));
+        };
+        for expected in [Some(expected), self.announced].into_iter().flatten() {
+            if expected != actual {
+                return Err(StoreError::Integrity {
+                    name: name.clone(),
+                    expected,
+                    actual,
+                });
+            }
+        }
+        Ok(Progress::Complete(actual))
+    }
+}
+
+impl Server {
+    /// A `put` on the port of `sock`'s class.
+    pub(crate) fn on_put(
+        &mut self,
+        sock: usize,
+        peer: Vec<u8>,
+        put: Put,
+        data: Option<zmq::Message>,
+    ) {
+        let class = Class::ALL[sock];
+        let id = put.id;
+        let dest = match self.layout.file_path(class, &put.name) {
+            Ok(p) => p,
+            Err(e) => return self.send_error(sock, &peer, id, &e.into()),
+        };
+        let key: Key = (sock, peer, id);
+        if self.uploads.contains_key(&key) {
+            let e = StoreError::Protocol(format!("transfer id {id} is already in use"));
+            return self.send_error(sock, &key.1, id, &e);
+        }
+        if self.uploads.len() + self.pending.len() >= MAX_UPLOADS {
+            let e = StoreError::Busy(format!(
+                "{}: the node has {MAX_UPLOADS} uploads in progress; try again later",
+                put.name
+            ));
+            return self.send_error(sock, &key.1, id, &e);
+        }
+        let version = put.version.unwrap_or(1);
+        if put.size <= INLINE_MAX {
+            let (Some(data), Some(blake3)) = (data, put.blake3) else {
+                let e = StoreError::Protocol(format!(
+                    "{}: a put of at most {INLINE_MAX} bytes carries its content and its blake3",
+                    put.name
+                ));
+                return self.send_error(sock, &key.1, id, &e);
+            };
+            let meta = StoredMeta::new(&put.name, class, blake3, put.modified, version);
+            let work = Work::Inline {
+                meta,
+                data: data.to_vec(),
+            };
+            return self.submit(key, work);
+        }
+        if let Some(h) = put.blake3 {
+            if let Some(old) = meta::stored(&dest).filter(|old| old.blake3 == h) {
+                tracing::debug!(name = %put.name, "unchanged");
+                let done = Message::Done {
+                    id,
+                    version: old.version,
+                    unchanged: true,
+                };
+                self.send(sock, &key.1, &done, None);
+                return;
+            }
+        }
+        let temp = match self.layout.new_temp() {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!("upload of {} refused: {e}", put.name);
+                return self.send_error(sock, &key.1, id, &e);
+            }
+        };
+        let chunks = put.size.div_ceil(CHUNK_SIZE as u64);
+        let upload = Upload {
+            // The hash is known once the last chunk is in; until then it holds the announced one.
+            meta: StoredMeta::new(
+                &put.name,
+                class,
+                put.blake3.unwrap_or(Hash([0; 32])),
+                put.modified,
+                version,
+            ),
+            announced: put.blake3,
+            size: put.size,
+            temp,
+            hasher: blake3::Hasher::new(),
+            received: 0,
+            last_seen: Instant::now(),
+        };
+        tracing::debug!(peer = %hex(&key.1), id, name = %put.name, size = put.size, "upload started");
+        self.uploads.insert(key.clone(), upload);
+        self.ledger.open(key, chunks);
+        self.grant();
+    }
+
+    /// A `chunk` of an upload.
+    pub(crate) fn on_chunk(
+        &mut self,
+        sock: usize,
+        peer: Vec<u8>,
+        id: u64,
+        offset: u64,
+        blake3: Option<Hash>,
+        data: &[u8],
+    ) {
+        let key: Key = (sock, peer, id);
+        let Some(upload) = self.uploads.get_mut(&key) else {
+            let reply = Message::error(
+                id,
+                schema::ErrorCode::UnknownTransfer,
+                format!("no upload {id} in progress from this peer (finished, dropped or never started)"),
+            );
+            self.send(sock, &key.1, &reply, None);
+            return;
+        };
+        upload.last_seen = Instant::now();
+        let result = match self.ledger.spend(&key) {
+            Ok(()) => upload.accept(offset, data, blake3),
+            Err(_) => Err(StoreError::Protocol(format!(
+                "{}: chunk at offset {offset} sent without credit",
+                upload.meta.name
+            ))),
+        };
+        match result {
+            Ok(Progress::More) => {}
+            Ok(Progress::Complete(hash)) => {
+                if let Some(mut upload) = self.uploads.remove(&key) {
+                    self.ledger.close(&key);
+                    upload.meta.blake3 = hash;
+                    let work = Work::Finish {
+                        temp: upload.temp,
+                        meta: upload.meta,
+                        size: upload.size,
+                    };
+                    self.submit(key.clone(), work);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(peer = %hex(&key.1), id, "upload failed: {e}");
+                // Drop first: the temporary file is gone before the sender hears of the failure.
+                self.drop_upload(&key);
+                self.send_error(sock, &key.1, id, &e);
+            }
+        }
+        self.grant();
+    }
+
+    /// An `abort` of an upload: drop it and its temporary file. No reply.
+    pub(crate) fn on_upload_abort(&mut self, sock: usize, peer: Vec<u8>, id: u64) {
+        let key: Key = (sock, peer, id);
+        if self.uploads.contains_key(&key) {
+            tracing::debug!(peer = %hex(&key.1), id, "upload aborted by the sender");
+            self.drop_upload(&key);
+            self.grant();
+        }
+    }
+
+    /// Forgets an upload: its temporary file is removed, its credit returns to the budget.
+    pub(crate) fn drop_upload(&mut self, key: &Key) {
+        self.uploads.remove(key);
+        self.ledger.close(key);
+    }
+
+    /// Sends the credit the budget allows; a peer that cannot be reached loses its upload.
+    pub(crate) fn grant(&mut self) {
+        loop {
+            let grants = self.ledger.distribute();
+            if grants.is_empty() {
+                return;
+            }
+            let mut lost = Vec::new();
+            for (key, chunks) in grants {
+                let credit = Message::Credit { id: key.2, chunks };
+                if !self.send(key.0, &key.1, &credit, None) {
+                    lost.push(key);
+                }
+            }
+            if lost.is_empty() {
+                return;
+            }
+            for key in lost {
+                tracing::debug!(peer = %hex(&key.1), id = key.2, "sender gone: upload dropped");
+                self.drop_upload(&key);
+            }
+        }
+    }
+
+    /// Hands a finished upload to the sync pool; its reply comes back through [`Server::on_result`].
+    fn submit(&mut self, key: Key, work: Work) {
+        let (sock, peer, id) = key;
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        let job = Job { ticket, id, work };
+        let submitted = match &self.pool {
+            Some(pool) => pool.submit(job),
+            None => false,
+        };
+        if submitted {
+            self.pending.insert(ticket, Pending { sock, peer });
+        } else {
+            let e = StoreError::Busy("the node is stopping".into());
+            self.send_error(sock, &peer, id, &e);
+        }
+    }
+
+    /// A sync worker finished job `ticket`: forward its reply header to the requester.
+    pub(crate) fn on_result(&mut self, ticket: u64, reply: Vec<u8>) {
+        let Some(p) = self.pending.remove(&ticket) else {
+            tracing::warn!(ticket, "result of an unknown sync job");
+            return;
+        };
+        let sock = &self.sockets[p.sock];
+        let sent = sock
+            .send(&p.peer, zmq::SNDMORE | zmq::DONTWAIT)
+            .and_then(|()| sock.send(reply, zmq::DONTWAIT));
+        if let Err(e) = sent {
+            tracing::debug!(peer = %hex(&p.peer), "cannot send the result of an upload: {e}");
+        }
+    }
+}

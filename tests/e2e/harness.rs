@@ -1,0 +1,471 @@
+//! Starts real `dfs` processes on loopback with free ports in a temporary folder, and the polled
+//! waits, snapshots and comparisons the tests are written in.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `dfs` binary under test.
+pub fn dfs_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_dfs")
+}
+
+/// Polls `cond` every 20 ms until it holds; fails the test naming `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting until {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A running `dfs` process; stopped with SIGTERM (then SIGKILL) when dropped.
+pub struct Proc {
+    pub name: String,
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// Starts `dfs ARGS...`, its stdout and stderr going to `dir/<name>.log`.
+    pub fn spawn(name: &str, dir: &Path, cwd: &Path, args: &[String]) -> Proc {
+        let log = dir.join(format!("{name}.log"));
+        let out = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = Command::new(dfs_bin())
+            .args(args)
+            .current_dir(cwd)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start dfs {args:?}: {e}"));
+        Proc {
+            name: name.to_string(),
+            child,
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Waits for the JSON ready file the process writes once its sockets are bound.
+    pub fn wait_ready(&mut self, ready: &Path) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(text) = fs::read_to_string(ready) {
+                if let Ok(v) = serde_json::from_str(&text) {
+                    return v;
+                }
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "{} exited with {status} before it was ready:\n{}",
+                    self.name,
+                    self.log_text()
+                );
+            }
+            if Instant::now() > deadline {
+                panic!("{} not ready after 30 s:\n{}", self.name, self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Peak resident memory so far (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/PID/status")
+    }
+
+    /// Sends `sig` and waits up to `timeout` for the exit; returns the exit code (None: killed
+    /// by a signal or still running, then SIGKILLed).
+    pub fn stop_with(&mut self, sig: i32, timeout: Duration) -> Option<i32> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return status.code();
+        }
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop_with(libc::SIGTERM, Duration::from_secs(10));
+        if std::thread::panicking() {
+            eprintln!("----- log of {} -----\n{}", self.name, self.log_text());
+        }
+    }
+}
+
+/// Storage node, broker and (optionally) watcher as three processes, each in its own folder
+/// under one temporary folder.
+pub struct Cluster {
+    pub source: PathBuf,
+    pub root: PathBuf,
+    pub data: PathBuf,
+    pub target: PathBuf,
+    pub base_port: u16,
+    pub ingest_port: u16,
+    pub fetch_port: u16,
+    pub watch: Option<Proc>,
+    pub broker: Option<Proc>,
+    pub storage: Option<Proc>,
+    /// Last, so that it is removed after the processes stopped and their logs were printed.
+    pub dir: tempfile::TempDir,
+}
+
+fn port(v: &serde_json::Value, key: &str) -> u16 {
+    v[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("ready file {v} has no {key}")) as u16
+}
+
+impl Cluster {
+    /// All three roles, the watcher on an empty source folder.
+    pub fn start() -> Cluster {
+        let mut c = Cluster::start_without_watcher();
+        c.start_watcher();
+        c
+    }
+
+    /// Storage node and broker only.
+    pub fn start_without_watcher() -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("dfs-e2e-")
+            .tempdir()
+            .unwrap();
+        let p = dir.path();
+        let (source, root, data, target) = (
+            p.join("source"),
+            p.join("node"),
+            p.join("server"),
+            p.join("target"),
+        );
+        fs::create_dir_all(&source).unwrap();
+        let mut c = Cluster {
+            source,
+            root,
+            data,
+            target,
+            base_port: 0,
+            ingest_port: 0,
+            fetch_port: 0,
+            watch: None,
+            broker: None,
+            storage: None,
+            dir,
+        };
+        c.start_storage(0);
+        c.start_broker();
+        c
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    /// Starts the storage node (base port 0 picks a free run).
+    pub fn start_storage(&mut self, base: u16) {
+        let ready = self.dir.path().join("storage.ready");
+        let _ = fs::remove_file(&ready);
+        let args = vec![
+            "storage".into(),
+            "--root".into(),
+            self.root.display().to_string(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--base-port".into(),
+            base.to_string(),
+            "--ready-file".into(),
+            ready.display().to_string(),
+        ];
+        let mut p = Proc::spawn("storage", self.dir.path(), self.dir.path(), &args);
+        self.base_port = port(&p.wait_ready(&ready), "base_port");
+        self.storage = Some(p);
+    }
+
+    /// Starts the broker against the running node (ports 0 the first time, then the same ones).
+    pub fn start_broker(&mut self) {
+        let ready = self.dir.path().join("broker.ready");
+        let _ = fs::remove_file(&ready);
+        let args = vec![
+            "broker".into(),
+            "--data".into(),
+            self.data.display().to_string(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--ingest-port".into(),
+            self.ingest_port.to_string(),
+            "--fetch-port".into(),
+            self.fetch_port.to_string(),
+            "--storage".into(),
+            format!("127.0.0.1:{}", self.base_port),
+            "--ready-file".into(),
+            ready.display().to_string(),
+        ];
+        let mut p = Proc::spawn("broker", self.dir.path(), self.dir.path(), &args);
+        let v = p.wait_ready(&ready);
+        self.ingest_port = port(&v, "ingest_port");
+        self.fetch_port = port(&v, "fetch_port");
+        self.broker = Some(p);
+    }
+
+    /// Starts the watcher on the source folder and waits until its watch is in place.
+    pub fn start_watcher(&mut self) {
+        let ready = self.dir.path().join("watch.ready");
+        let _ = fs::remove_file(&ready);
+        let args = vec![
+            "watch".into(),
+            "--source".into(),
+            self.source.display().to_string(),
+            "--broker".into(),
+            format!("127.0.0.1:{}", self.ingest_port),
+            "--debounce-ms".into(),
+            "100".into(),
+            "--ready-file".into(),
+            ready.display().to_string(),
+        ];
+        let mut p = Proc::spawn("watch", self.dir.path(), self.dir.path(), &args);
+        p.wait_ready(&ready);
+        self.watch = Some(p);
+    }
+
+    pub fn broker_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.fetch_port)
+    }
+
+    /// Runs `dfs fetch --broker <this broker> ARGS...` (cwd: the temporary folder), bounded to 60 s.
+    pub fn fetch(&self, args: &[&str]) -> Output {
+        let mut all = vec!["fetch", "--broker"];
+        let addr = self.broker_addr();
+        all.push(&addr);
+        all.extend_from_slice(args);
+        run_bounded(self.dir.path(), &all, Duration::from_secs(60))
+    }
+
+    /// The broker's listing (`dfs fetch --json`): name → (hash hex, size, class, version).
+    pub fn listing(&self) -> BTreeMap<String, Listed> {
+        let out = self.fetch(&["--json"]);
+        assert!(
+            out.status.success(),
+            "dfs fetch --json failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        parse_listing(&out.stdout)
+    }
+
+    /// What the node holds under its class folders: `class/name` → hash hex.
+    pub fn node_files(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for class in ["mp3", "txt", "pdf", "others"] {
+            for (name, hash) in tree_hashes(&self.root.join(class)) {
+                out.insert(format!("{class}/{name}"), hash);
+            }
+        }
+        out
+    }
+
+    /// Waits until the listing holds exactly the files of the source folder, with their hashes,
+    /// and the node holds exactly those files under the right classes.
+    pub fn wait_synced(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let src = tree_hashes(&self.source);
+            let listed: BTreeMap<String, String> = self
+                .listing()
+                .into_iter()
+                .map(|(n, l)| (n, l.blake3))
+                .collect();
+            let want_node: BTreeMap<String, String> = src
+                .iter()
+                .map(|(n, h)| (format!("{}/{n}", class_of(n)), h.clone()))
+                .collect();
+            if listed == src && self.node_files() == want_node {
+                return;
+            }
+            let last = format!(
+                "source: {:?}\nlisted: {:?}\nnode: {:?}",
+                src.keys().collect::<Vec<_>>(),
+                listed.keys().collect::<Vec<_>>(),
+                self.node_files().keys().collect::<Vec<_>>()
+            );
+            if Instant::now() > deadline {
+                panic!("not in sync after {timeout:?}:\n{last}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Contents of `DATA/myIndex/index.txt`.
+    pub fn index_txt(&self) -> String {
+        fs::read_to_string(self.data.join("myIndex/index.txt")).unwrap_or_default()
+    }
+}
+
+/// One row of `dfs fetch --json`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listed {
+    pub blake3: String,
+    pub size: u64,
+    pub class: String,
+    pub version: u64,
+    pub modified: String,
+}
+
+pub fn parse_listing(stdout: &[u8]) -> BTreeMap<String, Listed> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}"));
+            (
+                v["name"].as_str().unwrap().to_string(),
+                Listed {
+                    blake3: v["blake3"].as_str().unwrap().to_string(),
+                    size: v["size"].as_u64().unwrap(),
+                    class: v["class"].as_str().unwrap().to_string(),
+                    version: v["version"].as_u64().unwrap(),
+                    modified: v["modified"].as_str().unwrap().to_string(),
+                },
+            )
+        })
+        .collect()
+}
+
+/// Runs `dfs ARGS...` in `cwd` and waits at most `timeout` (then kills it and fails the test).
+pub fn run_bounded(cwd: &Path, args: &[&str], timeout: Duration) -> Output {
+    let child = Command::new(dfs_bin())
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+            panic!("dfs {args:?} did not finish within {timeout:?}");
+        }
+    }
+}
+
+/// The class folder the default routing table picks for `name`.
+pub fn class_of(name: &str) -> &'static str {
+    let last = name.rsplit('/').next().unwrap();
+    let last = last.strip_prefix('.').unwrap_or(last);
+    match last.rsplit_once('.').map(|(_, e)| e.to_lowercase()) {
+        Some(e) if e == "mp3" => "mp3",
+        Some(e) if e == "txt" => "txt",
+        Some(e) if e == "pdf" => "pdf",
+        _ => "others",
+    }
+}
+
+/// Every regular file below `dir`: name (relative, `/`-separated) → BLAKE3 hex. Hidden
+/// temporary folders of dfs are not expected in class folders, so nothing is skipped.
+pub fn tree_hashes(dir: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() {
+                stack.push(p);
+            } else if ft.is_file() {
+                let name = p.strip_prefix(dir).unwrap().to_str().unwrap().to_string();
+                if let Ok(bytes) = fs::read(&p) {
+                    out.insert(name, blake3::hash(&bytes).to_hex().to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `len` pseudo-random bytes from `seed` (xorshift; fast, incompressible enough for transfers).
+pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Writes a large pseudo-random file in place, 1 MiB at a time, without holding it in memory
+/// (as `cp` would into a watched folder); returns its BLAKE3 hex.
+pub fn write_big_file(path: &Path, seed: u64, len: usize) -> String {
+    use std::io::Write;
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut f = fs::File::create(path).unwrap();
+    let mut h = blake3::Hasher::new();
+    let mut left = len;
+    let mut i = 0;
+    while left > 0 {
+        let n = left.min(1 << 20);
+        let block = random_bytes(seed + i, n);
+        h.update(&block);
+        f.write_all(&block).unwrap();
+        left -= n;
+        i += 1;
+    }
+    h.finalize().to_hex().to_string()
+}
+
+/// BLAKE3 hex of a file, streamed.
+pub fn file_hash(path: &Path) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update_reader(fs::File::open(path).unwrap()).unwrap();
+    h.finalize().to_hex().to_string()
+}

@@ -1,0 +1,281 @@
+//! The whole pipeline: watch → broker → storage → fetch, as SPEC §1–§4 describe it.
+
+use crate::harness::*;
+use std::fs;
+use std::time::Duration;
+
+const SYNC: Duration = Duration::from_secs(60);
+
+/// Every class (an upper-case extension too), no extension, a dotfile, nested folders, an empty
+/// file, non-ASCII names and a 50 MiB file arrive byte for byte on the node, in the listing, in
+/// index.txt, and come back identical through fetch.
+#[test]
+fn every_kind_of_file_is_stored_listed_indexed_and_fetched() {
+    let c = Cluster::start();
+    let s = &c.source;
+    let small: &[(&str, &[u8])] = &[
+        ("song.mp3", b"ID3 not really a song"),
+        ("LOUD.MP3", b"upper-case extension"),
+        ("notes.txt", b"hello\n"),
+        ("paper.pdf", b"%PDF-1.4 tiny"),
+        ("README", b"no extension"),
+        (".bashrc", b"export A=1\n"),
+        ("music/albums/2024/track.mp3", b"nested three deep"),
+        ("empty.txt", b""),
+        ("ünïcødé/名前.txt", "non-ASCII ✓".as_bytes()),
+        ("archive.tar.gz", b"others by last extension"),
+    ];
+    for (name, bytes) in small {
+        let p = s.join(name);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, bytes).unwrap();
+    }
+    let big_hash = write_big_file(&s.join("video/big.bin"), 7, 50 << 20);
+    c.wait_synced(SYNC);
+
+    // The node: exact bytes under the class folder, nothing else beside them.
+    for (name, bytes) in small {
+        let stored = c.root.join(class_of(name)).join(name);
+        assert_eq!(&fs::read(&stored).unwrap(), bytes, "{}", stored.display());
+    }
+    assert_eq!(file_hash(&c.root.join("others/video/big.bin")), big_hash);
+    assert!(c.root.join("mp3/LOUD.MP3").is_file());
+    assert!(c.root.join("others/.bashrc").is_file());
+
+    // The listing agrees with the source: classes, sizes, versions.
+    let listing = c.listing();
+    assert_eq!(listing.len(), small.len() + 1);
+    for (name, bytes) in small {
+        let l = &listing[*name];
+        assert_eq!(l.size, bytes.len() as u64, "{name}");
+        assert_eq!(l.class, class_of(name), "{name}");
+        assert_eq!(l.version, 1, "{name}");
+        assert_eq!(l.blake3, blake3::hash(bytes).to_hex().to_string());
+        assert!(
+            l.modified.ends_with('Z') && l.modified.contains('T'),
+            "{}",
+            l.modified
+        );
+    }
+
+    // index.txt: a header, then one line per file sorted by name, name first.
+    wait_until(
+        "index.txt lists every file",
+        Duration::from_secs(10),
+        || {
+            c.index_txt()
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .count()
+                == listing.len()
+        },
+    );
+    let text = c.index_txt();
+    let mut lines = text.lines();
+    assert!(lines
+        .next()
+        .unwrap()
+        .starts_with("# name\tclass\tsize\tblake3"));
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split('\t').collect()).collect();
+    let names: Vec<&str> = rows.iter().map(|r| r[0]).collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted, "index.txt is sorted by name");
+    for r in &rows {
+        let l = &listing[r[0]];
+        assert_eq!(r.len(), 6, "{r:?}");
+        assert_eq!(
+            (r[1], r[2], r[3], r[5]),
+            (
+                l.class.as_str(),
+                l.size.to_string().as_str(),
+                l.blake3.as_str(),
+                l.version.to_string().as_str()
+            )
+        );
+    }
+
+    // Fetch everything back into the target folder.
+    let mut args: Vec<&str> = small.iter().map(|(n, _)| *n).collect();
+    args.push("video/big.bin");
+    let target = c.target.display().to_string();
+    let mut full = vec!["--target", target.as_str()];
+    full.extend(args.iter());
+    let out = c.fetch(&full);
+    assert!(
+        out.status.success(),
+        "fetch failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (name, bytes) in small {
+        assert_eq!(
+            &fs::read(c.target.join(name)).unwrap(),
+            bytes,
+            "fetched {name}"
+        );
+    }
+    assert_eq!(file_hash(&c.target.join("video/big.bin")), big_hash);
+    assert_eq!(
+        tree_hashes(&c.target),
+        tree_hashes(&c.source),
+        "no temporary files left in the target"
+    );
+}
+
+/// Each modification is a new version; fetch returns the latest. An identical rewrite makes no
+/// new version and leaves the stored file untouched.
+#[test]
+fn changes_make_versions_and_identical_rewrites_do_not() {
+    let c = Cluster::start();
+    let f = c.source.join("doc.txt");
+    for (i, text) in ["one", "two, longer", "three"].iter().enumerate() {
+        fs::write(&f, text).unwrap();
+        wait_until(&format!("doc.txt at version {}", i + 1), SYNC, || {
+            c.listing().get("doc.txt").map(|l| l.version) == Some(i as u64 + 1)
+        });
+    }
+    let out = c.fetch(&["-o", "-", "doc.txt"]);
+    assert!(out.status.success());
+    assert_eq!(out.stdout, b"three");
+
+    // An identical rewrite: the watcher sees the write, but nothing new is stored.
+    use std::os::unix::fs::MetadataExt;
+    let stored = c.root.join("txt/doc.txt");
+    let before = fs::metadata(&stored).unwrap();
+    fs::write(&f, "three").unwrap();
+    // A file written after it is synced after it: once it is listed, the rewrite was handled.
+    fs::write(c.source.join("after.txt"), "sentinel").unwrap();
+    wait_until("after.txt listed", SYNC, || {
+        c.listing().contains_key("after.txt")
+    });
+    let after = fs::metadata(&stored).unwrap();
+    assert_eq!(c.listing()["doc.txt"].version, 3);
+    assert_eq!(
+        (before.ino(), before.mtime_nsec()),
+        (after.ino(), after.mtime_nsec()),
+        "stored file untouched"
+    );
+
+    // A large file changed in place keeps its history too.
+    let big = c.source.join("big.bin");
+    write_big_file(&big, 1, 3 << 20);
+    wait_until("big.bin v1", SYNC, || {
+        c.listing().get("big.bin").map(|l| l.version) == Some(1)
+    });
+    let h2 = write_big_file(&big, 2, 3 << 20);
+    wait_until("big.bin v2", SYNC, || {
+        c.listing()
+            .get("big.bin")
+            .map(|l| (l.version, l.blake3.clone()))
+            == Some((2, h2.clone()))
+    });
+    assert_eq!(file_hash(&c.root.join("others/big.bin")), h2);
+}
+
+/// Deleting and renaming in the source (files, across classes, whole folders) propagates.
+#[test]
+fn deletes_and_renames_propagate() {
+    let c = Cluster::start();
+    let s = &c.source;
+    fs::create_dir_all(s.join("dir/sub")).unwrap();
+    fs::write(s.join("gone.txt"), "delete me").unwrap();
+    fs::write(s.join("dir/a.mp3"), "a").unwrap();
+    fs::write(s.join("dir/sub/b.txt"), "b").unwrap();
+    fs::write(s.join("c.pdf"), "c").unwrap();
+    fs::write(s.join("keep.txt"), "k").unwrap();
+    c.wait_synced(SYNC);
+
+    fs::remove_file(s.join("gone.txt")).unwrap();
+    fs::rename(s.join("c.pdf"), s.join("c.txt")).unwrap();
+    fs::rename(s.join("dir/a.mp3"), s.join("dir/a2.mp3")).unwrap();
+    fs::rename(s.join("dir"), s.join("moved")).unwrap();
+    c.wait_synced(SYNC);
+    let l = c.listing();
+    assert!(
+        l.contains_key("moved/sub/b.txt")
+            && l.contains_key("c.txt")
+            && l.contains_key("moved/a2.mp3")
+    );
+    assert!(!c.root.join("txt/gone.txt").exists());
+    assert!(!c.root.join("pdf/c.pdf").exists());
+}
+
+/// Files created, changed and deleted while the watcher was down are synced when it starts.
+#[test]
+fn changes_made_while_the_watcher_was_down_sync_at_start() {
+    let mut c = Cluster::start();
+    fs::write(c.source.join("old.txt"), "old").unwrap();
+    fs::write(c.source.join("doomed.mp3"), "doomed").unwrap();
+    c.wait_synced(SYNC);
+    let mut w = c.watch.take().unwrap();
+    assert_eq!(
+        w.stop_with(libc::SIGTERM, Duration::from_secs(10)),
+        Some(0),
+        "watcher exits 0 on SIGTERM"
+    );
+    drop(w);
+
+    fs::write(c.source.join("old.txt"), "old, changed offline").unwrap();
+    fs::remove_file(c.source.join("doomed.mp3")).unwrap();
+    fs::create_dir_all(c.source.join("new/deep")).unwrap();
+    fs::write(c.source.join("new/deep/n.pdf"), "new offline").unwrap();
+    fs::write(c.source.join("new/empty"), "").unwrap();
+
+    c.start_watcher();
+    c.wait_synced(SYNC);
+    assert_eq!(c.listing()["old.txt"].version, 2);
+}
+
+/// With the broker down, then the node down, the watcher waits and catches up by itself once
+/// they are back (on the same ports).
+#[test]
+fn the_watcher_catches_up_after_broker_and_node_outages() {
+    let mut c = Cluster::start();
+    fs::write(c.source.join("before.txt"), "before").unwrap();
+    c.wait_synced(SYNC);
+
+    let mut broker = c.broker.take().unwrap();
+    assert_eq!(
+        broker.stop_with(libc::SIGTERM, Duration::from_secs(10)),
+        Some(0),
+        "broker exits 0 on SIGTERM"
+    );
+    drop(broker);
+    fs::write(c.source.join("during-broker-outage.txt"), "b").unwrap();
+    fs::write(
+        c.source.join("before.txt"),
+        "changed while the broker was down",
+    )
+    .unwrap();
+    c.start_broker();
+    c.wait_synced(SYNC);
+
+    let mut node = c.storage.take().unwrap();
+    assert_eq!(
+        node.stop_with(libc::SIGTERM, Duration::from_secs(10)),
+        Some(0),
+        "node exits 0 on SIGTERM"
+    );
+    drop(node);
+    fs::write(c.source.join("during-node-outage.mp3"), "n").unwrap();
+    // A fetch meanwhile fails in bounded time with exit 3.
+    let out = c.fetch(&["--timeout", "2", "-o", "-", "during-broker-outage.txt"]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let base = c.base_port;
+    c.start_storage(base);
+    c.wait_synced(SYNC);
+    let log = c.watch.as_ref().unwrap().log_text();
+    let warns = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("unreachable"))
+        .count();
+    assert!(
+        warns <= 4,
+        "an outage is logged once, not once per file ({warns} lines):\n{log}"
+    );
+}
