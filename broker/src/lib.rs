@@ -14,7 +14,6 @@ mod error;
 mod export;
 mod index;
 mod links;
-mod listing;
 mod rebuild;
 mod record;
 mod relay;

@@ -346,7 +346,11 @@ impl Relay {
     fn list(&mut self, req: &Requester, after: Option<&str>, limit: u32) {
         match self.index.page(after, limit) {
             Ok((entries, more)) => {
-                let header = crate::listing::encode(req.id, &entries, more);
+                let header = schema::codec::encode(&Message::Listing {
+                    id: req.id,
+                    entries,
+                    more,
+                });
                 self.send_frames(req.front, &req.peer, header, None, "listing");
             }
             Err(e) => {

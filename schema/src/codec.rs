@@ -8,7 +8,6 @@
 use crate::limits::{CHUNK_SIZE, MAX_FRAME, MAX_FRAMES};
 use crate::message::{DataRule, ErrorCode, Message};
 use crate::PROTOCOL_VERSION;
-use ciborium::Value;
 
 /// Why an inbound message was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -78,46 +77,60 @@ pub fn encode(msg: &Message) -> Vec<u8> {
     out
 }
 
+/// The keys every header has; read first so that the version is checked before anything else.
+#[derive(serde::Deserialize)]
+struct Envelope {
+    v: Option<u64>,
+    t: Option<String>,
+    id: Option<u64>,
+}
+
+/// A `listing` header read straight into its fields: listings are the largest headers by far
+/// (thousands of entries), so they skip the buffering a tagged enum needs.
+#[derive(serde::Deserialize)]
+struct ListingHeader {
+    id: u64,
+    entries: Vec<crate::Entry>,
+    more: bool,
+}
+
 /// The message in header frame `frame`.
 pub fn decode(frame: &[u8]) -> Result<Message, Rejected> {
     let reject = |id, error| Rejected { id, error };
     if frame.len() as i64 > MAX_FRAME {
         return Err(reject(0, DecodeError::HeaderTooLarge(frame.len())));
     }
-    let value: Value = ciborium::from_reader(frame)
-        .map_err(|e| reject(0, DecodeError::Malformed(e.to_string())))?;
-    let Value::Map(fields) = &value else {
-        return Err(reject(0, DecodeError::NotAHeader));
+    let env: Envelope = ciborium::from_reader(frame).map_err(|e| {
+        let error = match e {
+            ciborium::de::Error::Semantic(..) => DecodeError::NotAHeader,
+            e => DecodeError::Malformed(e.to_string()),
+        };
+        reject(0, error)
+    })?;
+    let id = env.id.unwrap_or(0);
+    let (Some(version), Some(kind)) = (env.v, env.t) else {
+        return Err(reject(id, DecodeError::NotAHeader));
     };
-    let field = |key: &str| {
-        fields
-            .iter()
-            .find(|(k, _)| matches!(k, Value::Text(t) if t == key))
-            .map(|(_, v)| v)
-    };
-    let id = field("id")
-        .and_then(Value::as_integer)
-        .and_then(|i| u64::try_from(i).ok())
-        .unwrap_or(0);
-    let version = field("v")
-        .and_then(Value::as_integer)
-        .and_then(|i| u64::try_from(i).ok())
-        .ok_or(reject(id, DecodeError::NotAHeader))?;
     if version != PROTOCOL_VERSION {
         return Err(reject(id, DecodeError::Version(version)));
     }
-    let kind = field("t")
-        .and_then(Value::as_text)
-        .ok_or(reject(id, DecodeError::NotAHeader))?
-        .to_string();
-    value.deserialized::<Message>().map_err(|e| {
+    let invalid = |e: ciborium::de::Error<std::io::Error>, kind: String| {
         let text = e.to_string();
         if text.contains("unknown variant") {
             reject(id, DecodeError::UnknownType(kind))
         } else {
             reject(id, DecodeError::Invalid { kind, reason: text })
         }
-    })
+    };
+    if kind == "listing" {
+        let h: ListingHeader = ciborium::from_reader(frame).map_err(|e| invalid(e, kind))?;
+        return Ok(Message::Listing {
+            id: h.id,
+            entries: h.entries,
+            more: h.more,
+        });
+    }
+    ciborium::from_reader::<Message, _>(frame).map_err(|e| invalid(e, kind))
 }
 
 /// Checks that `data` is what `msg` requires beside it.
@@ -230,6 +243,7 @@ pub fn send(
 mod tests {
     use super::*;
     use crate::{Class, Entry, Hash};
+    use ciborium::Value;
 
     fn samples() -> Vec<Message> {
         let h = Hash::of(b"x");

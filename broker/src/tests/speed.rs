@@ -23,9 +23,17 @@ fn list_a_million_entries() {
     loop {
         let (entries, more) = idx.page(after.as_deref(), MAX_LIST_PAGE).unwrap();
         let t1 = Instant::now();
-        let frame = crate::listing::encode(1, &entries, more);
+        let page = schema::Message::Listing {
+            id: 1,
+            entries,
+            more,
+        };
+        let frame = schema::codec::encode(&page);
         enc += t1.elapsed();
         assert!(frame.len() < MAX_FRAME as usize);
+        let schema::Message::Listing { entries, .. } = page else {
+            unreachable!()
+        };
         n += entries.len();
         pages += 1;
         after = entries.last().map(|e| e.name.clone());
