@@ -280,3 +280,101 @@ fn the_watcher_catches_up_after_broker_and_node_outages() {
         "an outage is logged once, not once per file ({warns} lines):\n{log}"
     );
 }
+
+/// Editor and tool temporary files and `--ignore` globs are never stored.
+#[test]
+fn ignored_names_are_not_stored() {
+    let mut c = Cluster::start_without_watcher();
+    let ready = c.dir.path().join("watch.ready");
+    let args: Vec<String> = [
+        "watch",
+        "--source",
+        c.source.to_str().unwrap(),
+        "--broker",
+        &format!("127.0.0.1:{}", c.ingest_port),
+        "--ignore",
+        "*.log",
+        "--ignore",
+        "build",
+        "--ready-file",
+        ready.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut w = Proc::spawn("watch", c.dir.path(), c.dir.path(), &args);
+    w.wait_ready(&ready);
+    c.watch = Some(w);
+    let s = &c.source;
+    fs::create_dir_all(s.join("build/deep")).unwrap();
+    for name in [
+        ".notes.txt.swp",
+        "draft.txt~",
+        ".#lock.txt",
+        "4913",
+        ".~lock.report.odt#",
+        ".song.mp3.Ab3xZ9",
+        "sedX1b2c3",
+        "debug.log",
+        "build/out.bin",
+        "build/deep/x.txt",
+    ] {
+        fs::write(s.join(name), "ignored").unwrap();
+    }
+    fs::write(s.join("kept.txt"), "kept").unwrap();
+    wait_until("kept.txt listed", SYNC, || {
+        c.listing().contains_key("kept.txt")
+    });
+    // Anything ignored would have gone out with kept.txt; give stragglers one more debounce.
+    fs::write(s.join("last.txt"), "last").unwrap();
+    wait_until("last.txt listed", SYNC, || {
+        c.listing().contains_key("last.txt")
+    });
+    let names: Vec<String> = c.listing().into_keys().collect();
+    assert_eq!(names, ["kept.txt", "last.txt"]);
+}
+
+/// `dfs index export` writes the text index from the broker's database once the broker stopped.
+#[test]
+fn index_export_writes_the_text_index() {
+    let mut c = Cluster::start();
+    fs::write(c.source.join("a.txt"), "a").unwrap();
+    fs::write(c.source.join("b.mp3"), "b").unwrap();
+    c.wait_synced(SYNC);
+    let mut broker = c.broker.take().unwrap();
+    assert_eq!(
+        broker.stop_with(libc::SIGTERM, Duration::from_secs(10)),
+        Some(0)
+    );
+    let out_file = c.dir.path().join("export.txt");
+    let data = c.data.display().to_string();
+    let out = run_bounded(
+        c.dir.path(),
+        &[
+            "index",
+            "export",
+            "--data",
+            &data,
+            "--out",
+            out_file.to_str().unwrap(),
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = fs::read_to_string(&out_file).unwrap();
+    let names: Vec<&str> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').next().unwrap())
+        .collect();
+    assert_eq!(names, ["a.txt", "b.mp3"]);
+    assert_eq!(
+        text,
+        c.index_txt(),
+        "the same text as the broker's own export at shutdown"
+    );
+}
