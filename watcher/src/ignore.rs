@@ -13,10 +13,29 @@ pub const DEFAULT_IGNORES: &[&str] = &[
     "#*#",        // emacs auto-save files
     "4913",       // vim's probe file
     ".~lock.*#",  // LibreOffice lock files
-    ".*.??????",  // rsync's temporary files: .name.XXXXXX
-    "sed??????",  // sed -i temporary files
     ".dfs-tmp-*", // the fetcher's temporary files
 ];
+
+/// Whether `last` looks like a `mkstemp` temporary file of rsync (`.name.XXXXXX`) or `sed -i`
+/// (`sedXXXXXX`). The six random characters are letters and digits; real names such as
+/// `.env.sample` or `sedentary` have the same shape, so a suffix of only lower-case letters
+/// (which mkstemp produces about once in 200 names) is taken for a real name. Such a temporary
+/// file is at worst uploaded and then moved by the rename that ends its life.
+pub fn is_tool_temp(last: &str) -> bool {
+    fn random6(s: &str) -> bool {
+        s.len() == 6
+            && s.bytes().all(|b| b.is_ascii_alphanumeric())
+            && s.bytes().any(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+    }
+    if let Some(rest) = last.strip_prefix('.') {
+        if let Some((stem, suffix)) = rest.rsplit_once('.') {
+            if !stem.is_empty() && random6(suffix) {
+                return true;
+            }
+        }
+    }
+    last.strip_prefix("sed").is_some_and(random6)
+}
 
 /// A glob that could not be compiled.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +54,8 @@ pub struct Ignores {
     components: GlobSet,
     /// User globs with `/`: matched against every leading part of the name (`a`, `a/b`, …).
     anchored: GlobSet,
+    /// Whether the default ignores (and [`is_tool_temp`]) apply.
+    with_defaults: bool,
 }
 
 fn glob(pattern: &str) -> Result<Glob, BadPattern> {
@@ -109,6 +130,7 @@ impl Ignores {
             defaults: build(&defaults, "default ignores")?,
             components: build(&components, "ignore globs")?,
             anchored: build(&anchored, "ignore globs")?,
+            with_defaults,
         })
     }
 
@@ -116,7 +138,7 @@ impl Ignores {
     /// a default pattern, or it or any folder above it matches a user glob.
     pub fn is_ignored(&self, name: &str) -> bool {
         let last = name.rsplit('/').next().unwrap_or(name);
-        if self.defaults.is_match(last) {
+        if self.with_defaults && (self.defaults.is_match(last) || is_tool_temp(last)) {
             return true;
         }
         let mut end = 0;
@@ -167,6 +189,9 @@ mod tests {
             "d~/a.txt",
             "song.mp3",
             "sedative.txt",
+            ".env.sample",
+            ".config.backup",
+            "sedentary",
         ] {
             assert!(!ig.is_ignored(n), "{n} should be synced");
         }
