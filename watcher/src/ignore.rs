@@ -25,7 +25,8 @@ pub fn is_tool_temp(last: &str) -> bool {
     fn random6(s: &str) -> bool {
         s.len() == 6
             && s.bytes().all(|b| b.is_ascii_alphanumeric())
-            && s.bytes().any(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+            && s.bytes()
+                .any(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
     }
     if let Some(rest) = last.strip_prefix('.') {
         if let Some((stem, suffix)) = rest.rsplit_once('.') {
