@@ -1,9 +1,14 @@
 #!/usr/bin/env python3
-"""End-to-end benchmark of dfs on this machine: three daemons on loopback, files copied into the
-watched folder, timed until every file is durable on the node and listed by the broker.
+"""End-to-end benchmark of dfs against rsync, in one run on this machine.
 
-Usage: python3 bench/dfs_bench.py [--bin target/release/dfs] [--runs 3] [--sets big,small,latency,fetch]
-       [--scale 1.0] [--work /tmp/dfsbench/dfs]
+dfs: three daemons on loopback; a dataset is copied into the watched folder (`cp -r`) and timed
+until every file is durable on the node and listed by the broker. rsync: `rsync -a --whole-file
+--fsync` pushing the same dataset to a loopback rsync daemon, and pulling it back, with
+TCP_NODELAY on both sides (see ../shared/bench/PERF-BASELINES.md for why). dfs and rsync runs
+alternate; the table gives medians and the ratios dfs/rsync.
+
+Usage: python3 bench/dfs_bench.py [--bin target/release/dfs] [--runs 3]
+       [--sets big,small,medium,latency] [--scale 1.0] [--no-rsync] [--work /tmp/dfsbench/dfs]
 
 Datasets (random bytes, like ../shared/bench/peers.sh): big = 1 x 1 GiB, small = 10,000 x 4 KiB,
 medium = 1,000 x 1 MiB; names rotate .mp3 .txt .pdf .bin. Before each timed run the previous
@@ -111,6 +116,65 @@ class Cluster:
             d.stop()
 
 
+class Rsyncd:
+    """A loopback rsync daemon with TCP_NODELAY, module `mod` rooted in WORK/rsyncd/mod."""
+
+    def __init__(self, work):
+        import socket
+        self.root = os.path.join(work, "rsyncd", "mod")
+        os.makedirs(self.root, exist_ok=True)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        conf = os.path.join(work, "rsyncd", "rsyncd.conf")
+        with open(conf, "w") as f:
+            f.write(f"pid file = {work}/rsyncd/pid\nuse chroot = no\nmax connections = 8\n"
+                    f"socket options = TCP_NODELAY\n[mod]\n  path = {self.root}\n  read only = false\n"
+                    "  uid = root\n  gid = root\n")
+        self.logf = open(os.path.join(work, "rsyncd", "out.log"), "ab")
+        self.p = subprocess.Popen(["rsync", "--daemon", "--no-detach", f"--config={conf}", "--address=127.0.0.1",
+                                   f"--port={self.port}"], stdout=self.logf, stderr=self.logf)
+        import socket as so
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            try:
+                so.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return
+            except OSError:
+                time.sleep(0.02)
+        raise SystemExit("rsync daemon did not start")
+
+    def url(self, sub):
+        return f"rsync://127.0.0.1:{self.port}/mod/{sub}/"
+
+    def stop(self):
+        self.p.terminate()
+        self.p.wait(10)
+
+
+def run_rsync(rsyncd, data, ds, count, state, trash, work_root):
+    """Push the dataset with --fsync, then pull it back; returns (push s, pull s or None)."""
+    if count > 1:
+        settle(state)
+    sub = f"push-{ds}-{time.monotonic_ns()}"
+    warm(os.path.join(data, ds))
+    sh("sync")
+    t0 = time.monotonic()
+    sh(f"rsync -a --whole-file --fsync --sockopts=TCP_NODELAY {os.path.join(data, ds)}/ {rsyncd.url(sub)}")
+    push = time.monotonic() - t0
+    pull = None
+    if ds == "big":
+        dst = os.path.join(work_root, f"pull-{time.monotonic_ns()}")
+        warm(os.path.join(rsyncd.root, sub))
+        sh("sync")
+        t1 = time.monotonic()
+        sh(f"rsync -a --whole-file --sockopts=TCP_NODELAY {rsyncd.url(sub)} {dst}/")
+        pull = time.monotonic() - t1
+        shutil.move(dst, os.path.join(trash, os.path.basename(dst)))
+    shutil.move(os.path.join(rsyncd.root, sub), os.path.join(trash, sub))
+    return push, pull
+
+
 def sh(cmd):
     subprocess.run(cmd, shell=True, check=True)
 
@@ -158,6 +222,46 @@ def run_sync(bin, work_root, data, ds, count, state, trash):
     return elapsed, rss, fetch_s
 
 
+def make_set(root, count, size):
+    """A flat folder of `count` random files of `size` bytes (names rotate .mp3 .txt .pdf .bin)."""
+    name = f"n{count}-s{size}"
+    d = os.path.join(root, name)
+    marker = os.path.join(root, f".{name}.done")
+    if not os.path.exists(marker):
+        shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(d)
+        log(f"making dataset {name}")
+        exts = [".mp3", ".txt", ".pdf", ".bin"]
+        for i in range(count):
+            with open(os.path.join(d, f"f{i:06d}{exts[i % 4]}"), "wb") as f:
+                left = size
+                while left > 0:
+                    n = min(left, 1 << 24)
+                    f.write(os.urandom(n))
+                    left -= n
+        open(marker, "w").close()
+    return name
+
+
+def run_scaling(bin, data, work, state, trash):
+    """How time grows with file count (4 KiB files) and file size (one file): dfs, one run each."""
+    rows = []
+    for count, size in [(1000, 4096), (10000, 4096), (100000, 4096),
+                        (1, 1 << 20), (1, 16 << 20), (1, 256 << 20), (1, 1 << 30), (1, 4 << 30)]:
+        ds = make_set(data, count, size)
+        t, rss, _ = run_sync(bin, work, data, ds, count, state, trash)
+        log(f"scaling {ds}: {t:.3f} s, peak RSS MiB {rss}")
+        rows.append((count, size, t, max(rss.values())))
+        if count > 1:
+            shutil.rmtree(os.path.join(data, ds))
+            os.remove(os.path.join(data, f".{ds}.done"))
+            state["last_bulk_delete"] = time.monotonic()
+    print("\n| files | size | dfs time | files/s | MB/s | max peak RSS MiB |")
+    print("|---|---|---|---|---|---|")
+    for count, size, t, rss in rows:
+        print(f"| {count} | {size} B | {t:.3f} s | {count / t:.0f} | {count * size / t / 1e6:.1f} | {rss:.0f} |")
+
+
 def run_latency(bin, work_root, samples=20):
     work = os.path.join(work_root, f"run-latency-{time.monotonic_ns()}")
     os.makedirs(work)
@@ -197,6 +301,9 @@ def main():
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--data", default="/tmp/dfsbench/data")
     ap.add_argument("--work", default="/tmp/dfsbench/dfs")
+    ap.add_argument("--no-rsync", action="store_true", help="measure dfs only")
+    ap.add_argument("--scaling", action="store_true",
+                    help="also time 1k/10k/100k files of 4 KiB and one file of 1 MiB to 4 GiB (dfs only)")
     a = ap.parse_args()
     sets = a.sets.split(",")
     specs = make_datasets(a.data, a.scale, sets)
@@ -205,37 +312,57 @@ def main():
     os.makedirs(trash, exist_ok=True)
     state = {}
     rows = []
-    for ds in ("big", "small", "medium"):
-        if ds not in sets:
-            continue
-        count, size = specs[ds]
-        times, fetches, rss_all = [], [], []
-        for r in range(a.runs):
-            t, rss, f = run_sync(a.bin, a.work, a.data, ds, count, state, trash)
-            times.append(t)
-            rss_all.append(rss)
-            if f is not None:
-                fetches.append(f)
-            log(f"{ds} run {r + 1}: {t:.3f} s" + (f", fetch {f:.3f} s" if f else "") + f", peak RSS MiB {rss}")
-        med = statistics.median(times)
-        peak = {k: max(x[k] for x in rss_all) for k in rss_all[0]}
-        rows.append((f"watch -> durable + listed, {count} x {size} B", med, count * size / med / 1e6, count / med, peak))
-        if fetches:
-            fm = statistics.median(fetches)
-            rows.append((f"fetch 1 x {size} B", fm, size / fm / 1e6, 1 / fm, None))
+    rsyncd = None if a.no_rsync else Rsyncd(a.work)
+    try:
+        for ds in ("big", "small", "medium"):
+            if ds not in sets:
+                continue
+            count, size = specs[ds]
+            times, fetches, rss_all, pushes, pulls = [], [], [], [], []
+            for r in range(a.runs):
+                t, rss, f = run_sync(a.bin, a.work, a.data, ds, count, state, trash)
+                times.append(t)
+                rss_all.append(rss)
+                if f is not None:
+                    fetches.append(f)
+                log(f"{ds} run {r + 1}: dfs {t:.3f} s" + (f", fetch {f:.3f} s" if f else "") + f", peak RSS MiB {rss}")
+                if rsyncd:
+                    push, pull = run_rsync(rsyncd, a.data, ds, count, state, trash, a.work)
+                    pushes.append(push)
+                    if pull is not None:
+                        pulls.append(pull)
+                    log(f"{ds} run {r + 1}: rsync push --fsync {push:.3f} s" + (f", pull {pull:.3f} s" if pull else ""))
+            med = statistics.median(times)
+            peak = {k: max(x[k] for x in rss_all) for k in rss_all[0]}
+            ref = statistics.median(pushes) if pushes else None
+            rows.append((f"{count} x {size} B: copy into source -> durable + listed", med, count * size / med / 1e6,
+                         count / med, peak, ref))
+            if fetches:
+                rows.append((f"fetch 1 x {size} B (verified, fsynced) vs rsync pull", statistics.median(fetches),
+                             size / statistics.median(fetches) / 1e6, None, None,
+                             statistics.median(pulls) if pulls else None))
+    finally:
+        if rsyncd:
+            rsyncd.stop()
     if "latency" in sets:
         durable, listed = run_latency(a.bin, a.work)
         for label, xs in (("close -> durable on node", durable), ("close -> listed", listed)):
-            rows.append((f"latency 4 KiB, {label}: p50 {pct(xs, 50) * 1e3:.2f} ms, p99 {pct(xs, 99) * 1e3:.2f} ms", None, None, None, None))
+            rows.append((f"latency 4 KiB, {label}: p50 {pct(xs, 50) * 1e3:.2f} ms, p99 {pct(xs, 99) * 1e3:.2f} ms",
+                         None, None, None, None, None))
+    if a.scaling:
+        run_scaling(a.bin, a.data, a.work, state, trash)
     shutil.rmtree(trash, ignore_errors=True)
-    print("\n| measurement | median | MB/s | files/s | peak RSS MiB (watch/broker/storage) |")
-    print("|---|---|---|---|---|")
-    for label, med, mbs, fps, peak in rows:
+    print("\n| measurement | dfs median | MB/s | files/s | rsync median | dfs/rsync time | peak RSS MiB (watch/broker/storage) |")
+    print("|---|---|---|---|---|---|---|")
+    for label, med, mbs, fps, peak, ref in rows:
         if med is None:
-            print(f"| {label} | | | | |")
+            print(f"| {label} | | | | | | |")
             continue
         p = "" if not peak else " / ".join(f"{peak[k]:.0f}" for k in ("watch", "broker", "storage"))
-        print(f"| {label} | {med:.3f} s | {mbs:.1f} | {fps:.0f} | {p} |")
+        r = f"{ref:.3f} s" if ref else ""
+        ratio = f"{med / ref:.2f}x" if ref else ""
+        f = f"{fps:.0f}" if fps else ""
+        print(f"| {label} | {med:.3f} s | {mbs:.1f} | {f} | {r} | {ratio} | {p} |")
 
 
 if __name__ == "__main__":
