@@ -62,6 +62,8 @@ pub(crate) struct TempFile {
     path: PathBuf,
     file: File,
     persisted: bool,
+    /// Starts writing completed stretches to disk while the rest arrives.
+    writeback: schema::writeback::Writeback,
 }
 
 impl TempFile {
@@ -88,6 +90,7 @@ impl TempFile {
             path,
             file,
             persisted: false,
+            writeback: Default::default(),
         })
     }
 
@@ -115,7 +118,9 @@ impl Sink for TempFile {
             .map_err(|source| FetchError::Write {
                 path: self.path.clone(),
                 source,
-            })
+            })?;
+        self.writeback.wrote(&self.file, bytes.len());
+        Ok(())
     }
 }
 

@@ -18,6 +18,7 @@ pub mod names;
 pub mod route;
 pub mod socket;
 pub mod time;
+pub mod writeback;
 
 pub use codec::{DecodeError, Inbound};
 pub use hash::Hash;

@@ -34,6 +34,8 @@ pub struct Upload {
     size: u64,
     temp: TempFile,
     hasher: blake3::Hasher,
+    /// Starts writing completed stretches to disk while the rest arrives.
+    writeback: schema::writeback::Writeback,
     /// Bytes received so far: the offset the next chunk must have.
     received: u64,
     /// When the sender last spoke.
@@ -86,6 +88,7 @@ impl Upload {
             .file()
             .write_all(data)
             .map_err(|e| StoreError::io("write", self.temp.path(), e))?;
+        self.writeback.wrote(self.temp.file(), data.len());
         self.hasher.update(data);
         self.received = end;
         if end < self.size {
@@ -187,6 +190,7 @@ impl Server {
             size: put.size,
             temp,
             hasher: blake3::Hasher::new(),
+            writeback: Default::default(),
             received: 0,
             last_seen: Instant::now(),
         };
