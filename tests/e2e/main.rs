@@ -6,4 +6,5 @@ mod fetch;
 mod harness;
 mod memory;
 mod pipeline;
+mod recovery;
 mod up;
