@@ -3,6 +3,7 @@
 
 mod bad_peers;
 mod fetch;
+mod fsck;
 mod harness;
 mod memory;
 mod pipeline;
