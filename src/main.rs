@@ -34,6 +34,9 @@ enum Command {
     Fetch(fetcher::Args),
     /// Storage, broker and watcher in one process on 127.0.0.1, with folders under the current one.
     Up(up::Args),
+    /// Checks the index against the storage node: names missing, extra or with a different
+    /// hash (exit 1 if any); --repair makes the index agree with the node.
+    Fsck(broker::FsckArgs),
     /// Index maintenance.
     Index {
         #[command(subcommand)]
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
         Command::Broker(args) => daemon(|stop| broker::run(args, stop)),
         Command::Watch(args) => daemon(|stop| watcher::run(args, stop)),
         Command::Up(args) => daemon(|stop| up::run(args, stop)),
+        Command::Fsck(args) => broker::run_fsck(args),
         Command::Index {
             command: IndexCommand::Export(args),
         } => report(broker::export_index(&args)),

@@ -6,12 +6,16 @@
 //! * [`Broker`] (this file): start-up (open or rebuild the index, bind, connect) and shutdown.
 //! * `relay`: the serving loop and group commit; `requests`: front-port messages; `replies`:
 //!   node messages; `table`: forwarded requests in flight; `links`: the node's sockets;
-//!   `rebuild`: refilling the index from the node.
+//!   `rebuild`: refilling the index from the node; `fsck_relay`: `fsck` requests.
+//! * `fsck`: the comparison of index and node behind `dfs fsck`; `fsck_cli`: the command.
 //! * `index`, `record`: the sled index; `listing`: fast `listing` frames; `export`:
 //!   `index.txt`.
 
 mod error;
 mod export;
+pub mod fsck;
+mod fsck_cli;
+mod fsck_relay;
 mod index;
 mod links;
 mod rebuild;
@@ -26,6 +30,7 @@ mod tests;
 
 pub use error::IndexError;
 pub use export::{export, HEADER};
+pub use fsck_cli::{fsck as run_fsck, FsckArgs};
 pub use index::{Index, Opened};
 pub use record::{Record, State};
 

@@ -38,6 +38,8 @@ pub struct Relay {
     pub(crate) table: Table,
     pub(crate) rebuild: Rebuild,
     pub(crate) idle_timeout: Duration,
+    /// The `fsck` running, if any.
+    pub(crate) fsck: Option<crate::fsck_relay::FsckRun>,
     acks: Vec<Ack>,
     /// The index changed since the last export request.
     dirty: bool,
@@ -62,6 +64,7 @@ impl Relay {
             table: Table::default(),
             rebuild,
             idle_timeout: IDLE_TIMEOUT,
+            fsck: None,
             acks: Vec::new(),
             dirty: false,
         }
@@ -82,6 +85,7 @@ impl Relay {
                 last_sweep = Instant::now();
                 self.expire_idle();
             }
+            self.fsck_tick();
             if self.rebuild.is_active() {
                 self.rebuild_tick();
             } else if self.rebuild.just_finished() {

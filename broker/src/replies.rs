@@ -37,6 +37,10 @@ impl Relay {
             self.on_rebuild_reply(msg);
             return;
         }
+        if self.fsck_owns(bid) {
+            self.on_fsck_reply(bid, msg);
+            return;
+        }
         let Some(pending) = self.table.touch(bid) else {
             tracing::debug!(
                 "ignoring a stale {} from the storage node (id {bid})",
@@ -105,6 +109,9 @@ impl Relay {
         let Some(p) = self.table.remove(bid) else {
             return;
         };
+        if let Job::Put { name, .. } | Job::Rename { to: name, .. } = &p.job {
+            self.fsck_saw(name);
+        }
         let done = Message::Done {
             id: 0,
             version,

@@ -59,6 +59,7 @@ impl Relay {
                 },
             ) => self.rename(req, from, to, blake3),
             (Front::Fetch, Message::Get { name, .. }) => self.get(req, name),
+            (_, Message::Fsck { repair, .. }) => self.fsck_request(req, repair),
             (Front::Fetch, Message::Credit { chunks, .. }) => self.read_credit(&req, chunks),
             (front, other) => {
                 let text = format!(
@@ -89,6 +90,17 @@ impl Relay {
                 false
             }
         }
+    }
+
+    /// A change of a name that a running fsck is setting aside on the node is refused
+    /// (`busy`), so the node never moves a version stored meanwhile.
+    fn refuse_while_quarantining(&mut self, req: &Requester, names: &[&str]) -> bool {
+        let Some(name) = names.iter().find(|n| self.fsck_holds(n)) else {
+            return false;
+        };
+        let text = format!("fsck is setting {name} aside on the storage node; try again shortly");
+        self.refuse(req, ErrorCode::Busy, text);
+        true
     }
 
     /// A change arriving while the index is still being rebuilt is refused (`busy`), so an
@@ -162,7 +174,10 @@ impl Relay {
         blake3: Option<Hash>,
         data: Option<zmq::Message>,
     ) {
-        if !self.check_name(&req, &name) || self.refuse_while_rebuilding(&req) {
+        if !self.check_name(&req, &name)
+            || self.refuse_while_rebuilding(&req)
+            || self.refuse_while_quarantining(&req, &[&name])
+        {
             return;
         }
         if size <= INLINE_MAX && blake3.is_none() {
@@ -273,7 +288,10 @@ impl Relay {
     }
 
     fn delete(&mut self, req: Requester, name: String) {
-        if !self.check_name(&req, &name) || self.refuse_while_rebuilding(&req) {
+        if !self.check_name(&req, &name)
+            || self.refuse_while_rebuilding(&req)
+            || self.refuse_while_quarantining(&req, &[&name])
+        {
             return;
         }
         let Ok(indexed) = self.lookup(&req, &name) else {
@@ -305,6 +323,7 @@ impl Relay {
         if !self.check_name(&req, &from)
             || !self.check_name(&req, &to)
             || self.refuse_while_rebuilding(&req)
+            || self.refuse_while_quarantining(&req, &[&from, &to])
         {
             return;
         }

@@ -22,7 +22,7 @@ pub mod writeback;
 
 pub use codec::{DecodeError, Inbound};
 pub use hash::Hash;
-pub use message::{Entry, ErrorCode, Message, PageBuilder};
+pub use message::{CheckedFile, Entry, ErrorCode, Finding, FindingKind, Message, PageBuilder};
 pub use route::{Class, Routes};
 
 /// The protocol version carried in every message header (`v`). A peer speaking another version

@@ -93,6 +93,41 @@ pub enum Message {
     /// What a read returns first. Files of at most [`INLINE_MAX`] bytes carry their content in one
     /// data frame; for larger ones the reader sends `credit` and gets `chunk`s.
     Meta { id: u64, entry: Entry },
+    /// Asks a storage node (serve port) to re-read what it stores: up to `limit` files after
+    /// the cursor `after` (as in `list`), each hashed again. Answered with `checked`.
+    Check {
+        id: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<String>,
+        limit: u32,
+    },
+    /// A page of a `check`: each file's recorded entry with the hash of its content as read now;
+    /// `more` says whether another page follows.
+    Checked {
+        id: u64,
+        files: Vec<CheckedFile>,
+        more: bool,
+    },
+    /// Asks a storage node (class port of `class`) to set aside the stored `name` whose content no
+    /// longer matches its recorded hash: it moves to `ROOT/.dfs/quarantine/<class>/<name>`, is no
+    /// longer served or listed. Answered with `done` (version 0), or `error` `not_found` when the
+    /// file is not stored or its content matches its hash (then it stays).
+    Quarantine { id: u64, class: Class, name: String },
+    /// Asks the broker to compare its index with what the node holds; with `repair` (ingest port
+    /// only) it also makes the index agree with the node. Answered with `findings` pages.
+    Fsck {
+        id: u64,
+        #[serde(default)]
+        repair: bool,
+    },
+    /// A page of an `fsck`'s findings; `checked` counts the node's files compared so far, `more`
+    /// says whether another page follows.
+    Findings {
+        id: u64,
+        findings: Vec<Finding>,
+        checked: u64,
+        more: bool,
+    },
     /// Request `id` failed; `code` says how, `message` says what and why in one line.
     Error {
         id: u64,
@@ -117,6 +152,82 @@ impl Entry {
     /// About how many bytes this entry takes in a `listing` header.
     pub fn wire_size(&self) -> usize {
         self.name.len() + crate::limits::ENTRY_OVERHEAD
+    }
+}
+
+/// One file of a `checked` page: what the node recorded for it, and the BLAKE3 of its content
+/// as read now (`None` when it could not be read; `reason` then says why).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckedFile {
+    pub entry: Entry,
+    #[serde(default)]
+    pub content: Option<Hash>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl CheckedFile {
+    /// Whether the content read now is what the node recorded for the file.
+    pub fn is_intact(&self) -> bool {
+        self.content == Some(self.entry.blake3)
+    }
+}
+
+/// What an `fsck` found wrong with one name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingKind {
+    /// Indexed, but the node does not hold it.
+    Missing,
+    /// Held by the node with intact content, but not indexed.
+    Extra,
+    /// The node's content no longer matches the hash recorded for it.
+    Corrupt,
+    /// The node holds it intact, but under another hash than the index records.
+    Differs,
+    /// A kind this version does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+impl FindingKind {
+    /// The kind's wire (and report) name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FindingKind::Missing => "missing",
+            FindingKind::Extra => "extra",
+            FindingKind::Corrupt => "corrupt",
+            FindingKind::Differs => "differs",
+            FindingKind::Unknown => "unknown",
+        }
+    }
+}
+
+/// One finding of an `fsck`: the name, what is wrong, the hashes involved, and whether a repair
+/// fixed it (`repaired`) or why it could not (`note`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finding {
+    pub name: String,
+    pub kind: FindingKind,
+    /// The hash the index records, if indexed.
+    #[serde(default)]
+    pub indexed: Option<Hash>,
+    /// The hash the node records, if the node holds the name.
+    #[serde(default)]
+    pub stored: Option<Hash>,
+    /// The hash of the node's content as read now, if read.
+    #[serde(default)]
+    pub content: Option<Hash>,
+    #[serde(default)]
+    pub repaired: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl Finding {
+    /// About how many bytes this finding takes in a `findings` header.
+    pub fn wire_size(&self) -> usize {
+        self.name.len() + self.note.as_ref().map_or(0, String::len) + 3 * 40 + 64
     }
 }
 
@@ -236,6 +347,11 @@ impl Message {
             | Message::Listing { id, .. }
             | Message::Get { id, .. }
             | Message::Meta { id, .. }
+            | Message::Check { id, .. }
+            | Message::Checked { id, .. }
+            | Message::Quarantine { id, .. }
+            | Message::Fsck { id, .. }
+            | Message::Findings { id, .. }
             | Message::Error { id, .. } => *id,
         }
     }
@@ -256,6 +372,11 @@ impl Message {
             | Message::Listing { id, .. }
             | Message::Get { id, .. }
             | Message::Meta { id, .. }
+            | Message::Check { id, .. }
+            | Message::Checked { id, .. }
+            | Message::Quarantine { id, .. }
+            | Message::Fsck { id, .. }
+            | Message::Findings { id, .. }
             | Message::Error { id, .. } => *id = new,
         }
         self
@@ -277,6 +398,11 @@ impl Message {
             Message::Listing { .. } => "listing",
             Message::Get { .. } => "get",
             Message::Meta { .. } => "meta",
+            Message::Check { .. } => "check",
+            Message::Checked { .. } => "checked",
+            Message::Quarantine { .. } => "quarantine",
+            Message::Fsck { .. } => "fsck",
+            Message::Findings { .. } => "findings",
             Message::Error { .. } => "error",
         }
     }

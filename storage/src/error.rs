@@ -22,6 +22,9 @@ pub enum StoreError {
         expected: Hash,
         actual: Hash,
     },
+    /// Stored content no longer matches the hash recorded for it.
+    #[error("{0}")]
+    Corrupt(String),
     /// The content came without the hash needed to verify it.
     #[error("{0}")]
     Unverified(String),
@@ -55,7 +58,9 @@ impl StoreError {
         match self {
             StoreError::BadName(_) => ErrorCode::BadName,
             StoreError::Protocol(_) => ErrorCode::BadMessage,
-            StoreError::Integrity { .. } | StoreError::Unverified(_) => ErrorCode::Integrity,
+            StoreError::Integrity { .. } | StoreError::Unverified(_) | StoreError::Corrupt(_) => {
+                ErrorCode::Integrity
+            }
             StoreError::NotFound(_) => ErrorCode::NotFound,
             StoreError::Busy(_) => ErrorCode::Busy,
             StoreError::Io { source, .. } if is_no_space(source) => ErrorCode::NoSpace,

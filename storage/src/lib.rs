@@ -11,10 +11,11 @@
 //! `lib.rs` (options, entry point), [`node`] (binding, the socket loop, dispatch),
 //! [`upload`] (puts and chunks), [`credit`] (flow control of uploads), [`sync`] (the durable
 //! write pool), [`durable`] (temp files, fsync, rename), [`read`] (gets), [`list`] (listings),
-//! [`change`] (deletes, renames), [`meta`] (the `user.dfs.meta` attribute), [`layout`] (the
+//! [`change`] (deletes, renames), [`check`] (re-hashing and quarantine for `dfs fsck`), [`meta`] (the `user.dfs.meta` attribute), [`layout`] (the
 //! folders under the root), [`error`] (routine errors and their reply codes).
 
 pub mod change;
+pub mod check;
 pub mod credit;
 pub mod durable;
 pub mod error;

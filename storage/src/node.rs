@@ -3,7 +3,7 @@
 use crate::credit::Ledger;
 use crate::layout::Layout;
 use crate::read::Read;
-use crate::sync::{self, SyncPool};
+use crate::sync::{self, SyncPool, Work};
 use crate::upload::{Pending, Upload};
 use crate::{change, list, Args, StoreError};
 use anyhow::Context as _;
@@ -244,7 +244,21 @@ impl Server {
                 };
                 self.send(sock, &peer, &reply, None);
             }
+            (SERVE, Message::Check { id, after, limit }) => {
+                self.submit((sock, peer, id), Work::Check { after, limit });
+            }
             (SERVE, other) => self.unexpected(sock, &peer, &other),
+            (_, Message::Quarantine { id, class, name }) => {
+                if class == Class::ALL[sock] {
+                    self.submit((sock, peer, id), Work::Quarantine { class, name });
+                } else {
+                    let e = StoreError::Protocol(format!(
+                        "quarantine of {name} ({class}) sent to the {} upload port",
+                        Class::ALL[sock]
+                    ));
+                    self.send_error(sock, &peer, id, &e);
+                }
+            }
             (
                 _,
                 Message::Put {

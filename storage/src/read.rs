@@ -1,6 +1,10 @@
 //! Reads on the serve port: `get` answers `meta` (with the content inline for small files), then
 //! `chunk`s as the reader grants `credit`.
 //!
+//! The node hashes what it sends: a read whose content no longer matches the hash recorded for
+//! the file (changed behind the node's back) ends with `error integrity` instead of its inline
+//! data or its last chunk, so the bad version is never delivered whole.
+//!
 //! A read keeps its file open: a new version renamed over the name while the read runs replaces
 //! the folder entry, not the open file, so the reader gets the whole version it started with.
 
@@ -8,7 +12,7 @@ use crate::error::StoreError;
 use crate::meta::StoredMeta;
 use crate::node::{hex, Key, Server, SERVE};
 use schema::limits::{CHUNK_SIZE, INLINE_MAX};
-use schema::{Class, ErrorCode, Message};
+use schema::{Class, ErrorCode, Hash, Message};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt as _;
@@ -27,6 +31,9 @@ pub struct Read {
     size: u64,
     /// Offset of the next chunk to send.
     offset: u64,
+    /// The hash recorded for the file, and the hash of what was sent so far.
+    expected: Hash,
+    hasher: blake3::Hasher,
     /// When the reader last spoke.
     pub last_seen: Instant,
 }
@@ -78,6 +85,20 @@ fn open_regular(path: &Path) -> Result<Option<File>, StoreError> {
     }
 }
 
+/// The error that ends a read whose content hashes to `actual` instead of `expected`.
+fn changed(name: &str, expected: Hash, actual: Hash) -> StoreError {
+    tracing::warn!(
+        name,
+        %expected,
+        %actual,
+        "stored content no longer matches its recorded hash: not served (run dfs fsck --repair)"
+    );
+    StoreError::Corrupt(format!(
+        "{name}: the stored content hashes to {actual}, not to its recorded {expected}; not \
+         served (the node's copy changed; `dfs fsck --repair` sets it aside)"
+    ))
+}
+
 /// Reads `len` bytes at `offset` of `file` into a new frame.
 fn read_frame(
     file: &File,
@@ -116,7 +137,15 @@ impl Server {
         };
         let size = entry.size;
         if size <= INLINE_MAX {
-            match read_frame(&file, 0, size as usize, name) {
+            let read = read_frame(&file, 0, size as usize, name).and_then(|data| {
+                let actual = Hash::of(&data);
+                if actual == entry.blake3 {
+                    Ok(data)
+                } else {
+                    Err(changed(name, entry.blake3, actual))
+                }
+            });
+            match read {
                 Ok(data) => {
                     self.send(SERVE, &key.1, &Message::Meta { id, entry }, Some(data));
                 }
@@ -124,6 +153,7 @@ impl Server {
             }
             return;
         }
+        let expected = entry.blake3;
         if self.send(SERVE, &key.1, &Message::Meta { id, entry }, None) {
             tracing::debug!(peer = %hex(&key.1), id, name, size, "read started");
             let read = Read {
@@ -131,6 +161,8 @@ impl Server {
                 name: name.to_string(),
                 size,
                 offset: 0,
+                expected,
+                hasher: blake3::Hasher::new(),
                 last_seen: Instant::now(),
             };
             self.reads.insert(key, read);
@@ -163,6 +195,14 @@ impl Server {
                     return self.send_error(SERVE, &key.1, id, &e);
                 }
             };
+            read.hasher.update(&frame);
+            if read.offset + len as u64 >= read.size {
+                let actual = Hash::from(read.hasher.finalize());
+                if actual != read.expected {
+                    let e = changed(&read.name, read.expected, actual);
+                    return self.send_error(SERVE, &key.1, id, &e);
+                }
+            }
             let chunk = Message::Chunk {
                 id,
                 offset: read.offset,

@@ -6,13 +6,14 @@
 //! each result through their own inproc PUSH socket to a PULL that the socket thread polls beside
 //! its ROUTERs, so a finished upload wakes the loop at once and its `done` goes out immediately.
 
+use crate::check;
 use crate::durable::{commit, TempFile};
 use crate::error::StoreError;
 use crate::layout::Layout;
 use crate::meta::{self, StoredMeta};
 use anyhow::Context as _;
 use schema::daemon::Shutdown;
-use schema::{Hash, Message};
+use schema::{Class, Hash, Message};
 use std::io::Write as _;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -29,7 +30,8 @@ pub struct Job {
     pub work: Work,
 }
 
-/// The two kinds of finished upload.
+/// What a worker does: make a finished upload durable, or one of the checks of `dfs fsck`,
+/// which read whole files and so stay off the socket thread too.
 #[derive(Debug)]
 pub enum Work {
     /// A small file whose whole content came with its `put`: verify, write, commit.
@@ -40,6 +42,10 @@ pub enum Work {
         meta: StoredMeta,
         size: u64,
     },
+    /// A `check` page: re-hash stored files after the cursor `after`.
+    Check { after: Option<String>, limit: u32 },
+    /// A `quarantine`: set aside `name` of `class` if its content changed.
+    Quarantine { class: Class, name: String },
 }
 
 /// The running pool. [`SyncPool::stop`] ends it.
@@ -114,23 +120,45 @@ fn worker(rx: &Mutex<mpsc::Receiver<Job>>, push: &zmq::Socket, layout: &Layout, 
             tracing::debug!(ticket = job.ticket, "stopping: upload abandoned");
             continue;
         }
-        let reply = match store(layout, job.work) {
-            Ok((version, unchanged)) => Message::Done {
-                id: job.id,
-                version,
-                unchanged,
-            },
-            Err(e) => {
-                tracing::warn!("upload failed: {e}");
-                e.reply(job.id, layout.root())
-            }
-        };
+        let reply = perform(layout, job.id, job.work);
         let frames = [
             job.ticket.to_le_bytes().to_vec(),
             schema::codec::encode(&reply),
         ];
         if let Err(e) = push.send_multipart(frames, 0) {
             tracing::warn!("a sync worker cannot report a result: {e}");
+        }
+    }
+}
+
+/// Does `work` for request `id`; returns the reply.
+fn perform(layout: &Layout, id: u64, work: Work) -> Message {
+    let result = match work {
+        Work::Check { after, limit } => {
+            return match check::page(layout, after.as_deref(), limit) {
+                Ok((files, more)) => Message::Checked { id, files, more },
+                Err(e) => {
+                    tracing::warn!("check failed: {e}");
+                    e.reply(id, layout.root())
+                }
+            };
+        }
+        Work::Quarantine { class, name } => {
+            check::quarantine(layout, class, &name).map(|()| (0, false))
+        }
+        work => store(layout, work),
+    };
+    match result {
+        Ok((version, unchanged)) => Message::Done {
+            id,
+            version,
+            unchanged,
+        },
+        Err(e) => {
+            if e.code() != schema::ErrorCode::NotFound {
+                tracing::warn!("request {id} failed: {e}");
+            }
+            e.reply(id, layout.root())
         }
     }
 }
@@ -159,6 +187,9 @@ fn store(layout: &Layout, work: Work) -> Result<(u64, bool), StoreError> {
             finish(layout, temp, &meta, data.len() as u64)
         }
         Work::Finish { temp, meta, size } => finish(layout, temp, &meta, size),
+        Work::Check { .. } | Work::Quarantine { .. } => {
+            Err(StoreError::Protocol("a check is not an upload".into()))
+        }
     }
 }
 

@@ -293,7 +293,7 @@ impl Server {
     }
 
     /// Hands a finished upload to the sync pool; its reply comes back through [`Server::on_result`].
-    fn submit(&mut self, key: Key, work: Work) {
+    pub(crate) fn submit(&mut self, key: Key, work: Work) {
         let (sock, peer, id) = key;
         let ticket = self.next_ticket;
         self.next_ticket += 1;

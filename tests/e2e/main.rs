@@ -3,8 +3,10 @@
 
 mod bad_peers;
 mod fetch;
+mod fsck;
 mod harness;
 mod memory;
 mod pipeline;
+mod recovery;
 mod scale;
 mod up;

@@ -1,10 +1,12 @@
-//! The start-up listing: the broker's whole index, fetched page by page into the table before
-//! the first scan.
+//! The broker's listing: its whole index, fetched page by page into the table before the first
+//! scan, and again before each periodic rescan, so that what the watcher believes stored follows
+//! what the broker holds (a name it no longer lists is sent again).
 
 use crate::state::Stored;
 use crate::watcher::{Phase, Watcher, LIST_RETRY};
 use schema::limits::MAX_LIST_PAGE;
 use schema::{names, Message};
+use std::collections::HashSet;
 use std::time::Instant;
 
 impl Watcher {
@@ -31,9 +33,28 @@ impl Watcher {
         self.send(&msg, None, now);
     }
 
+    /// Starts a periodic refresh: the listing is fetched again, then the folder is rescanned.
+    pub(crate) fn refresh_listing(&mut self, now: Instant) {
+        tracing::debug!("periodic rescan: refreshing the broker's listing first");
+        self.next_rescan = now + self.settings.rescan_period;
+        self.phase = Phase::Listing {
+            after: None,
+            pending: None,
+            retry_at: now,
+            warned: false,
+            refresh: Some(HashSet::new()),
+        };
+    }
+
     /// A page of the broker's listing came: record it, ask for the next, or start syncing.
     pub fn on_listing(&mut self, id: u64, entries: Vec<schema::Entry>, more: bool, now: Instant) {
-        let Phase::Listing { after, pending, .. } = &mut self.phase else {
+        let Phase::Listing {
+            after,
+            pending,
+            refresh,
+            ..
+        } = &mut self.phase
+        else {
             tracing::debug!("ignoring a listing (id {id}) after start-up");
             return;
         };
@@ -48,6 +69,9 @@ impl Watcher {
                 tracing::warn!("broker listed a bad name {:?}; ignoring it", e.name);
                 continue;
             }
+            if let Some(seen) = refresh.as_mut() {
+                seen.insert(e.name.clone());
+            }
             let stored = Stored {
                 size: e.size,
                 modified: e.modified,
@@ -59,6 +83,18 @@ impl Watcher {
         if more && last.is_some() {
             *after = last;
             return;
+        }
+        if let Some(seen) = refresh.take() {
+            let mut dropped = 0usize;
+            for name in self.table.stored_names() {
+                if !seen.contains(&name) && !self.table.in_flight(&name) {
+                    self.table.set_stored(&name, None);
+                    dropped += 1;
+                }
+            }
+            if dropped > 0 {
+                tracing::info!("the broker no longer holds {dropped} files; sending them again");
+            }
         }
         tracing::info!(
             "broker holds {} files; comparing with {}",

@@ -39,6 +39,9 @@ pub(crate) enum Phase {
         pending: Option<(u64, Instant)>,
         retry_at: Instant,
         warned: bool,
+        /// On a periodic refresh (not at start-up): the names listed so far, so that names the
+        /// broker no longer holds (removed by `dfs fsck --repair`, say) are sent again.
+        refresh: Option<HashSet<String>>,
     },
     /// Syncing.
     Running,
@@ -125,6 +128,7 @@ pub fn run(args: Args, stop: Shutdown) -> anyhow::Result<()> {
             pending: None,
             retry_at: now,
             warned: false,
+            refresh: None,
         },
         next_id: 0,
         heard: now,
@@ -295,8 +299,10 @@ impl Watcher {
         }
         self.ask_listing(now);
         if matches!(self.phase, Phase::Running) {
-            if self.rescan_wanted || now >= self.next_rescan {
+            if self.rescan_wanted {
                 self.full_scan(now);
+            } else if now >= self.next_rescan {
+                self.refresh_listing(now);
             }
             self.pump_due(now);
         }

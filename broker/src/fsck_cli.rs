@@ -1,0 +1,398 @@
+//! `dfs fsck`: checks the index against what the storage node holds, by asking the running
+//! broker (`--broker`) or, with the broker stopped, by opening its index and asking the node
+//! itself (`--data DIR --storage HOST[:BASEPORT]`). One line per finding and a summary on
+//! standard output; exit 0 clean, 1 findings, 2 usage, 3 a peer unreachable or timed out.
+
+use crate::fsck::{self, Audit, CHECK_LIMIT};
+use crate::index::Index;
+use crate::IndexError;
+use schema::codec;
+use schema::daemon::host_port;
+use schema::route::SERVE_OFFSET;
+use schema::socket::{dealer, endpoint};
+use schema::{Class, ErrorCode, Finding, FindingKind, Message};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Options of `dfs fsck`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct FsckArgs {
+    /// Ask the running broker, HOST[:PORT]: its fetch port (12346 when omitted), or with
+    /// --repair its ingest port (12345 when omitted).
+    #[arg(long, value_name = "HOST[:PORT]", conflicts_with = "data")]
+    pub broker: Option<String>,
+    /// With the broker stopped: its data folder (the index DATA/index.db is opened directly).
+    #[arg(long, value_name = "DIR", requires = "storage")]
+    pub data: Option<PathBuf>,
+    /// With --data: the storage node, HOST[:BASEPORT] (port 9000 when omitted).
+    #[arg(long, value_name = "HOST[:BASEPORT]", requires = "data")]
+    pub storage: Option<String>,
+    /// Make the index agree with the node: remove missing names, adopt intact extra files, and
+    /// set corrupt files aside on the node (ROOT/.dfs/quarantine) so the watcher re-sends them.
+    #[arg(long)]
+    pub repair: bool,
+    /// One JSON object per finding, then one with the summary.
+    #[arg(long)]
+    pub json: bool,
+    /// Longest wait for any one answer, in seconds (a page re-hashes up to 64 MiB on the node).
+    #[arg(
+        long,
+        value_name = "SECS",
+        env = "DFS_FSCK_TIMEOUT",
+        default_value_t = 120.0
+    )]
+    pub timeout: f64,
+}
+
+/// Exit code: a peer is unreachable or timed out.
+const EXIT_UNREACHABLE: u8 = 3;
+
+/// Why the check could not finish: its exit code and one line.
+struct Failure {
+    code: u8,
+    text: String,
+}
+
+impl From<IndexError> for Failure {
+    fn from(e: IndexError) -> Failure {
+        Failure {
+            code: 1,
+            text: e.to_string(),
+        }
+    }
+}
+
+/// Runs `dfs fsck` and returns its exit code.
+pub fn fsck(args: FsckArgs) -> u8 {
+    let stdout = std::io::stdout();
+    let mut report = Report::new(args.json, stdout.lock());
+    let result = if !(args.timeout.is_finite() && args.timeout > 0.0) {
+        Err(Failure {
+            code: 2,
+            text: format!(
+                "--timeout {} is not a positive number of seconds",
+                args.timeout
+            ),
+        })
+    } else {
+        match (&args.broker, &args.data, &args.storage) {
+            (Some(broker), None, None) => ask_broker(&args, broker, &mut report),
+            (None, Some(data), Some(storage)) => check_offline(&args, data, storage, &mut report),
+            _ => Err(Failure {
+                code: 2,
+                text: "give --broker HOST[:PORT], or --data DIR --storage HOST[:BASEPORT]".into(),
+            }),
+        }
+    };
+    match result {
+        Ok(()) => report.finish(),
+        Err(f) => {
+            let _ = report.out.flush();
+            eprintln!("dfs fsck: {}", f.text);
+            f.code
+        }
+    }
+}
+
+/// Findings as they come, and the counts for the summary.
+struct Report<W: Write> {
+    json: bool,
+    out: W,
+    counts: BTreeMap<&'static str, u64>,
+    repaired: u64,
+    checked: u64,
+}
+
+impl<W: Write> Report<W> {
+    fn new(json: bool, out: W) -> Report<W> {
+        Report {
+            json,
+            out,
+            counts: BTreeMap::new(),
+            repaired: 0,
+            checked: 0,
+        }
+    }
+
+    fn add(&mut self, f: &Finding) {
+        *self.counts.entry(f.kind.as_str()).or_default() += 1;
+        self.repaired += u64::from(f.repaired);
+        let hex = |h: &Option<schema::Hash>| h.map(|h| h.to_hex());
+        let line = if self.json {
+            serde_json::json!({
+                "name": f.name,
+                "kind": f.kind.as_str(),
+                "indexed": hex(&f.indexed),
+                "stored": hex(&f.stored),
+                "content": hex(&f.content),
+                "repaired": f.repaired,
+                "note": f.note,
+            })
+            .to_string()
+        } else {
+            fsck::line(f)
+        };
+        let _ = writeln!(self.out, "{line}");
+    }
+
+    /// Prints the summary; the exit code: 1 if anything was found, else 0.
+    fn finish(mut self) -> u8 {
+        let found: u64 = self.counts.values().sum();
+        let count = |k: &str| self.counts.get(k).copied().unwrap_or(0);
+        let summary = if self.json {
+            serde_json::json!({
+                "summary": true,
+                "checked": self.checked,
+                "missing": count("missing"),
+                "extra": count("extra"),
+                "corrupt": count("corrupt"),
+                "differs": count("differs"),
+                "repaired": self.repaired,
+            })
+            .to_string()
+        } else {
+            format!(
+                "fsck: {} files on the node checked: {} missing, {} extra, {} corrupt, {} \
+                 differing{}",
+                self.checked,
+                count("missing"),
+                count("extra"),
+                count("corrupt"),
+                count("differs"),
+                if self.repaired > 0 {
+                    format!("; {} repaired", self.repaired)
+                } else {
+                    String::new()
+                }
+            )
+        };
+        let _ = writeln!(self.out, "{summary}");
+        let _ = self.out.flush();
+        u8::from(found > 0)
+    }
+}
+
+/// A DEALER to one peer with bounded waits.
+struct Peer {
+    sock: zmq::Socket,
+    endpoint: String,
+    timeout: Duration,
+    next_id: u64,
+}
+
+impl Peer {
+    /// Connects and waits (at most the timeout) until the connection is up.
+    fn connect(ctx: &zmq::Context, ep: String, timeout: Duration) -> Result<Peer, Failure> {
+        let sock = dealer(ctx, &ep).map_err(|e| Failure {
+            code: EXIT_UNREACHABLE,
+            text: format!("cannot connect to {ep}: {e}"),
+        })?;
+        let peer = Peer {
+            sock,
+            endpoint: ep,
+            timeout,
+            next_id: 1,
+        };
+        if !peer.wait(zmq::POLLOUT)? {
+            return Err(peer.unreachable("no connection"));
+        }
+        Ok(peer)
+    }
+
+    fn unreachable(&self, why: &str) -> Failure {
+        Failure {
+            code: EXIT_UNREACHABLE,
+            text: format!(
+                "{} is unreachable: {why} within {} s",
+                self.endpoint,
+                self.timeout.as_secs_f64()
+            ),
+        }
+    }
+
+    fn wait(&self, events: zmq::PollEvents) -> Result<bool, Failure> {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.sock.poll(events, (left.as_millis() as i64).min(100)) {
+                Ok(n) if n > 0 => return Ok(true),
+                Ok(_) | Err(zmq::Error::EINTR) => {}
+                Err(e) => return Err(self.unreachable(&e.to_string())),
+            }
+            if left.is_zero() {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Sends `msg` with a fresh id; returns the id.
+    fn send(&mut self, msg: Message) -> Result<u64, Failure> {
+        let id = self.next_id;
+        self.next_id += 1;
+        codec::send(&self.sock, None, &msg.with_id(id), None)
+            .map_err(|e| self.unreachable(&format!("cannot send ({e})")))?;
+        Ok(id)
+    }
+
+    /// The next reply to `id`; an `error` reply becomes a failure naming the peer.
+    fn reply(&self, id: u64) -> Result<Message, Failure> {
+        loop {
+            if !self.wait(zmq::POLLIN)? {
+                return Err(self.unreachable("no answer"));
+            }
+            let inbound = codec::recv(&self.sock, false, zmq::DONTWAIT)
+                .map_err(|e| self.unreachable(&e.to_string()))?;
+            let msg = inbound.msg.map_err(|r| Failure {
+                code: 1,
+                text: format!("bad reply from {}: {}", self.endpoint, r.error),
+            })?;
+            if msg.id() != id {
+                continue;
+            }
+            return match msg {
+                Message::Error { code, message, .. } => Err(Failure {
+                    code: match code {
+                        ErrorCode::Unavailable | ErrorCode::Busy => EXIT_UNREACHABLE,
+                        _ => 1,
+                    },
+                    text: format!("{}: {message}", self.endpoint),
+                }),
+                other => Ok(other),
+            };
+        }
+    }
+}
+
+/// `--broker`: the broker compares; this side prints its findings pages.
+fn ask_broker<W: Write>(
+    args: &FsckArgs,
+    broker: &str,
+    report: &mut Report<W>,
+) -> Result<(), Failure> {
+    let default = if args.repair { 12345 } else { 12346 };
+    let (host, port) = host_port(broker, default).map_err(|e| Failure {
+        code: 2,
+        text: format!("bad --broker: {e}"),
+    })?;
+    let ctx = zmq::Context::new();
+    let timeout = Duration::from_secs_f64(args.timeout);
+    let mut peer = Peer::connect(&ctx, endpoint(&host, u32::from(port)), timeout)?;
+    let id = peer.send(Message::Fsck {
+        id: 0,
+        repair: args.repair,
+    })?;
+    loop {
+        match peer.reply(id)? {
+            Message::Findings {
+                findings,
+                checked,
+                more,
+                ..
+            } => {
+                report.checked = checked;
+                findings.iter().for_each(|f| report.add(f));
+                if !more {
+                    return Ok(());
+                }
+            }
+            other => {
+                return Err(Failure {
+                    code: 1,
+                    text: format!("{} answered fsck with {}", peer.endpoint, other.kind()),
+                })
+            }
+        }
+    }
+}
+
+/// `--data --storage`: this side opens the stopped broker's index and asks the node.
+fn check_offline<W: Write>(
+    args: &FsckArgs,
+    data: &std::path::Path,
+    storage: &str,
+    report: &mut Report<W>,
+) -> Result<(), Failure> {
+    let index = Index::open_existing(&data.join("index.db")).map_err(|e| match e {
+        IndexError::Locked { .. } => Failure {
+            code: 2,
+            text: format!("{e}; while the broker runs, use dfs fsck --broker"),
+        },
+        e => e.into(),
+    })?;
+    let (host, base) = host_port(storage, 9000).map_err(|e| Failure {
+        code: 2,
+        text: format!("bad --storage: {e}"),
+    })?;
+    let ctx = zmq::Context::new();
+    let timeout = Duration::from_secs_f64(args.timeout);
+    let port = |offset: u16| endpoint(&host, u32::from(base) + u32::from(offset));
+    let mut serve = Peer::connect(&ctx, port(SERVE_OFFSET), timeout)?;
+    let mut class_ports: BTreeMap<Class, Peer> = BTreeMap::new();
+    let mut audit = Audit::default();
+    let mut after: Option<String> = None;
+    loop {
+        let id = serve.send(Message::Check {
+            id: 0,
+            after: after.clone(),
+            limit: CHECK_LIMIT,
+        })?;
+        let (files, more) = match serve.reply(id)? {
+            Message::Checked { files, more, .. } => (files, more),
+            other => {
+                return Err(Failure {
+                    code: 1,
+                    text: format!("{} answered check with {}", serve.endpoint, other.kind()),
+                })
+            }
+        };
+        for file in &files {
+            let Some(mut finding) = audit.judge(&index, file)? else {
+                continue;
+            };
+            if args.repair && finding.kind == FindingKind::Corrupt {
+                let class = file.entry.class;
+                let peer = match class_ports.entry(class) {
+                    std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(v) => {
+                        v.insert(Peer::connect(&ctx, port(class.port_offset()), timeout)?)
+                    }
+                };
+                let id = peer.send(Message::Quarantine {
+                    id: 0,
+                    class,
+                    name: finding.name.clone(),
+                })?;
+                match peer.reply(id) {
+                    Ok(_) => fsck::forget(&index, &mut finding)?,
+                    Err(f) if f.code == EXIT_UNREACHABLE => return Err(f),
+                    Err(f) => finding.note = Some(format!("not set aside: {}", f.text)),
+                }
+            } else if args.repair {
+                fsck::repair_index(&index, &mut finding, Some(file))?;
+            }
+            report.add(&finding);
+        }
+        report.checked = audit.checked;
+        match files.last() {
+            Some(last) if more => after = Some(format!("{}/{}", last.entry.class, last.entry.name)),
+            _ => break,
+        }
+    }
+    for mut finding in audit.missing(&index, |_| false)? {
+        if args.repair {
+            fsck::repair_index(&index, &mut finding, None)?;
+        }
+        report.add(&finding);
+    }
+    if args.repair {
+        index.flush()?;
+        let out = crate::default_export_path(data);
+        crate::export(&index, &out).map_err(|e| Failure {
+            code: 1,
+            text: format!("repaired, but cannot rewrite {}: {e:#}", out.display()),
+        })?;
+    }
+    Ok(())
+}
