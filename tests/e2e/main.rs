@@ -2,6 +2,7 @@
 //! with deadlines. One test binary (one link step on two cores).
 
 mod bad_peers;
+mod disk;
 mod fetch;
 mod harness;
 mod memory;
