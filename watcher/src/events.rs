@@ -72,7 +72,9 @@ pub fn watch_limit_message(root: &Path) -> String {
 /// The recursive watch of the source folder and the queue of its events.
 pub struct Feed {
     /// Kept alive: dropping it stops the watch.
-    _watcher: RecommendedWatcher,
+    watcher: RecommendedWatcher,
+    /// The watched folder.
+    root: PathBuf,
     rx: Receiver<notify::Result<Event>>,
     overflowed: Arc<AtomicBool>,
     /// Readable whenever events are waiting; polled by the socket thread.
@@ -126,11 +128,22 @@ impl Feed {
             .watch(root, RecursiveMode::Recursive)
             .map_err(|e| notify_error(e, root))?;
         Ok(Feed {
-            _watcher: watcher,
+            watcher,
+            root: root.to_path_buf(),
             rx,
             overflowed,
             wake,
         })
+    }
+
+    /// Puts a watch on every folder under the root that has none. The kernel drops events when
+    /// its queue overflows, and with them the creation of folders, which `notify` watches only
+    /// when it sees them created: without this, files written in such a folder later would be
+    /// found by periodic rescans only. Folders already watched keep their watch.
+    pub fn rewatch(&mut self) -> anyhow::Result<()> {
+        self.watcher
+            .watch(&self.root, RecursiveMode::Recursive)
+            .map_err(|e| notify_error(e, &self.root))
     }
 
     /// The socket to poll for readability.
