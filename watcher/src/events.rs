@@ -60,11 +60,19 @@ pub fn classify(event: &Event) -> Vec<Intent> {
     }
 }
 
-/// The error for an exhausted inotify watch limit, naming the sysctl to raise.
+/// The error for an exhausted inotify watch limit, naming the sysctl and a value to raise it to
+/// (524288, or twice the current limit where that is already more).
 pub fn watch_limit_message(root: &Path) -> String {
+    let current = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let (now, raise_to) = match current {
+        Some(n) => (format!(" (now {n})"), n.saturating_mul(2).max(524_288)),
+        None => (String::new(), 524_288),
+    };
     format!(
-        "cannot watch every folder under {}: the inotify watch limit is reached; raise it with \
-         `sysctl fs.inotify.max_user_watches=524288` (and persist it in /etc/sysctl.d/)",
+        "cannot watch every folder under {}: the inotify watch limit{now} is reached; raise it \
+         with `sysctl fs.inotify.max_user_watches={raise_to}` (and persist it in /etc/sysctl.d/)",
         root.display()
     )
 }
