@@ -661,3 +661,28 @@ impl Cluster {
         self.start_storage(self.base_port);
     }
 }
+
+/// Runs `cmd` (stdout and stderr captured) and waits at most `timeout` (then kills it and fails
+/// the test).
+pub fn run_command_bounded(mut cmd: Command, timeout: Duration) -> Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let pid = child.id() as i32;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+            panic!("{cmd:?} did not finish within {timeout:?}");
+        }
+    }
+}

@@ -3,6 +3,7 @@
 
 mod bad_peers;
 mod disk;
+mod events;
 mod fetch;
 mod harness;
 mod memory;
