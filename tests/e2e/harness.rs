@@ -474,3 +474,215 @@ pub fn file_hash(path: &Path) -> String {
     h.update_reader(fs::File::open(path).unwrap()).unwrap();
     h.finalize().to_hex().to_string()
 }
+
+// ----- Faults of the machine: root-only mounts and sysctls, each undone by a drop guard -----
+
+/// Whether the tests run as root (mounts and sysctls need it).
+pub fn is_root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Runs a system command (mount, umount, mkfs, ...); `Err` with its output if it fails.
+pub fn system(program: &str, args: &[&str]) -> Result<(), String> {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{program} {args:?} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// A file system mounted for a test; unmounted when dropped (also while panicking), lazily if
+/// something still holds it.
+pub struct Mount {
+    pub dir: PathBuf,
+}
+
+impl Mount {
+    /// Mounts with `mount ARGS... DIR`.
+    pub fn new(dir: &Path, args: &[&str]) -> Result<Mount, String> {
+        fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let d = dir.display().to_string();
+        let mut all = args.to_vec();
+        all.push(&d);
+        system("mount", &all)?;
+        Ok(Mount {
+            dir: dir.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let d = self.dir.display().to_string();
+        if let Err(e) = system("umount", &[&d]) {
+            eprintln!("{e}; unmounting lazily");
+            if let Err(e) = system("umount", &["-l", &d]) {
+                eprintln!("{e}");
+            }
+        }
+    }
+}
+
+/// Whether user extended attributes (the node's `user.dfs.meta`) work on the file system of
+/// `dir`.
+pub fn user_xattrs_work(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let probe = dir.join(".xattr-probe");
+    if fs::write(&probe, b"").is_err() {
+        return false;
+    }
+    let path = std::ffi::CString::new(probe.as_os_str().as_bytes()).unwrap();
+    let value = b"1";
+    let rc = unsafe {
+        libc::setxattr(
+            path.as_ptr(),
+            c"user.dfs.probe".as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    let _ = fs::remove_file(&probe);
+    rc == 0
+}
+
+/// A small file system of `mib` MiB mounted at `dir` on which user xattrs work: a tmpfs where
+/// the kernel's tmpfs takes user xattrs, else ext4 on a loop device (its image kept in
+/// `image_dir`). `Err` says why neither works here.
+pub fn small_fs(dir: &Path, image_dir: &Path, mib: u64) -> Result<Mount, String> {
+    let size = format!("size={mib}m");
+    let tmpfs = Mount::new(dir, &["-t", "tmpfs", "-o", &size, "tmpfs"])?;
+    if user_xattrs_work(dir) {
+        return Ok(tmpfs);
+    }
+    drop(tmpfs);
+    eprintln!("this kernel's tmpfs takes no user xattrs; using ext4 on a loop device");
+    let image = image_dir.join("small-fs.img");
+    let f = fs::File::create(&image).map_err(|e| format!("cannot create the image: {e}"))?;
+    f.set_len(mib << 20)
+        .map_err(|e| format!("cannot size the image: {e}"))?;
+    let img = image.display().to_string();
+    system("mkfs.ext4", &["-q", "-F", &img])?;
+    let ext4 = Mount::new(dir, &["-o", "loop", &img])?;
+    if user_xattrs_work(dir) {
+        Ok(ext4)
+    } else {
+        Err("neither tmpfs nor ext4 take user xattrs here".into())
+    }
+}
+
+/// Bytes free for files on the file system of `dir`.
+pub fn free_bytes(dir: &Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).unwrap();
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statvfs(path.as_ptr(), &mut st) };
+    assert_eq!(rc, 0, "statvfs {}", dir.display());
+    st.f_bavail as u64 * st.f_frsize as u64
+}
+
+/// A sysctl set for a test (`/proc/sys/...`), put back to its old value when dropped, also
+/// while panicking.
+pub struct Sysctl {
+    path: PathBuf,
+    old: String,
+}
+
+impl Sysctl {
+    /// Sets `key` (dotted, like `fs.inotify.max_queued_events`) to `value`.
+    pub fn set(key: &str, value: &str) -> Result<Sysctl, String> {
+        let path = Path::new("/proc/sys").join(key.replace('.', "/"));
+        let old = fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        fs::write(&path, value).map_err(|e| format!("cannot set {key}={value}: {e}"))?;
+        Ok(Sysctl {
+            path,
+            old: old.trim().to_string(),
+        })
+    }
+}
+
+impl Drop for Sysctl {
+    fn drop(&mut self) {
+        if let Err(e) = fs::write(&self.path, &self.old) {
+            eprintln!(
+                "cannot restore {} to {}: {e}",
+                self.path.display(),
+                self.old
+            );
+        }
+    }
+}
+
+impl Proc {
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Cluster {
+    /// Starts the watcher like [`Cluster::start_watcher`], with `extra` options appended.
+    pub fn start_watcher_with(&mut self, extra: &[&str]) {
+        let ready = self.dir.path().join("watch.ready");
+        let _ = fs::remove_file(&ready);
+        let mut args: Vec<String> = vec![
+            "watch".into(),
+            "--source".into(),
+            self.source.display().to_string(),
+            "--broker".into(),
+            format!("127.0.0.1:{}", self.ingest_port),
+            "--debounce-ms".into(),
+            "100".into(),
+            "--ready-file".into(),
+            ready.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut p = Proc::spawn("watch", self.dir.path(), self.dir.path(), &args);
+        p.wait_ready(&ready);
+        self.watch = Some(p);
+    }
+
+    /// Moves the storage node to a new root: stops it, then starts it on `root` with the same
+    /// ports (the broker reconnects).
+    pub fn move_storage_root(&mut self, root: &Path) {
+        self.storage = None;
+        self.root = root.to_path_buf();
+        self.start_storage(self.base_port);
+    }
+}
+
+/// Runs `cmd` (stdout and stderr captured) and waits at most `timeout` (then kills it and fails
+/// the test).
+pub fn run_command_bounded(mut cmd: Command, timeout: Duration) -> Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let pid = child.id() as i32;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+            panic!("{cmd:?} did not finish within {timeout:?}");
+        }
+    }
+}

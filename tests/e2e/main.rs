@@ -2,6 +2,8 @@
 //! with deadlines. One test binary (one link step on two cores).
 
 mod bad_peers;
+mod disk;
+mod events;
 mod fetch;
 mod fsck;
 mod harness;

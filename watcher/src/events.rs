@@ -60,11 +60,19 @@ pub fn classify(event: &Event) -> Vec<Intent> {
     }
 }
 
-/// The error for an exhausted inotify watch limit, naming the sysctl to raise.
+/// The error for an exhausted inotify watch limit, naming the sysctl and a value to raise it to
+/// (524288, or twice the current limit where that is already more).
 pub fn watch_limit_message(root: &Path) -> String {
+    let current = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let (now, raise_to) = match current {
+        Some(n) => (format!(" (now {n})"), n.saturating_mul(2).max(524_288)),
+        None => (String::new(), 524_288),
+    };
     format!(
-        "cannot watch every folder under {}: the inotify watch limit is reached; raise it with \
-         `sysctl fs.inotify.max_user_watches=524288` (and persist it in /etc/sysctl.d/)",
+        "cannot watch every folder under {}: the inotify watch limit{now} is reached; raise it \
+         with `sysctl fs.inotify.max_user_watches={raise_to}` (and persist it in /etc/sysctl.d/)",
         root.display()
     )
 }
@@ -72,7 +80,9 @@ pub fn watch_limit_message(root: &Path) -> String {
 /// The recursive watch of the source folder and the queue of its events.
 pub struct Feed {
     /// Kept alive: dropping it stops the watch.
-    _watcher: RecommendedWatcher,
+    watcher: RecommendedWatcher,
+    /// The watched folder.
+    root: PathBuf,
     rx: Receiver<notify::Result<Event>>,
     overflowed: Arc<AtomicBool>,
     /// Readable whenever events are waiting; polled by the socket thread.
@@ -126,11 +136,22 @@ impl Feed {
             .watch(root, RecursiveMode::Recursive)
             .map_err(|e| notify_error(e, root))?;
         Ok(Feed {
-            _watcher: watcher,
+            watcher,
+            root: root.to_path_buf(),
             rx,
             overflowed,
             wake,
         })
+    }
+
+    /// Puts a watch on every folder under the root that has none. The kernel drops events when
+    /// its queue overflows, and with them the creation of folders, which `notify` watches only
+    /// when it sees them created: without this, files written in such a folder later would be
+    /// found by periodic rescans only. Folders already watched keep their watch.
+    pub fn rewatch(&mut self) -> anyhow::Result<()> {
+        self.watcher
+            .watch(&self.root, RecursiveMode::Recursive)
+            .map_err(|e| notify_error(e, &self.root))
     }
 
     /// The socket to poll for readability.

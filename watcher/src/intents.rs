@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 const MOVED_OUT_GRACE: Duration = Duration::from_millis(100);
 /// How long a name moved in waits for the rename event that pairs it with its source.
 const MOVED_IN_GRACE: Duration = Duration::from_millis(20);
+/// Shortest time between two warnings about inotify queue overflows.
+const OVERFLOW_WARN_EVERY: Duration = Duration::from_secs(60);
 
 impl Watcher {
     /// Handles one event (or watch error) from notify.
@@ -62,7 +64,24 @@ impl Watcher {
     fn apply(&mut self, intent: Intent, now: Instant) {
         let debounce = self.settings.debounce;
         match intent {
-            Intent::Rescan => self.rescan_wanted = true,
+            Intent::Rescan => {
+                self.rewatch_wanted = true;
+                self.rescan_wanted = true;
+                // A burst overflows the queue many times over: say it once a minute at most.
+                let quiet = self
+                    .overflow_warned
+                    .is_some_and(|t| now.duration_since(t) < OVERFLOW_WARN_EVERY);
+                if quiet {
+                    tracing::debug!("inotify event queue overflowed again");
+                } else {
+                    self.overflow_warned = Some(now);
+                    tracing::warn!(
+                        "the kernel's inotify event queue overflowed and events were lost \
+                         (raise fs.inotify.max_queued_events if this repeats); rescanning {}",
+                        self.root.display()
+                    );
+                }
+            }
             Intent::Now(p) => {
                 if let Some(n) = self.name_of(&p) {
                     self.table.mark(&n, now);

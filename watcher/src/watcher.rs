@@ -75,6 +75,10 @@ pub(crate) struct Watcher {
     probe: Option<Instant>,
     pub next_rescan: Instant,
     pub rescan_wanted: bool,
+    /// Events were lost in the kernel: folders made meanwhile may have no watch yet.
+    pub rewatch_wanted: bool,
+    /// When an inotify queue overflow was last logged as a warning.
+    pub overflow_warned: Option<Instant>,
     /// Paths already warned about (bad names, unreadable files), so each is warned once.
     pub warned: HashSet<String>,
 }
@@ -100,7 +104,7 @@ pub fn run(args: Args, stop: Shutdown) -> anyhow::Result<()> {
     let ctx = zmq::Context::new();
     let sock = schema::socket::dealer(&ctx, &endpoint)?;
     let monitor = crate::link::watch_connection(&ctx, &sock)?;
-    let feed = Feed::start(&ctx, &root)?;
+    let mut feed = Feed::start(&ctx, &root)?;
     if let Some(path) = &args.ready_file {
         let ready = serde_json::json!({"role": "watch", "source": root.display().to_string()});
         write_ready_file(path, &ready)
@@ -135,14 +139,16 @@ pub fn run(args: Args, stop: Shutdown) -> anyhow::Result<()> {
         probe: None,
         next_rescan: now,
         rescan_wanted: false,
+        rewatch_wanted: false,
+        overflow_warned: None,
         warned: HashSet::new(),
     };
-    w.serve(&feed, &stop)
+    w.serve(&mut feed, &stop)
 }
 
 impl Watcher {
     /// The poll loop: wait for the broker, an event or a timer; handle what came; repeat.
-    fn serve(&mut self, feed: &Feed, stop: &Shutdown) -> anyhow::Result<()> {
+    fn serve(&mut self, feed: &mut Feed, stop: &Shutdown) -> anyhow::Result<()> {
         loop {
             if stop.is_triggered() {
                 self.shut_down();
@@ -167,9 +173,24 @@ impl Watcher {
             for event in drained.events {
                 self.on_event(event, now);
             }
+            if self.rewatch_wanted {
+                self.rewatch(feed);
+            }
             self.connection_events(Instant::now());
             self.receive(Instant::now());
             self.tick(Instant::now());
+        }
+    }
+
+    /// Watches the folders whose creation was among lost events; the rescan that follows finds
+    /// the files made in them meanwhile.
+    fn rewatch(&mut self, feed: &mut Feed) {
+        self.rewatch_wanted = false;
+        if let Err(e) = feed.rewatch() {
+            let message = format!("{e:#}");
+            if self.warned.insert(message.clone()) {
+                tracing::error!("{message}; changes there are found by rescans only");
+            }
         }
     }
 
