@@ -74,6 +74,8 @@ pub(crate) struct Watcher {
     pub rescan_wanted: bool,
     /// Paths already warned about (bad names, unreadable files), so each is warned once.
     pub warned: HashSet<String>,
+    /// The store behind the broker refuses changes (its node is down, full or rebuilding).
+    pub store_outage: Option<crate::store::StoreOutage>,
 }
 
 /// Runs the watcher until `stop` is triggered. Fails at start if the source folder is missing
@@ -132,6 +134,7 @@ pub fn run(args: Args, stop: Shutdown) -> anyhow::Result<()> {
         next_rescan: now,
         rescan_wanted: false,
         warned: HashSet::new(),
+        store_outage: None,
     };
     w.serve(&feed, &stop)
 }
@@ -179,6 +182,7 @@ impl Watcher {
         };
         if self.can_reconcile() && self.flights.len() < self.settings.max_in_flight {
             consider(self.table.next_due());
+            consider(self.store_outage.as_ref().and_then(|o| o.next_probe()));
         }
         if let Phase::Listing {
             pending: None,
@@ -298,6 +302,7 @@ impl Watcher {
             if self.rescan_wanted || now >= self.next_rescan {
                 self.full_scan(now);
             }
+            self.store_probe(now);
             self.pump_due(now);
         }
     }
