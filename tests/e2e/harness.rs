@@ -474,3 +474,124 @@ pub fn file_hash(path: &Path) -> String {
     h.update_reader(fs::File::open(path).unwrap()).unwrap();
     h.finalize().to_hex().to_string()
 }
+
+impl Proc {
+    /// Kills the process with SIGKILL (no chance to clean up) and reaps it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// CPU time used so far (user + system), from `/proc/PID/stat`.
+    pub fn cpu_time(&self) -> Duration {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let rest = &stat[stat.rfind(')').expect("comm in /proc/PID/stat") + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of stat, 12 and 13 after the command name.
+        let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        Duration::from_millis(ticks * 1000 / hz)
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+/// A role of the cluster, to kill or stop and start again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Watcher,
+    Broker,
+    Storage,
+}
+
+impl Role {
+    pub const ALL: [Role; 3] = [Role::Watcher, Role::Broker, Role::Storage];
+}
+
+impl Cluster {
+    /// The running process of `role`.
+    pub fn proc_of(&mut self, role: Role) -> &mut Proc {
+        let p = match role {
+            Role::Watcher => &mut self.watch,
+            Role::Broker => &mut self.broker,
+            Role::Storage => &mut self.storage,
+        };
+        p.as_mut()
+            .unwrap_or_else(|| panic!("{role:?} is not running"))
+    }
+
+    /// Takes the process of `role` out of the cluster (to stop or kill it by hand).
+    pub fn take(&mut self, role: Role) -> Proc {
+        match role {
+            Role::Watcher => self.watch.take(),
+            Role::Broker => self.broker.take(),
+            Role::Storage => self.storage.take(),
+        }
+        .unwrap_or_else(|| panic!("{role:?} is not running"))
+    }
+
+    /// Kills `role` with SIGKILL.
+    pub fn kill9(&mut self, role: Role) {
+        self.take(role).kill9();
+    }
+
+    /// Starts `role` again on the ports it had.
+    pub fn restart(&mut self, role: Role) {
+        match role {
+            Role::Watcher => self.start_watcher(),
+            Role::Broker => self.start_broker(),
+            Role::Storage => {
+                let base = self.base_port;
+                self.start_storage(base)
+            }
+        }
+    }
+
+    /// Bytes in the node's temporary folder (uploads in progress).
+    pub fn node_tmp_bytes(&self) -> u64 {
+        fs::read_dir(self.root.join(".dfs/tmp"))
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .filter(|m| m.is_file())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    /// The rows of index.txt: name → blake3 hex (header skipped).
+    pub fn index_hashes(&self) -> BTreeMap<String, String> {
+        self.index_txt()
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| {
+                let f: Vec<&str> = l.split('\t').collect();
+                assert_eq!(f.len(), 6, "six tab-separated fields: {l:?}");
+                (f[0].to_string(), f[3].to_string())
+            })
+            .collect()
+    }
+
+    /// Waits until the listing, the node's folders and index.txt all equal the source.
+    pub fn wait_all_agree(&self, timeout: Duration) {
+        self.wait_synced(timeout);
+        wait_until("index.txt equals the source", timeout, || {
+            self.index_hashes() == tree_hashes(&self.source)
+        });
+    }
+}
+
+/// The watcher log's content bytes: the sum of N over its `synced NAME (N bytes` lines.
+pub fn synced_bytes(log: &str) -> u64 {
+    log.lines()
+        .filter_map(|l| l.split_once("synced ").map(|(_, r)| r))
+        .filter_map(|r| r.rsplit_once(" (").map(|(_, r)| r))
+        .filter_map(|r| r.split_once(" bytes").map(|(n, _)| n))
+        .filter_map(|n| n.parse::<u64>().ok())
+        .sum()
+}

@@ -2,8 +2,12 @@
 //! with deadlines. One test binary (one link step on two cores).
 
 mod bad_peers;
+mod churn;
 mod fetch;
 mod harness;
+mod kill;
 mod memory;
+mod outage;
 mod pipeline;
+mod shutdown;
 mod up;
