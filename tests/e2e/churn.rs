@@ -127,12 +127,18 @@ impl Churn {
         let Some(from) = self.rng.pick(&self.files).cloned() else {
             return;
         };
+        self.rename_file_from(from);
+    }
+
+    /// Renames `from` to a fresh name in an existing or a new folder; returns the new name.
+    fn rename_file_from(&mut self, from: String) -> String {
         let dir = self.some_dir();
         let to = format!("{dir}/{}", self.fresh_file());
         fs::create_dir_all(self.path(&dir)).unwrap();
         fs::rename(self.path(&from), self.path(&to)).unwrap();
         self.files.remove(&from);
-        self.files.insert(to);
+        self.files.insert(to.clone());
+        to
     }
 
     fn rename_dir(&mut self) {
@@ -264,15 +270,21 @@ fn churn_ends_with_everything_in_agreement_and_renames_send_no_bytes() {
     );
     c.wait_all_agree(SYNC);
 
-    // Renames only, of files that are stored and unchanged: no content bytes go out.
+    // Renames only, of files that are stored and unchanged: no content bytes go out. Each
+    // file is renamed once (into an existing or a new folder), then folders are renamed.
     let log_at = c.watch.as_ref().unwrap().log_text().len();
-    let renames = (n / 10).max(20);
-    for i in 0..renames {
-        if i % 10 == 0 {
-            ch.rename_dir();
-        } else {
-            ch.rename_file();
+    let files: Vec<String> = ch.files.iter().cloned().collect();
+    let mut renames = 0;
+    for (i, from) in files.into_iter().enumerate() {
+        if i % 2 == 0 {
+            ch.rename_file_from(from);
+            renames += 1;
         }
+    }
+    c.wait_all_agree(SYNC);
+    for _ in 0..10 {
+        ch.rename_dir();
+        renames += 1;
     }
     c.wait_all_agree(SYNC);
     let log = c.watch.as_ref().unwrap().log_text();

@@ -47,7 +47,11 @@ impl Proc {
         let child = Command::new(dfs_bin())
             .args(args)
             .current_dir(cwd)
-            .env("RUST_LOG", "info")
+            // DFS_E2E_LOG (for example `debug`) makes the logs of a failing test more telling.
+            .env(
+                "RUST_LOG",
+                std::env::var("DFS_E2E_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
@@ -577,12 +581,61 @@ impl Cluster {
             .collect()
     }
 
-    /// Waits until the listing, the node's folders and index.txt all equal the source.
+    /// Waits until the listing, the node's folders and index.txt all equal the source; on
+    /// timeout, fails naming every name on which they differ.
     pub fn wait_all_agree(&self, timeout: Duration) {
-        self.wait_synced(timeout);
-        wait_until("index.txt equals the source", timeout, || {
-            self.index_hashes() == tree_hashes(&self.source)
-        });
+        let deadline = Instant::now() + timeout;
+        loop {
+            let src = tree_hashes(&self.source);
+            let listed: BTreeMap<String, String> = self
+                .listing()
+                .into_iter()
+                .map(|(n, l)| (n, l.blake3))
+                .collect();
+            let node: BTreeMap<String, String> = self
+                .node_files()
+                .into_iter()
+                .map(|(n, h)| (n.split_once('/').unwrap().1.to_string(), h))
+                .collect();
+            let classes_ok = self
+                .node_files()
+                .keys()
+                .all(|n| n.split_once('/').unwrap().0 == class_of(n.split_once('/').unwrap().1));
+            let index = self.index_hashes();
+            if listed == src && node == src && index == src && classes_ok {
+                return;
+            }
+            if Instant::now() > deadline {
+                let mut names: std::collections::BTreeSet<&String> = src.keys().collect();
+                names.extend(listed.keys());
+                names.extend(node.keys());
+                names.extend(index.keys());
+                let short = |m: &BTreeMap<String, String>, n: &String| {
+                    m.get(n).map_or("-".to_string(), |h| h[..12].to_string())
+                };
+                let diffs: Vec<String> = names
+                    .into_iter()
+                    .filter(|n| {
+                        let s = src.get(*n);
+                        listed.get(*n) != s || node.get(*n) != s || index.get(*n) != s
+                    })
+                    .map(|n| {
+                        format!(
+                            "{n}: source {} listed {} node {} index.txt {}",
+                            short(&src, n),
+                            short(&listed, n),
+                            short(&node, n),
+                            short(&index, n)
+                        )
+                    })
+                    .collect();
+                panic!(
+                    "not in agreement after {timeout:?} (classes right: {classes_ok}):\n{}",
+                    diffs.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }
 
