@@ -47,7 +47,11 @@ impl Proc {
         let child = Command::new(dfs_bin())
             .args(args)
             .current_dir(cwd)
-            .env("RUST_LOG", "info")
+            // DFS_E2E_LOG (for example `debug`) makes the logs of a failing test more telling.
+            .env(
+                "RUST_LOG",
+                std::env::var("DFS_E2E_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
@@ -685,4 +689,174 @@ pub fn run_command_bounded(mut cmd: Command, timeout: Duration) -> Output {
             panic!("{cmd:?} did not finish within {timeout:?}");
         }
     }
+}
+
+impl Proc {
+    /// Kills the process with SIGKILL (no chance to clean up) and reaps it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// CPU time used so far (user + system), from `/proc/PID/stat`.
+    pub fn cpu_time(&self) -> Duration {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let rest = &stat[stat.rfind(')').expect("comm in /proc/PID/stat") + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of stat, 12 and 13 after the command name.
+        let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        Duration::from_millis(ticks * 1000 / hz)
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+/// A role of the cluster, to kill or stop and start again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Watcher,
+    Broker,
+    Storage,
+}
+
+impl Role {
+    pub const ALL: [Role; 3] = [Role::Watcher, Role::Broker, Role::Storage];
+}
+
+impl Cluster {
+    /// The running process of `role`.
+    pub fn proc_of(&mut self, role: Role) -> &mut Proc {
+        let p = match role {
+            Role::Watcher => &mut self.watch,
+            Role::Broker => &mut self.broker,
+            Role::Storage => &mut self.storage,
+        };
+        p.as_mut()
+            .unwrap_or_else(|| panic!("{role:?} is not running"))
+    }
+
+    /// Takes the process of `role` out of the cluster (to stop or kill it by hand).
+    pub fn take(&mut self, role: Role) -> Proc {
+        match role {
+            Role::Watcher => self.watch.take(),
+            Role::Broker => self.broker.take(),
+            Role::Storage => self.storage.take(),
+        }
+        .unwrap_or_else(|| panic!("{role:?} is not running"))
+    }
+
+    /// Kills `role` with SIGKILL.
+    pub fn kill9(&mut self, role: Role) {
+        self.take(role).kill9();
+    }
+
+    /// Starts `role` again on the ports it had.
+    pub fn restart(&mut self, role: Role) {
+        match role {
+            Role::Watcher => self.start_watcher(),
+            Role::Broker => self.start_broker(),
+            Role::Storage => {
+                let base = self.base_port;
+                self.start_storage(base)
+            }
+        }
+    }
+
+    /// Bytes in the node's temporary folder (uploads in progress).
+    pub fn node_tmp_bytes(&self) -> u64 {
+        fs::read_dir(self.root.join(".dfs/tmp"))
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .filter(|m| m.is_file())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    /// The rows of index.txt: name → blake3 hex (header skipped).
+    pub fn index_hashes(&self) -> BTreeMap<String, String> {
+        self.index_txt()
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| {
+                let f: Vec<&str> = l.split('\t').collect();
+                assert_eq!(f.len(), 6, "six tab-separated fields: {l:?}");
+                (f[0].to_string(), f[3].to_string())
+            })
+            .collect()
+    }
+
+    /// Waits until the listing, the node's folders and index.txt all equal the source; on
+    /// timeout, fails naming every name on which they differ.
+    pub fn wait_all_agree(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let src = tree_hashes(&self.source);
+            let listed: BTreeMap<String, String> = self
+                .listing()
+                .into_iter()
+                .map(|(n, l)| (n, l.blake3))
+                .collect();
+            let node: BTreeMap<String, String> = self
+                .node_files()
+                .into_iter()
+                .map(|(n, h)| (n.split_once('/').unwrap().1.to_string(), h))
+                .collect();
+            let classes_ok = self
+                .node_files()
+                .keys()
+                .all(|n| n.split_once('/').unwrap().0 == class_of(n.split_once('/').unwrap().1));
+            let index = self.index_hashes();
+            if listed == src && node == src && index == src && classes_ok {
+                return;
+            }
+            if Instant::now() > deadline {
+                let mut names: std::collections::BTreeSet<&String> = src.keys().collect();
+                names.extend(listed.keys());
+                names.extend(node.keys());
+                names.extend(index.keys());
+                let short = |m: &BTreeMap<String, String>, n: &String| {
+                    m.get(n).map_or("-".to_string(), |h| h[..12].to_string())
+                };
+                let diffs: Vec<String> = names
+                    .into_iter()
+                    .filter(|n| {
+                        let s = src.get(*n);
+                        listed.get(*n) != s || node.get(*n) != s || index.get(*n) != s
+                    })
+                    .map(|n| {
+                        format!(
+                            "{n}: source {} listed {} node {} index.txt {}",
+                            short(&src, n),
+                            short(&listed, n),
+                            short(&node, n),
+                            short(&index, n)
+                        )
+                    })
+                    .collect();
+                panic!(
+                    "not in agreement after {timeout:?} (classes right: {classes_ok}):\n{}",
+                    diffs.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// The watcher log's content bytes: the sum of N over its `synced NAME (N bytes` lines.
+pub fn synced_bytes(log: &str) -> u64 {
+    log.lines()
+        .filter_map(|l| l.split_once("synced ").map(|(_, r)| r))
+        .filter_map(|r| r.rsplit_once(" (").map(|(_, r)| r))
+        .filter_map(|r| r.split_once(" bytes").map(|(n, _)| n))
+        .filter_map(|n| n.parse::<u64>().ok())
+        .sum()
 }

@@ -2,13 +2,17 @@
 //! with deadlines. One test binary (one link step on two cores).
 
 mod bad_peers;
+mod churn;
 mod disk;
 mod events;
 mod fetch;
 mod fsck;
 mod harness;
+mod kill;
 mod memory;
+mod outage;
 mod pipeline;
 mod recovery;
 mod scale;
+mod shutdown;
 mod up;

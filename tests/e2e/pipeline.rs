@@ -227,60 +227,6 @@ fn changes_made_while_the_watcher_was_down_sync_at_start() {
     assert_eq!(c.listing()["old.txt"].version, 2);
 }
 
-/// With the broker down, then the node down, the watcher waits and catches up by itself once
-/// they are back (on the same ports).
-#[test]
-fn the_watcher_catches_up_after_broker_and_node_outages() {
-    let mut c = Cluster::start();
-    fs::write(c.source.join("before.txt"), "before").unwrap();
-    c.wait_synced(SYNC);
-
-    let mut broker = c.broker.take().unwrap();
-    assert_eq!(
-        broker.stop_with(libc::SIGTERM, Duration::from_secs(10)),
-        Some(0),
-        "broker exits 0 on SIGTERM"
-    );
-    drop(broker);
-    fs::write(c.source.join("during-broker-outage.txt"), "b").unwrap();
-    fs::write(
-        c.source.join("before.txt"),
-        "changed while the broker was down",
-    )
-    .unwrap();
-    c.start_broker();
-    c.wait_synced(SYNC);
-
-    let mut node = c.storage.take().unwrap();
-    assert_eq!(
-        node.stop_with(libc::SIGTERM, Duration::from_secs(10)),
-        Some(0),
-        "node exits 0 on SIGTERM"
-    );
-    drop(node);
-    fs::write(c.source.join("during-node-outage.mp3"), "n").unwrap();
-    // A fetch meanwhile fails in bounded time with exit 3.
-    let out = c.fetch(&["--timeout", "2", "-o", "-", "during-broker-outage.txt"]);
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let base = c.base_port;
-    c.start_storage(base);
-    c.wait_synced(SYNC);
-    let log = c.watch.as_ref().unwrap().log_text();
-    let warns = log
-        .lines()
-        .filter(|l| l.contains("WARN") && l.contains("unreachable"))
-        .count();
-    assert!(
-        warns <= 4,
-        "an outage is logged once, not once per file ({warns} lines):\n{log}"
-    );
-}
-
 /// Editor and tool temporary files and `--ignore` globs are never stored.
 #[test]
 fn ignored_names_are_not_stored() {

@@ -104,7 +104,8 @@ impl Watcher {
             }
             Intent::MovedOut(p) => {
                 if let Some(n) = self.name_of(&p) {
-                    self.mark_tree(&n, now + MOVED_OUT_GRACE);
+                    // After a new folder's scan (one debounce), which may find it moved there.
+                    self.mark_tree(&n, now + debounce + MOVED_OUT_GRACE);
                 }
             }
             Intent::MovedIn(p) => {
@@ -124,10 +125,15 @@ impl Watcher {
     /// covers (tried when the new name is reconciled), and look at both sides now.
     fn moved(&mut self, from: &Path, to: &Path, now: Instant) {
         let (nf, nt) = (self.name_of(from), self.name_of(to));
-        let is_dir = to.is_dir();
+        // A folder may have moved on again before this event is read: what is known below the
+        // old name says it was one.
+        let is_dir = to.is_dir()
+            || nf
+                .as_ref()
+                .is_some_and(|n| !self.table.known_under(n).is_empty());
         if let (Some(nf), Some(nt)) = (&nf, &nt) {
             if is_dir {
-                for old in self.table.stored_under(nf) {
+                for old in self.table.known_under(nf) {
                     let new = format!("{nt}{}", &old[nf.len()..]);
                     if names::check(&new).is_ok() && !self.ignores.is_ignored(&new) {
                         self.table.note_rename(&old, &new);
@@ -135,7 +141,10 @@ impl Watcher {
                     }
                     self.table.mark(&old, now);
                 }
-            } else if self.table.stored(nf).is_some() {
+            } else if self.table.stored(nf).is_some()
+                || self.table.in_flight(nf)
+                || self.table.is_rename_target(nf)
+            {
                 self.table.note_rename(nf, nt);
             }
         }

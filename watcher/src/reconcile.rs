@@ -48,6 +48,13 @@ impl Watcher {
             return;
         }
         if let Some(from) = self.table.take_rename(name) {
+            if self.table.in_flight(&from) {
+                // What the store holds for `from` is settled when its change ends (a rename
+                // into `from`, or its upload): wait for that rather than send the bytes again.
+                self.table.note_rename(&from, name);
+                self.table.mark(name, now + self.settings.debounce);
+                return;
+            }
             if self.try_rename(&from, name, stamp.as_ref(), now) {
                 return;
             }
@@ -75,6 +82,9 @@ impl Watcher {
             }
             Decision::Upload => {
                 if let Some(stamp) = stamp {
+                    if stored.is_none() && self.moved_from_elsewhere(name, &path, &stamp, now) {
+                        return;
+                    }
                     self.upload(name, path, stamp, None, now);
                 }
             }
@@ -175,6 +185,45 @@ impl Watcher {
         let up = Upload::chunked(name.to_string(), stamp, file, known);
         let msg = up.put(id);
         self.start_change(id, Change::Put(Box::new(up)), &msg, None, now);
+    }
+
+    /// A new name whose rename event was lost (a file moved into a folder whose watch did not
+    /// exist yet): if a stored name with the same size and modification time is gone from the
+    /// source and its hash matches the file's, the file is that one moved, and is renamed in
+    /// the store instead of sent again. Returns whether a rename went out.
+    fn moved_from_elsewhere(
+        &mut self,
+        to: &str,
+        path: &std::path::Path,
+        stamp: &Stamp,
+        now: Instant,
+    ) -> bool {
+        let candidates: Vec<String> = self
+            .table
+            .stored_like(stamp.size, stamp.modified)
+            .into_iter()
+            .filter(|from| from != to && !self.table.in_flight(from))
+            .filter(|from| self.table.rename_target(from).is_none())
+            .filter(|from| {
+                names::to_path(&self.root, from)
+                    .map(|p| matches!(look(&p), Ok(Look::Missing)))
+                    .unwrap_or(false)
+            })
+            .collect();
+        if candidates.is_empty() {
+            return false;
+        }
+        let hash = match hash_file(path, stamp) {
+            Ok(h) => h,
+            Err(_) => return false,
+        };
+        for from in candidates {
+            if self.table.stored(&from).is_some_and(|s| s.blake3 == hash) {
+                tracing::debug!("{to} is {from} moved (its rename event was lost)");
+                return self.try_rename(&from, to, Some(stamp), now);
+            }
+        }
+        false
     }
 
     /// Sends `rename {from, to}` if `to` is `from` moved unchanged (same size and mtime as

@@ -68,6 +68,7 @@ impl Watcher {
         // while it was in flight may have been about a name the table did not know as stored yet
         // (a file renamed, then its folder renamed before the first rename was acknowledged).
         let recheck = now + self.settings.debounce;
+        self.store_answered(now);
         match flight.change {
             Change::Put(up) => {
                 self.table.finish(&up.name);
@@ -157,6 +158,14 @@ impl Watcher {
                 for name in &names {
                     self.table.finish(name);
                     self.table.mark(name, now);
+                }
+            }
+            (change, code) if crate::store::is_store_wide(code) => {
+                if let Change::Rename { from, to, .. } = change {
+                    self.table.note_rename(from, to);
+                }
+                for name in &names {
+                    self.store_refused(name, code, message, now);
                 }
             }
             (_, code) if code.is_transient() => {

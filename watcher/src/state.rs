@@ -67,6 +67,9 @@ pub struct Table {
     renames: HashMap<String, String>,
     /// The `from` sides of `renames`, which are not deleted while the rename is pending.
     rename_sources: HashMap<String, String>,
+    /// Stored names by (size, modified), to recognise a moved file whose rename event was
+    /// lost (moved into a folder not watched yet).
+    by_look: HashMap<(u64, i64), BTreeSet<String>>,
 }
 
 impl Table {
@@ -82,8 +85,24 @@ impl Table {
 
     /// Records what the store holds for `name` (`None`: nothing).
     pub fn set_stored(&mut self, name: &str, stored: Option<Stored>) {
+        let old = self.names.get(name).and_then(|s| s.stored);
+        if let Some(o) = old {
+            let key = (o.size, o.modified);
+            if let Some(set) = self.by_look.get_mut(&key) {
+                set.remove(name);
+                if set.is_empty() {
+                    self.by_look.remove(&key);
+                }
+            }
+        }
         match stored {
-            Some(s) => self.entry(name).stored = Some(s),
+            Some(s) => {
+                self.entry(name).stored = Some(s);
+                self.by_look
+                    .entry((s.size, s.modified))
+                    .or_default()
+                    .insert(name.to_string());
+            }
             None => {
                 if let Some(st) = self.names.get_mut(name) {
                     st.stored = None;
@@ -91,6 +110,14 @@ impl Table {
                 self.tidy(name);
             }
         }
+    }
+
+    /// Stored names whose stored size and modification time are `size` and `modified`.
+    pub fn stored_like(&self, size: u64, modified: i64) -> Vec<String> {
+        self.by_look
+            .get(&(size, modified))
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Every stored name, in order.
@@ -239,8 +266,12 @@ impl Table {
             .is_some_and(|f| f.as_ref() == look)
     }
 
-    /// Remembers that `from` was renamed to `to` in the source.
+    /// Remembers that `from` was renamed to `to` in the source. When `from` is itself the
+    /// target of a pending rename (a file renamed twice before the first was sent), the chain
+    /// collapses: the original name is renamed straight to `to`.
     pub fn note_rename(&mut self, from: &str, to: &str) {
+        let from = self.take_rename(from).unwrap_or_else(|| from.to_string());
+        let from = from.as_str();
         if let Some(old) = self.renames.insert(to.to_string(), from.to_string()) {
             self.rename_sources.remove(&old);
         }
@@ -252,6 +283,31 @@ impl Table {
         let from = self.renames.remove(to)?;
         self.rename_sources.remove(&from);
         Some(from)
+    }
+
+    /// Names below folder `dir` whose bytes the store holds or will hold: stored, in flight,
+    /// or the target of a pending rename.
+    pub fn known_under(&self, dir: &str) -> Vec<String> {
+        let prefix = format!("{dir}/");
+        let mut out: BTreeSet<String> = self
+            .names
+            .range(prefix.clone()..)
+            .take_while(|(n, _)| n.starts_with(&prefix))
+            .filter(|(_, s)| s.stored.is_some() || s.in_flight.is_some())
+            .map(|(n, _)| n.clone())
+            .collect();
+        out.extend(
+            self.renames
+                .keys()
+                .filter(|n| n.starts_with(&prefix))
+                .cloned(),
+        );
+        out.into_iter().collect()
+    }
+
+    /// Whether `name` is the target of a pending rename.
+    pub fn is_rename_target(&self, name: &str) -> bool {
+        self.renames.contains_key(name)
     }
 
     /// The pending rename target of `from`, if `from` was renamed.
@@ -356,8 +412,14 @@ mod tests {
         }
         assert_eq!(t.stored_under("d"), ["d/a", "d/b", "d/e/f"]);
         assert_eq!(t.stored_count(), 6);
+        assert_eq!(t.stored_like(1, 5).len(), 6);
         t.set_stored("d/a", None);
         assert_eq!(t.stored("d/a"), None);
+        assert_eq!(t.stored_like(1, 5).len(), 5);
+        t.set_stored("e", Some(stored(2)));
+        assert_eq!(t.stored_like(2, 5), ["e"]);
+        assert_eq!(t.stored_like(1, 5).len(), 4);
+        t.set_stored("e", Some(stored(1)));
         assert_eq!(t.stored("d/b"), Some(stored(1)));
         assert_eq!(t.stored_names().len(), 5);
     }
@@ -388,5 +450,12 @@ mod tests {
         assert_eq!(t.take_rename("b").as_deref(), Some("a"));
         assert_eq!(t.rename_target("a"), None);
         assert_eq!(t.take_rename("b"), None);
+        // renamed twice before anything was sent: one rename from the original name
+        t.note_rename("a", "b");
+        t.note_rename("b", "c");
+        assert_eq!(t.rename_target("a"), Some("c"));
+        assert_eq!(t.rename_target("b"), None);
+        assert!(!t.is_rename_target("b") && t.is_rename_target("c"));
+        assert_eq!(t.take_rename("c").as_deref(), Some("a"));
     }
 }

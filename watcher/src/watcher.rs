@@ -81,6 +81,8 @@ pub(crate) struct Watcher {
     pub overflow_warned: Option<Instant>,
     /// Paths already warned about (bad names, unreadable files), so each is warned once.
     pub warned: HashSet<String>,
+    /// The store behind the broker refuses changes (its node is down, full or rebuilding).
+    pub store_outage: Option<crate::store::StoreOutage>,
 }
 
 /// Runs the watcher until `stop` is triggered. Fails at start if the source folder is missing
@@ -142,6 +144,7 @@ pub fn run(args: Args, stop: Shutdown) -> anyhow::Result<()> {
         rewatch_wanted: false,
         overflow_warned: None,
         warned: HashSet::new(),
+        store_outage: None,
     };
     w.serve(&mut feed, &stop)
 }
@@ -204,6 +207,7 @@ impl Watcher {
         };
         if self.can_reconcile() && self.flights.len() < self.settings.max_in_flight {
             consider(self.table.next_due());
+            consider(self.store_outage.as_ref().and_then(|o| o.next_probe()));
         }
         if let Phase::Listing {
             pending: None,
@@ -325,6 +329,7 @@ impl Watcher {
             } else if now >= self.next_rescan {
                 self.refresh_listing(now);
             }
+            self.store_probe(now);
             self.pump_due(now);
         }
     }

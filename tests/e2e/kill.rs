@@ -1,0 +1,279 @@
+//! kill -9 of any role at any moment (SPEC §4 Atomicity, Durability): nothing acknowledged is
+//! lost, nothing partial or foreign is ever visible under a final name on the node, and once
+//! every role is back the listing, the node's folders and index.txt equal the source.
+
+use crate::harness::*;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const SYNC: Duration = Duration::from_secs(300);
+
+/// A small seeded xorshift generator (the seed is printed, so a failing run can be replayed).
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    /// Uniform in `lo..hi`.
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo)
+    }
+}
+
+/// The seed: `DFS_SEED` when set (to replay a run), else the clock.
+fn seed() -> u64 {
+    std::env::var("DFS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        })
+}
+
+fn env_secs(var: &str, default: u64) -> Duration {
+    Duration::from_secs(
+        std::env::var(var)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default),
+    )
+}
+
+/// The bytes of version `version` of `name`: size and content follow from both, so every
+/// version's hash is known before it is written.
+fn version_bytes(name: &str, version: u64) -> Vec<u8> {
+    let h = blake3::hash(format!("{name}#{version}").as_bytes());
+    let x = u64::from_le_bytes(h.as_bytes()[..8].try_into().unwrap());
+    let len = match x % 10 {
+        0 => 0,
+        1..=5 => (x >> 8) % 4096,
+        6..=8 => (x >> 8) % (1 << 20),
+        _ => (x >> 8) % (8 << 20),
+    };
+    random_bytes(x, len as usize)
+}
+
+/// Every version written for each name: name → hashes (registered before the write starts).
+type Versions = Arc<Mutex<HashMap<String, HashSet<String>>>>;
+
+/// Polls the node's class folders until `stop`: every file under a final name must be a version
+/// written for that name, under the class folder its name routes to. Returns the passes made.
+fn check_node(root: std::path::PathBuf, versions: Versions, stop: Arc<AtomicBool>) -> u64 {
+    let mut passes = 0;
+    // A stored file is replaced by rename, never changed in place: one look per inode.
+    let mut seen: HashMap<(String, u64), ()> = HashMap::new();
+    while !stop.load(Ordering::SeqCst) {
+        for class in ["mp3", "txt", "pdf", "others"] {
+            let dir = root.join(class);
+            let mut stack = vec![dir.clone()];
+            while let Some(d) = stack.pop() {
+                let Ok(rd) = fs::read_dir(&d) else { continue };
+                for e in rd.flatten() {
+                    let p = e.path();
+                    let Ok(ft) = e.file_type() else { continue };
+                    if ft.is_dir() {
+                        stack.push(p);
+                        continue;
+                    }
+                    let name = p.strip_prefix(&dir).unwrap().to_str().unwrap().to_string();
+                    // Opened once: the bytes read are those of one inode, whatever renames follow.
+                    let Ok(mut f) = fs::File::open(&p) else {
+                        continue;
+                    };
+                    let Ok(meta) = f.metadata() else { continue };
+                    if seen.contains_key(&(name.clone(), meta.ino())) {
+                        continue;
+                    }
+                    let mut h = blake3::Hasher::new();
+                    std::io::copy(&mut f, &mut h).unwrap();
+                    let hash = h.finalize().to_hex().to_string();
+                    assert_eq!(
+                        class,
+                        class_of(&name),
+                        "{name} under the wrong class folder"
+                    );
+                    let known = versions
+                        .lock()
+                        .unwrap()
+                        .get(&name)
+                        .is_some_and(|v| v.contains(&hash));
+                    assert!(
+                        known,
+                        "torn or foreign file on the node: {class}/{name} ({} bytes, {hash})",
+                        meta.len()
+                    );
+                    seen.insert((name, meta.ino()), ());
+                }
+            }
+        }
+        passes += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    passes
+}
+
+/// Starts the checker thread.
+fn start_checker(
+    c: &Cluster,
+    versions: &Versions,
+    stop: &Arc<AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    let (root, versions, stop) = (c.root.clone(), versions.clone(), stop.clone());
+    std::thread::spawn(move || check_node(root, versions, stop))
+}
+
+#[test]
+fn kill_loop_loses_nothing_and_tears_nothing() {
+    let seed = seed();
+    println!("kill loop seed {seed} (DFS_SEED={seed} replays it)");
+    let length = env_secs("DFS_KILL_LOOP_SECS", 60);
+    let mut c = Cluster::start();
+    let versions: Versions = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU64::new(0));
+
+    // A few dozen names in nested folders, of every class.
+    let names: Vec<String> = (0..36)
+        .map(|i| {
+            let dir = ["", "a/", "a/b/", "c/d/e/"][i % 4];
+            let ext = ["txt", "mp3", "pdf", "bin", "TXT", ""][i % 6];
+            if ext.is_empty() {
+                format!("{dir}n{i}")
+            } else {
+                format!("{dir}n{i}.{ext}")
+            }
+        })
+        .collect();
+    let writer = {
+        let (source, versions, stop, written) = (
+            c.source.clone(),
+            versions.clone(),
+            stop.clone(),
+            written.clone(),
+        );
+        let mut rng = Rng::new(seed ^ 0x5eed);
+        std::thread::spawn(move || {
+            let mut next_version: BTreeMap<&str, u64> = BTreeMap::new();
+            while !stop.load(Ordering::SeqCst) {
+                let name = &names[rng.range(0, names.len() as u64) as usize];
+                let v = next_version.entry(name).or_insert(0);
+                *v += 1;
+                let bytes = version_bytes(name, *v);
+                versions
+                    .lock()
+                    .unwrap()
+                    .entry(name.clone())
+                    .or_default()
+                    .insert(blake3::hash(&bytes).to_hex().to_string());
+                let p = source.join(name);
+                fs::create_dir_all(p.parent().unwrap()).unwrap();
+                // In place, as most programs write: truncate, then write.
+                fs::write(&p, &bytes).unwrap();
+                written.fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(rng.range(10, 200)));
+            }
+        })
+    };
+    let checker = start_checker(&c, &versions, &stop);
+
+    let mut rng = Rng::new(seed);
+    let mut kills: BTreeMap<&str, u32> = BTreeMap::new();
+    let t0 = Instant::now();
+    while t0.elapsed() < length {
+        std::thread::sleep(Duration::from_millis(rng.range(2000, 5000)));
+        let role = Role::ALL[rng.range(0, 3) as usize];
+        c.kill9(role);
+        c.restart(role);
+        *kills
+            .entry(["watcher", "broker", "storage"][role as usize])
+            .or_default() += 1;
+        assert!(
+            !checker.is_finished(),
+            "the checker failed (see its panic above)"
+        );
+    }
+    // Every role stays up; the writer stops, and the store catches up.
+    stop.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+    let check_stop = Arc::new(AtomicBool::new(false));
+    let passes = checker
+        .join()
+        .expect("the node held a torn or foreign file");
+    let final_checker = start_checker(&c, &versions, &check_stop);
+    c.wait_all_agree(SYNC);
+    check_stop.store(true, Ordering::SeqCst);
+    let final_passes = final_checker
+        .join()
+        .expect("the node held a torn or foreign file");
+    println!(
+        "kill loop: seed {seed}, {:?}, kills {kills:?}, {} versions written, {} checker passes",
+        t0.elapsed(),
+        written.load(Ordering::SeqCst),
+        passes + final_passes
+    );
+    assert!(
+        kills.values().sum::<u32>() >= 3,
+        "the loop killed something"
+    );
+    for role in Role::ALL {
+        assert!(c.proc_of(role).is_running(), "{role:?} still up at the end");
+    }
+}
+
+/// SIGKILL of each role while a 300 MiB file is about half transferred; after the restart the
+/// file arrives whole, and nothing partial was ever visible under its final name.
+#[test]
+fn kill_each_role_mid_way_through_a_large_file() {
+    const BIG: usize = 300 << 20;
+    let mut c = Cluster::start();
+    let versions: Versions = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let checker = start_checker(&c, &versions, &stop);
+    let name = "video/huge.bin";
+    for (round, role) in Role::ALL.into_iter().enumerate() {
+        // The hash is computed while writing; register it before the node can have it.
+        let path = c.source.join(name);
+        let seed = 1000 + round as u64;
+        let mut h = blake3::Hasher::new();
+        for i in 0..(BIG >> 20) as u64 {
+            h.update(&random_bytes(seed + i, 1 << 20));
+        }
+        let hash = h.finalize().to_hex().to_string();
+        versions
+            .lock()
+            .unwrap()
+            .entry(name.to_string())
+            .or_default()
+            .insert(hash.clone());
+        assert_eq!(write_big_file(&path, seed, BIG), hash);
+        wait_until(&format!("{name} about half transferred"), SYNC, || {
+            c.node_tmp_bytes() >= (BIG / 2) as u64
+        });
+        let at = c.node_tmp_bytes();
+        c.kill9(role);
+        println!("killed {role:?} with {at} bytes of {BIG} on the node");
+        c.restart(role);
+        c.wait_all_agree(SYNC);
+        assert_eq!(file_hash(&c.root.join("others").join(name)), hash);
+        assert!(!checker.is_finished(), "the checker failed");
+    }
+    stop.store(true, Ordering::SeqCst);
+    let passes = checker
+        .join()
+        .expect("the node held a torn or foreign file");
+    println!("large-file kills: 3 rounds, {passes} checker passes");
+}
