@@ -429,8 +429,13 @@ pub fn tree_hashes(dir: &Path) -> BTreeMap<String, String> {
                 stack.push(p);
             } else if ft.is_file() {
                 let name = p.strip_prefix(dir).unwrap().to_str().unwrap().to_string();
-                if let Ok(bytes) = fs::read(&p) {
-                    out.insert(name, blake3::hash(&bytes).to_hex().to_string());
+                // Streamed: the test process stays small even with files of hundreds of MiB
+                // (a child it spawns starts with the parent's peak RSS on its books).
+                if let Ok(f) = fs::File::open(&p) {
+                    let mut h = blake3::Hasher::new();
+                    if h.update_reader(f).is_ok() {
+                        out.insert(name, h.finalize().to_hex().to_string());
+                    }
                 }
             }
         }
