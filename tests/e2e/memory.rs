@@ -44,7 +44,10 @@ fn a_300_mib_file_moves_in_bounded_memory() {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
-        assert!(std::time::Instant::now() < deadline, "fetch of huge.bin did not finish");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "fetch of huge.bin did not finish"
+        );
         std::thread::sleep(Duration::from_millis(5));
     };
     assert!(status.success(), "fetch failed: {status}");

@@ -100,6 +100,9 @@ impl Watcher {
             Intent::NewFolder(p) => {
                 if self.name_of(&p).is_some() {
                     self.scan_into(&p, now + debounce, None);
+                    // notify adds the new folder's watch as it reports the folder: a file made
+                    // there in between has no event, so the folder is looked at once more.
+                    self.folder_rescans.push((now + debounce, p));
                 }
             }
             Intent::MovedOut(p) => {

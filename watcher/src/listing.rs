@@ -77,6 +77,7 @@ impl Watcher {
                 modified: e.modified,
                 blake3: e.blake3,
                 version: e.version,
+                racy: crate::state::is_racy(e.modified),
             };
             self.table.set_stored(&e.name, Some(stored));
         }

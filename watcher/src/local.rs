@@ -78,7 +78,7 @@ pub fn decide(stored: Option<&Stored>, now: &Look, keep_deleted: bool) -> Decisi
         (None, Look::Missing) => Decision::Forget,
         (Some(_), Look::Missing) if keep_deleted => Decision::Nothing,
         (Some(_), Look::Missing) => Decision::Delete,
-        (Some(s), Look::File(f)) if s.size == f.size && s.modified == f.modified => {
+        (Some(s), Look::File(f)) if s.size == f.size && s.modified == f.modified && !s.racy => {
             Decision::Nothing
         }
         (Some(s), Look::File(f)) if s.size == f.size => Decision::Compare,
@@ -162,6 +162,7 @@ mod tests {
 
     fn stored(size: u64, modified: i64) -> Stored {
         Stored {
+            racy: false,
             size,
             modified,
             blake3: Hash::of(b""),
@@ -175,6 +176,23 @@ mod tests {
             modified,
             changed: 0,
         })
+    }
+
+    #[test]
+    fn a_racy_stamp_is_compared_not_trusted() {
+        let racy = Stored {
+            racy: true,
+            ..stored(10, 5)
+        };
+        assert_eq!(decide(Some(&racy), &file(10, 5), false), Decision::Compare);
+        assert_eq!(
+            decide(Some(&stored(10, 5)), &file(10, 5), false),
+            Decision::Nothing
+        );
+        assert!(crate::state::is_racy(schema::time::to_ns(
+            std::time::SystemTime::now()
+        )));
+        assert!(!crate::state::is_racy(0));
     }
 
     #[test]

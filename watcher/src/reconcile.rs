@@ -127,8 +127,15 @@ impl Watcher {
             Ok(hash) if hash == stored.blake3 => {
                 tracing::debug!("{name} rewritten with the same content");
                 let modified = stamp.modified;
-                self.table
-                    .set_stored(name, Some(Stored { modified, ..stored }));
+                let racy = crate::state::is_racy(modified);
+                self.table.set_stored(
+                    name,
+                    Some(Stored {
+                        modified,
+                        racy,
+                        ..stored
+                    }),
+                );
             }
             Ok(hash) => self.upload(name, path, stamp, Some(hash), now),
             Err(e) => self.read_failed(name, e, now),
@@ -155,8 +162,15 @@ impl Watcher {
             if let Some(stored) = self.table.stored(name) {
                 if stored.size == stamp.size && stored.blake3 == hash {
                     let modified = stamp.modified;
-                    self.table
-                        .set_stored(name, Some(Stored { modified, ..stored }));
+                    let racy = crate::state::is_racy(modified);
+                    self.table.set_stored(
+                        name,
+                        Some(Stored {
+                            modified,
+                            racy,
+                            ..stored
+                        }),
+                    );
                     return;
                 }
             }

@@ -80,6 +80,7 @@ impl Watcher {
                             modified: up.stamp.modified,
                             blake3,
                             version,
+                            racy: crate::state::is_racy(up.stamp.modified),
                         };
                         self.table.set_stored(&up.name, Some(stored));
                         self.table.succeeded(&up.name);

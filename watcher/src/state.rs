@@ -17,6 +17,19 @@ pub struct Stored {
     pub modified: i64,
     pub blake3: Hash,
     pub version: u64,
+    /// The file was modified shortly before this was recorded. File systems stamp mtimes with a
+    /// coarse clock (a kernel tick), so a same-size rewrite right after could carry the very
+    /// same mtime: an equal size and mtime then prove nothing, and the content is compared.
+    pub racy: bool,
+}
+
+/// How recent an mtime must be, when recorded, for size and mtime alone not to be trusted later
+/// (far above a kernel tick, and above the time from reading a file to its acknowledgement).
+pub const RACY_WINDOW_NS: i64 = 2_000_000_000;
+
+/// Whether an mtime of `modified` (ns since the epoch) is racy if recorded now.
+pub fn is_racy(modified: i64) -> bool {
+    schema::time::to_ns(std::time::SystemTime::now()).saturating_sub(modified) < RACY_WINDOW_NS
 }
 
 /// First retry delay after a transient error; it doubles up to [`RETRY_MAX`].
@@ -322,6 +335,7 @@ mod tests {
 
     fn stored(size: u64) -> Stored {
         Stored {
+            racy: false,
             size,
             modified: 5,
             blake3: Hash::of(b"x"),

@@ -83,6 +83,9 @@ pub(crate) struct Watcher {
     pub warned: HashSet<String>,
     /// The store behind the broker refuses changes (its node is down, full or rebuilding).
     pub store_outage: Option<crate::store::StoreOutage>,
+    /// New folders to scan once more, and when: a file made in a new folder after its first
+    /// scan but before its inotify watch existed has no event.
+    pub folder_rescans: Vec<(Instant, PathBuf)>,
 }
 
 /// Runs the watcher until `stop` is triggered. Fails at start if the source folder is missing
@@ -141,6 +144,7 @@ pub fn run(args: Args, stop: Shutdown) -> anyhow::Result<()> {
         probe: None,
         next_rescan: now,
         rescan_wanted: false,
+        folder_rescans: Vec::new(),
         rewatch_wanted: false,
         overflow_warned: None,
         warned: HashSet::new(),
@@ -207,6 +211,7 @@ impl Watcher {
         };
         if self.can_reconcile() && self.flights.len() < self.settings.max_in_flight {
             consider(self.table.next_due());
+            consider(self.folder_rescans.iter().map(|(at, _)| *at).min());
             consider(self.store_outage.as_ref().and_then(|o| o.next_probe()));
         }
         if let Phase::Listing {
@@ -226,6 +231,22 @@ impl Watcher {
                 // Round up so a timer less than 1 ms away does not spin the loop.
                 let ms = wait.as_micros().div_ceil(1000);
                 i64::try_from(ms).unwrap_or(POLL_MS).min(POLL_MS)
+            }
+        }
+    }
+
+    /// Scans again the new folders whose second look is due.
+    fn rescan_new_folders(&mut self, now: Instant) {
+        if self.folder_rescans.is_empty() {
+            return;
+        }
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.folder_rescans)
+            .into_iter()
+            .partition(|(at, _)| *at <= now);
+        self.folder_rescans = later;
+        for (_, dir) in due {
+            if dir.is_dir() {
+                self.scan_into(&dir, now + self.settings.debounce, None);
             }
         }
     }
@@ -329,6 +350,7 @@ impl Watcher {
             } else if now >= self.next_rescan {
                 self.refresh_listing(now);
             }
+            self.rescan_new_folders(now);
             self.store_probe(now);
             self.pump_due(now);
         }
