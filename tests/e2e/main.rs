@@ -5,5 +5,6 @@ mod bad_peers;
 mod fetch;
 mod harness;
 mod memory;
+mod names;
 mod pipeline;
 mod up;
