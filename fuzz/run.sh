@@ -31,12 +31,13 @@ for t in $targets; do
   set +e
   cargo fuzz run "$t" "$scratch/$t" "corpus/$t" -- \
     -max_total_time="$secs" -timeout=10 -rss_limit_mb=1024 -malloc_limit_mb=256 \
-    -print_final_stats=1 2>&1 | tee "$log" | grep -v '^#[0-9]'
-  status=${PIPESTATUS[0]}
+    -print_final_stats=1 >"$log" 2>&1
+  status=$?
   set -e
   runs=$(awk '/stat::number_of_executed_units:/ { print $2 }' "$log" | tail -1)
   summary+="$t: ${runs:-?} executions"$'\n'
   if [ "$status" -ne 0 ]; then
+    tail -n 80 "$log" >&2
     echo "fuzz: target $t failed (exit $status); the input is in fuzz/artifacts/$t/" >&2
     exit "$status"
   fi
