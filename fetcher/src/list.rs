@@ -143,7 +143,7 @@ fn digits(n: u64) -> usize {
 
 /// `name` with control characters escaped (`schema::names::escape`), borrowed when it has none.
 fn escaped(name: &str) -> Cow<'_, str> {
-    if name.chars().any(|c| c < ' ' || c == '\u{7f}') {
+    if schema::names::needs_escape(name) {
         Cow::Owned(schema::names::escape(name))
     } else {
         Cow::Borrowed(name)

@@ -88,9 +88,10 @@ pub fn from_path(root: &Path, path: &Path) -> Result<String, NameError> {
     Ok(name)
 }
 
-/// `name` with tabs, newlines and other control characters escaped (`\t`, `\n`, `\r`, `\xHH`),
-/// for line-oriented text such as `index.txt`. Names never contain a backslash, so the escaped
-/// form is unambiguous.
+/// `name` with tabs, newlines and every other control character escaped (`\t`, `\n`, `\r`,
+/// `\xHH` for the rest of Unicode's `Cc` category: U+0000..U+001F and U+007F..U+009F), for
+/// line-oriented text such as `index.txt`. Names never contain a backslash, so the escaped form
+/// is unambiguous and [`unescape`] gives the name back.
 pub fn escape(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     for c in name.chars() {
@@ -98,13 +99,44 @@ pub fn escape(name: &str) -> String {
             '\t' => out.push_str("\\t"),
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                out.push_str(&format!("\\x{:02x}", c as u32))
-            }
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
             c => out.push(c),
         }
     }
     out
+}
+
+/// Whether [`escape`] would change `name`.
+pub fn needs_escape(name: &str) -> bool {
+    name.chars().any(char::is_control)
+}
+
+/// The name whose [`escape`]d form is `text`; `None` when `text` is not such a form (a
+/// backslash not followed by `t`, `n`, `r` or `x` and two hex digits of a control character).
+pub fn unescape(text: &str) -> Option<String> {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next()? {
+            't' => out.push('\t'),
+            'n' => out.push('\n'),
+            'r' => out.push('\r'),
+            'x' => {
+                let hex: String = chars.by_ref().take(2).collect();
+                if hex.len() != 2 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                    return None;
+                }
+                let code = u32::from_str_radix(&hex, 16).ok()?;
+                out.push(char::from_u32(code).filter(|c| c.is_control())?);
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
 }
 
 #[cfg(test)]
@@ -160,5 +192,10 @@ mod tests {
     fn escapes_control_characters() {
         assert_eq!(escape("a\tb\nc\u{1}"), "a\\tb\\nc\\x01");
         assert_eq!(escape("plain/名前"), "plain/名前");
+        assert_eq!(escape("a\u{85}b\u{7f}"), "a\\x85b\\x7f");
+        assert_eq!(unescape("a\\tb\\nc\\x01").as_deref(), Some("a\tb\nc\u{1}"));
+        assert_eq!(unescape("a\\q"), None);
+        assert_eq!(unescape("a\\x41"), None);
+        assert_eq!(unescape("a\\x0"), None);
     }
 }
