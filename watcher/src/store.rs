@@ -48,8 +48,9 @@ impl Watcher {
         self.table.finish(name);
         let outage = self.store_outage.get_or_insert_with(|| {
             tracing::warn!(
-                "the store behind broker {} does not take changes: {why} ({code:?}); holding \
-                 changes and retrying with backoff",
+                "{}: the store behind broker {} does not take changes: {why} ({code:?}); \
+                 holding changes and retrying with backoff",
+                schema::names::escape(name),
                 self.link.endpoint()
             );
             StoreOutage {
