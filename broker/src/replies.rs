@@ -8,6 +8,7 @@ use crate::relay::Relay;
 use crate::table::Job;
 use schema::codec::Inbound;
 use schema::limits::INLINE_MAX;
+use schema::names;
 use schema::{ErrorCode, Message};
 
 impl Relay {
@@ -145,7 +146,8 @@ impl Relay {
                 let written = self.index.put(name, &rec);
                 if written.is_ok() {
                     tracing::info!(
-                        "stored {name} ({size} bytes, {class}, version {version}{})",
+                        "stored {} ({size} bytes, {class}, version {version}{})",
+                        names::escape(name),
                         if unchanged {
                             ", unchanged on the node"
                         } else {
@@ -158,7 +160,7 @@ impl Relay {
             Job::Delete { name } => {
                 let written = self.index.remove(name);
                 if written.is_ok() {
-                    tracing::info!("deleted {name}");
+                    tracing::info!("deleted {}", names::escape(name));
                 }
                 written
             }
@@ -169,7 +171,12 @@ impl Relay {
                 }
                 let written = self.index.rename(from, to, &rec);
                 if written.is_ok() {
-                    tracing::info!("renamed {from} to {to} (version {})", rec.version);
+                    tracing::info!(
+                        "renamed {} to {} (version {})",
+                        names::escape(from),
+                        names::escape(to),
+                        rec.version
+                    );
                 }
                 written
             }

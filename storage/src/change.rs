@@ -27,7 +27,7 @@ pub fn delete(layout: &Layout, class: Class, name: &str) -> Result<(), StoreErro
     // The removal is a change of the folder: fsync it so that it is durable before `done`.
     fsync_parent(&path)?;
     remove_empty_parents(&layout.class_dir(class), &path);
-    tracing::info!(name, %class, "deleted");
+    tracing::info!(name = %schema::names::escape(name), %class, "deleted");
     Ok(())
 }
 
@@ -99,6 +99,12 @@ pub fn rename(layout: &Layout, r: &Rename) -> Result<u64, StoreError> {
         fsync_dir(from_dir)?;
     }
     remove_empty_parents(&layout.class_dir(r.class), &src);
-    tracing::info!(from = r.from, to = r.to, %to_class, version, "renamed");
+    tracing::info!(
+        from = %schema::names::escape(&r.from),
+        to = %schema::names::escape(&r.to),
+        %to_class,
+        version,
+        "renamed"
+    );
     Ok(version)
 }

@@ -201,7 +201,7 @@ fn finish(
 ) -> Result<(u64, bool), StoreError> {
     let dest = layout.file_path(meta.class, &meta.name)?;
     commit(temp, meta, &layout.class_dir(meta.class), &dest)?;
-    tracing::info!(name = %meta.name, class = %meta.class, size, version = meta.version, "stored");
+    tracing::info!(name = %schema::names::escape(&meta.name), class = %meta.class, size, version = meta.version, "stored");
     Ok((meta.version, false))
 }
 

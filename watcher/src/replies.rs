@@ -85,11 +85,14 @@ impl Watcher {
                         self.table.set_stored(&up.name, Some(stored));
                         self.table.succeeded(&up.name);
                         if unchanged {
-                            tracing::info!("{} unchanged (version {version})", up.name);
+                            tracing::info!(
+                                "{} unchanged (version {version})",
+                                schema::names::escape(&up.name)
+                            );
                         } else {
                             tracing::info!(
                                 "synced {} ({} bytes, version {version})",
-                                up.name,
+                                schema::names::escape(&up.name),
                                 up.stamp.size
                             );
                         }
@@ -109,7 +112,7 @@ impl Watcher {
                 self.table.mark_by(&name, recheck);
                 self.table.set_stored(&name, None);
                 self.table.succeeded(&name);
-                tracing::info!("deleted {name}");
+                tracing::info!("deleted {}", schema::names::escape(&name));
             }
             Change::Rename { from, to, stored } => {
                 self.table.finish(&from);
@@ -121,7 +124,11 @@ impl Watcher {
                     .set_stored(&to, Some(Stored { version, ..stored }));
                 self.table.succeeded(&from);
                 self.table.succeeded(&to);
-                tracing::info!("renamed {from} to {to} (version {version})");
+                tracing::info!(
+                    "renamed {} to {} (version {version})",
+                    schema::names::escape(&from),
+                    schema::names::escape(&to)
+                );
             }
         }
     }
