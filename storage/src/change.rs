@@ -100,8 +100,8 @@ pub fn rename(layout: &Layout, r: &Rename) -> Result<u64, StoreError> {
     }
     remove_empty_parents(&layout.class_dir(r.class), &src);
     tracing::info!(
-        from = %schema::names::escape(&r.from),
-        to = %schema::names::escape(&r.to),
+        from = %schema::names::escape(r.from),
+        to = %schema::names::escape(r.to),
         %to_class,
         version,
         "renamed"
