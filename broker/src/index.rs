@@ -53,6 +53,22 @@ pub struct Index {
     path: PathBuf,
 }
 
+/// Flushes an [`Index`] from another thread (the database handle is shared).
+pub struct IndexSyncer {
+    db: sled::Db,
+    path: PathBuf,
+}
+
+impl IndexSyncer {
+    /// Makes every change made before this call durable.
+    pub fn flush(&self) -> Result<(), String> {
+        self.db
+            .flush()
+            .map(|_| ())
+            .map_err(|e| format!("cannot flush the index {}: {e}", self.path.display()))
+    }
+}
+
 impl Index {
     /// Opens (or creates) the database at `path`. A database that cannot be opened, or that
     /// lacks the completion mark, is moved aside to `<path>.damaged-<unix-ts>` and replaced by an
@@ -184,6 +200,14 @@ impl Index {
         batch.remove(from.as_bytes());
         batch.insert(to.as_bytes(), rec.encode());
         self.db.apply_batch(batch).map_err(self.db_err())
+    }
+
+    /// A handle that flushes this index from another thread.
+    pub fn syncer(&self) -> IndexSyncer {
+        IndexSyncer {
+            db: self.db.clone(),
+            path: self.path.clone(),
+        }
     }
 
     /// Makes every change so far durable.

@@ -13,6 +13,7 @@
 
 mod error;
 mod export;
+mod flusher;
 pub mod fsck;
 mod fsck_cli;
 mod fsck_relay;
@@ -141,8 +142,9 @@ impl Broker {
             args.bind
         );
         let rebuild = Rebuild::new(opened.needs_rebuild());
+        let flusher = flusher::Flusher::start(ctx, index.syncer())?;
         Ok(Broker {
-            relay: Relay::new(ingest, fetch, node, index, routes, rebuild),
+            relay: Relay::new(ingest, fetch, node, index, flusher, routes, rebuild),
             ingest_port,
             fetch_port,
             export_path: default_export_path(&args.data),

@@ -1,8 +1,10 @@
 //! The serving loop: one thread owns the two front ROUTERs and the node DEALERs, polls them,
-//! relays between them, and commits index changes in groups (one `flush` per poll round, then
-//! every `done` that waited for it).
+//! relays between them, and commits index changes in groups: the acks of every change made
+//! before a flush starts go out when that flush ends, and the flush runs on its own thread
+//! ([`Flusher`]) so serving never waits for the disk.
 
 use crate::export::Exporter;
+use crate::flusher::Flusher;
 use crate::index::Index;
 use crate::links::{Link, NodeLinks};
 use crate::rebuild::Rebuild;
@@ -40,7 +42,11 @@ pub struct Relay {
     pub(crate) idle_timeout: Duration,
     /// The `fsck` running, if any.
     pub(crate) fsck: Option<crate::fsck_relay::FsckRun>,
+    /// Acks whose index changes wait for the next flush.
     acks: Vec<Ack>,
+    /// Acks whose index changes the running flush makes durable.
+    flushing: Vec<Ack>,
+    flusher: Flusher,
     /// The index changed since the last export request.
     dirty: bool,
 }
@@ -52,6 +58,7 @@ impl Relay {
         fetch: zmq::Socket,
         node: NodeLinks,
         index: Index,
+        flusher: Flusher,
         routes: Routes,
         rebuild: Rebuild,
     ) -> Relay {
@@ -66,6 +73,8 @@ impl Relay {
             idle_timeout: IDLE_TIMEOUT,
             fsck: None,
             acks: Vec::new(),
+            flushing: Vec::new(),
+            flusher,
             dirty: false,
         }
     }
@@ -101,7 +110,7 @@ impl Relay {
     /// One poll round: waits up to `POLL_MS`, reads what is ready (front ports too when
     /// `fronts`), then flushes the index once and sends the acks that waited for it.
     fn round(&mut self, fronts: bool) -> zmq::Result<()> {
-        let mut ready = [false; 7];
+        let mut ready = [false; 8];
         let front_events = if fronts {
             zmq::POLLIN
         } else {
@@ -114,12 +123,13 @@ impl Relay {
             for s in self.node.sockets() {
                 items.push(s.as_poll_item(zmq::POLLIN));
             }
+            items.push(self.flusher.socket().as_poll_item(zmq::POLLIN));
             zmq::poll(&mut items, POLL_MS)?;
             for (r, item) in ready.iter_mut().zip(&items) {
                 *r = item.is_readable();
             }
         }
-        for (slot, _) in ready.iter().enumerate().filter(|(_, r)| **r) {
+        for (slot, _) in ready.iter().enumerate().take(7).filter(|(_, r)| **r) {
             for _ in 0..BATCH {
                 let sock = match slot {
                     0 => &self.ingest,
@@ -144,30 +154,38 @@ impl Relay {
         Ok(())
     }
 
-    /// Flushes the index once for every change made this round, then sends their acks.
+    /// Sends the acks of a flush that ended, and starts the next flush for the acks that came
+    /// meanwhile.
     fn commit(&mut self) {
-        if self.acks.is_empty() {
+        if let Some(outcome) = self.flusher.finished() {
+            self.acknowledge(outcome);
+        }
+        if self.acks.is_empty() || self.flusher.is_busy() {
             return;
         }
-        let acks = std::mem::take(&mut self.acks);
         self.dirty = true;
-        match self.index.flush() {
-            Ok(()) => {
-                for a in acks {
-                    self.reply(a.front, &a.peer, &a.msg, None);
-                }
-            }
-            Err(e) => {
-                tracing::error!("flushing the index failed: {e}");
-                for a in acks {
-                    let msg = Message::error(
-                        a.msg.id(),
-                        ErrorCode::Io,
-                        format!("the broker could not make its index durable: {e}"),
-                    );
-                    self.reply(a.front, &a.peer, &msg, None);
-                }
-            }
+        self.flushing = std::mem::take(&mut self.acks);
+        if !self.flusher.request() {
+            self.acknowledge(Err("the index flush thread is gone".into()));
+        }
+    }
+
+    /// Answers the acks of the flush that ended with `outcome`.
+    fn acknowledge(&mut self, outcome: Result<(), String>) {
+        let acks = std::mem::take(&mut self.flushing);
+        if let Err(e) = &outcome {
+            tracing::error!("flushing the index failed: {e}");
+        }
+        for a in acks {
+            let msg = match &outcome {
+                Ok(()) => a.msg,
+                Err(e) => Message::error(
+                    a.msg.id(),
+                    ErrorCode::Io,
+                    format!("the broker could not make its index durable: {e}"),
+                ),
+            };
+            self.reply(a.front, &a.peer, &msg, None);
         }
     }
 
@@ -303,10 +321,12 @@ impl Relay {
                 "the broker stopped before the storage node answered".into(),
             );
         }
-        self.commit();
-        if let Err(e) = self.index.flush() {
-            tracing::error!("flushing the index at stop failed: {e}");
+        if let Some(outcome) = self.flusher.wait() {
+            self.acknowledge(outcome);
         }
+        let outcome = self.index.flush().map_err(|e| e.to_string());
+        self.flushing = std::mem::take(&mut self.acks);
+        self.acknowledge(outcome);
     }
 
     /// Marks the index as changed (an export is requested after the round).
