@@ -97,12 +97,7 @@ impl Proc {
 
     /// Peak resident memory so far (VmHWM), in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
-        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmHWM in /proc/PID/status")
+        vm_hwm_kib(self.child.id()).expect("VmHWM in /proc/PID/status")
     }
 
     /// Sends `sig` and waits up to `timeout` for the exit; returns the exit code (None: killed
@@ -134,6 +129,15 @@ impl Drop for Proc {
             eprintln!("----- log of {} -----\n{}", self.name, self.log_text());
         }
     }
+}
+
+/// Peak resident memory (VmHWM) of process `pid` in KiB, while it runs.
+pub fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// Storage node, broker and (optionally) watcher as three processes, each in its own folder

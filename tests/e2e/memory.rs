@@ -28,18 +28,11 @@ fn a_300_mib_file_moves_in_bounded_memory() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let status_file = format!("/proc/{}/status", child.id());
     let mut fetch_peak = 0u64;
     let deadline = std::time::Instant::now() + Duration::from_secs(180);
     let status = loop {
-        if let Ok(text) = std::fs::read_to_string(&status_file) {
-            if let Some(kib) = text
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            {
-                fetch_peak = fetch_peak.max(kib);
-            }
+        if let Some(kib) = vm_hwm_kib(child.id()) {
+            fetch_peak = fetch_peak.max(kib);
         }
         if let Some(status) = child.try_wait().unwrap() {
             break status;

@@ -126,16 +126,7 @@ impl Watcher {
         match hash_file(&path, &stamp) {
             Ok(hash) if hash == stored.blake3 => {
                 tracing::debug!("{name} rewritten with the same content");
-                let modified = stamp.modified;
-                let racy = crate::state::is_racy(modified);
-                self.table.set_stored(
-                    name,
-                    Some(Stored {
-                        modified,
-                        racy,
-                        ..stored
-                    }),
-                );
+                self.table.rewritten_unchanged(name, stored, &stamp);
             }
             Ok(hash) => self.upload(name, path, stamp, Some(hash), now),
             Err(e) => self.read_failed(name, e, now),
@@ -161,16 +152,7 @@ impl Watcher {
             let hash = Hash::of(&data);
             if let Some(stored) = self.table.stored(name) {
                 if stored.size == stamp.size && stored.blake3 == hash {
-                    let modified = stamp.modified;
-                    let racy = crate::state::is_racy(modified);
-                    self.table.set_stored(
-                        name,
-                        Some(Stored {
-                            modified,
-                            racy,
-                            ..stored
-                        }),
-                    );
+                    self.table.rewritten_unchanged(name, stored, &stamp);
                     return;
                 }
             }

@@ -162,6 +162,17 @@ impl Table {
         self.names.entry(name.to_string()).or_default()
     }
 
+    /// `name` was rewritten with the content the store holds: remember its new mtime (no new
+    /// version is sent), and whether that mtime is still racy.
+    pub fn rewritten_unchanged(&mut self, name: &str, stored: Stored, now: &Stamp) {
+        let stored = Stored {
+            modified: now.modified,
+            racy: is_racy(now.modified),
+            ..stored
+        };
+        self.set_stored(name, Some(stored));
+    }
+
     /// Drops the state of `name` if nothing is left to remember.
     fn tidy(&mut self, name: &str) {
         if self.names.get(name).is_some_and(NameState::is_empty) {
