@@ -65,20 +65,6 @@ pub fn commit(
     class_dir: &Path,
     dest: &Path,
 ) -> Result<(), StoreError> {
-    commit_unsynced(temp, meta, class_dir, dest)?;
-    // fsync the folder: the rename is a change of the folder, and only this makes the new name
-    // durable before the node answers `done`.
-    fsync_parent(dest)
-}
-
-/// [`commit`] but for the last step: the folder holding `dest` still needs an fsync before the
-/// upload may be acknowledged. Lets one folder fsync cover many files renamed into it.
-pub fn commit_unsynced(
-    temp: TempFile,
-    meta: &StoredMeta,
-    class_dir: &Path,
-    dest: &Path,
-) -> Result<(), StoreError> {
     let tpath = temp.path.clone();
     // The metadata travels with the file: the attribute and the modification time (like
     // `rsync -a`) are set before the fsync so that they are durable together with the content.
@@ -106,7 +92,9 @@ pub fn commit_unsynced(
     }
     let mut temp = temp;
     temp.armed = false;
-    Ok(())
+    // fsync the folder: the rename is a change of the folder, and only this makes the new name
+    // durable before the node answers `done`.
+    fsync_parent(dest)
 }
 
 /// fsyncs the folder `dir` (persists the entries created, renamed or removed in it).
