@@ -41,14 +41,19 @@ def make_datasets(root, scale, sets):
         log(f"making dataset {name}: {count} x {size} bytes")
         for i in range(count):
             fn = "big.bin" if name == "big" else f"f{i:06d}{exts[i % 4]}"
-            with open(os.path.join(d, fn), "wb") as f:
-                left = size
-                while left > 0:
-                    n = min(left, 1 << 24)
-                    f.write(os.urandom(n))
-                    left -= n
+            write_random(os.path.join(d, fn), size)
         open(marker, "w").close()
     return specs
+
+
+def write_random(path, size):
+    """A file of `size` random bytes (incompressible), written 16 MiB at a time."""
+    with open(path, "wb") as f:
+        left = size
+        while left > 0:
+            n = min(left, 1 << 24)
+            f.write(os.urandom(n))
+            left -= n
 
 
 class Daemon:
@@ -233,12 +238,7 @@ def make_set(root, count, size):
         log(f"making dataset {name}")
         exts = [".mp3", ".txt", ".pdf", ".bin"]
         for i in range(count):
-            with open(os.path.join(d, f"f{i:06d}{exts[i % 4]}"), "wb") as f:
-                left = size
-                while left > 0:
-                    n = min(left, 1 << 24)
-                    f.write(os.urandom(n))
-                    left -= n
+            write_random(os.path.join(d, f"f{i:06d}{exts[i % 4]}"), size)
         open(marker, "w").close()
     return name
 

@@ -131,6 +131,24 @@ impl Drop for Proc {
     }
 }
 
+/// The arguments of `dfs up` on free ports (0) writing its ports to `ready`.
+pub fn up_args(ready: &Path) -> Vec<String> {
+    [
+        "up",
+        "--base-port",
+        "0",
+        "--ingest-port",
+        "0",
+        "--fetch-port",
+        "0",
+        "--ready-file",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([ready.display().to_string()])
+    .collect()
+}
+
 /// Peak resident memory (VmHWM) of process `pid` in KiB, while it runs.
 pub fn vm_hwm_kib(pid: u32) -> Option<u64> {
     fs::read_to_string(format!("/proc/{pid}/status"))

@@ -108,20 +108,7 @@ fn sigint_stops_each_daemon_mid_transfer_and_the_transfer_resumes() {
 fn dfs_up_stops_cleanly_mid_transfer_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let ready = dir.path().join("up.ready");
-    let args: Vec<String> = [
-        "up",
-        "--base-port",
-        "0",
-        "--ingest-port",
-        "0",
-        "--fetch-port",
-        "0",
-        "--ready-file",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([ready.display().to_string()])
-    .collect();
+    let args = up_args(&ready);
     let source = dir.path().join("source_folder");
     let tmp = dir.path().join("node/.dfs/tmp");
     let tmp_bytes = || -> u64 {

@@ -8,20 +8,7 @@ use std::time::Duration;
 fn up_syncs_a_file_and_stops_cleanly_on_ctrl_c() {
     let dir = tempfile::tempdir().unwrap();
     let ready = dir.path().join("up.ready");
-    let args: Vec<String> = [
-        "up",
-        "--base-port",
-        "0",
-        "--ingest-port",
-        "0",
-        "--fetch-port",
-        "0",
-        "--ready-file",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([ready.display().to_string()])
-    .collect();
+    let args = up_args(&ready);
     let mut p = Proc::spawn("up", dir.path(), dir.path(), &args);
     let v = p.wait_ready(&ready);
     let fetch_port = v["fetch_port"].as_u64().unwrap();
