@@ -170,17 +170,7 @@ fn floods_of_frames_and_messages_leave_every_process_serving_in_bounded_memory()
         }
     }
     still_serving(&mut c, "after-flood.txt");
-    let mut peaks = Vec::new();
-    for p in [&c.watch, &c.broker, &c.storage].into_iter().flatten() {
-        peaks.push((p.name.clone(), p.peak_rss_kib()));
-    }
-    eprintln!("peak RSS (KiB): {peaks:?}");
-    for (name, kib) in peaks {
-        assert!(
-            kib < LIMIT_KIB,
-            "{name} peaked at {kib} KiB (limit {LIMIT_KIB} KiB)"
-        );
-    }
+    c.assert_peaks_below(LIMIT_KIB, Vec::new());
 }
 
 /// Every port a cluster binds: ingest, fetch, the node's four class ports and its serve port.

@@ -10,22 +10,9 @@ use std::time::{Duration, Instant};
 
 const SYNC: Duration = Duration::from_secs(300);
 
-/// A small seeded xorshift generator (the seed is printed, so a failing run can be replayed).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn pick<'a>(&mut self, set: &'a BTreeSet<String>) -> Option<&'a String> {
-        (!set.is_empty()).then(|| set.iter().nth(self.below(set.len())).unwrap())
-    }
+/// A random member of `set`, if it has any.
+fn pick<'a>(rng: &mut Rng, set: &'a BTreeSet<String>) -> Option<&'a String> {
+    (!set.is_empty()).then(|| set.iter().nth(rng.below(set.len())).unwrap())
 }
 
 /// The source folder as the test thinks it is: files (relative names) only; folders are the
@@ -104,7 +91,7 @@ impl Churn {
     }
 
     fn overwrite(&mut self) {
-        let Some(name) = self.rng.pick(&self.files).cloned() else {
+        let Some(name) = pick(&mut self.rng, &self.files).cloned() else {
             return;
         };
         let bytes = self.content();
@@ -112,7 +99,7 @@ impl Churn {
     }
 
     fn append(&mut self) {
-        let Some(name) = self.rng.pick(&self.files).cloned() else {
+        let Some(name) = pick(&mut self.rng, &self.files).cloned() else {
             return;
         };
         let bytes = random_bytes(self.rng.next(), 1 + self.rng.below(5000));
@@ -124,7 +111,7 @@ impl Churn {
     }
 
     fn rename_file(&mut self) {
-        let Some(from) = self.rng.pick(&self.files).cloned() else {
+        let Some(from) = pick(&mut self.rng, &self.files).cloned() else {
             return;
         };
         self.rename_file_from(from);
@@ -177,7 +164,7 @@ impl Churn {
     }
 
     fn delete_file(&mut self) {
-        let Some(name) = self.rng.pick(&self.files).cloned() else {
+        let Some(name) = pick(&mut self.rng, &self.files).cloned() else {
             return;
         };
         fs::remove_file(self.path(&name)).unwrap();
@@ -194,22 +181,13 @@ fn ops() -> usize {
 
 #[test]
 fn churn_ends_with_everything_in_agreement_and_renames_send_no_bytes() {
-    let seed = std::env::var("DFS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        })
-        .max(1);
+    let seed = seed();
     println!("churn seed {seed} (DFS_SEED={seed} replays it)");
     let c = Cluster::start();
     let mut ch = Churn {
         root: c.source.clone(),
         files: BTreeSet::new(),
-        rng: Rng(seed),
+        rng: Rng::new(seed),
         fresh: 0,
     };
     let n = ops();

@@ -13,27 +13,7 @@ const SYNC: Duration = Duration::from_secs(120);
 
 /// Starts the watcher like the harness does, with a periodic rescan every `secs` seconds.
 fn start_watcher_rescanning(c: &mut Cluster, secs: u32) {
-    let ready = c.dir.path().join("watch.ready");
-    let _ = fs::remove_file(&ready);
-    let args: Vec<String> = [
-        "watch",
-        "--source",
-        &c.source.display().to_string(),
-        "--broker",
-        &format!("127.0.0.1:{}", c.ingest_port),
-        "--debounce-ms",
-        "100",
-        "--rescan-secs",
-        &secs.to_string(),
-        "--ready-file",
-        &ready.display().to_string(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let mut p = Proc::spawn("watch", c.dir.path(), c.dir.path(), &args);
-    p.wait_ready(&ready);
-    c.watch = Some(p);
+    c.start_watcher_with(&["--rescan-secs", &secs.to_string()]);
 }
 
 fn fsck(c: &Cluster, args: &[&str]) -> Output {

@@ -225,32 +225,36 @@ impl Cluster {
         self.dir.path().join(name).display().to_string()
     }
 
+    /// Starts `dfs ROLE ARGS... --ready-file DIR/ROLE.ready` and waits for its ready file.
+    fn spawn_ready(&self, role: &str, args: Vec<String>) -> (Proc, serde_json::Value) {
+        let ready = self.dir.path().join(format!("{role}.ready"));
+        let _ = fs::remove_file(&ready);
+        let mut all = vec![role.to_string()];
+        all.extend(args);
+        all.extend(["--ready-file".to_string(), ready.display().to_string()]);
+        let mut p = Proc::spawn(role, self.dir.path(), self.dir.path(), &all);
+        let v = p.wait_ready(&ready);
+        (p, v)
+    }
+
     /// Starts the storage node (base port 0 picks a free run).
     pub fn start_storage(&mut self, base: u16) {
-        let ready = self.dir.path().join("storage.ready");
-        let _ = fs::remove_file(&ready);
         let args = vec![
-            "storage".into(),
             "--root".into(),
             self.root.display().to_string(),
             "--bind".into(),
             "127.0.0.1".into(),
             "--base-port".into(),
             base.to_string(),
-            "--ready-file".into(),
-            ready.display().to_string(),
         ];
-        let mut p = Proc::spawn("storage", self.dir.path(), self.dir.path(), &args);
-        self.base_port = port(&p.wait_ready(&ready), "base_port");
+        let (p, v) = self.spawn_ready("storage", args);
+        self.base_port = port(&v, "base_port");
         self.storage = Some(p);
     }
 
     /// Starts the broker against the running node (ports 0 the first time, then the same ones).
     pub fn start_broker(&mut self) {
-        let ready = self.dir.path().join("broker.ready");
-        let _ = fs::remove_file(&ready);
         let args = vec![
-            "broker".into(),
             "--data".into(),
             self.data.display().to_string(),
             "--bind".into(),
@@ -261,11 +265,8 @@ impl Cluster {
             self.fetch_port.to_string(),
             "--storage".into(),
             format!("127.0.0.1:{}", self.base_port),
-            "--ready-file".into(),
-            ready.display().to_string(),
         ];
-        let mut p = Proc::spawn("broker", self.dir.path(), self.dir.path(), &args);
-        let v = p.wait_ready(&ready);
+        let (p, v) = self.spawn_ready("broker", args);
         self.ingest_port = port(&v, "ingest_port");
         self.fetch_port = port(&v, "fetch_port");
         self.broker = Some(p);
@@ -273,22 +274,7 @@ impl Cluster {
 
     /// Starts the watcher on the source folder and waits until its watch is in place.
     pub fn start_watcher(&mut self) {
-        let ready = self.dir.path().join("watch.ready");
-        let _ = fs::remove_file(&ready);
-        let args = vec![
-            "watch".into(),
-            "--source".into(),
-            self.source.display().to_string(),
-            "--broker".into(),
-            format!("127.0.0.1:{}", self.ingest_port),
-            "--debounce-ms".into(),
-            "100".into(),
-            "--ready-file".into(),
-            ready.display().to_string(),
-        ];
-        let mut p = Proc::spawn("watch", self.dir.path(), self.dir.path(), &args);
-        p.wait_ready(&ready);
-        self.watch = Some(p);
+        self.start_watcher_with(&[]);
     }
 
     pub fn broker_addr(&self) -> String {
@@ -665,22 +651,16 @@ impl Proc {
 impl Cluster {
     /// Starts the watcher like [`Cluster::start_watcher`], with `extra` options appended.
     pub fn start_watcher_with(&mut self, extra: &[&str]) {
-        let ready = self.dir.path().join("watch.ready");
-        let _ = fs::remove_file(&ready);
         let mut args: Vec<String> = vec![
-            "watch".into(),
             "--source".into(),
             self.source.display().to_string(),
             "--broker".into(),
             format!("127.0.0.1:{}", self.ingest_port),
             "--debounce-ms".into(),
             "100".into(),
-            "--ready-file".into(),
-            ready.display().to_string(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let mut p = Proc::spawn("watch", self.dir.path(), self.dir.path(), &args);
-        p.wait_ready(&ready);
+        let (p, _) = self.spawn_ready("watch", args);
         self.watch = Some(p);
     }
 
@@ -886,4 +866,65 @@ pub fn synced_bytes(log: &str) -> u64 {
         .filter_map(|r| r.split_once(" bytes").map(|(n, _)| n))
         .filter_map(|n| n.parse::<u64>().ok())
         .sum()
+}
+
+/// A small seeded xorshift generator for randomized tests (print the seed so a failing run can
+/// be replayed with `DFS_SEED`).
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// Uniform in `0..n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    /// Uniform in `lo..hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo)
+    }
+}
+
+/// The seed of a randomized test: `DFS_SEED` when set (to replay a run), else the clock.
+pub fn seed() -> u64 {
+    std::env::var("DFS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        })
+}
+
+impl Cluster {
+    /// Asserts that every running daemon (and each of `others`, name and KiB) peaked below
+    /// `limit_kib` of resident memory; prints the peaks.
+    pub fn assert_peaks_below(&self, limit_kib: u64, others: Vec<(String, u64)>) {
+        let mut peaks = others;
+        for p in [&self.watch, &self.broker, &self.storage]
+            .into_iter()
+            .flatten()
+        {
+            peaks.push((p.name.clone(), p.peak_rss_kib()));
+        }
+        eprintln!("peak RSS (KiB): {peaks:?}");
+        for (name, kib) in peaks {
+            assert!(
+                kib < limit_kib,
+                "{name} peaked at {kib} KiB (limit {limit_kib} KiB)"
+            );
+        }
+    }
 }

@@ -12,38 +12,6 @@ use std::time::{Duration, Instant};
 
 const SYNC: Duration = Duration::from_secs(300);
 
-/// A small seeded xorshift generator (the seed is printed, so a failing run can be replayed).
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.max(1))
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    /// Uniform in `lo..hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo)
-    }
-}
-
-/// The seed: `DFS_SEED` when set (to replay a run), else the clock.
-fn seed() -> u64 {
-    std::env::var("DFS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        })
-}
-
 fn env_secs(var: &str, default: u64) -> Duration {
     Duration::from_secs(
         std::env::var(var)

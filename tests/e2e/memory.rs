@@ -47,15 +47,5 @@ fn a_300_mib_file_moves_in_bounded_memory() {
     assert!(fetch_peak > 0, "the fetcher's memory was sampled");
     assert_eq!(file_hash(&c.target.join("huge.bin")), hash);
 
-    let mut peaks = vec![("fetch".to_string(), fetch_peak)];
-    for p in [&c.watch, &c.broker, &c.storage].into_iter().flatten() {
-        peaks.push((p.name.clone(), p.peak_rss_kib()));
-    }
-    eprintln!("peak RSS (KiB): {peaks:?}");
-    for (name, kib) in peaks {
-        assert!(
-            kib < LIMIT_KIB,
-            "{name} peaked at {kib} KiB (limit {LIMIT_KIB} KiB)"
-        );
-    }
+    c.assert_peaks_below(LIMIT_KIB, vec![("fetch".to_string(), fetch_peak)]);
 }

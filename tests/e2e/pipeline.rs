@@ -231,26 +231,7 @@ fn changes_made_while_the_watcher_was_down_sync_at_start() {
 #[test]
 fn ignored_names_are_not_stored() {
     let mut c = Cluster::start_without_watcher();
-    let ready = c.dir.path().join("watch.ready");
-    let args: Vec<String> = [
-        "watch",
-        "--source",
-        c.source.to_str().unwrap(),
-        "--broker",
-        &format!("127.0.0.1:{}", c.ingest_port),
-        "--ignore",
-        "*.log",
-        "--ignore",
-        "build",
-        "--ready-file",
-        ready.to_str().unwrap(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let mut w = Proc::spawn("watch", c.dir.path(), c.dir.path(), &args);
-    w.wait_ready(&ready);
-    c.watch = Some(w);
+    c.start_watcher_with(&["--ignore", "*.log", "--ignore", "build"]);
     let s = &c.source;
     fs::create_dir_all(s.join("build/deep")).unwrap();
     for name in [
