@@ -33,7 +33,7 @@ pub use error::IndexError;
 pub use export::{export, HEADER};
 pub use fsck_cli::{fsck as run_fsck, FsckArgs};
 pub use index::{Index, Opened};
-pub use record::{Record, State};
+pub use record::Record;
 
 use anyhow::Context as _;
 use export::Exporter;

@@ -176,27 +176,10 @@ fn json_line(e: &Entry, out: &mut dyn Write) -> std::io::Result<()> {
         e.size,
         e.class.as_str()
     )?;
-    out.write_all(&hex(&e.blake3.0))?;
+    out.write_all(&e.blake3.hex_digits())?;
     out.write_all(b"\",\"modified\":\"")?;
-    if e.modified < 0 {
-        // humantime formats only times after the epoch.
-        out.write_all(b"1970-01-01T00:00:00Z")?;
-    } else {
-        let t = schema::time::from_ns(e.modified);
-        write!(out, "{}", humantime::format_rfc3339_nanos(t))?;
-    }
+    write!(out, "{}", schema::time::Rfc3339(e.modified))?;
     writeln!(out, "\",\"version\":{}}}", e.version)
-}
-
-/// Lower-case hex of a 32-byte hash.
-fn hex(bytes: &[u8; 32]) -> [u8; 64] {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = [0u8; 64];
-    for (i, b) in bytes.iter().enumerate() {
-        out[2 * i] = DIGITS[usize::from(b >> 4)];
-        out[2 * i + 1] = DIGITS[usize::from(b & 15)];
-    }
-    out
 }
 
 #[cfg(test)]

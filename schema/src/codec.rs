@@ -290,14 +290,14 @@ mod tests {
     fn refuses_other_versions_with_the_id() {
         let mut bytes = Vec::new();
         let v = Value::Map(vec![
-            (Value::Text("v".into()), Value::Integer(2.into())),
+            (Value::Text("v".into()), Value::Integer(99.into())),
             (Value::Text("t".into()), Value::Text("ping".into())),
             (Value::Text("id".into()), Value::Integer(42.into())),
         ]);
         ciborium::into_writer(&v, &mut bytes).unwrap();
         let r = decode(&bytes).unwrap_err();
         assert_eq!(r.id, 42);
-        assert_eq!(r.error, DecodeError::Version(2));
+        assert_eq!(r.error, DecodeError::Version(99));
         assert_eq!(r.error.code(), ErrorCode::UnsupportedVersion);
     }
 
@@ -305,7 +305,10 @@ mod tests {
     fn refuses_unknown_types_and_garbage() {
         let mut bytes = Vec::new();
         let v = Value::Map(vec![
-            (Value::Text("v".into()), Value::Integer(1.into())),
+            (
+                Value::Text("v".into()),
+                Value::Integer(crate::PROTOCOL_VERSION.into()),
+            ),
             (Value::Text("t".into()), Value::Text("launch".into())),
             (Value::Text("id".into()), Value::Integer(9.into())),
         ]);
@@ -318,7 +321,10 @@ mod tests {
         // a map missing a required field
         let mut bytes = Vec::new();
         let v = Value::Map(vec![
-            (Value::Text("v".into()), Value::Integer(1.into())),
+            (
+                Value::Text("v".into()),
+                Value::Integer(crate::PROTOCOL_VERSION.into()),
+            ),
             (Value::Text("t".into()), Value::Text("put".into())),
         ]);
         ciborium::into_writer(&v, &mut bytes).unwrap();

@@ -16,11 +16,20 @@ impl Hash {
 
     /// Lower-case hex, 64 digits.
     pub fn to_hex(&self) -> String {
-        let mut s = String::with_capacity(64);
-        for b in self.0 {
-            s.push_str(&format!("{b:02x}"));
+        // The digits are ASCII.
+        String::from_utf8_lossy(&self.hex_digits()).into_owned()
+    }
+
+    /// Lower-case hex, 64 ASCII digits, without allocating (listings and exports write a
+    /// million of them).
+    pub fn hex_digits(&self) -> [u8; 64] {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 64];
+        for (i, b) in self.0.iter().enumerate() {
+            out[2 * i] = DIGITS[usize::from(b >> 4)];
+            out[2 * i + 1] = DIGITS[usize::from(b & 15)];
         }
-        s
+        out
     }
 }
 

@@ -27,4 +27,4 @@ pub use route::{Class, Routes};
 
 /// The protocol version carried in every message header (`v`). A peer speaking another version
 /// gets an `unsupported_version` error reply.
-pub const PROTOCOL_VERSION: u64 = 1;
+pub const PROTOCOL_VERSION: u64 = 2;

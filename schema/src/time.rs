@@ -21,12 +21,21 @@ pub fn from_ns(ns: i64) -> SystemTime {
 
 /// RFC 3339 in UTC with nanoseconds, e.g. `2026-11-27T22:12:18.123456789Z`.
 pub fn rfc3339(ns: i64) -> String {
-    let t = from_ns(ns);
-    if ns < 0 {
-        // humantime only formats times after the epoch.
-        return "1970-01-01T00:00:00Z".to_string();
+    Rfc3339(ns).to_string()
+}
+
+/// A time in ns since the epoch, displayed as RFC 3339 UTC with nanoseconds (times before the
+/// epoch show as the epoch); writes without allocating.
+pub struct Rfc3339(pub i64);
+
+impl std::fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0 < 0 {
+            // humantime only formats times after the epoch.
+            return f.write_str("1970-01-01T00:00:00Z");
+        }
+        write!(f, "{}", humantime::format_rfc3339_nanos(from_ns(self.0)))
     }
-    humantime::format_rfc3339_nanos(t).to_string()
 }
 
 #[cfg(test)]

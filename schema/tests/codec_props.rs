@@ -141,7 +141,7 @@ fn cbor() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
         any::<u64>().prop_map(|n| Value::Integer(n.into())),
         any::<i64>().prop_map(|n| Value::Integer(n.into())),
-        Just(Value::Integer(1.into())),
+        Just(Value::Integer(schema::PROTOCOL_VERSION.into())),
         prop::sample::select(vec![
             "ping",
             "pong",
@@ -184,10 +184,13 @@ fn to_bytes(v: &Value) -> Vec<u8> {
     out
 }
 
-/// A header map with `v: 1` and `t` beside the given fields.
+/// A header map with this protocol version in `v` and `t` beside the given fields.
 fn header(t: &str, fields: Vec<(&str, Value)>) -> Vec<u8> {
     let mut map = vec![
-        (Value::Text("v".into()), Value::Integer(1.into())),
+        (
+            Value::Text("v".into()),
+            Value::Integer(schema::PROTOCOL_VERSION.into()),
+        ),
         (Value::Text("t".into()), Value::Text(t.into())),
     ];
     map.extend(fields.into_iter().map(|(k, v)| (Value::Text(k.into()), v)));
