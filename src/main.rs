@@ -61,6 +61,7 @@ fn main() -> ExitCode {
             });
         }
     };
+    keep_transfer_buffers();
     init_logging(&cli.log_level);
     let code = match cli.command {
         Command::Fetch(args) => fetcher::run(args),
@@ -74,6 +75,21 @@ fn main() -> ExitCode {
         } => report(broker::export_index(&args)),
     };
     ExitCode::from(code)
+}
+
+/// Stops glibc's malloc from handing every freed chunk buffer back to the kernel. Each 256 KiB
+/// chunk is a fresh allocation in ZeroMQ's I/O threads; with the default (dynamic) thresholds a
+/// thread arena trims itself with `madvise` after nearly every free and the next chunk
+/// page-faults its memory back in, zeroed: 14 % of the broker's CPU while relaying a 1 GiB
+/// file went there. Freed chunks are now kept for reuse (peak memory is bounded by the credit
+/// windows, so this does not raise it).
+fn keep_transfer_buffers() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+    }
 }
 
 /// Runs a daemon until SIGINT or SIGTERM; exit 0 after a clean stop, 1 on a fatal error.

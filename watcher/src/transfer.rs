@@ -1,7 +1,7 @@
 //! Changes in flight: uploads (inline, or chunked under the broker's credit), deletes and
 //! renames, each named by the request id it was sent with.
 
-use crate::local::{read_full, Stamp};
+use crate::local::{read_up_to, Stamp};
 use crate::state::Stored;
 use schema::limits::CHUNK_SIZE;
 use schema::{Hash, Message};
@@ -134,17 +134,17 @@ impl Upload {
             return Next::Wait;
         }
         let len = usize::try_from((size - self.offset).min(CHUNK_SIZE as u64)).unwrap_or(0);
-        let mut data = vec![0u8; len];
-        match read_full(file, &mut data) {
-            Ok(n) if n == len => {}
-            Ok(n) => {
+        let data = match read_up_to(file, len) {
+            Ok(data) if data.len() == len => data,
+            Ok(data) => {
+                let n = data.len();
                 return Next::Torn(format!(
                     "read {n} of {len} bytes at offset {} (the file shrank)",
                     self.offset
-                ))
+                ));
             }
             Err(e) => return Next::Torn(format!("read failed at offset {}: {e}", self.offset)),
-        }
+        };
         self.hasher.update(&data);
         let offset = self.offset;
         self.offset += len as u64;
