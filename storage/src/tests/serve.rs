@@ -189,7 +189,7 @@ fn malformed_input_gets_an_error_and_the_node_keeps_serving() {
         ErrorCode::BadMessage
     );
     let mut header = codec::encode(&Message::Ping { id: 5 });
-    header[3] = 2; // the map, the key "v" (2 bytes), then its value: 2
+    header[3] = 9; // the map, the key "v" (2 bytes), then its value: 9, a future version
     assert_eq!(raw(&mp3, vec![header]), ErrorCode::UnsupportedVersion);
     let ping = codec::encode(&Message::Ping { id: 6 });
     assert_eq!(
