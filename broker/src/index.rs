@@ -7,6 +7,8 @@ use schema::limits::{MAX_FRAME, MAX_LIST_PAGE};
 use schema::Entry;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// sled's page cache. It fills only as far as the index is read: a few MiB for a small store.
@@ -26,6 +28,11 @@ const META_TREE: &str = "dfs-meta";
 
 /// Key of the completion mark in [`META_TREE`].
 const COMPLETE_KEY: &str = "complete";
+
+/// Key of the export mark in [`META_TREE`]: present only while the text export (whose length
+/// it holds) lists exactly the index. Set after the export written at a clean stop; the first
+/// change after that removes it.
+const EXPORTED_KEY: &str = "exported";
 
 /// How the database was found when the broker opened it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,9 +57,12 @@ impl Opened {
 #[derive(Clone)]
 pub struct Index {
     db: sled::Db,
-    /// Bookkeeping beside the index tree (the completion mark).
+    /// Bookkeeping beside the index tree (the completion and export marks).
     meta: sled::Tree,
     path: PathBuf,
+    /// Whether the export mark may be present, so that the first change removes it (one
+    /// atomic load per change after that).
+    export_marked: Arc<AtomicBool>,
 }
 
 /// Flushes an [`Index`] from another thread (the database handle is shared).
@@ -132,11 +142,55 @@ impl Index {
             path: path.to_path_buf(),
             source,
         })?;
+        let export_marked = meta
+            .contains_key(EXPORTED_KEY)
+            .map_err(|source| IndexError::Db {
+                path: path.to_path_buf(),
+                source,
+            })?;
         Ok(Index {
             db,
             meta,
             path: path.to_path_buf(),
+            export_marked: Arc::new(AtomicBool::new(export_marked)),
         })
+    }
+
+    /// Whether the text export at `export` lists exactly this index: it was written at the last
+    /// clean stop, nothing changed since, and the file is still there with the length it had.
+    pub fn export_is_current(&self, export: &Path) -> bool {
+        let Ok(Some(mark)) = self.meta.get(EXPORTED_KEY) else {
+            return false;
+        };
+        let Ok(len) = <[u8; 8]>::try_from(&mark[..]).map(u64::from_be_bytes) else {
+            return false;
+        };
+        std::fs::metadata(export).is_ok_and(|m| m.is_file() && m.len() == len)
+    }
+
+    /// Records (durably) that the export at `export` lists exactly the index. Only for a
+    /// caller that makes no change between writing the export and this call.
+    pub fn mark_exported(&self, export: &Path) -> Result<(), IndexError> {
+        let len = std::fs::metadata(export)
+            .map_err(|source| IndexError::Export {
+                path: export.to_path_buf(),
+                source,
+            })?
+            .len();
+        self.meta
+            .insert(EXPORTED_KEY, &len.to_be_bytes()[..])
+            .map_err(self.db_err())?;
+        self.export_marked.store(true, Ordering::SeqCst);
+        self.flush()
+    }
+
+    /// Removes the export mark before the first change after it was set. It reaches the disk
+    /// no later than the change: sled keeps one log, in order, for every tree.
+    fn changing(&self) -> Result<(), IndexError> {
+        if self.export_marked.swap(false, Ordering::SeqCst) {
+            self.meta.remove(EXPORTED_KEY).map_err(self.db_err())?;
+        }
+        Ok(())
     }
 
     /// Whether the index is known complete: it was built by uploads from the start, or a
@@ -175,6 +229,7 @@ impl Index {
 
     /// Sets the record of `name`.
     pub fn put(&self, name: &str, rec: &Record) -> Result<(), IndexError> {
+        self.changing()?;
         self.db
             .insert(name.as_bytes(), rec.encode())
             .map_err(self.db_err())?;
@@ -183,6 +238,7 @@ impl Index {
 
     /// Sets the record of `name` unless it has one; says whether it was inserted.
     pub fn put_if_absent(&self, name: &str, rec: &Record) -> Result<bool, IndexError> {
+        self.changing()?;
         let swapped = self
             .db
             .compare_and_swap(name.as_bytes(), None as Option<&[u8]>, Some(rec.encode()))
@@ -192,12 +248,14 @@ impl Index {
 
     /// Removes `name`.
     pub fn remove(&self, name: &str) -> Result<(), IndexError> {
+        self.changing()?;
         self.db.remove(name.as_bytes()).map_err(self.db_err())?;
         Ok(())
     }
 
     /// Removes `from` and sets `to` in one atomic batch.
     pub fn rename(&self, from: &str, to: &str, rec: &Record) -> Result<(), IndexError> {
+        self.changing()?;
         let mut batch = sled::Batch::default();
         batch.remove(from.as_bytes());
         batch.insert(to.as_bytes(), rec.encode());
@@ -457,6 +515,48 @@ mod tests {
         assert_eq!(last.len(), 5);
         assert!(!more);
         assert_eq!(last[0].version, 21);
+    }
+
+    #[test]
+    fn the_export_mark_lasts_until_the_first_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db");
+        let export = dir.path().join("index.txt");
+        {
+            let (idx, _) = Index::open(&db).unwrap();
+            idx.mark_complete().unwrap();
+            idx.put("a", &rec(1)).unwrap();
+            assert!(!idx.export_is_current(&export), "no export yet");
+            std::fs::write(&export, "a\n").unwrap();
+            idx.mark_exported(&export).unwrap();
+            assert!(idx.export_is_current(&export));
+        }
+        // Survives a reopen; a file of another length is not the export that was marked.
+        let (idx, _) = Index::open(&db).unwrap();
+        assert!(idx.export_is_current(&export));
+        std::fs::write(&export, "a\nb\n").unwrap();
+        assert!(!idx.export_is_current(&export));
+        std::fs::write(&export, "a\n").unwrap();
+        assert!(idx.export_is_current(&export));
+        // Any change removes the mark, durably.
+        idx.remove("zz").unwrap();
+        assert!(!idx.export_is_current(&export));
+        idx.flush().unwrap();
+        drop(idx);
+        let (idx, _) = Index::open(&db).unwrap();
+        assert!(!idx.export_is_current(&export));
+        for change in [
+            &(|i: &Index| i.put("b", &rec(2)).unwrap()) as &dyn Fn(&Index),
+            &|i: &Index| {
+                i.put_if_absent("c", &rec(3)).unwrap();
+            },
+            &|i: &Index| i.rename("b", "d", &rec(2)).unwrap(),
+        ] {
+            idx.mark_exported(&export).unwrap();
+            assert!(idx.export_is_current(&export));
+            change(&idx);
+            assert!(!idx.export_is_current(&export));
+        }
     }
 
     #[test]

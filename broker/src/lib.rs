@@ -166,13 +166,24 @@ impl Broker {
     pub fn serve(mut self, stop: Shutdown) -> anyhow::Result<()> {
         let exporter = Exporter::start(self.relay.index.clone(), self.export_path.clone())
             .context("cannot start the index export thread")?;
-        if !self.relay.rebuild.is_active() {
+        if self.relay.rebuild.is_active() {
+            // The export follows once the rebuild is done.
+        } else if self.relay.index.export_is_current(&self.export_path) {
+            tracing::info!(
+                "{} is current (written at the last clean stop)",
+                self.export_path.display()
+            );
+        } else {
             exporter.request();
         }
         self.relay.run(&stop, &exporter);
         let files = exporter
             .finish()
             .context("cannot write the index export at stop")?;
+        // Nothing changes the index any more: the next start can trust this export.
+        if let Err(e) = self.relay.index.mark_exported(&self.export_path) {
+            tracing::warn!("{e}");
+        }
         tracing::info!(
             "broker stopped; index flushed, {} lists {files} files",
             self.export_path.display()
@@ -213,6 +224,9 @@ pub fn export_index(args: &ExportArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| default_export_path(&args.data));
     let files = export(&index, &out)?;
+    if out == default_export_path(&args.data) {
+        index.mark_exported(&out)?;
+    }
     tracing::info!("wrote {} ({files} files)", out.display());
     Ok(())
 }

@@ -304,4 +304,17 @@ fn index_export_writes_the_text_index() {
         c.index_txt(),
         "the same text as the broker's own export at shutdown"
     );
+
+    // The export written at a clean stop is still current at the next start: kept, not
+    // rewritten; the first change after that rewrites it.
+    let export = c.data.join("myIndex/index.txt");
+    let written = fs::metadata(&export).unwrap().modified().unwrap();
+    c.start_broker();
+    fs::write(c.source.join("c.pdf"), "c").unwrap();
+    wait_until("c.pdf in index.txt", SYNC, || {
+        c.index_txt().contains("c.pdf\t")
+    });
+    let log = c.broker.as_ref().unwrap().log_text();
+    assert!(log.contains("is current"), "{log}");
+    assert_ne!(fs::metadata(&export).unwrap().modified().unwrap(), written);
 }

@@ -36,6 +36,12 @@ fn index_scale() {
         index.mark_complete().unwrap();
         index.flush().unwrap();
     }
+    // As a broker stopped cleanly after that life would have: the export written and current.
+    broker::export_index(&broker::ExportArgs {
+        data: c.data.clone(),
+        out: None,
+    })
+    .unwrap();
     eprintln!("filled {n} entries in {:?}", t.elapsed());
 
     let t = Instant::now();
