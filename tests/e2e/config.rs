@@ -107,6 +107,18 @@ fn three_daemons_run_from_their_config_files() {
         ["kept.txt"],
         "the ignore list of watch.toml applies"
     );
+    // The journal gets one info line per file synced.
+    let synced = |w: &Proc| {
+        w.log_text()
+            .lines()
+            .filter(|l| l.contains("INFO") && l.contains("synced kept.txt ("))
+            .count()
+    };
+    wait_until(
+        "the watcher logs kept.txt as synced",
+        Duration::from_secs(30),
+        || synced(&watch) > 0,
+    );
     for p in [&mut watch, &mut broker, &mut storage] {
         assert_eq!(
             p.stop_with(libc::SIGTERM, Duration::from_secs(20)),
