@@ -225,6 +225,7 @@ fn option_token(arg: &Arg, flag: &str, value: &toml::Value) -> Result<String, St
         Arg::new("value")
             .long("value")
             .action(ArgAction::Set)
+            .value_delimiter(arg.get_value_delimiter())
             .value_parser(arg.get_value_parser().clone()),
     );
     probe
@@ -278,6 +279,8 @@ mod tests {
         threads: u16,
         #[arg(long)]
         ready_file: Option<PathBuf>,
+        #[arg(long, value_delimiter = ',')]
+        ports: Vec<u16>,
     }
 
     /// A config file with `text` in a fresh folder (kept alive by the returned guard).
@@ -338,6 +341,16 @@ mod tests {
         let (_, o) = opts(&["storage", "--config", &path]);
         assert_eq!(o.ignore, ["*.tmp"]);
         assert!(!o.keep_deleted);
+    }
+
+    #[test]
+    fn delimited_values_are_split_as_on_the_command_line() {
+        let (_d, path) = config("ports = [\"1,2\", 3]\n");
+        let (_, o) = opts(&["storage", "--config", &path]);
+        assert_eq!(o.ports, [1, 2, 3]);
+        let (_d, path) = config("ports = \"1,x\"\n");
+        let msg = config_error(&["storage", "--config", &path]);
+        assert!(msg.contains("ports = \"1,x\": invalid digit"), "{msg}");
     }
 
     #[test]
