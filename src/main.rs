@@ -2,6 +2,10 @@
 //! this file only parses the command line, sets up logging and the stop signal, and maps results
 //! to exit codes.
 
+mod completions;
+mod config;
+mod logging;
+mod man;
 mod up;
 
 use anyhow::Context as _;
@@ -16,6 +20,16 @@ struct Cli {
     /// Log level (error, warn, info, debug, trace); RUST_LOG, when set, wins.
     #[arg(long, global = true, env = "DFS_LOG_LEVEL", default_value = "info")]
     log_level: String,
+
+    /// Log format: plain lines, or one JSON object per line.
+    #[arg(
+        long,
+        global = true,
+        env = "DFS_LOG_FORMAT",
+        value_enum,
+        default_value = "plain"
+    )]
+    log_format: logging::LogFormat,
 
     #[command(subcommand)]
     command: Command,
@@ -42,6 +56,11 @@ enum Command {
         #[command(subcommand)]
         command: IndexCommand,
     },
+    /// Prints the shell completion script for SHELL (bash, zsh, fish, elvish, powershell).
+    Completions(completions::Args),
+    /// Writes the man pages (dfs.1, dfs-storage.1...) into a folder.
+    #[command(hide = true)]
+    Man(man::Args),
 }
 
 #[derive(Subcommand, Debug)]
@@ -51,18 +70,22 @@ enum IndexCommand {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match config::parse::<Cli>(std::env::args_os().collect()) {
         Ok(cli) => cli,
-        Err(e) => {
+        Err(config::ParseError::Cli(e)) => {
             let _ = e.print();
             return ExitCode::from(match e.kind() {
                 clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
                 _ => 2,
             });
         }
+        Err(config::ParseError::Config(e)) => {
+            eprintln!("dfs: {e}");
+            return ExitCode::from(2);
+        }
     };
     keep_transfer_buffers();
-    init_logging(&cli.log_level);
+    logging::init(&cli.log_level, cli.log_format);
     let code = match cli.command {
         Command::Fetch(args) => fetcher::run(args),
         Command::Storage(args) => daemon(|stop| storage::run(args, stop)),
@@ -73,6 +96,8 @@ fn main() -> ExitCode {
         Command::Index {
             command: IndexCommand::Export(args),
         } => report(broker::export_index(&args)),
+        Command::Completions(args) => report(completions::run(&args, config::command::<Cli>())),
+        Command::Man(args) => report(man::run(&args, config::command::<Cli>())),
     };
     ExitCode::from(code)
 }
@@ -96,8 +121,12 @@ fn keep_transfer_buffers() {
 fn daemon(body: impl FnOnce(Shutdown) -> anyhow::Result<()>) -> u8 {
     let stop = Shutdown::new();
     let handler = stop.clone();
-    if let Err(e) = ctrlc::set_handler(move || handler.trigger())
-        .context("cannot install the SIGINT/SIGTERM handler")
+    let on_signal = move || {
+        handler.trigger();
+        schema::daemon::notify_stopping();
+    };
+    if let Err(e) =
+        ctrlc::set_handler(on_signal).context("cannot install the SIGINT/SIGTERM handler")
     {
         return report(Err(e));
     }
@@ -113,18 +142,4 @@ fn report(result: anyhow::Result<()>) -> u8 {
             1
         }
     }
-}
-
-fn init_logging(level: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
 }

@@ -3,7 +3,7 @@
 
 use anyhow::Context as _;
 use clap::Parser;
-use schema::daemon::{write_ready_file, Shutdown};
+use schema::daemon::{notify_ready, write_ready_file, Shutdown};
 use std::path::PathBuf;
 use std::thread;
 
@@ -116,13 +116,14 @@ pub fn run(args: Args, stop: Shutdown) -> anyhow::Result<()> {
     );
     println!("  list with  dfs fetch --broker 127.0.0.1:{fetch}");
     println!("Ctrl-C stops everything.");
+    let ready = serde_json::json!({
+        "role": "up", "base_port": base, "ingest_port": ingest, "fetch_port": fetch,
+    });
     if let Some(path) = &args.ready_file {
-        let ready = serde_json::json!({
-            "role": "up", "base_port": base, "ingest_port": ingest, "fetch_port": fetch,
-        });
         write_ready_file(path, &ready)
             .with_context(|| format!("cannot write the ready file {}", path.display()))?;
     }
+    notify_ready(&ready);
 
     // Any role ending (an error, or the stop signal) stops the others. Then join in order: the
     // watcher first (no new uploads), the broker (flushes and exports the index), the node.

@@ -40,7 +40,7 @@ use export::Exporter;
 use links::NodeLinks;
 use rebuild::Rebuild;
 use relay::Relay;
-use schema::daemon::{host_port, write_ready_file, Shutdown};
+use schema::daemon::{host_port, notify_ready, write_ready_file, Shutdown};
 use schema::route::SERVE_OFFSET;
 use schema::socket::router;
 use schema::Routes;
@@ -202,15 +202,16 @@ impl Broker {
 pub fn run(args: Args, stop: Shutdown) -> anyhow::Result<()> {
     let ctx = zmq::Context::new();
     let broker = Broker::bind(&ctx, &args)?;
+    let ready = serde_json::json!({
+        "role": "broker",
+        "ingest_port": broker.ingest_port(),
+        "fetch_port": broker.fetch_port(),
+    });
     if let Some(path) = &args.ready_file {
-        let ready = serde_json::json!({
-            "role": "broker",
-            "ingest_port": broker.ingest_port(),
-            "fetch_port": broker.fetch_port(),
-        });
         write_ready_file(path, &ready)
             .with_context(|| format!("cannot write the ready file {}", path.display()))?;
     }
+    notify_ready(&ready);
     broker.serve(stop)
 }
 

@@ -1,4 +1,5 @@
-//! Runtime pieces every daemon shares: the stop signal, the ready file, `HOST[:PORT]` parsing.
+//! Runtime pieces every daemon shares: the stop signal, the ready file and the service manager's
+//! readiness notifications, `HOST[:PORT]` parsing.
 
 use std::io::Write;
 use std::path::Path;
@@ -38,6 +39,37 @@ pub fn write_ready_file(path: &Path, value: &serde_json::Value) -> std::io::Resu
         f.sync_all()?;
     }
     std::fs::rename(&tmp, path)
+}
+
+/// Tells the service manager (systemd's `Type=notify`, through `NOTIFY_SOCKET`) that every
+/// socket is bound: `READY=1`, with `ready` (the ready file's JSON) as the status line. Call it
+/// right after the ready file is written. Does nothing when `NOTIFY_SOCKET` is unset; a failure
+/// to notify is logged, not fatal.
+pub fn notify_ready(ready: &serde_json::Value) {
+    let status = format!("ready {ready}");
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&status),
+    ]);
+}
+
+/// Tells the service manager that the daemon is stopping (`STOPPING=1`). Does nothing when
+/// `NOTIFY_SOCKET` is unset.
+pub fn notify_stopping() {
+    notify(&[
+        sd_notify::NotifyState::Stopping,
+        sd_notify::NotifyState::Status("stopping"),
+    ]);
+}
+
+fn notify(state: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(state) {
+        let socket = std::env::var_os("NOTIFY_SOCKET").unwrap_or_default();
+        tracing::warn!(
+            "cannot notify the service manager at NOTIFY_SOCKET={}: {e}",
+            socket.to_string_lossy()
+        );
+    }
 }
 
 /// Splits `HOST[:PORT]` (IPv6 as `[::1]:PORT`), using `default_port` when none is given.

@@ -34,7 +34,7 @@ pub use error::StoreError;
 pub use node::Node;
 
 use anyhow::Context as _;
-use schema::daemon::{write_ready_file, Shutdown};
+use schema::daemon::{notify_ready, write_ready_file, Shutdown};
 use std::path::PathBuf;
 
 /// Options of `dfs storage`.
@@ -65,14 +65,15 @@ pub struct Args {
 pub fn run(args: Args, stop: Shutdown) -> anyhow::Result<()> {
     let ctx = zmq::Context::new();
     let node = Node::bind(&ctx, &args)?;
+    let ready = serde_json::json!({
+        "role": "storage",
+        "base_port": node.base_port(),
+        "root": node.root().display().to_string(),
+    });
     if let Some(path) = &args.ready_file {
-        let ready = serde_json::json!({
-            "role": "storage",
-            "base_port": node.base_port(),
-            "root": node.root().display().to_string(),
-        });
         write_ready_file(path, &ready)
             .with_context(|| format!("cannot write the ready file {}", path.display()))?;
     }
+    notify_ready(&ready);
     node.serve(stop)
 }

@@ -3,6 +3,7 @@
 
 mod bad_peers;
 mod churn;
+mod config;
 mod disk;
 mod events;
 mod fetch;
@@ -16,4 +17,5 @@ mod pipeline;
 mod recovery;
 mod scale;
 mod shutdown;
+mod systemd;
 mod up;

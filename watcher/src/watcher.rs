@@ -9,7 +9,7 @@ use crate::transfer::{Change, InFlight};
 use crate::Args;
 use anyhow::Context as _;
 use schema::codec;
-use schema::daemon::{host_port, write_ready_file, Shutdown, POLL_MS};
+use schema::daemon::{host_port, notify_ready, write_ready_file, Shutdown, POLL_MS};
 use schema::Message;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -110,11 +110,12 @@ pub fn run(args: Args, stop: Shutdown) -> anyhow::Result<()> {
     let sock = schema::socket::dealer(&ctx, &endpoint)?;
     let monitor = crate::link::watch_connection(&ctx, &sock)?;
     let mut feed = Feed::start(&ctx, &root)?;
+    let ready = serde_json::json!({"role": "watch", "source": root.display().to_string()});
     if let Some(path) = &args.ready_file {
-        let ready = serde_json::json!({"role": "watch", "source": root.display().to_string()});
         write_ready_file(path, &ready)
             .with_context(|| format!("cannot write the ready file {}", path.display()))?;
     }
+    notify_ready(&ready);
     tracing::info!("watching {} for broker {endpoint}", root.display());
 
     let now = Instant::now();
