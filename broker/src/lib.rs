@@ -6,7 +6,8 @@
 //! * [`Broker`] (this file): start-up (open or rebuild the index, bind, connect) and shutdown.
 //! * `relay`: the serving loop and group commit; `requests`: front-port messages; `replies`:
 //!   node messages; `table`: forwarded requests in flight; `links`: the node's sockets;
-//!   `rebuild`: refilling the index from the node; `fsck_relay`: `fsck` requests.
+//!   `rebuild`: refilling the index from the node; `fsck_relay`: `fsck` requests; `status`:
+//!   `status` requests (`dfs status`).
 //! * `fsck`: the comparison of index and node behind `dfs fsck`; `fsck_cli`: the command.
 //! * `index`, `record`: the sled index; `listing`: fast `listing` frames; `export`:
 //!   `index.txt`.
@@ -24,6 +25,7 @@ mod record;
 mod relay;
 mod replies;
 mod requests;
+mod status;
 mod table;
 
 #[cfg(test)]
@@ -143,8 +145,13 @@ impl Broker {
         );
         let rebuild = Rebuild::new(opened.needs_rebuild());
         let flusher = flusher::Flusher::start(ctx, index.syncer())?;
+        let mut relay = Relay::new(ingest, fetch, node, index, flusher, routes, rebuild);
+        relay.status.data = args
+            .data
+            .canonicalize()
+            .unwrap_or_else(|_| args.data.clone());
         Ok(Broker {
-            relay: Relay::new(ingest, fetch, node, index, flusher, routes, rebuild),
+            relay,
             ingest_port,
             fetch_port,
             export_path: default_export_path(&args.data),
@@ -166,6 +173,7 @@ impl Broker {
     pub fn serve(mut self, stop: Shutdown) -> anyhow::Result<()> {
         let exporter = Exporter::start(self.relay.index.clone(), self.export_path.clone())
             .context("cannot start the index export thread")?;
+        self.relay.status.totals = exporter.totals();
         if !self.relay.rebuild.is_active() {
             exporter.request();
         }

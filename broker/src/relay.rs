@@ -42,6 +42,8 @@ pub struct Relay {
     pub(crate) idle_timeout: Duration,
     /// The `fsck` running, if any.
     pub(crate) fsck: Option<crate::fsck_relay::FsckRun>,
+    /// What `status` reports, and the `status` requests waiting for the node.
+    pub(crate) status: crate::status::StatusDesk,
     /// Acks whose index changes wait for the next flush.
     acks: Vec<Ack>,
     /// Acks whose index changes the running flush makes durable.
@@ -72,6 +74,7 @@ impl Relay {
             rebuild,
             idle_timeout: IDLE_TIMEOUT,
             fsck: None,
+            status: crate::status::StatusDesk::default(),
             acks: Vec::new(),
             flushing: Vec::new(),
             flusher,
@@ -95,6 +98,7 @@ impl Relay {
                 self.expire_idle();
             }
             self.fsck_tick();
+            self.status_tick();
             if self.rebuild.is_active() {
                 self.rebuild_tick();
             } else if self.rebuild.just_finished() {

@@ -42,6 +42,10 @@ impl Relay {
             self.on_fsck_reply(bid, msg);
             return;
         }
+        if self.status_owns(bid) {
+            self.on_status_reply(bid, msg);
+            return;
+        }
         let Some(pending) = self.table.touch(bid) else {
             tracing::debug!(
                 "ignoring a stale {} from the storage node (id {bid})",

@@ -215,7 +215,6 @@ impl Table {
     }
 
     /// Requests in flight.
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.by_bid.len()
     }

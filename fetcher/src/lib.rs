@@ -7,12 +7,15 @@
 //! is decided in [`execute`] (see [`error`] for the codes).
 //!
 //! Files: `client.rs` (the link to the broker), `list.rs` (listing formats), `transfer.rs` (one
-//! read under credit), `save.rs` (temporary file, hash check, rename into the target).
+//! read under credit), `save.rs` (temporary file, hash check, rename into the target),
+//! `status.rs` (`dfs status`, the other read-side client), `human.rs` (sizes and ages).
 
 mod client;
 pub mod error;
+mod human;
 mod list;
 mod save;
+pub mod status;
 mod transfer;
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ pub mod message;
 pub mod names;
 pub mod route;
 pub mod socket;
+pub mod status;
 pub mod time;
 pub mod writeback;
 

@@ -11,7 +11,7 @@
 //! `lib.rs` (options, entry point), [`node`] (binding, the socket loop, dispatch),
 //! [`upload`] (puts and chunks), [`credit`] (flow control of uploads), [`sync`] (the durable
 //! write pool), [`durable`] (temp files, fsync, rename), [`read`] (gets), [`list`] (listings),
-//! [`change`] (deletes, renames), [`check`] (re-hashing and quarantine for `dfs fsck`), [`meta`] (the `user.dfs.meta` attribute), [`layout`] (the
+//! [`change`] (deletes, renames), [`check`] (re-hashing and quarantine for `dfs fsck`), [`status`] (the answer to `status`), [`meta`] (the `user.dfs.meta` attribute), [`layout`] (the
 //! folders under the root), [`error`] (routine errors and their reply codes).
 
 pub mod change;
@@ -24,6 +24,7 @@ pub mod list;
 pub mod meta;
 pub mod node;
 pub mod read;
+pub mod status;
 pub mod sync;
 pub mod upload;
 

@@ -125,6 +125,7 @@ impl Node {
             pending: HashMap::new(),
             next_ticket: 0,
             reads: HashMap::new(),
+            started: Instant::now(),
         };
         let result = server.run(&self.results, &stop);
         if let Some(pool) = server.pool.take() {
@@ -145,6 +146,8 @@ pub(crate) struct Server {
     pub(crate) pending: HashMap<u64, Pending>,
     pub(crate) next_ticket: u64,
     pub(crate) reads: HashMap<Key, Read>,
+    /// When the node started serving (for its uptime).
+    pub(crate) started: Instant,
 }
 
 impl Server {
@@ -246,6 +249,14 @@ impl Server {
             }
             (SERVE, Message::Check { id, after, limit }) => {
                 self.submit((sock, peer, id), Work::Check { after, limit });
+            }
+            (SERVE, Message::Status { id, .. }) => {
+                let snapshot = crate::status::Snapshot {
+                    uploads: self.uploads.len() as u64,
+                    reads: self.reads.len() as u64,
+                    uptime: self.started.elapsed().as_secs(),
+                };
+                self.submit((sock, peer, id), Work::Status(snapshot));
             }
             (SERVE, other) => self.unexpected(sock, &peer, &other),
             (_, Message::Quarantine { id, class, name }) => {

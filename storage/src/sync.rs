@@ -46,6 +46,8 @@ pub enum Work {
     Check { after: Option<String>, limit: u32 },
     /// A `quarantine`: set aside `name` of `class` if its content changed.
     Quarantine { class: Class, name: String },
+    /// A `status`: count what is stored (a walk of the class folders).
+    Status(crate::status::Snapshot),
 }
 
 /// The running pool. [`SyncPool::stop`] ends it.
@@ -146,6 +148,13 @@ fn perform(layout: &Layout, id: u64, work: Work) -> Message {
         Work::Quarantine { class, name } => {
             check::quarantine(layout, class, &name).map(|()| (0, false))
         }
+        Work::Status(snapshot) => {
+            let node = crate::status::report(layout, snapshot);
+            return Message::NodeStatus {
+                id,
+                node: Box::new(node),
+            };
+        }
         work => store(layout, work),
     };
     match result {
@@ -187,7 +196,7 @@ fn store(layout: &Layout, work: Work) -> Result<(u64, bool), StoreError> {
             finish(layout, temp, &meta, data.len() as u64)
         }
         Work::Finish { temp, meta, size } => finish(layout, temp, &meta, size),
-        Work::Check { .. } | Work::Quarantine { .. } => {
+        Work::Check { .. } | Work::Quarantine { .. } | Work::Status(_) => {
             Err(StoreError::Protocol("a check is not an upload".into()))
         }
     }

@@ -37,6 +37,10 @@ pub struct Args {
     /// Write `{"role":"watch","source":...}` here once the folder is being watched.
     #[arg(long, env = "DFS_WATCH_READY_FILE")]
     pub ready_file: Option<PathBuf>,
+    /// Keep a JSON status file here for `dfs status --status-file FILE`: connection, queue,
+    /// progress and last error, rewritten at most once a second and at least every 10 s.
+    #[arg(long, value_name = "FILE", env = "DFS_WATCH_STATUS_FILE")]
+    pub status_file: Option<PathBuf>,
 }
 
 impl Args {

@@ -29,6 +29,7 @@ mod reconcile;
 mod replies;
 pub mod scan;
 pub mod state;
+mod status_file;
 mod store;
 mod transfer;
 mod watcher;

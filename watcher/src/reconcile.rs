@@ -25,6 +25,7 @@ impl Watcher {
             Err(e) => {
                 if self.warned.insert(name.to_string()) {
                     tracing::warn!("not syncing {name:?}: {e}");
+                    self.note_error(format!("not syncing {name:?}: {e}"));
                 }
                 return;
             }
@@ -95,6 +96,7 @@ impl Watcher {
     fn cannot_read(&mut self, name: &str, why: &str, now: Instant) {
         if self.warned.insert(name.to_string()) {
             tracing::warn!("{why}; will retry");
+            self.note_error(why);
         } else {
             tracing::debug!("{why}; will retry");
         }

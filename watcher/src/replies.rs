@@ -69,6 +69,7 @@ impl Watcher {
         // (a file renamed, then its folder renamed before the first rename was acknowledged).
         let recheck = now + self.settings.debounce;
         self.store_answered(now);
+        self.progress.last_sync = Some(std::time::SystemTime::now());
         match flight.change {
             Change::Put(up) => {
                 self.table.finish(&up.name);
@@ -90,6 +91,8 @@ impl Watcher {
                                 schema::names::escape(&up.name)
                             );
                         } else {
+                            self.progress.files_synced += 1;
+                            self.progress.bytes_sent += up.stamp.size;
                             tracing::info!(
                                 "synced {} ({} bytes, version {version})",
                                 schema::names::escape(&up.name),
@@ -183,6 +186,7 @@ impl Watcher {
                 for name in &names {
                     let delay = self.table.retry_later(name, now);
                     if delay == crate::state::RETRY_MIN {
+                        self.note_error(format!("{name}: {message}"));
                         tracing::warn!("{name}: {message} ({code:?}); will retry");
                     } else {
                         tracing::debug!("{name}: {message} ({code:?}); retry in {delay:?}");
@@ -195,10 +199,9 @@ impl Watcher {
                     _ => None,
                 };
                 for name in &names {
-                    tracing::warn!(
-                        "broker {} refused {name}: {message} ({code:?}); not retrying until it changes",
-                        self.link.endpoint()
-                    );
+                    let text = format!("broker {} refused {name}: {message}", self.link.endpoint());
+                    tracing::warn!("{text} ({code:?}); not retrying until it changes");
+                    self.note_error(text);
                     self.table.refuse(name, look);
                 }
             }

@@ -86,6 +86,10 @@ pub(crate) struct Watcher {
     /// New folders to scan once more, and when: a file made in a new folder after its first
     /// scan but before its inotify watch existed has no event.
     pub folder_rescans: Vec<(Instant, PathBuf)>,
+    /// What was synced and the last error, for the status file.
+    pub progress: crate::status_file::Progress,
+    /// The status file (`--status-file`), if asked for.
+    pub status_file: Option<crate::status_file::StatusFile>,
 }
 
 /// Runs the watcher until `stop` is triggered. Fails at start if the source folder is missing
@@ -149,6 +153,11 @@ pub fn run(args: Args, stop: Shutdown) -> anyhow::Result<()> {
         overflow_warned: None,
         warned: HashSet::new(),
         store_outage: None,
+        progress: Default::default(),
+        status_file: args
+            .status_file
+            .as_deref()
+            .map(crate::status_file::StatusFile::new),
     };
     w.serve(&mut feed, &stop)
 }
@@ -159,6 +168,7 @@ impl Watcher {
         loop {
             if stop.is_triggered() {
                 self.shut_down();
+                self.write_final_status();
                 return Ok(());
             }
             let timeout = self.poll_timeout(Instant::now());
@@ -186,6 +196,7 @@ impl Watcher {
             self.connection_events(Instant::now());
             self.receive(Instant::now());
             self.tick(Instant::now());
+            self.write_status(Instant::now());
         }
     }
 
@@ -281,6 +292,12 @@ impl Watcher {
 
     /// The broker is unreachable: log it once, put every change in flight back as due.
     pub fn outage(&mut self, now: Instant, why: &str) {
+        if self.link.is_up() {
+            self.note_error(format!(
+                "broker {} unreachable ({why})",
+                self.link.endpoint()
+            ));
+        }
         self.link.down(now, why);
         self.probe = None;
         for (_, flight) in self.flights.drain() {
