@@ -16,4 +16,5 @@ mod pipeline;
 mod recovery;
 mod scale;
 mod shutdown;
+mod status;
 mod up;
