@@ -152,9 +152,11 @@ fn a_node_or_broker_down_exits_3_naming_it() {
     let mut c = Cluster::start_without_watcher();
     let node = format!("127.0.0.1:{}", c.base_port + 4);
     // A new broker first fills its (empty) index from the node; status says so until done.
-    wait_until("the new cluster is healthy", Duration::from_secs(30), || {
-        status(&c, &[]).status.code() == Some(0)
-    });
+    wait_until(
+        "the new cluster is healthy",
+        Duration::from_secs(30),
+        || status(&c, &[]).status.code() == Some(0),
+    );
     drop(c.take(Role::Storage));
     let (code, v, err) = status_json(&c, &[]);
     assert_eq!(code, Some(3), "{v:#}\n{err}");
