@@ -10,7 +10,7 @@
 //!   `status` requests (`dfs status`).
 //! * `fsck`: the comparison of index and node behind `dfs fsck`; `fsck_cli`: the command.
 //! * `index`, `record`: the sled index; `listing`: fast `listing` frames; `export`:
-//!   `index.txt`.
+//!   `index.txt`; [`metrics`]: `--metrics`.
 
 mod error;
 mod export;
@@ -20,6 +20,7 @@ mod fsck_cli;
 mod fsck_relay;
 mod index;
 mod links;
+pub mod metrics;
 mod rebuild;
 mod record;
 mod relay;
@@ -72,6 +73,10 @@ pub struct Args {
     /// Write the bound ports here (one JSON line) once every socket is bound.
     #[arg(long, env = "DFS_BROKER_READY_FILE")]
     pub ready_file: Option<PathBuf>,
+    /// Serve Prometheus metrics on HOST:PORT at GET /metrics (off unless given; port 0 picks a
+    /// free port, reported in the ready file).
+    #[arg(long, value_name = "HOST:PORT", env = "DFS_BROKER_METRICS")]
+    pub metrics: Option<String>,
 }
 
 /// Options of `dfs index export`.
@@ -163,6 +168,11 @@ impl Broker {
         self.ingest_port
     }
 
+    /// The broker's metrics (served with `--metrics`).
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.relay.metrics
+    }
+
     /// The bound fetch (fetcher) port.
     pub fn fetch_port(&self) -> u16 {
         self.fetch_port
@@ -199,12 +209,20 @@ impl Broker {
 pub fn run(args: Args, stop: Shutdown) -> anyhow::Result<()> {
     let ctx = zmq::Context::new();
     let broker = Broker::bind(&ctx, &args)?;
+    let metrics = args
+        .metrics
+        .as_deref()
+        .map(|addr| schema::metrics::MetricsServer::start(addr, broker.metrics().registry()))
+        .transpose()?;
     if let Some(path) = &args.ready_file {
-        let ready = serde_json::json!({
+        let mut ready = serde_json::json!({
             "role": "broker",
             "ingest_port": broker.ingest_port(),
             "fetch_port": broker.fetch_port(),
         });
+        if let Some(m) = &metrics {
+            ready["metrics"] = m.local_addr().to_string().into();
+        }
         write_ready_file(path, &ready)
             .with_context(|| format!("cannot write the ready file {}", path.display()))?;
     }

@@ -10,6 +10,7 @@ mod fsck;
 mod harness;
 mod kill;
 mod memory;
+mod metrics;
 mod names;
 mod outage;
 mod pipeline;

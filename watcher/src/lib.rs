@@ -25,6 +25,7 @@ mod intents;
 mod link;
 mod listing;
 pub mod local;
+pub mod metrics;
 mod reconcile;
 mod replies;
 pub mod scan;
