@@ -93,6 +93,8 @@ struct Findings {
     storage: Value,
     watchers: Vec<Value>,
     problems: Vec<Problem>,
+    /// Remarks that are not problems (they may be passing).
+    notes: Vec<String>,
 }
 
 impl Findings {
@@ -233,6 +235,13 @@ fn ask_broker(endpoint: &str, secs: f64, stop: &Shutdown, found: &mut Findings) 
         Some(node) => {
             found.storage = node_json(&broker.storage, &node);
             disk_check(found, &node_subject, &node.root, node.disk);
+            if node.files != broker.index_entries {
+                found.notes.push(format!(
+                    "the index lists {} files and the node holds {}: changes in flight, or \
+                     run `dfs fsck` if this stays",
+                    broker.index_entries, node.files
+                ));
+            }
         }
         None => {
             let why = node_error.unwrap_or_else(|| "no report".into());
@@ -354,6 +363,7 @@ fn print_json(found: &Findings, code: u8, out: &mut dyn Write) -> std::io::Resul
         "storage": found.storage,
         "watchers": found.watchers,
         "problems": problems,
+        "notes": found.notes,
     });
     writeln!(out, "{v:#}")
 }
@@ -450,6 +460,9 @@ fn print_table(found: &Findings, out: &mut dyn Write) -> std::io::Result<()> {
     }
     for w in &found.watchers {
         print_watcher(w, out)?;
+    }
+    for note in &found.notes {
+        writeln!(out, "note: {note}")?;
     }
     match found.problems.len() {
         0 => writeln!(out, "ok: everything is up and in sync"),

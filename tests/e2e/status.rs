@@ -83,6 +83,11 @@ fn a_healthy_cluster_reports_its_files_and_bytes() {
     let v = last;
     assert_eq!(v["ok"], true, "{v:#}");
     assert_eq!(v["problems"].as_array().unwrap().len(), 0, "{v:#}");
+    assert_eq!(
+        v["notes"].as_array().unwrap().len(),
+        0,
+        "index and node agree: {v:#}"
+    );
     let b = &v["broker"];
     assert_eq!(b["reachable"], true);
     assert_eq!(b["index_bytes"], total);
