@@ -313,6 +313,7 @@ impl Relay {
     /// On stop: abandons transfers still moving content, gives changes already committing a
     /// short grace to finish, refuses the rest, and flushes the index.
     fn stop(&mut self) {
+        self.status_stop();
         for bid in self.table.bids() {
             if self.table.touch(bid).is_some_and(|p| p.job.is_streaming()) {
                 self.fail(bid, ErrorCode::Unavailable, "the broker is stopping".into());

@@ -121,6 +121,15 @@ impl Relay {
         }
     }
 
+    /// On stop: answers every status request still waiting, so no client waits in vain.
+    pub(crate) fn status_stop(&mut self) {
+        let waiting: Vec<Requester> = self.status.waiting.drain().map(|(_, (r, _))| r).collect();
+        for req in waiting {
+            let why = "the broker is stopping before its storage node answered".to_string();
+            self.status_answer(&req, None, Some(why));
+        }
+    }
+
     /// Sends `broker_status` to `req`.
     fn status_answer(
         &mut self,

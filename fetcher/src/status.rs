@@ -535,3 +535,85 @@ fn print_watcher(w: &Value, out: &mut dyn Write) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn judge(content: &Value, stale_after: u64) -> (Value, Findings) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.json");
+        std::fs::write(&path, content.to_string()).unwrap();
+        let mut found = Findings::default();
+        let v = read_watcher(&path, Duration::from_secs(stale_after), &mut found);
+        (v, found)
+    }
+
+    fn file(updated: SystemTime) -> Value {
+        json!({
+            "pid": 7, "source": "/src", "broker": "tcp://b:12345", "running": true,
+            "connected": true, "error": null, "pending": 0, "in_flight": 0, "refused": 0,
+            "files_synced": 1, "bytes_sent": 5, "last_sync": null, "last_error": null,
+            "updated_at": humantime::format_rfc3339_millis(updated).to_string(),
+        })
+    }
+
+    #[test]
+    fn a_fresh_quiet_watcher_is_healthy() {
+        let (v, found) = judge(&file(SystemTime::now()), 30);
+        assert_eq!(v["healthy"], true, "{v:#}");
+        assert_eq!(v["stale"], false);
+        assert!(found.problems.is_empty());
+        assert_eq!(found.exit_code(), EXIT_OK);
+    }
+
+    #[test]
+    fn stale_stopped_failing_or_refusing_watchers_are_unhealthy() {
+        let old = SystemTime::now() - Duration::from_secs(120);
+        let (v, found) = judge(&file(old), 30);
+        assert_eq!(v["stale"], true);
+        assert_eq!(found.exit_code(), EXIT_FILE);
+        assert!(
+            found.problems[0].line().contains("not updated for 2m"),
+            "{:?}",
+            found.problems
+        );
+
+        let mut stopped = file(SystemTime::now());
+        stopped["running"] = false.into();
+        let (_, found) = judge(&stopped, 30);
+        assert!(found.problems[0].line().ends_with("stopped"));
+
+        let mut failing = file(SystemTime::now());
+        failing["error"] = "broker tcp://b:12345 does not answer".into();
+        failing["refused"] = 2.into();
+        let (v, found) = judge(&failing, 30);
+        assert_eq!(v["healthy"], false);
+        let lines: Vec<String> = found.problems.iter().map(Problem::line).collect();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines[0].contains("/src") && lines[0].contains("does not answer"));
+        assert!(lines[1].contains("2 file(s) refused"));
+
+        let (v, found) = judge(&json!([1, 2]), 30);
+        assert_eq!(v["healthy"], false);
+        assert!(found.problems[0].line().contains("not a JSON object"));
+    }
+
+    #[test]
+    fn the_worst_problem_decides_the_exit_code() {
+        let mut found = Findings::default();
+        assert_eq!(found.exit_code(), EXIT_OK);
+        found.problem(Severity::Unhealthy, "w", "stale");
+        assert_eq!(found.exit_code(), EXIT_FILE);
+        found.problem(
+            Severity::Down,
+            "",
+            "storage node tcp://n:9004 is unreachable",
+        );
+        assert_eq!(found.exit_code(), EXIT_UNREACHABLE);
+        assert_eq!(
+            found.problems[1].line(),
+            "storage node tcp://n:9004 is unreachable"
+        );
+    }
+}
