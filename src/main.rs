@@ -51,6 +51,9 @@ enum Command {
     /// Checks the index against the storage node: names missing, extra or with a different
     /// hash (exit 1 if any); --repair makes the index agree with the node.
     Fsck(broker::FsckArgs),
+    /// Is everything up and in sync: the broker, its storage node and (with --status-file)
+    /// watchers; exit 0 healthy, 1 a problem, 3 broker or node unreachable.
+    Status(fetcher::status::StatusArgs),
     /// Index maintenance.
     Index {
         #[command(subcommand)]
@@ -93,6 +96,7 @@ fn main() -> ExitCode {
         Command::Watch(args) => daemon(|stop| watcher::run(args, stop)),
         Command::Up(args) => daemon(|stop| up::run(args, stop)),
         Command::Fsck(args) => broker::run_fsck(args),
+        Command::Status(args) => fetcher::status::run(args),
         Command::Index {
             command: IndexCommand::Export(args),
         } => report(broker::export_index(&args)),

@@ -11,7 +11,9 @@ use schema::time::Rfc3339;
 use schema::Entry;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -34,25 +36,56 @@ fn write_line(out: &mut impl Write, e: &Entry) -> std::io::Result<()> {
     writeln!(out, "\t{}\t{}", Rfc3339(e.modified), e.version)
 }
 
-/// Writes the header and one line per indexed file to `out`; returns how many files.
-/// Unreadable records are skipped with a warning.
-pub fn write_to(index: &Index, out: &mut impl Write) -> std::io::Result<usize> {
+/// Writes the header and one line per indexed file to `out`; returns how many files and the
+/// bytes they hold. Unreadable records are skipped with a warning.
+fn write_counted(index: &Index, out: &mut impl Write) -> std::io::Result<(usize, u64)> {
     writeln!(out, "{HEADER}")?;
-    let mut n = 0;
+    let (mut n, mut bytes) = (0, 0u64);
     for entry in index.entries() {
         match entry {
             Ok(e) => {
                 write_line(out, &e)?;
                 n += 1;
+                bytes = bytes.saturating_add(e.size);
             }
             Err(e) => tracing::warn!("index export skips an entry: {e}"),
         }
     }
-    Ok(n)
+    Ok((n, bytes))
+}
+
+/// How many files the index listed, and their bytes, at the last export: counting a sled tree
+/// takes a full scan, which the export makes anyway, so `dfs status` and the metrics read it
+/// here instead of scanning again.
+#[derive(Debug, Default)]
+pub struct Totals {
+    files: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Totals {
+    /// Files and bytes at the last export.
+    pub fn get(&self) -> (u64, u64) {
+        (
+            self.files.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Sets the files and bytes (from an export known to be current).
+    pub fn set(&self, files: usize, bytes: u64) {
+        self.files.store(files as u64, Ordering::Relaxed);
+        self.bytes.store(bytes, Ordering::Relaxed);
+    }
 }
 
 /// Rewrites `path` from `index` atomically; returns how many files it lists.
 pub fn export(index: &Index, path: &Path) -> Result<usize, IndexError> {
+    export_counted(index, path).map(|(n, _)| n)
+}
+
+/// [`export`], also returning the bytes the listed files hold.
+pub fn export_counted(index: &Index, path: &Path) -> Result<(usize, u64), IndexError> {
     let fail = |source| IndexError::Export {
         path: path.to_path_buf(),
         source,
@@ -66,11 +99,11 @@ pub fn export(index: &Index, path: &Path) -> Result<usize, IndexError> {
     let written = (|| {
         let file = std::fs::File::create(&tmp)?;
         let mut out = BufWriter::with_capacity(256 * 1024, file);
-        let n = write_to(index, &mut out)?;
+        let counted = write_counted(index, &mut out)?;
         let file = out.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         std::fs::rename(&tmp, path)?;
-        Ok(n)
+        Ok(counted)
     })();
     if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -84,22 +117,30 @@ pub struct Exporter {
     handle: Option<JoinHandle<()>>,
     index: Index,
     path: PathBuf,
+    totals: Arc<Totals>,
 }
 
 impl Exporter {
     /// Starts the thread; nothing is written until [`Exporter::request`].
     pub fn start(index: Index, path: PathBuf) -> std::io::Result<Exporter> {
         let (tx, rx) = mpsc::channel();
-        let (idx, p) = (index.clone(), path.clone());
+        let totals = Arc::new(Totals::default());
+        let (idx, p, t) = (index.clone(), path.clone(), totals.clone());
         let handle = std::thread::Builder::new()
             .name("index-export".into())
-            .spawn(move || export_loop(&idx, &p, &rx))?;
+            .spawn(move || export_loop(&idx, &p, &t, &rx))?;
         Ok(Exporter {
             tx: Some(tx),
             handle: Some(handle),
             index,
             path,
+            totals,
         })
+    }
+
+    /// The files and bytes of the last export, updated by the export thread.
+    pub fn totals(&self) -> Arc<Totals> {
+        self.totals.clone()
     }
 
     /// Asks for a rewrite soon (coalesced with other requests).
@@ -109,10 +150,11 @@ impl Exporter {
         }
     }
 
-    /// Stops the thread and writes the export one last time; returns how many files it lists.
-    pub fn finish(mut self) -> Result<usize, IndexError> {
+    /// Stops the thread and writes the export one last time; returns how many files it lists
+    /// and their bytes.
+    pub fn finish(mut self) -> Result<(usize, u64), IndexError> {
         self.stop();
-        export(&self.index, &self.path)
+        export_counted(&self.index, &self.path)
     }
 
     fn stop(&mut self) {
@@ -131,7 +173,7 @@ impl Drop for Exporter {
 
 /// Waits for requests; rewrites at most once per `MIN_GAP`, and never more than a third of
 /// the time, so exporting a very large index cannot hog a core.
-fn export_loop(index: &Index, path: &Path, rx: &mpsc::Receiver<()>) {
+fn export_loop(index: &Index, path: &Path, totals: &Totals, rx: &mpsc::Receiver<()>) {
     let mut next_allowed: Option<Instant> = None;
     while rx.recv().is_ok() {
         if let Some(deadline) = next_allowed {
@@ -148,8 +190,11 @@ fn export_loop(index: &Index, path: &Path, rx: &mpsc::Receiver<()>) {
         }
         while rx.try_recv().is_ok() {}
         let started = Instant::now();
-        match export(index, path) {
-            Ok(n) => tracing::debug!("wrote {} ({n} files)", path.display()),
+        match export_counted(index, path) {
+            Ok((n, bytes)) => {
+                totals.set(n, bytes);
+                tracing::debug!("wrote {} ({n} files)", path.display());
+            }
             Err(e) => tracing::warn!("{e}"),
         }
         let took = started.elapsed();
@@ -210,9 +255,16 @@ mod tests {
             std::fs::read_to_string(&out).unwrap(),
             format!("{HEADER}\n")
         );
-        idx.put("n", &Record::stored(Class::Others, 1, Hash::of(b"n"), 0, 1))
+        idx.put("n", &Record::stored(Class::Others, 9, Hash::of(b"n"), 0, 1))
             .unwrap();
-        assert_eq!(ex.finish().unwrap(), 1);
+        let totals = ex.totals();
+        ex.request();
+        let t0 = Instant::now();
+        while totals.get() != (1, 9) && t0.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(totals.get(), (1, 9), "the export counts files and bytes");
+        assert_eq!(ex.finish().unwrap(), (1, 9));
         assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 2);
     }
 }

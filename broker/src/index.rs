@@ -29,8 +29,8 @@ const META_TREE: &str = "dfs-meta";
 /// Key of the completion mark in [`META_TREE`].
 const COMPLETE_KEY: &str = "complete";
 
-/// Key of the export mark in [`META_TREE`]: present only while the text export (whose length
-/// it holds) lists exactly the index. Set after the export written at a clean stop; the first
+/// Key of the export mark in [`META_TREE`]: present only while the text export lists exactly
+/// the index; it holds the export's length, files and bytes (big-endian u64 each). Set after the export written at a clean stop; the first
 /// change after that removes it.
 const EXPORTED_KEY: &str = "exported";
 
@@ -156,29 +156,38 @@ impl Index {
         })
     }
 
-    /// Whether the text export at `export` lists exactly this index: it was written at the last
-    /// clean stop, nothing changed since, and the file is still there with the length it had.
-    pub fn export_is_current(&self, export: &Path) -> bool {
-        let Ok(Some(mark)) = self.meta.get(EXPORTED_KEY) else {
-            return false;
+    /// The files and bytes the text export at `export` lists, when it lists exactly this index:
+    /// it was written at the last clean stop, nothing changed since, and the file is still there
+    /// with the length it had.
+    pub fn current_export(&self, export: &Path) -> Option<(u64, u64)> {
+        let mark = self.meta.get(EXPORTED_KEY).ok()??;
+        let field = |i: usize| {
+            mark.get(8 * i..8 * i + 8)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes)
         };
-        let Ok(len) = <[u8; 8]>::try_from(&mark[..]).map(u64::from_be_bytes) else {
-            return false;
-        };
-        std::fs::metadata(export).is_ok_and(|m| m.is_file() && m.len() == len)
+        let (len, files, bytes) = (field(0)?, field(1)?, field(2)?);
+        std::fs::metadata(export)
+            .is_ok_and(|m| m.is_file() && m.len() == len)
+            .then_some((files, bytes))
     }
 
-    /// Records (durably) that the export at `export` lists exactly the index. Only for a
-    /// caller that makes no change between writing the export and this call.
-    pub fn mark_exported(&self, export: &Path) -> Result<(), IndexError> {
+    /// Records (durably) that the export at `export`, listing `files` files of `bytes` bytes,
+    /// lists exactly the index. Only for a caller that makes no change between writing the
+    /// export and this call.
+    pub fn mark_exported(&self, export: &Path, files: u64, bytes: u64) -> Result<(), IndexError> {
         let len = std::fs::metadata(export)
             .map_err(|source| IndexError::Export {
                 path: export.to_path_buf(),
                 source,
             })?
             .len();
+        let mut mark = Vec::with_capacity(24);
+        for v in [len, files, bytes] {
+            mark.extend_from_slice(&v.to_be_bytes());
+        }
         self.meta
-            .insert(EXPORTED_KEY, &len.to_be_bytes()[..])
+            .insert(EXPORTED_KEY, mark)
             .map_err(self.db_err())?;
         self.export_marked.store(true, Ordering::SeqCst);
         self.flush()
@@ -526,25 +535,25 @@ mod tests {
             let (idx, _) = Index::open(&db).unwrap();
             idx.mark_complete().unwrap();
             idx.put("a", &rec(1)).unwrap();
-            assert!(!idx.export_is_current(&export), "no export yet");
+            assert_eq!(idx.current_export(&export), None, "no export yet");
             std::fs::write(&export, "a\n").unwrap();
-            idx.mark_exported(&export).unwrap();
-            assert!(idx.export_is_current(&export));
+            idx.mark_exported(&export, 1, 5).unwrap();
+            assert_eq!(idx.current_export(&export), Some((1, 5)));
         }
         // Survives a reopen; a file of another length is not the export that was marked.
         let (idx, _) = Index::open(&db).unwrap();
-        assert!(idx.export_is_current(&export));
+        assert_eq!(idx.current_export(&export), Some((1, 5)));
         std::fs::write(&export, "a\nb\n").unwrap();
-        assert!(!idx.export_is_current(&export));
+        assert_eq!(idx.current_export(&export), None);
         std::fs::write(&export, "a\n").unwrap();
-        assert!(idx.export_is_current(&export));
+        assert_eq!(idx.current_export(&export), Some((1, 5)));
         // Any change removes the mark, durably.
         idx.remove("zz").unwrap();
-        assert!(!idx.export_is_current(&export));
+        assert_eq!(idx.current_export(&export), None);
         idx.flush().unwrap();
         drop(idx);
         let (idx, _) = Index::open(&db).unwrap();
-        assert!(!idx.export_is_current(&export));
+        assert_eq!(idx.current_export(&export), None);
         for change in [
             &(|i: &Index| i.put("b", &rec(2)).unwrap()) as &dyn Fn(&Index),
             &|i: &Index| {
@@ -552,10 +561,10 @@ mod tests {
             },
             &|i: &Index| i.rename("b", "d", &rec(2)).unwrap(),
         ] {
-            idx.mark_exported(&export).unwrap();
-            assert!(idx.export_is_current(&export));
+            idx.mark_exported(&export, 1, 5).unwrap();
+            assert_eq!(idx.current_export(&export), Some((1, 5)));
             change(&idx);
-            assert!(!idx.export_is_current(&export));
+            assert_eq!(idx.current_export(&export), None);
         }
     }
 

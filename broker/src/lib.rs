@@ -6,10 +6,11 @@
 //! * [`Broker`] (this file): start-up (open or rebuild the index, bind, connect) and shutdown.
 //! * `relay`: the serving loop and group commit; `requests`: front-port messages; `replies`:
 //!   node messages; `table`: forwarded requests in flight; `links`: the node's sockets;
-//!   `rebuild`: refilling the index from the node; `fsck_relay`: `fsck` requests.
+//!   `rebuild`: refilling the index from the node; `fsck_relay`: `fsck` requests; `status`:
+//!   `status` requests (`dfs status`).
 //! * `fsck`: the comparison of index and node behind `dfs fsck`; `fsck_cli`: the command.
 //! * `index`, `record`: the sled index; `listing`: fast `listing` frames; `export`:
-//!   `index.txt`.
+//!   `index.txt`; [`metrics`]: `--metrics`.
 
 mod error;
 mod export;
@@ -19,11 +20,13 @@ mod fsck_cli;
 mod fsck_relay;
 mod index;
 mod links;
+pub mod metrics;
 mod rebuild;
 mod record;
 mod relay;
 mod replies;
 mod requests;
+mod status;
 mod table;
 
 #[cfg(test)]
@@ -70,6 +73,10 @@ pub struct Args {
     /// Write the bound ports here (one JSON line) once every socket is bound.
     #[arg(long, env = "DFS_BROKER_READY_FILE")]
     pub ready_file: Option<PathBuf>,
+    /// Serve Prometheus metrics on HOST:PORT at GET /metrics (off unless given; port 0 picks a
+    /// free port, reported in the ready file).
+    #[arg(long, value_name = "HOST:PORT", env = "DFS_BROKER_METRICS")]
+    pub metrics: Option<String>,
 }
 
 /// Options of `dfs index export`.
@@ -143,8 +150,13 @@ impl Broker {
         );
         let rebuild = Rebuild::new(opened.needs_rebuild());
         let flusher = flusher::Flusher::start(ctx, index.syncer())?;
+        let mut relay = Relay::new(ingest, fetch, node, index, flusher, routes, rebuild);
+        relay.status.data = args
+            .data
+            .canonicalize()
+            .unwrap_or_else(|_| args.data.clone());
         Ok(Broker {
-            relay: Relay::new(ingest, fetch, node, index, flusher, routes, rebuild),
+            relay,
             ingest_port,
             fetch_port,
             export_path: default_export_path(&args.data),
@@ -154,6 +166,11 @@ impl Broker {
     /// The bound ingest (watcher) port.
     pub fn ingest_port(&self) -> u16 {
         self.ingest_port
+    }
+
+    /// The broker's metrics (served with `--metrics`).
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.relay.metrics
     }
 
     /// The bound fetch (fetcher) port.
@@ -166,22 +183,28 @@ impl Broker {
     pub fn serve(mut self, stop: Shutdown) -> anyhow::Result<()> {
         let exporter = Exporter::start(self.relay.index.clone(), self.export_path.clone())
             .context("cannot start the index export thread")?;
+        self.relay.status.totals = exporter.totals();
         if self.relay.rebuild.is_active() {
             // The export follows once the rebuild is done.
-        } else if self.relay.index.export_is_current(&self.export_path) {
+        } else if let Some((files, bytes)) = self.relay.index.current_export(&self.export_path) {
             tracing::info!(
                 "{} is current (written at the last clean stop)",
                 self.export_path.display()
             );
+            self.relay.status.totals.set(files as usize, bytes);
         } else {
             exporter.request();
         }
         self.relay.run(&stop, &exporter);
-        let files = exporter
+        let (files, bytes) = exporter
             .finish()
             .context("cannot write the index export at stop")?;
         // Nothing changes the index any more: the next start can trust this export.
-        if let Err(e) = self.relay.index.mark_exported(&self.export_path) {
+        if let Err(e) = self
+            .relay
+            .index
+            .mark_exported(&self.export_path, files as u64, bytes)
+        {
             tracing::warn!("{e}");
         }
         tracing::info!(
@@ -202,11 +225,19 @@ impl Broker {
 pub fn run(args: Args, stop: Shutdown) -> anyhow::Result<()> {
     let ctx = zmq::Context::new();
     let broker = Broker::bind(&ctx, &args)?;
-    let ready = serde_json::json!({
+    let metrics = args
+        .metrics
+        .as_deref()
+        .map(|addr| schema::metrics::MetricsServer::start(addr, broker.metrics().registry()))
+        .transpose()?;
+    let mut ready = serde_json::json!({
         "role": "broker",
         "ingest_port": broker.ingest_port(),
         "fetch_port": broker.fetch_port(),
     });
+    if let Some(m) = &metrics {
+        ready["metrics"] = m.local_addr().to_string().into();
+    }
     if let Some(path) = &args.ready_file {
         write_ready_file(path, &ready)
             .with_context(|| format!("cannot write the ready file {}", path.display()))?;
@@ -224,9 +255,9 @@ pub fn export_index(args: &ExportArgs) -> anyhow::Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| default_export_path(&args.data));
-    let files = export(&index, &out)?;
+    let (files, bytes) = export::export_counted(&index, &out)?;
     if out == default_export_path(&args.data) {
-        index.mark_exported(&out)?;
+        index.mark_exported(&out, files as u64, bytes)?;
     }
     tracing::info!("wrote {} ({files} files)", out.display());
     Ok(())

@@ -42,6 +42,10 @@ pub struct Relay {
     pub(crate) idle_timeout: Duration,
     /// The `fsck` running, if any.
     pub(crate) fsck: Option<crate::fsck_relay::FsckRun>,
+    /// What `status` reports, and the `status` requests waiting for the node.
+    pub(crate) status: crate::status::StatusDesk,
+    /// Counters and histograms for `--metrics`.
+    pub(crate) metrics: crate::metrics::Metrics,
     /// Acks whose index changes wait for the next flush.
     acks: Vec<Ack>,
     /// Acks whose index changes the running flush makes durable.
@@ -72,6 +76,8 @@ impl Relay {
             rebuild,
             idle_timeout: IDLE_TIMEOUT,
             fsck: None,
+            status: crate::status::StatusDesk::default(),
+            metrics: crate::metrics::Metrics::default(),
             acks: Vec::new(),
             flushing: Vec::new(),
             flusher,
@@ -95,6 +101,8 @@ impl Relay {
                 self.expire_idle();
             }
             self.fsck_tick();
+            self.status_tick();
+            self.update_gauges();
             if self.rebuild.is_active() {
                 self.rebuild_tick();
             } else if self.rebuild.just_finished() {
@@ -207,6 +215,9 @@ impl Relay {
         msg: &Message,
         data: Option<zmq::Message>,
     ) {
+        if let Message::Error { code, .. } = msg {
+            schema::metrics::count_error(&self.metrics.errors, schema::metrics::code_kind(*code));
+        }
         self.send_frames(front, peer, codec::encode(msg), data, msg.kind());
     }
 
@@ -302,6 +313,7 @@ impl Relay {
     /// On stop: abandons transfers still moving content, gives changes already committing a
     /// short grace to finish, refuses the rest, and flushes the index.
     fn stop(&mut self) {
+        self.status_stop();
         for bid in self.table.bids() {
             if self.table.touch(bid).is_some_and(|p| p.job.is_streaming()) {
                 self.fail(bid, ErrorCode::Unavailable, "the broker is stopping".into());
@@ -327,6 +339,25 @@ impl Relay {
         let outcome = self.index.flush().map_err(|e| e.to_string());
         self.flushing = std::mem::take(&mut self.acks);
         self.acknowledge(outcome);
+    }
+
+    /// Sets the gauges from the state now.
+    fn update_gauges(&self) {
+        let (files, bytes) = self.status.totals.get();
+        let m = &self.metrics;
+        m.in_flight.set(self.table.len() as i64);
+        m.index_entries
+            .set(i64::try_from(files).unwrap_or(i64::MAX));
+        m.index_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// Notes in the metrics that request `p` got its final answer from the node.
+    pub(crate) fn observe_done(&self, p: &crate::table::Pending) {
+        let op = p.job.op();
+        self.metrics
+            .request_seconds
+            .get_or_create(&[("op", op)])
+            .observe(p.started.elapsed().as_secs_f64());
     }
 
     /// Marks the index as changed (an export is requested after the round).

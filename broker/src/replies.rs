@@ -42,6 +42,10 @@ impl Relay {
             self.on_fsck_reply(bid, msg);
             return;
         }
+        if self.status_owns(bid) {
+            self.on_status_reply(bid, msg);
+            return;
+        }
         let Some(pending) = self.table.touch(bid) else {
             tracing::debug!(
                 "ignoring a stale {} from the storage node (id {bid})",
@@ -57,17 +61,25 @@ impl Relay {
             Message::Meta { entry, .. } if matches!(pending.job, Job::Get { .. }) => {
                 let size = entry.size;
                 if size <= INLINE_MAX {
-                    self.table.remove(bid);
+                    if let Some(p) = self.table.remove(bid) {
+                        self.observe_done(&p);
+                    }
+                    self.metrics.files_served.inc();
+                    self.metrics.bytes_served.inc_by(size);
                 } else if let Job::Get { size: s, .. } = &mut pending.job {
                     *s = Some(size);
                 }
                 self.answer(&req, Message::Meta { id: 0, entry }, inbound.data);
             }
             Message::Chunk { offset, .. } if matches!(pending.job, Job::Get { .. }) => {
-                let end =
-                    offset.saturating_add(inbound.data.as_ref().map_or(0, |d| d.len() as u64));
+                let len = inbound.data.as_ref().map_or(0, |d| d.len() as u64);
+                let end = offset.saturating_add(len);
+                self.metrics.bytes_served.inc_by(len);
                 if matches!(pending.job, Job::Get { size: Some(s), .. } if end >= s) {
-                    self.table.remove(bid);
+                    if let Some(p) = self.table.remove(bid) {
+                        self.observe_done(&p);
+                    }
+                    self.metrics.files_served.inc();
                 }
                 let chunk = Message::Chunk {
                     id: 0,
@@ -81,6 +93,7 @@ impl Relay {
             } => self.on_done(bid, version, unchanged),
             Message::Error { code, message, .. } => {
                 if let Some(p) = self.table.remove(bid) {
+                    self.observe_done(&p);
                     match &p.job {
                         Job::Get { name, .. } => {
                             tracing::debug!("read of {name} failed on the node: {message}")
@@ -110,6 +123,7 @@ impl Relay {
         let Some(p) = self.table.remove(bid) else {
             return;
         };
+        self.observe_done(&p);
         if let Job::Put { name, .. } | Job::Rename { to: name, .. } = &p.job {
             self.fsck_saw(name);
         }
@@ -144,6 +158,10 @@ impl Relay {
                 }
                 let rec = Record::stored(*class, *size, *hash, *modified, version);
                 let written = self.index.put(name, &rec);
+                if written.is_ok() && !unchanged {
+                    self.metrics.files_routed.inc();
+                    self.metrics.bytes_routed.inc_by(*size);
+                }
                 if written.is_ok() {
                     tracing::info!(
                         "stored {} ({size} bytes, {class}, version {version}{})",

@@ -60,6 +60,7 @@ impl Relay {
             ) => self.rename(req, from, to, blake3),
             (Front::Fetch, Message::Get { name, .. }) => self.get(req, name),
             (_, Message::Fsck { repair, .. }) => self.fsck_request(req, repair),
+            (_, Message::Status { wait_ms, .. }) => self.status_request(req, wait_ms),
             (Front::Fetch, Message::Credit { chunks, .. }) => self.read_credit(&req, chunks),
             (front, other) => {
                 let text = format!(

@@ -74,6 +74,16 @@ impl Job {
         }
     }
 
+    /// The operation's name in metrics (`op` label).
+    pub fn op(&self) -> &'static str {
+        match self {
+            Job::Put { .. } => "put",
+            Job::Delete { .. } => "delete",
+            Job::Rename { .. } => "rename",
+            Job::Get { .. } => "get",
+        }
+    }
+
     /// Whether content is still moving (a read, or an upload whose content is not all sent):
     /// such a job can be abandoned with an `abort`.
     pub fn is_streaming(&self) -> bool {
@@ -92,6 +102,8 @@ pub struct Pending {
     pub link: Link,
     pub job: Job,
     pub touched: Instant,
+    /// When the request arrived (for the latency metrics).
+    pub started: Instant,
 }
 
 /// Why a request could not be admitted.
@@ -148,6 +160,7 @@ impl Table {
                 link,
                 job,
                 touched: Instant::now(),
+                started: Instant::now(),
             },
         );
         Ok(bid)
@@ -215,7 +228,6 @@ impl Table {
     }
 
     /// Requests in flight.
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.by_bid.len()
     }

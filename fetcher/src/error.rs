@@ -78,6 +78,15 @@ pub enum FetchError {
     /// SIGINT or SIGTERM arrived.
     #[error("interrupted")]
     Interrupted,
+    /// A glob pattern matched no stored file (of the `--class` asked for, if any).
+    #[error("no stored file{} matches", .class.map(|c| format!(" of class {c}")).unwrap_or_default())]
+    NoMatch { class: Option<schema::Class> },
+    /// The file is stored, but in another class than `--class` asks for; not retrieved.
+    #[error("stored as class {found}, not {wanted} (--class); not fetched")]
+    OtherClass {
+        found: schema::Class,
+        wanted: schema::Class,
+    },
     /// Not asked for, because an earlier name found the link to the broker broken (`reason`,
     /// which names the broker; `code` is that failure's exit code).
     #[error("not fetched: {reason}")]
@@ -126,6 +135,8 @@ impl FetchError {
             },
             FetchError::Integrity => EXIT_INTEGRITY,
             FetchError::BadName(_)
+            | FetchError::NoMatch { .. }
+            | FetchError::OtherClass { .. }
             | FetchError::Write { .. }
             | FetchError::UnsafePath { .. }
             | FetchError::Protocol(_) => EXIT_FILE,

@@ -7,12 +7,18 @@
 //! is decided in [`execute`] (see [`error`] for the codes).
 //!
 //! Files: `client.rs` (the link to the broker), `list.rs` (listing formats), `transfer.rs` (one
-//! read under credit), `save.rs` (temporary file, hash check, rename into the target).
+//! read under credit), `save.rs` (temporary file, hash check, rename into the target),
+//! `select.rs` (glob patterns and `--class`), `progress.rs` (the bar on a terminal),
+//! `status.rs` (`dfs status`, the other read-side client), `human.rs` (sizes and ages).
 
 mod client;
 pub mod error;
+mod human;
 mod list;
+mod progress;
 mod save;
+mod select;
+pub mod status;
 mod transfer;
 
 #[cfg(test)]
@@ -33,9 +39,16 @@ pub const DEFAULT_PORT: u16 = 12346;
 /// Options of `dfs fetch`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
-    /// Names of the files to retrieve (paths relative to the source folder); none lists the store.
+    /// Names of the files to retrieve (paths relative to the source folder), or glob patterns
+    /// matched against the stored names (`'music/*.mp3'`, `'**/*.pdf'`; quote them from the
+    /// shell); none lists the store.
     #[arg(value_name = "NAME")]
     pub names: Vec<String>,
+
+    /// Only files of this class (mp3, txt, pdf, others): in the listing, among the files a
+    /// pattern matches, and for named files (others are refused).
+    #[arg(long, value_name = "CLASS", env = "DFS_FETCH_CLASS")]
+    pub class: Option<schema::Class>,
 
     /// Folder the retrieved files are written into (sub-folders are recreated).
     #[arg(
@@ -59,7 +72,8 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
 
-    /// Write the content of the single NAME to FILE instead; only `-` (standard output) is supported.
+    /// Write the content of the single NAME (taken literally) to FILE instead; only `-`
+    /// (standard output) is supported.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<String>,
 
@@ -136,13 +150,24 @@ pub fn execute(args: &Args, out: &mut dyn Write, err: &mut dyn Write, stop: &Shu
         Mode::Stdout { name } => vec![name],
     };
     let mut valid = Vec::with_capacity(wanted.len());
+    let mut patterns = Vec::new();
     for name in wanted {
+        if matches!(mode, Mode::Save { .. }) && select::is_pattern(name) {
+            match select::Pattern::new(name) {
+                Ok(p) => patterns.push(p),
+                Err(e) => {
+                    let _ = writeln!(err, "dfs fetch: {e}");
+                    return EXIT_USAGE;
+                }
+            }
+            continue;
+        }
         match schema::names::check(name) {
-            Ok(()) => valid.push(name),
+            Ok(()) => valid.push(name.to_string()),
             Err(e) => code = code.max(report(Some(name), &FetchError::BadName(e), &endpoint)),
         }
     }
-    if valid.is_empty() && !matches!(mode, Mode::List { .. }) {
+    if valid.is_empty() && patterns.is_empty() && !matches!(mode, Mode::List { .. }) {
         return code;
     }
     let mut client = match Client::connect(&endpoint, args.timeout, stop.clone()) {
@@ -151,27 +176,41 @@ pub fn execute(args: &Args, out: &mut dyn Write, err: &mut dyn Write, stop: &Shu
     };
     match mode {
         Mode::List { json } => {
-            if let Err(e) = list::list(&mut client, json, out) {
+            if let Err(e) = list::list(&mut client, json, args.class, out) {
                 code = code.max(report(Some("listing"), &e, &endpoint));
             }
         }
         Mode::Stdout { .. } => {
-            let name = valid[0];
-            if let Err(e) = to_writer(&mut client, name, out) {
+            let name = &valid[0];
+            if let Err(e) = to_writer(&mut client, name, args.class, out) {
                 let _ = out.flush();
                 code = code.max(report(Some(name), &e, &endpoint));
             }
         }
         Mode::Save { .. } => {
+            if !patterns.is_empty() {
+                match select::expand(&mut client, &mut patterns, args.class) {
+                    Ok(found) => {
+                        for p in patterns.iter().filter(|p| p.hits == 0) {
+                            let e = FetchError::NoMatch { class: args.class };
+                            code = code.max(report(Some(&p.text), &e, &endpoint));
+                        }
+                        let named: std::collections::HashSet<String> =
+                            valid.iter().cloned().collect();
+                        valid.extend(found.into_iter().filter(|n| !named.contains(n)));
+                    }
+                    Err(e) => return code.max(report(Some("listing"), &e, &endpoint)),
+                }
+            }
             // Once the link is broken, later names are reported, not waited for.
             let mut broken: Option<FetchError> = None;
-            for name in valid {
+            for name in &valid {
                 let result = match &broken {
                     Some(cause) => Err(FetchError::NotTried {
                         reason: cause.to_string(),
                         code: cause.exit_code(),
                     }),
-                    None => save(&mut client, &args.target, name),
+                    None => save(&mut client, &args.target, name, args.class),
                 };
                 if let Err(e) = result {
                     code = code.max(report(Some(name), &e, &endpoint));
@@ -218,9 +257,31 @@ fn usage(args: &Args) -> Result<(Mode<'_>, String), FetchError> {
     Ok((mode, endpoint))
 }
 
-/// Retrieves `name` into `target`: temporary file, hash check, modification time, rename.
-fn save(client: &mut Client, target: &std::path::Path, name: &str) -> Result<(), FetchError> {
+/// Asks for `name` and checks it is of `class` (when given) before any content moves.
+fn request(
+    client: &mut Client,
+    name: &str,
+    class: Option<schema::Class>,
+) -> Result<transfer::Started, FetchError> {
     let started = transfer::request(client, name)?;
+    match class {
+        Some(wanted) if started.entry.class != wanted => {
+            let found = started.entry.class;
+            started.abandon(client);
+            Err(FetchError::OtherClass { found, wanted })
+        }
+        _ => Ok(started),
+    }
+}
+
+/// Retrieves `name` into `target`: temporary file, hash check, modification time, rename.
+fn save(
+    client: &mut Client,
+    target: &std::path::Path,
+    name: &str,
+    class: Option<schema::Class>,
+) -> Result<(), FetchError> {
+    let started = request(client, name, class)?;
     let opened =
         save::destination(target, name).and_then(|dest| Ok((TempFile::beside(&dest)?, dest)));
     let (mut temp, dest) = match opened {
@@ -231,7 +292,7 @@ fn save(client: &mut Client, target: &std::path::Path, name: &str) -> Result<(),
         }
     };
     let entry = started.entry.clone();
-    started.receive(client, &mut temp)?;
+    progress::receive(started, client, &mut temp)?;
     temp.persist(entry.modified, &dest)?;
     debug!(
         name,
@@ -244,8 +305,13 @@ fn save(client: &mut Client, target: &std::path::Path, name: &str) -> Result<(),
 }
 
 /// Streams `name` to `out`; the hash is checked at the end, after the bytes went out.
-fn to_writer(client: &mut Client, name: &str, out: &mut dyn Write) -> Result<(), FetchError> {
-    let started = transfer::request(client, name)?;
-    started.receive(client, &mut WriterSink(&mut *out))?;
+fn to_writer(
+    client: &mut Client,
+    name: &str,
+    class: Option<schema::Class>,
+    out: &mut dyn Write,
+) -> Result<(), FetchError> {
+    let started = request(client, name, class)?;
+    progress::receive(started, client, &mut WriterSink(&mut *out))?;
     out.flush().map_err(error::stdout_error)
 }

@@ -1,10 +1,12 @@
-//! Listing: pages through the broker's index and prints each page as it comes, as a table or as
-//! one JSON object per line. Memory holds one page at a time, whatever the size of the store.
+//! Listing: pages through the broker's index and prints each page as it comes, as a table (sizes
+//! for people: `1.2 MiB`) or as one JSON object per line (exact bytes). Memory holds one page at
+//! a time, whatever the size of the store. `--class` keeps the rows of one class.
 
 use crate::client::Client;
 use crate::error::{stdout_error, FetchError};
+use crate::human::Size;
 use schema::limits::MAX_LIST_PAGE;
-use schema::{Entry, Message};
+use schema::{Class, Entry, Message};
 use std::borrow::Cow;
 use std::fmt;
 use std::io::Write;
@@ -12,14 +14,40 @@ use std::io::Write;
 /// Widest the NAME column grows; longer names overflow their row rather than widen every row.
 const MAX_NAME_WIDTH: usize = 60;
 
-/// Lists every stored file to `out`, `json` choosing the format. The next page is asked for
-/// before the current one is printed, so the broker prepares it while this side writes.
-pub(crate) fn list(client: &mut Client, json: bool, out: &mut dyn Write) -> Result<(), FetchError> {
+/// Lists every stored file (of `class`, if given) to `out`, `json` choosing the format.
+pub(crate) fn list(
+    client: &mut Client,
+    json: bool,
+    class: Option<Class>,
+    out: &mut dyn Write,
+) -> Result<(), FetchError> {
     let mut format = if json {
         Format::Json
     } else {
         Format::Table(Table::default())
     };
+    pages(client, |entries| {
+        let page: Vec<Entry>;
+        let entries = match class {
+            Some(c) => {
+                page = entries.iter().filter(|e| e.class == c).cloned().collect();
+                &page[..]
+            }
+            None => entries,
+        };
+        format.page(entries, out).map_err(stdout_error)
+    })?;
+    format.finish(out).map_err(stdout_error)?;
+    out.flush().map_err(stdout_error)
+}
+
+/// Pages through the broker's listing in name order, handing each page to `on_page`. The next
+/// page is asked for before the current one is handed over, so the broker prepares it
+/// meanwhile.
+pub(crate) fn pages(
+    client: &mut Client,
+    mut on_page: impl FnMut(&[Entry]) -> Result<(), FetchError>,
+) -> Result<(), FetchError> {
     let mut id = ask(client, None)?;
     let mut cursor: Option<String> = None;
     loop {
@@ -44,13 +72,11 @@ pub(crate) fn list(client: &mut Client, json: bool, out: &mut dyn Write) -> Resu
             cursor = Some(last.name.clone());
             id = ask(client, cursor.clone())?;
         }
-        format.page(&entries, out).map_err(stdout_error)?;
+        on_page(&entries)?;
         if !more {
-            break;
+            return Ok(());
         }
     }
-    format.finish(out).map_err(stdout_error)?;
-    out.flush().map_err(stdout_error)
 }
 
 /// Sends `list` for the page after `after`; returns the request id.
@@ -85,8 +111,8 @@ impl Format {
     }
 }
 
-/// The human table `NAME  SIZE  CLASS  MODIFIED`. Column widths come from the first page and
-/// only grow, so rows stay aligned in practice with one page in memory.
+/// The human table `NAME  SIZE  CLASS  MODIFIED`, sizes in binary units. Column widths come from
+/// the first page and only grow, so rows stay aligned in practice with one page in memory.
 #[derive(Default)]
 struct Table {
     name_width: usize,
@@ -102,7 +128,7 @@ impl Table {
             self.name_width = self
                 .name_width
                 .max(name.chars().count().min(MAX_NAME_WIDTH));
-            self.size_width = self.size_width.max(digits(e.size));
+            self.size_width = self.size_width.max(Size(e.size).to_string().len());
             names.push(name);
         }
         if !self.header_done {
@@ -113,7 +139,7 @@ impl Table {
                 out,
                 "{name:<nw$}  {size:>sw$}  {class:<6}  {modified}",
                 nw = self.name_width,
-                size = e.size,
+                size = Size(e.size),
                 sw = self.size_width,
                 class = e.class.as_str(),
                 modified = Seconds(e.modified),
@@ -134,11 +160,6 @@ impl Table {
             sw = self.size_width.max(4),
         )
     }
-}
-
-/// Decimal digits of `n`.
-fn digits(n: u64) -> usize {
-    n.checked_ilog10().map_or(1, |d| d as usize + 1)
 }
 
 /// `name` with control characters escaped (`schema::names::escape`), borrowed when it has none.
@@ -209,14 +230,14 @@ mod tests {
         .unwrap();
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[0], "NAME              SIZE  CLASS   MODIFIED");
+        assert_eq!(lines[0], "NAME                 SIZE  CLASS   MODIFIED");
         assert_eq!(
             lines[1],
-            "a.txt                5  txt     2023-11-14T22:13:20Z"
+            "a.txt                 5 B  txt     2023-11-14T22:13:20Z"
         );
         assert_eq!(
             lines[2],
-            "long\\tname.txt  123456  txt     2023-11-14T22:13:20Z"
+            "long\\tname.txt  120.6 KiB  txt     2023-11-14T22:13:20Z"
         );
     }
 
@@ -248,13 +269,5 @@ mod tests {
         assert_eq!(v["name"], odd.name);
         assert_eq!(v["modified"], "1970-01-01T00:00:00Z");
         assert_eq!(v["blake3"], odd.blake3.to_hex());
-    }
-
-    #[test]
-    fn digit_counts() {
-        assert_eq!(digits(0), 1);
-        assert_eq!(digits(9), 1);
-        assert_eq!(digits(10), 2);
-        assert_eq!(digits(u64::MAX), 20);
     }
 }

@@ -7,16 +7,19 @@
 //! crate describes the same rules for someone writing a peer in another language.
 //!
 //! [`daemon`] holds the small runtime pieces every daemon shares: the stop signal, the ready file
-//! and address parsing.
+//! and address parsing; [`metrics`] the `--metrics` endpoint and the metric types; [`status`] the
+//! reports behind `dfs status`.
 
 pub mod codec;
 pub mod daemon;
 pub mod hash;
 pub mod limits;
 pub mod message;
+pub mod metrics;
 pub mod names;
 pub mod route;
 pub mod socket;
+pub mod status;
 pub mod time;
 pub mod writeback;
 

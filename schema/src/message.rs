@@ -7,6 +7,7 @@
 use crate::hash::Hash;
 use crate::limits::INLINE_MAX;
 use crate::route::Class;
+use crate::status::{BrokerReport, NodeReport};
 use serde::{Deserialize, Serialize};
 
 /// One protocol message (the header frame). Data frames travel beside it, see [`Message::data`].
@@ -127,6 +128,26 @@ pub enum Message {
         findings: Vec<Finding>,
         checked: u64,
         more: bool,
+    },
+    /// Asks how a peer is (`dfs status`). A storage node (serve port) answers `node_status`; a
+    /// broker (either front port) asks its node, waiting at most `wait_ms` (default 2,500, at
+    /// most 60,000), and answers `broker_status` with both reports.
+    Status {
+        id: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        wait_ms: Option<u32>,
+    },
+    /// A storage node's answer to `status`.
+    NodeStatus { id: u64, node: Box<NodeReport> },
+    /// A broker's answer to `status`: its own report, and its node's or why there is none
+    /// (`node_error`, naming the node's address).
+    BrokerStatus {
+        id: u64,
+        broker: Box<BrokerReport>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        node: Option<Box<NodeReport>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        node_error: Option<String>,
     },
     /// Request `id` failed; `code` says how, `message` says what and why in one line.
     Error {
@@ -404,6 +425,9 @@ impl Message {
             | Message::Quarantine { id, .. }
             | Message::Fsck { id, .. }
             | Message::Findings { id, .. }
+            | Message::Status { id, .. }
+            | Message::NodeStatus { id, .. }
+            | Message::BrokerStatus { id, .. }
             | Message::Error { id, .. } => *id,
         }
     }
@@ -429,6 +453,9 @@ impl Message {
             | Message::Quarantine { id, .. }
             | Message::Fsck { id, .. }
             | Message::Findings { id, .. }
+            | Message::Status { id, .. }
+            | Message::NodeStatus { id, .. }
+            | Message::BrokerStatus { id, .. }
             | Message::Error { id, .. } => *id = new,
         }
         self
@@ -455,6 +482,9 @@ impl Message {
             Message::Quarantine { .. } => "quarantine",
             Message::Fsck { .. } => "fsck",
             Message::Findings { .. } => "findings",
+            Message::Status { .. } => "status",
+            Message::NodeStatus { .. } => "node_status",
+            Message::BrokerStatus { .. } => "broker_status",
             Message::Error { .. } => "error",
         }
     }

@@ -11,7 +11,7 @@
 //! `lib.rs` (options, entry point), [`node`] (binding, the socket loop, dispatch),
 //! [`upload`] (puts and chunks), [`credit`] (flow control of uploads), [`sync`] (the durable
 //! write pool), [`durable`] (temp files, fsync, rename), [`read`] (gets), [`list`] (listings),
-//! [`change`] (deletes, renames), [`check`] (re-hashing and quarantine for `dfs fsck`), [`meta`] (the `user.dfs.meta` attribute), [`layout`] (the
+//! [`change`] (deletes, renames), [`metrics`] (`--metrics`), [`check`] (re-hashing and quarantine for `dfs fsck`), [`status`] (the answer to `status`), [`meta`] (the `user.dfs.meta` attribute), [`layout`] (the
 //! folders under the root), [`error`] (routine errors and their reply codes).
 
 pub mod change;
@@ -22,8 +22,10 @@ pub mod error;
 pub mod layout;
 pub mod list;
 pub mod meta;
+pub mod metrics;
 pub mod node;
 pub mod read;
+pub mod status;
 pub mod sync;
 pub mod upload;
 
@@ -59,17 +61,29 @@ pub struct Args {
     #[arg(long, env = "DFS_STORAGE_SYNC_THREADS", default_value_t = 64,
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub sync_threads: u16,
+    /// Serve Prometheus metrics on HOST:PORT at GET /metrics (off unless given; port 0 picks a
+    /// free port, reported in the ready file).
+    #[arg(long, value_name = "HOST:PORT", env = "DFS_STORAGE_METRICS")]
+    pub metrics: Option<String>,
 }
 
 /// Runs a storage node until `stop`: binds, writes the ready file, serves.
 pub fn run(args: Args, stop: Shutdown) -> anyhow::Result<()> {
     let ctx = zmq::Context::new();
     let node = Node::bind(&ctx, &args)?;
-    let ready = serde_json::json!({
+    let metrics = args
+        .metrics
+        .as_deref()
+        .map(|addr| schema::metrics::MetricsServer::start(addr, node.metrics().registry()))
+        .transpose()?;
+    let mut ready = serde_json::json!({
         "role": "storage",
         "base_port": node.base_port(),
         "root": node.root().display().to_string(),
     });
+    if let Some(m) = &metrics {
+        ready["metrics"] = m.local_addr().to_string().into();
+    }
     if let Some(path) = &args.ready_file {
         write_ready_file(path, &ready)
             .with_context(|| format!("cannot write the ready file {}", path.display()))?;

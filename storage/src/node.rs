@@ -2,6 +2,7 @@
 
 use crate::credit::Ledger;
 use crate::layout::Layout;
+use crate::metrics::Metrics;
 use crate::read::Read;
 use crate::sync::{self, SyncPool, Work};
 use crate::upload::{Pending, Upload};
@@ -42,6 +43,7 @@ pub struct Node {
     results_endpoint: String,
     base_port: u16,
     sync_threads: usize,
+    metrics: Metrics,
     _lock: File,
 }
 
@@ -92,6 +94,7 @@ impl Node {
             results_endpoint,
             base_port,
             sync_threads: usize::from(args.sync_threads),
+            metrics: Metrics::default(),
             _lock: lock,
         })
     }
@@ -99,6 +102,11 @@ impl Node {
     /// The first of the five bound ports (mp3); reads are on `base_port() + 4`.
     pub fn base_port(&self) -> u16 {
         self.base_port
+    }
+
+    /// The node's metrics (served with `--metrics`).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The storage root, as resolved at bind.
@@ -115,6 +123,7 @@ impl Node {
             self.layout.clone(),
             self.sync_threads,
             stop.clone(),
+            &self.metrics,
         )?;
         let mut server = Server {
             sockets: self.sockets,
@@ -125,6 +134,8 @@ impl Node {
             pending: HashMap::new(),
             next_ticket: 0,
             reads: HashMap::new(),
+            started: Instant::now(),
+            metrics: self.metrics,
         };
         let result = server.run(&self.results, &stop);
         if let Some(pool) = server.pool.take() {
@@ -145,6 +156,9 @@ pub(crate) struct Server {
     pub(crate) pending: HashMap<u64, Pending>,
     pub(crate) next_ticket: u64,
     pub(crate) reads: HashMap<Key, Read>,
+    /// When the node started serving (for its uptime).
+    pub(crate) started: Instant,
+    pub(crate) metrics: Metrics,
 }
 
 impl Server {
@@ -191,6 +205,8 @@ impl Server {
                 self.sweep();
                 last_sweep = Instant::now();
             }
+            self.metrics.uploads.set(self.uploads.len() as i64);
+            self.metrics.reads.set(self.reads.len() as i64);
         }
         Ok(())
     }
@@ -203,6 +219,9 @@ impl Server {
         msg: &Message,
         data: Option<zmq::Message>,
     ) -> bool {
+        if let Message::Error { code, .. } = msg {
+            schema::metrics::count_error(&self.metrics.errors, schema::metrics::code_kind(*code));
+        }
         match codec::send(&self.sockets[sock], Some(peer), msg, data) {
             Ok(()) => true,
             Err(e) => {
@@ -246,6 +265,14 @@ impl Server {
             }
             (SERVE, Message::Check { id, after, limit }) => {
                 self.submit((sock, peer, id), Work::Check { after, limit });
+            }
+            (SERVE, Message::Status { id, .. }) => {
+                let snapshot = crate::status::Snapshot {
+                    uploads: self.uploads.len() as u64,
+                    reads: self.reads.len() as u64,
+                    uptime: self.started.elapsed().as_secs(),
+                };
+                self.submit((sock, peer, id), Work::Status(snapshot));
             }
             (SERVE, other) => self.unexpected(sock, &peer, &other),
             (_, Message::Quarantine { id, class, name }) => {

@@ -147,7 +147,10 @@ impl Server {
             });
             match read {
                 Ok(data) => {
-                    self.send(SERVE, &key.1, &Message::Meta { id, entry }, Some(data));
+                    if self.send(SERVE, &key.1, &Message::Meta { id, entry }, Some(data)) {
+                        self.metrics.files_served.inc();
+                        self.metrics.bytes_served.inc_by(size);
+                    }
                 }
                 Err(e) => self.send_error(SERVE, &key.1, id, &e),
             }
@@ -213,8 +216,10 @@ impl Server {
                 return;
             }
             read.offset += len as u64;
+            self.metrics.bytes_served.inc_by(len as u64);
         }
         if read.offset >= read.size {
+            self.metrics.files_served.inc();
             tracing::debug!(peer = %hex(&key.1), id, name = %read.name, "read finished");
         } else {
             self.reads.insert(key, read);

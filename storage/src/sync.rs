@@ -11,6 +11,7 @@ use crate::durable::{commit, TempFile};
 use crate::error::StoreError;
 use crate::layout::Layout;
 use crate::meta::{self, StoredMeta};
+use crate::metrics::Metrics;
 use anyhow::Context as _;
 use schema::daemon::Shutdown;
 use schema::{Class, Hash, Message};
@@ -46,6 +47,8 @@ pub enum Work {
     Check { after: Option<String>, limit: u32 },
     /// A `quarantine`: set aside `name` of `class` if its content changed.
     Quarantine { class: Class, name: String },
+    /// A `status`: count what is stored (a walk of the class folders).
+    Status(crate::status::Snapshot),
 }
 
 /// The running pool. [`SyncPool::stop`] ends it.
@@ -63,6 +66,7 @@ impl SyncPool {
         layout: Arc<Layout>,
         threads: usize,
         stop: Shutdown,
+        metrics: &Metrics,
     ) -> anyhow::Result<SyncPool> {
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
@@ -77,9 +81,10 @@ impl SyncPool {
             push.connect(endpoint)
                 .with_context(|| format!("cannot connect a sync worker to {endpoint}"))?;
             let (rx, layout, stop) = (rx.clone(), layout.clone(), stop.clone());
+            let metrics = metrics.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("storage-sync-{i}"))
-                .spawn(move || worker(&rx, &push, &layout, &stop))
+                .spawn(move || worker(&rx, &push, &layout, &stop, &metrics))
                 .context("cannot start a sync worker thread")?;
             workers.push(handle);
         }
@@ -109,7 +114,13 @@ impl SyncPool {
 }
 
 /// One worker: takes jobs until the queue closes.
-fn worker(rx: &Mutex<mpsc::Receiver<Job>>, push: &zmq::Socket, layout: &Layout, stop: &Shutdown) {
+fn worker(
+    rx: &Mutex<mpsc::Receiver<Job>>,
+    push: &zmq::Socket,
+    layout: &Layout,
+    stop: &Shutdown,
+    metrics: &Metrics,
+) {
     loop {
         let job = match rx.lock() {
             Ok(rx) => rx.recv(),
@@ -120,7 +131,10 @@ fn worker(rx: &Mutex<mpsc::Receiver<Job>>, push: &zmq::Socket, layout: &Layout, 
             tracing::debug!(ticket = job.ticket, "stopping: upload abandoned");
             continue;
         }
-        let reply = perform(layout, job.id, job.work);
+        let reply = perform(layout, job.id, job.work, metrics);
+        if let Message::Error { code, .. } = &reply {
+            schema::metrics::count_error(&metrics.errors, schema::metrics::code_kind(*code));
+        }
         let frames = [
             job.ticket.to_le_bytes().to_vec(),
             schema::codec::encode(&reply),
@@ -132,7 +146,7 @@ fn worker(rx: &Mutex<mpsc::Receiver<Job>>, push: &zmq::Socket, layout: &Layout, 
 }
 
 /// Does `work` for request `id`; returns the reply.
-fn perform(layout: &Layout, id: u64, work: Work) -> Message {
+fn perform(layout: &Layout, id: u64, work: Work, metrics: &Metrics) -> Message {
     let result = match work {
         Work::Check { after, limit } => {
             return match check::page(layout, after.as_deref(), limit) {
@@ -146,7 +160,14 @@ fn perform(layout: &Layout, id: u64, work: Work) -> Message {
         Work::Quarantine { class, name } => {
             check::quarantine(layout, class, &name).map(|()| (0, false))
         }
-        work => store(layout, work),
+        Work::Status(snapshot) => {
+            let node = crate::status::report(layout, snapshot);
+            return Message::NodeStatus {
+                id,
+                node: Box::new(node),
+            };
+        }
+        work => store(layout, work, metrics),
     };
     match result {
         Ok((version, unchanged)) => Message::Done {
@@ -164,7 +185,7 @@ fn perform(layout: &Layout, id: u64, work: Work) -> Message {
 }
 
 /// Makes one finished upload durable; returns its version and whether it was unchanged.
-fn store(layout: &Layout, work: Work) -> Result<(u64, bool), StoreError> {
+fn store(layout: &Layout, work: Work, metrics: &Metrics) -> Result<(u64, bool), StoreError> {
     match work {
         Work::Inline { meta, data } => {
             let actual = Hash::of(&data);
@@ -184,10 +205,10 @@ fn store(layout: &Layout, work: Work) -> Result<(u64, bool), StoreError> {
             temp.file()
                 .write_all(&data)
                 .map_err(|e| StoreError::io("write", temp.path(), e))?;
-            finish(layout, temp, &meta, data.len() as u64)
+            finish(layout, temp, &meta, data.len() as u64, metrics)
         }
-        Work::Finish { temp, meta, size } => finish(layout, temp, &meta, size),
-        Work::Check { .. } | Work::Quarantine { .. } => {
+        Work::Finish { temp, meta, size } => finish(layout, temp, &meta, size, metrics),
+        Work::Check { .. } | Work::Quarantine { .. } | Work::Status(_) => {
             Err(StoreError::Protocol("a check is not an upload".into()))
         }
     }
@@ -198,9 +219,16 @@ fn finish(
     temp: TempFile,
     meta: &StoredMeta,
     size: u64,
+    metrics: &Metrics,
 ) -> Result<(u64, bool), StoreError> {
     let dest = layout.file_path(meta.class, &meta.name)?;
+    let started = std::time::Instant::now();
     commit(temp, meta, &layout.class_dir(meta.class), &dest)?;
+    metrics
+        .durable_seconds
+        .observe(started.elapsed().as_secs_f64());
+    metrics.files_stored.inc();
+    metrics.bytes_stored.inc_by(size);
     tracing::info!(name = %schema::names::escape(&meta.name), class = %meta.class, size, version = meta.version, "stored");
     Ok((meta.version, false))
 }

@@ -94,10 +94,119 @@ fn human_listing_and_stdout_output() {
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
     assert_eq!(header, ["NAME", "SIZE", "CLASS", "MODIFIED"]);
+    // Sizes are for people: a number and a unit.
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split_whitespace().collect()).collect();
-    assert_eq!(rows[0][..3], ["a.mp3", "2", "mp3"]);
-    assert_eq!(rows[1][..3], ["b.txt", "3", "txt"]);
+    assert_eq!(rows[0][..4], ["a.mp3", "2", "B", "mp3"]);
+    assert_eq!(rows[1][..4], ["b.txt", "3", "B", "txt"]);
     let out = c.fetch(&["-o", "-", "b.txt"]);
     assert_eq!(out.stdout, b"bee");
     assert!(!c.target.exists(), "-o - writes nothing into the target");
+}
+
+/// Glob patterns select stored files (`*` within a folder, `**` across), `--class` keeps one
+/// class in listings and retrievals, a pattern that matches nothing exits 1 naming it, and a
+/// piped retrieval of a large file prints nothing on stderr (no progress bar).
+#[test]
+fn globs_class_and_human_sizes() {
+    let c = Cluster::start();
+    for (name, len) in [
+        ("music/a.mp3", 10),
+        ("music/b.mp3", 20),
+        ("music/sub/c.mp3", 30),
+        ("notes.txt", 5),
+    ] {
+        let path = c.source.join(name);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, random_bytes(len as u64, len)).unwrap();
+    }
+    let big = write_big_file(&c.source.join("big.bin"), 7, 5 << 20);
+    c.wait_synced(Duration::from_secs(120));
+    let fetched =
+        |dir: &str| -> Vec<String> { tree_hashes(&c.dir.path().join(dir)).into_keys().collect() };
+    let target = |dir: &str| c.dir.path().join(dir).display().to_string();
+
+    let out = c.fetch(&["--target", &target("t1"), "music/*.mp3"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fetched("t1"), ["music/a.mp3", "music/b.mp3"]);
+
+    let out = c.fetch(&["--target", &target("t2"), "**/*.mp3", "notes.txt"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        fetched("t2"),
+        ["music/a.mp3", "music/b.mp3", "music/sub/c.mp3", "notes.txt"]
+    );
+
+    let out = c.fetch(&["--target", &target("t3"), "--class", "txt", "*"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fetched("t3"), ["notes.txt"]);
+
+    // A pattern that matches nothing: exit 1, one line naming it; the other pattern still works.
+    let out = c.fetch(&["--target", &target("t4"), "nothing/*.mp3", "*.txt"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("nothing/*.mp3") && err.contains("no stored file matches"),
+        "{err}"
+    );
+    assert_eq!(fetched("t4"), ["notes.txt"]);
+
+    // A named file of another class is refused under --class.
+    let out = c.fetch(&["--target", &target("t5"), "--class", "mp3", "notes.txt"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("notes.txt") && err.contains("class txt"),
+        "{err}"
+    );
+    assert!(fetched("t5").is_empty());
+
+    // A large file, piped: the content arrives and stderr stays empty.
+    let out = c.fetch(&["--target", &target("t6"), "big.bin"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(file_hash(&c.dir.path().join("t6/big.bin")), big);
+
+    // Listings: --class keeps one class; sizes read 5.0 MiB.
+    let out = c.fetch(&["--class", "mp3"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let names: Vec<&str> = text
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(names, ["music/a.mp3", "music/b.mp3", "music/sub/c.mp3"]);
+    let out = c.fetch(&[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let row = text.lines().find(|l| l.starts_with("big.bin")).unwrap();
+    assert_eq!(
+        row.split_whitespace().collect::<Vec<_>>()[1..4],
+        ["5.0", "MiB", "others"]
+    );
+    // --json keeps exact bytes.
+    assert_eq!(c.listing()["big.bin"].size, 5 << 20);
 }

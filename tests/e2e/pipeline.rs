@@ -310,6 +310,16 @@ fn index_export_writes_the_text_index() {
     let export = c.data.join("myIndex/index.txt");
     let written = fs::metadata(&export).unwrap().modified().unwrap();
     c.start_broker();
+    // Its counts come from the mark: `dfs status` knows the two files at once.
+    let addr = c.broker_addr();
+    let out = run_bounded(
+        c.dir.path(),
+        &["status", "--json", "--broker", &addr, "--timeout", "20"],
+        Duration::from_secs(60),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["broker"]["index_entries"], 2, "{v:#}");
+    assert_eq!(v["broker"]["index_bytes"], 2, "{v:#}");
     fs::write(c.source.join("c.pdf"), "c").unwrap();
     wait_until("c.pdf in index.txt", SYNC, || {
         c.index_txt().contains("c.pdf\t")

@@ -37,6 +37,14 @@ pub struct Args {
     /// Write `{"role":"watch","source":...}` here once the folder is being watched.
     #[arg(long, env = "DFS_WATCH_READY_FILE")]
     pub ready_file: Option<PathBuf>,
+    /// Keep a JSON status file here for `dfs status --status-file FILE`: connection, queue,
+    /// progress and last error, rewritten at most once a second and at least every 10 s.
+    #[arg(long, value_name = "FILE", env = "DFS_WATCH_STATUS_FILE")]
+    pub status_file: Option<PathBuf>,
+    /// Serve Prometheus metrics on HOST:PORT at GET /metrics (off unless given; port 0 picks a
+    /// free port, reported in the ready file).
+    #[arg(long, value_name = "HOST:PORT", env = "DFS_WATCH_METRICS")]
+    pub metrics: Option<String>,
 }
 
 impl Args {

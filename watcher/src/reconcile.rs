@@ -25,6 +25,8 @@ impl Watcher {
             Err(e) => {
                 if self.warned.insert(name.to_string()) {
                     tracing::warn!("not syncing {name:?}: {e}");
+                    self.note_error(format!("not syncing {name:?}: {e}"));
+                    schema::metrics::count_error(&self.metrics.errors, "local");
                 }
                 return;
             }
@@ -95,6 +97,8 @@ impl Watcher {
     fn cannot_read(&mut self, name: &str, why: &str, now: Instant) {
         if self.warned.insert(name.to_string()) {
             tracing::warn!("{why}; will retry");
+            self.note_error(why);
+            schema::metrics::count_error(&self.metrics.errors, "local");
         } else {
             tracing::debug!("{why}; will retry");
         }
@@ -279,7 +283,12 @@ impl Watcher {
         for name in change.names() {
             self.table.start(name, id);
         }
-        self.flights.insert(id, InFlight { change, heard: now });
+        let flight = InFlight {
+            change,
+            heard: now,
+            sent: now,
+        };
+        self.flights.insert(id, flight);
     }
 
     /// Sends as many chunks of upload `id` as its credit allows; a torn read aborts it.

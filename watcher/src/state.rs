@@ -83,6 +83,8 @@ pub struct Table {
     /// Stored names by (size, modified), to recognise a moved file whose rename event was
     /// lost (moved into a folder not watched yet).
     by_look: HashMap<(u64, i64), BTreeSet<String>>,
+    /// How many names hold a permanent refusal (`NameState::failed`).
+    refused: usize,
 }
 
 impl Table {
@@ -258,7 +260,9 @@ impl Table {
     pub fn succeeded(&mut self, name: &str) {
         if let Some(st) = self.names.get_mut(name) {
             st.retry = None;
-            st.failed = None;
+            if st.failed.take().is_some() {
+                self.refused -= 1;
+            }
         }
     }
 
@@ -278,8 +282,29 @@ impl Table {
     /// The change of `name` was refused for good while the file looked like `look`; it is not
     /// tried again until the file changes.
     pub fn refuse(&mut self, name: &str, look: Option<Stamp>) {
-        self.entry(name).failed = Some(look);
+        if self.entry(name).failed.replace(look).is_none() {
+            self.refused += 1;
+        }
         self.finish(name);
+    }
+
+    /// How many names the broker refused for good (until their file changes).
+    pub fn refused_count(&self) -> usize {
+        self.refused
+    }
+
+    /// How many names are due for a look (now or later).
+    pub fn due_count(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// The first `n` names due, in due order.
+    pub fn due_names(&self, n: usize) -> Vec<&str> {
+        self.queue
+            .iter()
+            .take(n)
+            .map(|(_, name)| name.as_str())
+            .collect()
     }
 
     /// Whether `name` was refused for good while the file looked exactly like `look`.
@@ -463,8 +488,12 @@ mod tests {
         let other = Stamp { size: 2, ..look };
         assert!(!t.refused("a", Some(&other)));
         assert!(!t.refused("a", None));
+        assert_eq!(t.refused_count(), 1);
+        t.refuse("a", Some(other));
+        assert_eq!(t.refused_count(), 1, "refused once, however often");
         t.succeeded("a");
         assert!(!t.refused("a", Some(&look)));
+        assert_eq!(t.refused_count(), 0);
     }
 
     #[test]

@@ -39,6 +39,11 @@ impl StoreOutage {
     pub fn next_probe(&self) -> Option<Instant> {
         (!self.held.is_empty()).then_some(self.next_probe)
     }
+
+    /// How many names are held until the store is back.
+    pub fn held_count(&self) -> usize {
+        self.held.len()
+    }
 }
 
 impl Watcher {
@@ -46,6 +51,9 @@ impl Watcher {
     /// outage is logged, the name is held until the store answers again.
     pub(crate) fn store_refused(&mut self, name: &str, code: ErrorCode, why: &str, now: Instant) {
         self.table.finish(name);
+        if self.store_outage.is_none() {
+            self.note_error(format!("{}: {why}", schema::names::escape(name)));
+        }
         let outage = self.store_outage.get_or_insert_with(|| {
             tracing::warn!(
                 "{}: the store behind broker {} does not take changes: {why} ({code:?}); \

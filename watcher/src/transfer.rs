@@ -14,6 +14,8 @@ pub struct InFlight {
     pub change: Change,
     /// When the broker last said something about this change (or it was sent).
     pub heard: Instant,
+    /// When the change was sent.
+    pub sent: Instant,
 }
 
 /// What kind of change is in flight.

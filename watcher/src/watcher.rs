@@ -86,11 +86,23 @@ pub(crate) struct Watcher {
     /// New folders to scan once more, and when: a file made in a new folder after its first
     /// scan but before its inotify watch existed has no event.
     pub folder_rescans: Vec<(Instant, PathBuf)>,
+    /// What was synced and the last error, for the status file.
+    pub progress: crate::status_file::Progress,
+    /// The status file (`--status-file`), if asked for.
+    pub status_file: Option<crate::status_file::StatusFile>,
+    /// Counters and histograms for `--metrics`.
+    pub metrics: crate::metrics::Metrics,
+    /// About when the watcher started (ns since the epoch, a second early): later
+    /// modifications feed the close-to-durable histogram.
+    pub started_ns: i64,
 }
 
 /// Runs the watcher until `stop` is triggered. Fails at start if the source folder is missing
 /// or not a folder, the broker address is malformed, or the folder cannot be watched.
 pub fn run(args: Args, stop: Shutdown) -> anyhow::Result<()> {
+    // File systems stamp mtimes with a coarse clock; a second of slack keeps files closed as
+    // the watcher starts among the ones whose sync lag is measured.
+    let started_ns = schema::time::to_ns(std::time::SystemTime::now()) - 1_000_000_000;
     let meta = std::fs::metadata(&args.source)
         .with_context(|| format!("cannot use the source folder {}", args.source.display()))?;
     if !meta.is_dir() {
@@ -110,7 +122,16 @@ pub fn run(args: Args, stop: Shutdown) -> anyhow::Result<()> {
     let sock = schema::socket::dealer(&ctx, &endpoint)?;
     let monitor = crate::link::watch_connection(&ctx, &sock)?;
     let mut feed = Feed::start(&ctx, &root)?;
-    let ready = serde_json::json!({"role": "watch", "source": root.display().to_string()});
+    let metrics = crate::metrics::Metrics::default();
+    let endpoint_metrics = args
+        .metrics
+        .as_deref()
+        .map(|addr| schema::metrics::MetricsServer::start(addr, metrics.registry()))
+        .transpose()?;
+    let mut ready = serde_json::json!({"role": "watch", "source": root.display().to_string()});
+    if let Some(m) = &endpoint_metrics {
+        ready["metrics"] = m.local_addr().to_string().into();
+    }
     if let Some(path) = &args.ready_file {
         write_ready_file(path, &ready)
             .with_context(|| format!("cannot write the ready file {}", path.display()))?;
@@ -150,6 +171,13 @@ pub fn run(args: Args, stop: Shutdown) -> anyhow::Result<()> {
         overflow_warned: None,
         warned: HashSet::new(),
         store_outage: None,
+        progress: Default::default(),
+        status_file: args
+            .status_file
+            .as_deref()
+            .map(crate::status_file::StatusFile::new),
+        metrics,
+        started_ns,
     };
     w.serve(&mut feed, &stop)
 }
@@ -160,6 +188,7 @@ impl Watcher {
         loop {
             if stop.is_triggered() {
                 self.shut_down();
+                self.write_final_status();
                 return Ok(());
             }
             let timeout = self.poll_timeout(Instant::now());
@@ -187,7 +216,18 @@ impl Watcher {
             self.connection_events(Instant::now());
             self.receive(Instant::now());
             self.tick(Instant::now());
+            self.write_status(Instant::now());
+            self.update_gauges();
         }
+    }
+
+    /// Sets the gauges from the state now.
+    fn update_gauges(&self) {
+        let held = self.store_outage.as_ref().map_or(0, |o| o.held_count());
+        let m = &self.metrics;
+        m.pending.set((self.table.due_count() + held) as i64);
+        m.in_flight.set(self.flights.len() as i64);
+        m.connected.set(i64::from(self.link.is_up()));
     }
 
     /// Watches the folders whose creation was among lost events; the rescan that follows finds
@@ -282,6 +322,13 @@ impl Watcher {
 
     /// The broker is unreachable: log it once, put every change in flight back as due.
     pub fn outage(&mut self, now: Instant, why: &str) {
+        if self.link.is_up() {
+            self.note_error(format!(
+                "broker {} unreachable ({why})",
+                self.link.endpoint()
+            ));
+            schema::metrics::count_error(&self.metrics.errors, "unreachable");
+        }
         self.link.down(now, why);
         self.probe = None;
         for (_, flight) in self.flights.drain() {

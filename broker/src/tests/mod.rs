@@ -64,6 +64,7 @@ impl Harness {
             storage: format!("127.0.0.1:{base}"),
             routes: None,
             ready_file: None,
+            metrics: None,
         };
         let mut broker = Broker::bind(&ctx, &args).unwrap();
         let index = broker.relay_mut().index.clone();

@@ -60,11 +60,45 @@ fn table_columns_are_aligned_within_a_page() {
     assert_eq!(out.code, 0, "stderr: {}", out.stderr);
     let text = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines[0], "NAME         SIZE  CLASS   MODIFIED");
-    assert_eq!(lines[1], "a.mp3        1000  mp3     2020-09-13T12:26:40Z");
-    assert_eq!(lines[2], "b.txt           0  txt     2020-09-13T12:26:40Z");
-    assert_eq!(lines[3], "d            3000  others  2020-09-13T12:26:40Z");
-    assert_eq!(lines[7], "music/c.pdf  2000  pdf     2020-09-13T12:26:40Z");
+    assert_eq!(lines[0], "NAME            SIZE  CLASS   MODIFIED");
+    assert_eq!(
+        lines[1],
+        "a.mp3         1000 B  mp3     2020-09-13T12:26:40Z"
+    );
+    assert_eq!(
+        lines[2],
+        "b.txt            0 B  txt     2020-09-13T12:26:40Z"
+    );
+    assert_eq!(
+        lines[3],
+        "d            2.9 KiB  others  2020-09-13T12:26:40Z"
+    );
+    assert_eq!(
+        lines[7],
+        "music/c.pdf  2.0 KiB  pdf     2020-09-13T12:26:40Z"
+    );
+}
+
+#[test]
+fn class_keeps_the_rows_of_one_class() {
+    let broker = FakeBroker::start(store(), 2);
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = args(broker.port, dir.path(), &[]);
+    a.json = true;
+    a.class = Some(schema::Class::Txt);
+    let out = fetch(&a);
+    assert_eq!(out.code, 0, "stderr: {}", out.stderr);
+    let names: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["name"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(names, ["b.txt", "e.txt", "f.txt", "g.txt"]);
 }
 
 #[test]

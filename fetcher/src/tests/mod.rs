@@ -224,6 +224,7 @@ pub(super) fn args(port: u16, target: &Path, names: &[&str]) -> Args {
     Args {
         names: names.iter().map(|n| n.to_string()).collect(),
         target: target.to_path_buf(),
+        class: None,
         broker: format!("127.0.0.1:{port}"),
         json: false,
         output: None,

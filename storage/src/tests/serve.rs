@@ -249,6 +249,7 @@ fn run_writes_the_ready_file_and_stops_on_the_signal() {
         base_port: 0,
         ready_file: Some(ready.clone()),
         sync_threads: 2,
+        metrics: None,
     };
     let stop = Shutdown::new();
     let s = stop.clone();

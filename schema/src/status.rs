@@ -1,0 +1,167 @@
+//! What `dfs status` asks the daemons: the reports a storage node and a broker give about
+//! themselves (carried by the `node_status` and `broker_status` messages), and the disk-space
+//! probe both use.
+
+use crate::route::Class;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// The version of the dfs software, as `dfs --version` prints it.
+pub const SOFTWARE_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Space on the file system holding a folder (`statvfs`), in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DiskSpace {
+    /// Bytes an unprivileged process may still write.
+    pub free: u64,
+    /// Size of the file system.
+    pub total: u64,
+}
+
+impl DiskSpace {
+    /// The space of the file system holding `path`.
+    pub fn of(path: &Path) -> std::io::Result<DiskSpace> {
+        use std::os::unix::ffi::OsStrExt as _;
+        let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::other("the path holds a NUL byte"))?;
+        // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let frsize = st.f_frsize as u64;
+        Ok(DiskSpace {
+            free: (st.f_bavail as u64).saturating_mul(frsize),
+            total: (st.f_blocks as u64).saturating_mul(frsize),
+        })
+    }
+}
+
+/// Files and bytes of one storage class on a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassUsage {
+    pub class: Class,
+    pub files: u64,
+    pub bytes: u64,
+}
+
+/// A storage node's account of itself (`node_status`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeReport {
+    /// Software version of the node.
+    pub version: String,
+    /// Seconds since the node started serving.
+    pub uptime: u64,
+    /// The storage root.
+    pub root: String,
+    /// Stored files (under the class folders) and their bytes, counted now.
+    pub files: u64,
+    pub bytes: u64,
+    /// The same per class, in `mp3`, `txt`, `pdf`, `others` order.
+    #[serde(default)]
+    pub classes: Vec<ClassUsage>,
+    /// Space on the file system of the root.
+    pub disk: DiskSpace,
+    /// Uploads and reads open on the node when it was asked.
+    pub uploads: u64,
+    pub reads: u64,
+}
+
+/// A broker's account of itself (`broker_status`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerReport {
+    /// Software version of the broker.
+    pub version: String,
+    /// Seconds since the broker started serving.
+    pub uptime: u64,
+    /// The data folder (index and export).
+    pub data: String,
+    /// Files the index lists and the bytes they hold, as of the last rewrite of `index.txt`
+    /// (at most about a second behind the index under load).
+    pub index_entries: u64,
+    pub index_bytes: u64,
+    /// Space on the file system of the data folder.
+    pub disk: DiskSpace,
+    /// Requests forwarded to the node and not yet answered.
+    pub in_flight: u64,
+    /// Whether the index is being rebuilt from the node (changes are refused meanwhile).
+    pub rebuilding: bool,
+    /// The node's endpoint as the broker reaches it (its serve port).
+    pub storage: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{decode, encode};
+    use crate::Message;
+
+    fn node() -> NodeReport {
+        NodeReport {
+            version: SOFTWARE_VERSION.into(),
+            uptime: 7,
+            root: "/srv/node".into(),
+            files: 3,
+            bytes: u64::MAX,
+            classes: vec![ClassUsage {
+                class: Class::Mp3,
+                files: 3,
+                bytes: u64::MAX,
+            }],
+            disk: DiskSpace { free: 1, total: 2 },
+            uploads: 0,
+            reads: 1,
+        }
+    }
+
+    #[test]
+    fn status_messages_round_trip() {
+        let broker = BrokerReport {
+            version: SOFTWARE_VERSION.into(),
+            uptime: 1,
+            data: "/srv/server".into(),
+            index_entries: 3,
+            index_bytes: 10,
+            disk: DiskSpace::default(),
+            in_flight: 2,
+            rebuilding: false,
+            storage: "tcp://127.0.0.1:9004".into(),
+        };
+        for m in [
+            Message::Status {
+                id: 1,
+                wait_ms: None,
+            },
+            Message::Status {
+                id: 2,
+                wait_ms: Some(100),
+            },
+            Message::NodeStatus {
+                id: 3,
+                node: Box::new(node()),
+            },
+            Message::BrokerStatus {
+                id: 4,
+                broker: Box::new(broker.clone()),
+                node: Some(Box::new(node())),
+                node_error: None,
+            },
+            Message::BrokerStatus {
+                id: 5,
+                broker: Box::new(broker),
+                node: None,
+                node_error: Some("storage node tcp://h:9004 is unreachable".into()),
+            },
+        ] {
+            assert_eq!(decode(&encode(&m)).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn disk_space_of_a_folder() {
+        let here = DiskSpace::of(Path::new(".")).unwrap();
+        assert!(here.total > 0 && here.free <= here.total, "{here:?}");
+        assert!(DiskSpace::of(Path::new("/no/such/folder")).is_err());
+    }
+}

@@ -1,0 +1,112 @@
+//! The node's answer to `status` (for `dfs status`): what it stores, counted by a walk of the
+//! class folders on a sync worker (never on the socket thread), and the space left on its disk.
+
+use crate::layout::Layout;
+use schema::status::{ClassUsage, DiskSpace, NodeReport, SOFTWARE_VERSION};
+use schema::Class;
+use walkdir::WalkDir;
+
+/// What the socket thread knows when `status` comes: the transfers open and the uptime.
+#[derive(Debug, Clone, Copy)]
+pub struct Snapshot {
+    pub uploads: u64,
+    pub reads: u64,
+    pub uptime: u64,
+}
+
+/// Files and bytes under each class folder (regular files only; unreadable entries are
+/// skipped with a warning, as listings skip them).
+pub fn usage(layout: &Layout) -> Vec<ClassUsage> {
+    Class::ALL
+        .iter()
+        .map(|&class| {
+            let dir = layout.class_dir(class);
+            let mut usage = ClassUsage {
+                class,
+                files: 0,
+                bytes: 0,
+            };
+            for item in WalkDir::new(&dir).min_depth(1).follow_links(false) {
+                let item = match item {
+                    Ok(item) => item,
+                    Err(e) => {
+                        tracing::warn!(folder = %dir.display(), "status skips an entry: {e}");
+                        continue;
+                    }
+                };
+                if !item.file_type().is_file() {
+                    continue;
+                }
+                match item.metadata() {
+                    Ok(m) => {
+                        usage.files += 1;
+                        usage.bytes += m.len();
+                    }
+                    Err(e) => tracing::warn!(path = %item.path().display(), "status skips: {e}"),
+                }
+            }
+            usage
+        })
+        .collect()
+}
+
+/// The node's report: `snapshot` from the socket thread, usage and disk space read now.
+pub fn report(layout: &Layout, snapshot: Snapshot) -> NodeReport {
+    let classes = usage(layout);
+    let disk = DiskSpace::of(layout.root()).unwrap_or_else(|e| {
+        tracing::warn!(root = %layout.root().display(), "cannot read the free space: {e}");
+        DiskSpace::default()
+    });
+    NodeReport {
+        version: SOFTWARE_VERSION.to_string(),
+        uptime: snapshot.uptime,
+        root: layout.root().display().to_string(),
+        files: classes.iter().map(|c| c.files).sum(),
+        bytes: classes.iter().map(|c| c.bytes).sum(),
+        classes,
+        disk,
+        uploads: snapshot.uploads,
+        reads: snapshot.reads,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_files_and_bytes_per_class() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        let _lock = layout.prepare().unwrap();
+        std::fs::create_dir_all(dir.path().join("mp3/a/b")).unwrap();
+        std::fs::write(dir.path().join("mp3/a/b/x.mp3"), b"12345").unwrap();
+        std::fs::write(dir.path().join("mp3/y.mp3"), b"1").unwrap();
+        std::fs::write(dir.path().join("others/z"), b"").unwrap();
+        // uploads in progress are not stored files
+        std::fs::write(dir.path().join(".dfs/tmp/1.part"), b"123").unwrap();
+        let snapshot = Snapshot {
+            uploads: 1,
+            reads: 2,
+            uptime: 3,
+        };
+        let r = report(&layout, snapshot);
+        assert_eq!((r.files, r.bytes), (3, 6));
+        let per: Vec<(Class, u64, u64)> = r
+            .classes
+            .iter()
+            .map(|c| (c.class, c.files, c.bytes))
+            .collect();
+        assert_eq!(
+            per,
+            [
+                (Class::Mp3, 2, 6),
+                (Class::Txt, 0, 0),
+                (Class::Pdf, 0, 0),
+                (Class::Others, 1, 0)
+            ]
+        );
+        assert_eq!((r.uploads, r.reads, r.uptime), (1, 2, 3));
+        assert!(r.disk.total > 0);
+    }
+}
