@@ -328,3 +328,55 @@ fn index_export_writes_the_text_index() {
     assert!(log.contains("is current"), "{log}");
     assert_ne!(fs::metadata(&export).unwrap().modified().unwrap(), written);
 }
+
+/// A file written with no event between its creation and its close (`cp` writes a whole file in
+/// one copy_file_range; here, writes through a memory map over 0.6 s): the watcher must not
+/// start sending it meanwhile (the upload would be torn and sent again). It goes once, whole,
+/// after its close.
+#[test]
+fn a_file_growing_without_events_is_sent_once_after_its_close() {
+    use std::os::fd::AsRawFd;
+    let c = Cluster::start();
+    let path = c.source.join("mapped.bin");
+    let len = 8 << 20;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .unwrap();
+    file.set_len(len as u64).unwrap();
+    // SAFETY: a shared writable mapping of a file this test owns, unmapped before it closes.
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(map, libc::MAP_FAILED);
+    // SAFETY: `map` is `len` bytes, mapped above.
+    let bytes = unsafe { std::slice::from_raw_parts_mut(map.cast::<u8>(), len) };
+    let steps = 40;
+    for (i, part) in bytes.chunks_mut(len / steps).enumerate() {
+        part.fill(i as u8 + 1);
+        // The writer's own pace: slower than the watcher's debounce, with no event at all.
+        std::thread::sleep(Duration::from_millis(15));
+    }
+    // SAFETY: unmapping what was mapped above; `bytes` is not used after.
+    assert_eq!(unsafe { libc::munmap(map, len) }, 0);
+    drop(file);
+    let want = file_hash(&path);
+    wait_until("mapped.bin listed whole", SYNC, || {
+        c.listing()
+            .get("mapped.bin")
+            .is_some_and(|l| l.blake3 == want)
+    });
+    assert_eq!(c.node_files()["others/mapped.bin"], want);
+    let log = c.watch.as_ref().unwrap().log_text();
+    assert!(!log.contains("changed while being sent"), "{log}");
+    assert_eq!(log.matches("synced mapped.bin (").count(), 1, "{log}");
+}

@@ -84,12 +84,14 @@ impl Watcher {
             }
             Intent::Now(p) => {
                 if let Some(n) = self.name_of(&p) {
+                    self.writing.remove(&n);
                     self.table.mark(&n, now);
                 }
             }
             Intent::Quiet(p) => {
                 if let Some(n) = self.name_of(&p) {
                     self.table.mark(&n, now + debounce);
+                    self.writing.insert(n, None);
                 }
             }
             Intent::Removed(p) => {
@@ -107,6 +109,7 @@ impl Watcher {
             }
             Intent::MovedOut(p) => {
                 if let Some(n) = self.name_of(&p) {
+                    self.writing.remove(&n);
                     // After a new folder's scan (one debounce), which may find it moved there.
                     self.mark_tree(&n, now + debounce + MOVED_OUT_GRACE);
                 }

@@ -40,7 +40,10 @@ impl Watcher {
         };
         let stamp = match now_look {
             Look::File(s) => Some(s),
-            Look::Missing => None,
+            Look::Missing => {
+                self.writing.remove(name);
+                None
+            }
         };
         if self.table.refused(name, stamp.as_ref()) {
             return;
@@ -147,6 +150,20 @@ impl Watcher {
         known: Option<Hash>,
         now: Instant,
     ) {
+        if stamp.size > INLINE_MAX {
+            if let Some(seen) = self.writing.get_mut(name) {
+                if *seen != Some(stamp) {
+                    // Written and not closed yet, and not found like this a debounce ago: still
+                    // being written (`cp` writes a whole file in one copy_file_range, with no
+                    // event between its creation and its close). Sending it now would be torn
+                    // and sent again; look again after the debounce. It goes once closed, or
+                    // once a look finds it as the one before (a writer that never closes).
+                    *seen = Some(stamp);
+                    return self.table.mark(name, now + self.settings.debounce);
+                }
+            }
+            self.writing.remove(name);
+        }
         let id = self.next_id();
         if stamp.size <= INLINE_MAX {
             let data = match read_small(&path, &stamp) {

@@ -4,6 +4,7 @@
 use crate::events::Feed;
 use crate::ignore::Ignores;
 use crate::link::{Link, SILENCE_LIMIT};
+use crate::local::Stamp;
 use crate::state::Table;
 use crate::transfer::{Change, InFlight};
 use crate::Args;
@@ -81,6 +82,9 @@ pub(crate) struct Watcher {
     pub overflow_warned: Option<Instant>,
     /// Paths already warned about (bad names, unreadable files), so each is warned once.
     pub warned: HashSet<String>,
+    /// Names written (created or modified) and not closed since, with how a large one looked
+    /// when last found still growing (see `Watcher::upload`).
+    pub writing: HashMap<String, Option<Stamp>>,
     /// The store behind the broker refuses changes (its node is down, full or rebuilding).
     pub store_outage: Option<crate::store::StoreOutage>,
     /// New folders to scan once more, and when: a file made in a new folder after its first
@@ -170,6 +174,7 @@ pub fn run(args: Args, stop: Shutdown) -> anyhow::Result<()> {
         rewatch_wanted: false,
         overflow_warned: None,
         warned: HashSet::new(),
+        writing: HashMap::new(),
         store_outage: None,
         progress: Default::default(),
         status_file: args
