@@ -3,7 +3,8 @@
 
 use schema::codec;
 use schema::route::SERVE_OFFSET;
-use schema::socket::{dealer, endpoint, SocketError};
+use schema::security::ClientAuth;
+use schema::socket::{dealer_with, endpoint, SocketError};
 use schema::{Class, Message};
 
 /// Which of the node's sockets a request goes to.
@@ -49,14 +50,20 @@ pub struct NodeLinks {
 }
 
 impl NodeLinks {
-    /// Connects to the node at `host` with class ports `base..base+3` and serve at `base+4`.
-    /// Connecting never waits for the node: ZeroMQ reconnects in the background.
-    pub fn connect(ctx: &zmq::Context, host: &str, base: u16) -> Result<NodeLinks, SocketError> {
+    /// Connects to the node at `host` with class ports `base..base+3` and serve at `base+4`,
+    /// with the security `auth`. Connecting never waits for the node: ZeroMQ reconnects in the
+    /// background.
+    pub fn connect(
+        ctx: &zmq::Context,
+        host: &str,
+        base: u16,
+        auth: &ClientAuth,
+    ) -> Result<NodeLinks, SocketError> {
         let mut sockets = Vec::with_capacity(5);
         let mut endpoints = Vec::with_capacity(5);
         for link in Link::ALL {
             let ep = endpoint(host, u32::from(base) + link.slot() as u32);
-            sockets.push(dealer(ctx, &ep)?);
+            sockets.push(dealer_with(ctx, &ep, auth)?);
             endpoints.push(ep);
         }
         Ok(NodeLinks {

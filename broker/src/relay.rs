@@ -11,6 +11,7 @@ use crate::rebuild::Rebuild;
 use crate::table::{Front, Job, Requester, Table};
 use schema::codec;
 use schema::daemon::{Shutdown, POLL_MS};
+use schema::security::Gate;
 use schema::{ErrorCode, Message, Routes};
 use std::time::{Duration, Instant};
 
@@ -49,6 +50,8 @@ pub struct Relay {
     flusher: Flusher,
     /// The index changed since the last export request.
     dirty: bool,
+    /// Who may send on the ingest and fetch ports (watcher keys, fetcher keys).
+    pub(crate) gates: [Gate; 2],
 }
 
 impl Relay {
@@ -76,6 +79,7 @@ impl Relay {
             flushing: Vec::new(),
             flusher,
             dirty: false,
+            gates: [Gate::open(), Gate::open()],
         }
     }
 

@@ -7,18 +7,22 @@
 //! crate describes the same rules for someone writing a peer in another language.
 //!
 //! [`daemon`] holds the small runtime pieces every daemon shares: the stop signal, the ready file
-//! and address parsing.
+//! and address parsing. [`keys`], [`security`] and [`zap`] are CURVE: key files, who may connect
+//! to which socket, and the ZAP handler that enforces it.
 
 pub mod codec;
 pub mod daemon;
 pub mod hash;
+pub mod keys;
 pub mod limits;
 pub mod message;
 pub mod names;
 pub mod route;
+pub mod security;
 pub mod socket;
 pub mod time;
 pub mod writeback;
+pub mod zap;
 
 pub use codec::{DecodeError, Inbound};
 pub use hash::Hash;

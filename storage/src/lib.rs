@@ -59,11 +59,22 @@ pub struct Args {
     #[arg(long, env = "DFS_STORAGE_SYNC_THREADS", default_value_t = 16,
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub sync_threads: u16,
+    /// This node's CURVE secret key (made by `dfs keygen`, mode 600): every port then takes
+    /// only CURVE connections from the keys in --allow.
+    #[arg(long, value_name = "FILE", env = "DFS_STORAGE_SECRET_KEY")]
+    pub secret_key: Option<PathBuf>,
+    /// Public keys of the brokers allowed to connect: a file of keys, one a line, or a folder
+    /// of NAME.pub files. Read again on SIGHUP.
+    #[arg(long, value_name = "FILE|DIR", env = "DFS_STORAGE_ALLOW")]
+    pub allow: Option<PathBuf>,
+    /// Listen beyond loopback without keys: no authentication, no encryption.
+    #[arg(long, env = "DFS_STORAGE_INSECURE", conflicts_with = "secret_key")]
+    pub insecure: bool,
 }
 
 /// Runs a storage node until `stop`: binds, writes the ready file, serves.
 pub fn run(args: Args, stop: Shutdown) -> anyhow::Result<()> {
-    let ctx = zmq::Context::new();
+    let ctx = schema::socket::context();
     let node = Node::bind(&ctx, &args)?;
     if let Some(path) = &args.ready_file {
         let ready = serde_json::json!({

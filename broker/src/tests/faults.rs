@@ -23,6 +23,11 @@ fn an_unreachable_node_is_reported_not_waited_for() {
         storage: format!("127.0.0.1:{port}"),
         routes: Some("md=txt".into()),
         ready_file: None,
+        secret_key: None,
+        allow_watchers: None,
+        allow_fetchers: None,
+        storage_key: None,
+        insecure: false,
     };
     let broker = Broker::bind(&ctx, &args).unwrap();
     let watcher = dealer(&ctx, broker.ingest_port());
@@ -79,6 +84,11 @@ fn idle_and_vanished_transfers_are_dropped() {
         storage: format!("127.0.0.1:{base}"),
         routes: None,
         ready_file: None,
+        secret_key: None,
+        allow_watchers: None,
+        allow_fetchers: None,
+        storage_key: None,
+        insecure: false,
     };
     let mut broker = Broker::bind(&ctx, &args).unwrap();
     broker.relay_mut().idle_timeout = Duration::from_millis(200);

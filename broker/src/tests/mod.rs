@@ -64,6 +64,11 @@ impl Harness {
             storage: format!("127.0.0.1:{base}"),
             routes: None,
             ready_file: None,
+            secret_key: None,
+            allow_watchers: None,
+            allow_fetchers: None,
+            storage_key: None,
+            insecure: false,
         };
         let mut broker = Broker::bind(&ctx, &args).unwrap();
         let index = broker.relay_mut().index.clone();

@@ -35,6 +35,9 @@ impl TestNode {
             base_port: 0,
             ready_file: None,
             sync_threads: 4,
+            secret_key: None,
+            allow: None,
+            insecure: false,
         };
         let node = Node::bind(&ctx, &args).unwrap();
         let (base, root) = (node.base_port(), node.root().to_path_buf());

@@ -249,6 +249,9 @@ fn run_writes_the_ready_file_and_stops_on_the_signal() {
         base_port: 0,
         ready_file: Some(ready.clone()),
         sync_threads: 2,
+        secret_key: None,
+        allow: None,
+        insecure: false,
     };
     let stop = Shutdown::new();
     let s = stop.clone();
