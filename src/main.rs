@@ -2,6 +2,7 @@
 //! this file only parses the command line, sets up logging and the stop signal, and maps results
 //! to exit codes.
 
+mod keygen;
 mod up;
 
 use anyhow::Context as _;
@@ -37,6 +38,8 @@ enum Command {
     /// Checks the index against the storage node: names missing, extra or with a different
     /// hash (exit 1 if any); --repair makes the index agree with the node.
     Fsck(broker::FsckArgs),
+    /// Makes a CURVE key pair: DIR/NAME.key (secret, mode 600) and DIR/NAME.pub (public).
+    Keygen(keygen::Args),
     /// Index maintenance.
     Index {
         #[command(subcommand)]
@@ -69,6 +72,7 @@ fn main() -> ExitCode {
         Command::Watch(args) => daemon(|stop| watcher::run(args, stop)),
         Command::Up(args) => daemon(|stop| up::run(args, stop)),
         Command::Fsck(args) => broker::run_fsck(args),
+        Command::Keygen(args) => report(keygen::run(&args)),
         Command::Index {
             command: IndexCommand::Export(args),
         } => report(broker::export_index(&args)),
@@ -77,12 +81,16 @@ fn main() -> ExitCode {
 }
 
 /// Runs a daemon until SIGINT or SIGTERM; exit 0 after a clean stop, 1 on a fatal error.
+/// SIGHUP reloads the CURVE allow-lists (installed after ctrlc, which would take it as a stop).
 fn daemon(body: impl FnOnce(Shutdown) -> anyhow::Result<()>) -> u8 {
     let stop = Shutdown::new();
     let handler = stop.clone();
     if let Err(e) = ctrlc::set_handler(move || handler.trigger())
         .context("cannot install the SIGINT/SIGTERM handler")
     {
+        return report(Err(e));
+    }
+    if let Err(e) = schema::zap::reload_on_sighup().context("cannot install the SIGHUP handler") {
         return report(Err(e));
     }
     report(body(stop))

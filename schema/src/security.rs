@@ -481,10 +481,7 @@ impl HandshakeProbe {
             std::process::id(),
             PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
-        let mask = zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL as i32
-            | zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL as i32
-            | zmq::SocketEvent::HANDSHAKE_FAILED_AUTH as i32;
-        sock.monitor(&ep, mask)?;
+        sock.monitor(&ep, HANDSHAKE_FAILURES)?;
         let events = ctx.socket(zmq::PAIR)?;
         events.set_linger(0)?;
         events.connect(&ep)?;
@@ -502,7 +499,9 @@ impl HandshakeProbe {
             };
             let event = u16::from_ne_bytes([head[0], head[1]]);
             let value = u32::from_ne_bytes([head[2], head[3], head[4], head[5]]);
-            self.last_failure = Some(client_failure(event, value));
+            if let Some(why) = handshake_failure(event, value) {
+                self.last_failure = Some(why);
+            }
         }
         self.last_failure.clone()
     }
@@ -513,26 +512,35 @@ pub(crate) const MECHANISM_MISMATCH: u32 = 0x1100_0002;
 /// ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC: a CURVE box did not open (wrong key).
 pub(crate) const CRYPTOGRAPHIC: u32 = 0x1100_0001;
 
-fn client_failure(event: u16, value: u32) -> String {
-    if event == zmq::SocketEvent::HANDSHAKE_FAILED_AUTH.to_raw() {
+/// Why a client's handshake failed, from a version 1 monitor event (`None` for other events):
+/// one clause naming the likely cause.
+pub fn handshake_failure(event: u16, value: u32) -> Option<String> {
+    use zmq::SocketEvent as E;
+    let why = if event == E::HANDSHAKE_FAILED_AUTH.to_raw() {
         format!(
             "it refused this side's key (ZAP status {value}): the key is not in its allow-list \
              for this port"
         )
-    } else if event == zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL.to_raw()
-        && value == MECHANISM_MISMATCH
-    {
+    } else if event == E::HANDSHAKE_FAILED_PROTOCOL.to_raw() && value == MECHANISM_MISMATCH {
         "the security handshake failed: one side uses CURVE keys and the other does not \
          (--secret-key with the server's public key on this side, keys or --insecure there)"
             .to_string()
-    } else if event == zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL.to_raw() {
+    } else if event == E::HANDSHAKE_FAILED_PROTOCOL.to_raw() {
         format!("the CURVE handshake failed (protocol error {value:#x}): is the server key right?")
-    } else {
+    } else if event == E::HANDSHAKE_FAILED_NO_DETAIL.to_raw() {
         "it closed the connection during the CURVE handshake: the server key given here is \
          probably not its public key"
             .to_string()
-    }
+    } else {
+        return None;
+    };
+    Some(why)
 }
+
+/// The version 1 monitor events [`handshake_failure`] reads.
+pub const HANDSHAKE_FAILURES: i32 = zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL as i32
+    | zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL as i32
+    | zmq::SocketEvent::HANDSHAKE_FAILED_AUTH as i32;
 
 #[cfg(test)]
 mod tests {

@@ -106,8 +106,16 @@ pub fn run(args: Args, stop: Shutdown) -> anyhow::Result<()> {
     let endpoint = schema::socket::endpoint(&host, port);
     let ignores = Ignores::new(&args.ignore, !args.no_default_ignores).context("bad --ignore")?;
 
-    let ctx = zmq::Context::new();
-    let sock = schema::socket::dealer(&ctx, &endpoint)?;
+    let auth = schema::security::client_auth(schema::security::ClientOptions {
+        peer: "the broker",
+        host: &host,
+        secret_key: args.secret_key.as_deref(),
+        server_key: args.broker_key.as_deref(),
+        server_option: "--broker-key",
+        insecure: Some(args.insecure),
+    })?;
+    let ctx = schema::socket::context();
+    let sock = schema::socket::dealer_with(&ctx, &endpoint, &auth)?;
     let monitor = crate::link::watch_connection(&ctx, &sock)?;
     let mut feed = Feed::start(&ctx, &root)?;
     if let Some(path) = &args.ready_file {
