@@ -378,9 +378,16 @@ impl Handler {
                 &address,
                 &format!("it broke the ZMTP handshake (protocol error {value:#x})"),
             ),
-            EVENT_HANDSHAKE_FAILED_NO_DETAIL => tracing::debug!(
-                "a connection from {address} on {} ended during the handshake (errno {value})",
-                domain.ports()
+            // Often a plaintext client that saw the server's CURVE greeting and hung up before
+            // its own greeting was read.
+            EVENT_HANDSHAKE_FAILED_NO_DETAIL => self.refuse(
+                domain,
+                &address,
+                &format!(
+                    "it hung up during the handshake ({}): a client that does not use CURVE, or \
+                     one given a wrong server key",
+                    std::io::Error::from_raw_os_error(value as i32)
+                ),
             ),
             _ => {}
         }

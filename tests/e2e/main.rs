@@ -15,5 +15,6 @@ mod outage;
 mod pipeline;
 mod recovery;
 mod scale;
+mod security;
 mod shutdown;
 mod up;
