@@ -97,6 +97,7 @@ impl Relay {
             if last_sweep.elapsed() >= Duration::from_millis(500) {
                 last_sweep = Instant::now();
                 self.expire_idle();
+                self.node.check_handshakes(last_sweep);
             }
             self.fsck_tick();
             if self.rebuild.is_active() {

@@ -491,8 +491,17 @@ impl HandshakeProbe {
         })
     }
 
-    /// Why the last handshake failed, if one did: one clause for an error message.
+    /// Why the last handshake failed, if one ever did: one clause for an error message.
     pub fn failure(&mut self) -> Option<String> {
+        self.take_failure();
+        self.last_failure.clone()
+    }
+
+    /// Why a handshake failed since the last call, if one did. libzmq does not reconnect
+    /// after a refused handshake (a protocol error), so a long-lived client reconnects itself
+    /// ([`crate::socket::reconnect`]) when this says so.
+    pub fn take_failure(&mut self) -> Option<String> {
+        let mut fresh = None;
         while let Ok(frames) = self.events.recv_multipart(zmq::DONTWAIT) {
             let Some(head) = frames.first().filter(|f| f.len() >= 6) else {
                 continue;
@@ -500,10 +509,11 @@ impl HandshakeProbe {
             let event = u16::from_ne_bytes([head[0], head[1]]);
             let value = u32::from_ne_bytes([head[2], head[3], head[4], head[5]]);
             if let Some(why) = handshake_failure(event, value) {
-                self.last_failure = Some(why);
+                self.last_failure = Some(why.clone());
+                fresh = Some(why);
             }
         }
-        self.last_failure.clone()
+        fresh
     }
 }
 

@@ -201,6 +201,15 @@ fn dealer_unconnected(
     Ok(sock)
 }
 
+/// Connects `sock` to `ep` afresh. libzmq gives up on an endpoint whose handshake was refused
+/// (wrong key, key not allowed): a long-lived client calls this to try again, for example after
+/// the server reloaded its allow-list.
+pub fn reconnect(sock: &zmq::Socket, ep: &str) -> Result<(), SocketError> {
+    // The old connection may be gone already (ENOENT): only the new one matters.
+    let _ = sock.disconnect(ep);
+    sock.connect(ep).map_err(err("connect to", ep))
+}
+
 /// The TCP port a bound socket listens on.
 pub fn bound_port(sock: &zmq::Socket) -> zmq::Result<u16> {
     let ep = sock.get_last_endpoint()?.map_err(|_| zmq::Error::EINVAL)?;

@@ -39,6 +39,8 @@ struct Secure {
     data: PathBuf,
     /// The broker's --allow-fetchers folder (one NAME.pub per allowed fetcher).
     fetchers: PathBuf,
+    /// The storage node's --allow folder.
+    brokers: PathBuf,
     base_port: u16,
     ingest_port: u16,
     fetch_port: u16,
@@ -50,6 +52,11 @@ struct Secure {
 
 impl Secure {
     fn start() -> Secure {
+        Secure::start_with(true)
+    }
+
+    /// With `node_admits_broker` false, the node's allow folder starts empty.
+    fn start_with(node_admits_broker: bool) -> Secure {
         let dir = tempfile::Builder::new()
             .prefix("dfs-e2e-curve-")
             .tempdir()
@@ -63,7 +70,13 @@ impl Secure {
         let fetchers = p.join("allowed-fetchers");
         fs::create_dir(&fetchers).unwrap();
         fs::copy(keys.join("fetcher.pub"), fetchers.join("fetcher.pub")).unwrap();
+        let brokers = p.join("allowed-brokers");
+        fs::create_dir(&brokers).unwrap();
+        if node_admits_broker {
+            fs::copy(keys.join("broker.pub"), brokers.join("broker.pub")).unwrap();
+        }
         let mut s = Secure {
+            brokers,
             keys,
             source: p.join("source"),
             root: p.join("node"),
@@ -90,7 +103,7 @@ impl Secure {
                 "--secret-key",
                 &s.key("storage.key"),
                 "--allow",
-                &s.key("broker.pub"),
+                &s.path(&s.brokers),
             ],
         );
         s.base_port = v["base_port"].as_u64().unwrap() as u16;
@@ -149,11 +162,16 @@ impl Secure {
     }
 
     fn spawn(&self, role: &str, args: &[&str]) -> (Proc, serde_json::Value) {
-        let ready = self.dir.path().join(format!("{role}.ready"));
+        self.spawn_as(role, role, args)
+    }
+
+    /// Starts `dfs ROLE ARGS...` logging to `NAME.log` and waits for its ready file.
+    fn spawn_as(&self, name: &str, role: &str, args: &[&str]) -> (Proc, serde_json::Value) {
+        let ready = self.dir.path().join(format!("{name}.ready"));
         let mut all: Vec<String> = vec![role.to_string()];
         all.extend(args.iter().map(|a| a.to_string()));
         all.extend(["--ready-file".into(), ready.display().to_string()]);
-        let mut p = Proc::spawn(role, self.dir.path(), self.dir.path(), &all);
+        let mut p = Proc::spawn(name, self.dir.path(), self.dir.path(), &all);
         let v = p.wait_ready(&ready);
         (p, v)
     }
@@ -720,4 +738,88 @@ fn daemons_refuse_to_listen_or_connect_beyond_loopback_without_keys() {
             "{args:?}: {err}"
         );
     }
+}
+
+#[test]
+fn a_watcher_whose_key_is_not_allowed_says_so_and_syncs_once_allowed() {
+    let mut s = Secure::start();
+    let source2 = s.dir.path().join("source2");
+    fs::create_dir_all(&source2).unwrap();
+    fs::write(source2.join("second.txt"), b"from the second watcher").unwrap();
+    let (src2, broker_addr) = (
+        source2.display().to_string(),
+        format!("127.0.0.1:{}", s.ingest_port),
+    );
+    let (key, broker_pub) = (s.key("stranger.key"), s.key("broker.pub"));
+    let (second, _) = s.spawn_as(
+        "watch2",
+        "watch",
+        &[
+            "--source",
+            &src2,
+            "--broker",
+            &broker_addr,
+            "--secret-key",
+            &key,
+            "--broker-key",
+            &broker_pub,
+        ],
+    );
+    wait_until(
+        "the refused watcher says why",
+        Duration::from_secs(20),
+        || second.log_text().contains("it refused this side's key"),
+    );
+    assert!(s.listing().is_empty());
+
+    // The allow-list is a file: add the key as a second line, then SIGHUP.
+    let list = s.keys.join("watcher.pub");
+    let both = fs::read_to_string(&list).unwrap()
+        + &fs::read_to_string(s.keys.join("stranger.pub")).unwrap();
+    fs::write(&list, both).unwrap();
+    let broker = s.broker.as_mut().unwrap();
+    unsafe {
+        libc::kill(broker.pid(), libc::SIGHUP);
+    }
+    wait_until(
+        "the second watcher's file is listed",
+        Duration::from_secs(60),
+        || s.listing().contains_key("second.txt"),
+    );
+    let log = second.log_text();
+    assert_eq!(
+        lines_with(&log, &["it refused this side's key"]),
+        1,
+        "{log}"
+    );
+}
+
+#[test]
+fn the_broker_connects_again_once_the_node_admits_its_key() {
+    let mut s = Secure::start_with(false);
+    fs::write(s.source.join("waiting.txt"), b"waits for the node").unwrap();
+    let broker = s.broker.as_ref().unwrap();
+    wait_until(
+        "the broker logs the refusal",
+        Duration::from_secs(20),
+        || broker.log_text().contains("it refused this side's key"),
+    );
+    assert!(s.node_files().is_empty());
+
+    fs::copy(s.keys.join("broker.pub"), s.brokers.join("broker.pub")).unwrap();
+    let storage = s.storage.as_mut().unwrap();
+    unsafe {
+        libc::kill(storage.pid(), libc::SIGHUP);
+    }
+    s.wait_listed();
+    assert_eq!(
+        s.node_files().into_keys().collect::<Vec<_>>(),
+        ["txt/waiting.txt"]
+    );
+    let log = s.log("broker");
+    assert_eq!(
+        lines_with(&log, &["it refused this side's key"]),
+        1,
+        "{log}"
+    );
 }

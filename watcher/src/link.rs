@@ -34,6 +34,8 @@ pub struct Link {
     warned: bool,
     /// Whether a failed handshake was logged since the last connection.
     handshake_warned: bool,
+    /// A handshake was refused: libzmq gave up on the endpoint, connect again before pinging.
+    reconnect_wanted: bool,
 }
 
 impl Link {
@@ -48,6 +50,7 @@ impl Link {
             down_since: now,
             warned: false,
             handshake_warned: false,
+            reconnect_wanted: false,
         }
     }
 
@@ -114,8 +117,15 @@ impl Link {
         self.warned = false;
     }
 
-    /// The broker refused the handshake (keys): logged once until a connection is made.
+    /// Whether the socket must connect again (a handshake was refused since the last call).
+    pub fn take_reconnect(&mut self) -> bool {
+        std::mem::take(&mut self.reconnect_wanted)
+    }
+
+    /// The broker refused the handshake (keys): logged once until a connection is made; the
+    /// socket connects again before the next ping.
     pub fn handshake_failed(&mut self, why: &str) {
+        self.reconnect_wanted = true;
         if !std::mem::replace(&mut self.handshake_warned, true) {
             tracing::warn!(
                 "broker {}: {why}; retrying (fix the keys, or send SIGHUP to the broker after \

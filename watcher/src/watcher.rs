@@ -339,6 +339,11 @@ impl Watcher {
     /// Timers: pings while down, silence detection, the listing, rescans, due names.
     fn tick(&mut self, now: Instant) {
         if self.link.ping_due(now) {
+            if self.link.take_reconnect() {
+                if let Err(e) = schema::socket::reconnect(&self.sock, self.link.endpoint()) {
+                    tracing::warn!("{e}");
+                }
+            }
             let id = self.next_id();
             // A failed ping only schedules the next one.
             let _ = codec::send(&self.sock, None, &Message::Ping { id }, None);
