@@ -35,8 +35,9 @@ pub fn endpoint(host: &str, port: impl fmt::Display) -> String {
 const HWM: i32 = 10_000;
 
 /// I/O threads of every daemon's context. CURVE encrypts in the I/O threads and each connection
-/// stays on one of them, so with two a relay's inbound and outbound streams are ciphered in
-/// parallel (README, Performance: more brought nothing on the two-core bench machine).
+/// stays on one of them, so with two the broker's inbound and outbound streams are ciphered on
+/// two cores (README, Performance: on the two-core bench machine, where all three daemons share
+/// the cores, 1, 2 and 4 measured the same within the noise).
 pub const IO_THREADS: i32 = 2;
 
 /// A ZeroMQ context with [`IO_THREADS`] I/O threads.
