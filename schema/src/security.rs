@@ -12,7 +12,7 @@
 
 use crate::codec::Inbound;
 use crate::keys::{self, KeyError, KeyPair, PublicKey};
-use crate::zap::{Guard, Watcher};
+use crate::zap::{Guard, Monitors};
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -194,11 +194,11 @@ pub enum ServerAuth {
     /// No authentication, no encryption (loopback, or `--insecure`).
     Plain,
     /// CURVE server with this key pair in the ZAP domain of `domain`; refused handshakes are
-    /// reported to the guard through `watcher` (for the log, with the peer's address).
+    /// reported to the guard through `monitors` (for the log, with the peer's address).
     Curve {
         keys: Arc<KeyPair>,
         domain: Domain,
-        watcher: Watcher,
+        monitors: Monitors,
     },
 }
 
@@ -212,7 +212,7 @@ impl ServerAuth {
         let ServerAuth::Curve {
             keys,
             domain,
-            watcher,
+            monitors,
         } = self
         else {
             return Ok(());
@@ -234,7 +234,7 @@ impl ServerAuth {
             // SAFETY: reads the calling thread's libzmq error number.
             return Err(zmq::Error::from_raw(unsafe { zmq_sys::zmq_errno() }));
         }
-        watcher.watch(ctx, sock, *domain)
+        monitors.add(ctx, sock, *domain)
     }
 }
 
@@ -378,7 +378,7 @@ impl ServerSecurity {
         }
         let guard = Guard::start(ctx, lists)?;
         tracing::info!(
-            "CURVE on: this daemon's public key is {}; {}",
+            "CURVE on: this daemon's public key is {}; allowed on {}",
             keys.public(),
             guard.describe()
         );
@@ -394,7 +394,7 @@ impl ServerSecurity {
             (Some(keys), Some(guard)) => ServerAuth::Curve {
                 keys: keys.clone(),
                 domain,
-                watcher: guard.watcher(),
+                monitors: guard.monitors(),
             },
             _ => ServerAuth::Plain,
         }

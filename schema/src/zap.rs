@@ -48,14 +48,15 @@ pub fn reload_on_sighup() -> std::io::Result<()> {
 }
 
 /// A bound socket whose handshakes the handler watches.
-struct Watched {
+struct Monitored {
     events: zmq::Socket,
     domain: Domain,
 }
 
-/// A handle to hand sockets to the handler thread for watching; see [`Watcher::watch`].
+/// A handle to hand bound sockets to the handler thread, which reads their handshake events;
+/// see [`Monitors::add`].
 #[derive(Clone, Debug)]
-pub struct Watcher(mpsc::Sender<Watched>);
+pub struct Monitors(mpsc::Sender<Monitored>);
 
 static WATCHED: AtomicU64 = AtomicU64::new(0);
 
@@ -66,10 +67,10 @@ const EVENT_HANDSHAKE_FAILED_PROTOCOL: u64 = 0x2000;
 /// ZMQ_PAIR, for the monitor socket libzmq creates.
 const PAIR: i32 = 0;
 
-impl Watcher {
+impl Monitors {
     /// Starts the version 2 monitor of `sock` (a CURVE server of `domain`) and hands its event
     /// socket to the handler thread. Call before bind, so that no event is missed.
-    pub fn watch(
+    pub fn add(
         &self,
         ctx: &zmq::Context,
         sock: &mut zmq::Socket,
@@ -97,7 +98,7 @@ impl Watcher {
         events.set_linger(0)?;
         events.connect(&ep)?;
         // A handler that has stopped no longer needs it.
-        let _ = self.0.send(Watched { events, domain });
+        let _ = self.0.send(Monitored { events, domain });
         Ok(())
     }
 }
@@ -105,7 +106,7 @@ impl Watcher {
 /// The running ZAP handler of a daemon; dropping it stops the thread.
 pub struct Guard {
     lists: Vec<Arc<AllowList>>,
-    watcher: Watcher,
+    monitors: Monitors,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -123,7 +124,7 @@ impl Guard {
         let mut handler = Handler {
             zap,
             lists: lists.clone(),
-            watched: Vec::new(),
+            monitored: Vec::new(),
             incoming: rx,
             refused: HashSet::new(),
             admitted: HashSet::new(),
@@ -135,7 +136,7 @@ impl Guard {
             .map_err(|e| SecurityError::Options(format!("cannot start the ZAP thread: {e}")))?;
         Ok(Guard {
             lists,
-            watcher: Watcher(tx),
+            monitors: Monitors(tx),
             stop,
             thread: Some(thread),
         })
@@ -146,9 +147,9 @@ impl Guard {
         self.lists.iter().find(|l| l.domain() == domain).cloned()
     }
 
-    /// A handle for watching the handshakes of bound sockets.
-    pub fn watcher(&self) -> Watcher {
-        self.watcher.clone()
+    /// A handle for reading the handshake events of bound sockets.
+    pub fn monitors(&self) -> Monitors {
+        self.monitors.clone()
     }
 
     /// What is allowed where, for the start-up log.
@@ -158,7 +159,7 @@ impl Guard {
             .iter()
             .map(|l| {
                 format!(
-                    "{} admits {} {} key(s) from {}",
+                    "{}: {} {} key(s) from {}",
                     l.domain().ports(),
                     l.len(),
                     l.domain().role(),
@@ -183,8 +184,8 @@ impl Drop for Guard {
 struct Handler {
     zap: zmq::Socket,
     lists: Vec<Arc<AllowList>>,
-    watched: Vec<Watched>,
-    incoming: mpsc::Receiver<Watched>,
+    monitored: Vec<Monitored>,
+    incoming: mpsc::Receiver<Monitored>,
     /// (domain, address) pairs already logged as refused.
     refused: HashSet<(Domain, String)>,
     /// (domain, key, address) already logged as admitted.
@@ -200,10 +201,10 @@ impl Handler {
                 hups = now;
                 self.reload();
             }
-            self.watched.extend(self.incoming.try_iter());
+            self.monitored.extend(self.incoming.try_iter());
             let readable: Vec<bool> = {
                 let mut items: Vec<zmq::PollItem> = std::iter::once(&self.zap)
-                    .chain(self.watched.iter().map(|w| &w.events))
+                    .chain(self.monitored.iter().map(|w| &w.events))
                     .map(|s| s.as_poll_item(zmq::POLLIN))
                     .collect();
                 match zmq::poll(&mut items, TICK_MS) {
@@ -226,14 +227,14 @@ impl Handler {
             }
             let mut stopped = Vec::new();
             for (i, _) in readable[1..].iter().enumerate().filter(|(_, r)| **r) {
-                while let Ok(frames) = self.watched[i].events.recv_multipart(zmq::DONTWAIT) {
-                    if !self.on_event(self.watched[i].domain, &frames) {
+                while let Ok(frames) = self.monitored[i].events.recv_multipart(zmq::DONTWAIT) {
+                    if !self.on_event(self.monitored[i].domain, &frames) {
                         stopped.push(i);
                     }
                 }
             }
             for i in stopped.into_iter().rev() {
-                self.watched.swap_remove(i);
+                self.monitored.swap_remove(i);
             }
         }
     }
@@ -345,7 +346,7 @@ impl Handler {
         }
     }
 
-    /// Handles one version 2 monitor event of a watched socket; `false` once the monitor stopped.
+    /// Handles one version 2 monitor event of a monitored socket; `false` once the monitor stopped.
     fn on_event(&mut self, domain: Domain, frames: &[Vec<u8>]) -> bool {
         let word = |f: Option<&Vec<u8>>| {
             f.and_then(|f| <[u8; 8]>::try_from(f.as_slice()).ok())
@@ -427,7 +428,7 @@ mod tests {
         let auth = ServerAuth::Curve {
             keys: keys.clone(),
             domain,
-            watcher: guard.watcher(),
+            monitors: guard.monitors(),
         };
         crate::socket::router_with(ctx, "127.0.0.1", 0, &auth).unwrap()
     }
@@ -449,11 +450,9 @@ mod tests {
         if server.poll(zmq::POLLIN, ms).ok()? == 0 {
             return None;
         }
-        let mut id = server.recv_msg(0).ok()?;
+        let _id = server.recv_msg(0).ok()?;
         let mut body = server.recv_msg(0).ok()?;
-        let user = body.gets("User-Id").map(str::to_string);
-        let _ = id.gets("User-Id");
-        user
+        body.gets("User-Id").map(str::to_string)
     }
 
     #[test]
