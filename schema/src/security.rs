@@ -555,6 +555,7 @@ pub const HANDSHAKE_FAILURES: i32 = zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::KeyPair;
 
     #[test]
     fn loopback_hosts() {
@@ -604,6 +605,47 @@ mod tests {
         assert!(!ServerSecurity::start(&ctx, opts("127.0.0.1", false))
             .unwrap()
             .is_curve());
+    }
+
+    #[test]
+    fn the_gate_checks_every_message_against_the_list_now() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (
+            KeyPair::generate().unwrap().public(),
+            KeyPair::generate().unwrap().public(),
+        );
+        let path = dir.path().join("allowed");
+        std::fs::write(&path, format!("{a}\n")).unwrap();
+        let list = Arc::new(AllowList::load(Domain::Fetch, &path).unwrap());
+        let gate = Gate(Some(list.clone()));
+        let from = |user: Option<String>| Inbound {
+            peer: Some(b"peer".to_vec()),
+            msg: Ok(crate::Message::Ping { id: 1 }),
+            data: None,
+            user_id: user,
+        };
+        assert!(gate.admits(&from(Some(a.z85()))));
+        assert!(!gate.admits(&from(Some(b.z85()))));
+        assert!(
+            !gate.admits(&from(None)),
+            "a connection without a ZAP user id"
+        );
+        assert!(!gate.admits(&from(Some("not a key".into()))));
+        assert!(Gate::open().admits(&from(None)));
+
+        std::fs::write(&path, format!("{b}\n")).unwrap();
+        assert_eq!(list.reload().unwrap(), (1, 1));
+        assert!(
+            !gate.admits(&from(Some(a.z85()))),
+            "revoked on a live connection"
+        );
+        assert!(gate.admits(&from(Some(b.z85()))));
+        std::fs::write(&path, "garbage\n").unwrap();
+        assert!(list.reload().is_err());
+        assert!(
+            gate.admits(&from(Some(b.z85()))),
+            "a bad reload keeps the old keys"
+        );
     }
 
     #[test]
