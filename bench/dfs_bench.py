@@ -9,6 +9,9 @@ alternate; the table gives medians and the ratios dfs/rsync.
 
 Usage: python3 bench/dfs_bench.py [--bin target/release/dfs] [--runs 3]
        [--sets big,small,medium,latency] [--scale 1.0] [--no-rsync] [--work /tmp/dfsbench/dfs]
+       [--curve]
+
+--curve runs every dfs link with CURVE (keys made by `dfs keygen` for each cluster).
 
 Datasets (random bytes, like ../shared/bench/peers.sh): big = 1 x 1 GiB, small = 10,000 x 4 KiB,
 medium = 1,000 x 1 MiB; names rotate .mp3 .txt .pdf .bin. Before each timed run the previous
@@ -94,23 +97,47 @@ class Daemon:
 
 
 class Cluster:
+    # --curve: every link uses CURVE, with keys made by `dfs keygen` for each cluster.
+    curve = False
+
     def __init__(self, bin, work):
         self.bin, self.work = bin, work
         for d in ("source", "node", "server"):
             os.makedirs(os.path.join(work, d), exist_ok=True)
         self.source = os.path.join(work, "source")
         self.node = os.path.join(work, "node")
-        self.storage = Daemon(bin, work, "storage", ["storage", "--root", self.node, "--bind", "127.0.0.1", "--base-port", "0"])
+        keys = self.keys(bin, work)
+        self.storage = Daemon(bin, work, "storage", ["storage", "--root", self.node, "--bind", "127.0.0.1", "--base-port", "0"]
+                              + keys["storage"])
         base = self.storage.wait_ready()["base_port"]
         self.broker = Daemon(bin, work, "broker", ["broker", "--data", os.path.join(work, "server"), "--bind", "127.0.0.1",
-                                                   "--ingest-port", "0", "--fetch-port", "0", "--storage", f"127.0.0.1:{base}"])
+                                                   "--ingest-port", "0", "--fetch-port", "0", "--storage", f"127.0.0.1:{base}"]
+                             + keys["broker"])
         r = self.broker.wait_ready()
         self.fetch_addr = f"127.0.0.1:{r['fetch_port']}"
-        self.watch = Daemon(bin, work, "watch", ["watch", "--source", self.source, "--broker", f"127.0.0.1:{r['ingest_port']}"])
+        self.fetch_keys = keys["fetch"]
+        self.watch = Daemon(bin, work, "watch", ["watch", "--source", self.source, "--broker", f"127.0.0.1:{r['ingest_port']}"]
+                            + keys["watch"])
         self.watch.wait_ready()
 
+    @classmethod
+    def keys(cls, bin, work):
+        """The key options of each role: none, or with --curve a key pair each from `dfs keygen`."""
+        if not cls.curve:
+            return {"storage": [], "broker": [], "watch": [], "fetch": []}
+        d = os.path.join(work, "keys")
+        for name in ("storage", "broker", "watcher", "fetcher"):
+            subprocess.run([bin, "keygen", "--out", d, "--name", name], check=True, capture_output=True)
+        k = lambda f: os.path.join(d, f)
+        return {"storage": ["--secret-key", k("storage.key"), "--allow", k("broker.pub")],
+                "broker": ["--secret-key", k("broker.key"), "--allow-watchers", k("watcher.pub"),
+                           "--allow-fetchers", k("fetcher.pub"), "--storage-key", k("storage.pub")],
+                "watch": ["--secret-key", k("watcher.key"), "--broker-key", k("broker.pub")],
+                "fetch": ["--secret-key", k("fetcher.key"), "--broker-key", k("broker.pub")]}
+
     def listed(self):
-        out = subprocess.run([self.bin, "fetch", "--json", "--broker", self.fetch_addr], capture_output=True, timeout=60)
+        out = subprocess.run([self.bin, "fetch", "--json", "--broker", self.fetch_addr] + self.fetch_keys,
+                             capture_output=True, timeout=60)
         return out.stdout.count(b"\n")
 
     def daemons(self):
@@ -219,7 +246,8 @@ def run_sync(bin, work_root, data, ds, count, state, trash):
             warm(c.node)
             sh("sync")
             t1 = time.monotonic()
-            subprocess.run([bin, "fetch", "--broker", c.fetch_addr, "--target", target, "big.bin"], check=True, timeout=600)
+            subprocess.run([bin, "fetch", "--broker", c.fetch_addr, "--target", target, "big.bin"] + c.fetch_keys,
+                           check=True, timeout=600)
             fetch_s = time.monotonic() - t1
     finally:
         c.stop()
@@ -304,7 +332,9 @@ def main():
     ap.add_argument("--no-rsync", action="store_true", help="measure dfs only")
     ap.add_argument("--scaling", action="store_true",
                     help="also time 1k/10k/100k files of 4 KiB and one file of 1 MiB to 4 GiB (dfs only)")
+    ap.add_argument("--curve", action="store_true", help="CURVE keys on every dfs link (dfs keygen)")
     a = ap.parse_args()
+    Cluster.curve = a.curve
     sets = a.sets.split(",")
     specs = make_datasets(a.data, a.scale, sets)
     os.makedirs(a.work, exist_ok=True)

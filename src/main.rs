@@ -4,6 +4,7 @@
 
 mod completions;
 mod config;
+mod keygen;
 mod logging;
 mod man;
 mod up;
@@ -54,6 +55,8 @@ enum Command {
     /// Is everything up and in sync: the broker, its storage node and (with --status-file)
     /// watchers; exit 0 healthy, 1 a problem, 3 broker or node unreachable.
     Status(fetcher::status::StatusArgs),
+    /// Makes a CURVE key pair: DIR/NAME.key (secret, mode 600) and DIR/NAME.pub (public).
+    Keygen(keygen::Args),
     /// Index maintenance.
     Index {
         #[command(subcommand)]
@@ -97,6 +100,7 @@ fn main() -> ExitCode {
         Command::Up(args) => daemon(|stop| up::run(args, stop)),
         Command::Fsck(args) => broker::run_fsck(args),
         Command::Status(args) => fetcher::status::run(args),
+        Command::Keygen(args) => report(keygen::run(&args)),
         Command::Index {
             command: IndexCommand::Export(args),
         } => report(broker::export_index(&args)),
@@ -122,6 +126,7 @@ fn keep_transfer_buffers() {
 }
 
 /// Runs a daemon until SIGINT or SIGTERM; exit 0 after a clean stop, 1 on a fatal error.
+/// SIGHUP reloads the CURVE allow-lists (installed after ctrlc, which would take it as a stop).
 fn daemon(body: impl FnOnce(Shutdown) -> anyhow::Result<()>) -> u8 {
     let stop = Shutdown::new();
     let handler = stop.clone();
@@ -132,6 +137,9 @@ fn daemon(body: impl FnOnce(Shutdown) -> anyhow::Result<()>) -> u8 {
     if let Err(e) =
         ctrlc::set_handler(on_signal).context("cannot install the SIGINT/SIGTERM handler")
     {
+        return report(Err(e));
+    }
+    if let Err(e) = schema::zap::reload_on_sighup().context("cannot install the SIGHUP handler") {
         return report(Err(e));
     }
     report(body(stop))

@@ -50,7 +50,7 @@ fn s(p: &std::path::Path) -> String {
 
 /// Starts the three roles, prints where everything is, and waits for the stop signal.
 pub fn run(args: Args, stop: Shutdown) -> anyhow::Result<()> {
-    let ctx = zmq::Context::new();
+    let ctx = schema::socket::context();
     std::fs::create_dir_all(&args.source)
         .with_context(|| format!("cannot create the source folder {}", args.source.display()))?;
 

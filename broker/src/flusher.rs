@@ -31,12 +31,14 @@ impl Flusher {
         let reports = ctx
             .socket(zmq::PAIR)
             .context("cannot create the flush report socket")?;
+        reports.set_linger(0)?;
         reports
             .bind(&endpoint)
             .with_context(|| format!("cannot bind {endpoint}"))?;
         let sender = ctx
             .socket(zmq::PAIR)
             .context("cannot create the flush report socket")?;
+        sender.set_linger(0)?;
         sender
             .connect(&endpoint)
             .with_context(|| format!("cannot connect {endpoint}"))?;

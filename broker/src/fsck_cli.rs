@@ -9,7 +9,8 @@ use crate::IndexError;
 use schema::codec;
 use schema::daemon::host_port;
 use schema::route::SERVE_OFFSET;
-use schema::socket::{dealer, endpoint};
+use schema::security::{client_auth, ClientAuth, ClientOptions, HandshakeProbe};
+use schema::socket::{dealer_probed, endpoint};
 use schema::{Class, ErrorCode, Finding, FindingKind, Message};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -44,6 +45,22 @@ pub struct FsckArgs {
         default_value_t = 120.0
     )]
     pub timeout: f64,
+    /// A CURVE secret key (made by `dfs keygen`, mode 600) allowed where fsck connects: a
+    /// fetcher's key for --broker, a watcher's for --broker with --repair, the broker's own for
+    /// --storage.
+    #[arg(long, value_name = "FILE", env = "DFS_FSCK_SECRET_KEY")]
+    pub secret_key: Option<PathBuf>,
+    /// With --broker: the broker's public key file; the link then uses CURVE.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "DFS_FSCK_BROKER_KEY",
+        conflicts_with = "storage_key"
+    )]
+    pub broker_key: Option<PathBuf>,
+    /// With --storage: the storage node's public key file; the links then use CURVE.
+    #[arg(long, value_name = "FILE", env = "DFS_FSCK_STORAGE_KEY")]
+    pub storage_key: Option<PathBuf>,
 }
 
 /// Exit code: a peer is unreachable or timed out.
@@ -174,6 +191,28 @@ impl<W: Write> Report<W> {
     }
 }
 
+/// The security of fsck's links to `peer` at `host`, whose key option is `server_option`.
+fn link_auth(
+    args: &FsckArgs,
+    peer: &str,
+    host: &str,
+    server_key: Option<&std::path::Path>,
+    server_option: &'static str,
+) -> Result<ClientAuth, Failure> {
+    client_auth(ClientOptions {
+        peer,
+        host,
+        secret_key: args.secret_key.as_deref(),
+        server_key,
+        server_option,
+        insecure: None,
+    })
+    .map_err(|e| Failure {
+        code: 2,
+        text: e.to_string(),
+    })
+}
+
 /// A DEALER to one peer with bounded waits.
 struct Peer {
     sock: zmq::Socket,
@@ -183,12 +222,19 @@ struct Peer {
 }
 
 impl Peer {
-    /// Connects and waits (at most the timeout) until the connection is up.
-    fn connect(ctx: &zmq::Context, ep: String, timeout: Duration) -> Result<Peer, Failure> {
-        let sock = dealer(ctx, &ep).map_err(|e| Failure {
-            code: EXIT_UNREACHABLE,
-            text: format!("cannot connect to {ep}: {e}"),
-        })?;
+    /// Connects with the security `auth` and waits (at most the timeout) until the connection
+    /// is up; a refused handshake is named in the failure.
+    fn connect(
+        ctx: &zmq::Context,
+        ep: String,
+        auth: &ClientAuth,
+        timeout: Duration,
+    ) -> Result<Peer, Failure> {
+        let (sock, mut probe): (zmq::Socket, HandshakeProbe) = dealer_probed(ctx, &ep, auth)
+            .map_err(|e| Failure {
+                code: EXIT_UNREACHABLE,
+                text: format!("cannot connect to {ep}: {e}"),
+            })?;
         let peer = Peer {
             sock,
             endpoint: ep,
@@ -196,7 +242,13 @@ impl Peer {
             next_id: 1,
         };
         if !peer.wait(zmq::POLLOUT)? {
-            return Err(peer.unreachable("no connection"));
+            return Err(match probe.failure() {
+                Some(why) => Failure {
+                    code: EXIT_UNREACHABLE,
+                    text: format!("cannot connect to {}: {why}", peer.endpoint),
+                },
+                None => peer.unreachable("no connection"),
+            });
         }
         Ok(peer)
     }
@@ -276,9 +328,22 @@ fn ask_broker<W: Write>(
         code: 2,
         text: format!("bad --broker: {e}"),
     })?;
-    let ctx = zmq::Context::new();
+    if args.storage_key.is_some() {
+        return Err(Failure {
+            code: 2,
+            text: "--storage-key goes with --storage; with --broker give --broker-key".into(),
+        });
+    }
+    let auth = link_auth(
+        args,
+        "the broker",
+        &host,
+        args.broker_key.as_deref(),
+        "--broker-key",
+    )?;
+    let ctx = schema::socket::context();
     let timeout = Duration::from_secs_f64(args.timeout);
-    let mut peer = Peer::connect(&ctx, endpoint(&host, u32::from(port)), timeout)?;
+    let mut peer = Peer::connect(&ctx, endpoint(&host, u32::from(port)), &auth, timeout)?;
     let id = peer.send(Message::Fsck {
         id: 0,
         repair: args.repair,
@@ -325,10 +390,23 @@ fn check_offline<W: Write>(
         code: 2,
         text: format!("bad --storage: {e}"),
     })?;
-    let ctx = zmq::Context::new();
+    if args.broker_key.is_some() {
+        return Err(Failure {
+            code: 2,
+            text: "--broker-key goes with --broker; with --storage give --storage-key".into(),
+        });
+    }
+    let auth = link_auth(
+        args,
+        "the storage node",
+        &host,
+        args.storage_key.as_deref(),
+        "--storage-key",
+    )?;
+    let ctx = schema::socket::context();
     let timeout = Duration::from_secs_f64(args.timeout);
     let port = |offset: u16| endpoint(&host, u32::from(base) + u32::from(offset));
-    let mut serve = Peer::connect(&ctx, port(SERVE_OFFSET), timeout)?;
+    let mut serve = Peer::connect(&ctx, port(SERVE_OFFSET), &auth, timeout)?;
     let mut class_ports: BTreeMap<Class, Peer> = BTreeMap::new();
     let mut audit = Audit::default();
     let mut after: Option<String> = None;
@@ -355,9 +433,12 @@ fn check_offline<W: Write>(
                 let class = file.entry.class;
                 let peer = match class_ports.entry(class) {
                     std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
-                    std::collections::btree_map::Entry::Vacant(v) => {
-                        v.insert(Peer::connect(&ctx, port(class.port_offset()), timeout)?)
-                    }
+                    std::collections::btree_map::Entry::Vacant(v) => v.insert(Peer::connect(
+                        &ctx,
+                        port(class.port_offset()),
+                        &auth,
+                        timeout,
+                    )?),
                 };
                 let id = peer.send(Message::Quarantine {
                     id: 0,

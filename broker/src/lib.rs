@@ -45,7 +45,8 @@ use rebuild::Rebuild;
 use relay::Relay;
 use schema::daemon::{host_port, notify_ready, write_ready_file, Shutdown};
 use schema::route::SERVE_OFFSET;
-use schema::socket::router;
+use schema::security::{client_auth, ClientOptions, Domain, ServerOptions, ServerSecurity};
+use schema::socket::router_with;
 use schema::Routes;
 use std::path::PathBuf;
 
@@ -77,6 +78,27 @@ pub struct Args {
     /// free port, reported in the ready file).
     #[arg(long, value_name = "HOST:PORT", env = "DFS_BROKER_METRICS")]
     pub metrics: Option<String>,
+    /// The broker's CURVE secret key (made by `dfs keygen`, mode 600): the ingest and fetch
+    /// ports then take only CURVE connections from the allowed keys, and the broker shows this
+    /// key to the storage node.
+    #[arg(long, value_name = "FILE", env = "DFS_BROKER_SECRET_KEY")]
+    pub secret_key: Option<PathBuf>,
+    /// Public keys of the watchers allowed on the ingest port: a file of keys, one a line, or a
+    /// folder of NAME.pub files. Read again on SIGHUP.
+    #[arg(long, value_name = "FILE|DIR", env = "DFS_BROKER_ALLOW_WATCHERS")]
+    pub allow_watchers: Option<PathBuf>,
+    /// Public keys of the fetchers allowed on the fetch port (they can list and read, never
+    /// write or delete): a file or a folder, as --allow-watchers. Read again on SIGHUP.
+    #[arg(long, value_name = "FILE|DIR", env = "DFS_BROKER_ALLOW_FETCHERS")]
+    pub allow_fetchers: Option<PathBuf>,
+    /// The storage node's public key file (its NAME.pub): the link to the node then uses CURVE
+    /// with --secret-key.
+    #[arg(long, value_name = "FILE", env = "DFS_BROKER_STORAGE_KEY")]
+    pub storage_key: Option<PathBuf>,
+    /// Listen, or reach the storage node, beyond loopback without keys: no authentication, no
+    /// encryption.
+    #[arg(long, env = "DFS_BROKER_INSECURE", conflicts_with = "secret_key")]
+    pub insecure: bool,
 }
 
 /// Options of `dfs index export`.
@@ -101,6 +123,8 @@ pub struct Broker {
     ingest_port: u16,
     fetch_port: u16,
     export_path: PathBuf,
+    /// The ZAP handler, when the front ports use CURVE; dropped after the relay's sockets.
+    security: ServerSecurity,
 }
 
 impl Broker {
@@ -137,12 +161,42 @@ impl Broker {
                 args.storage
             );
         }
-        let node = NodeLinks::connect(ctx, &host, base)
+        let node_auth = client_auth(ClientOptions {
+            peer: "the storage node",
+            host: &host,
+            secret_key: args.storage_key.as_ref().and(args.secret_key.as_deref()),
+            server_key: args.storage_key.as_deref(),
+            server_option: "--storage-key",
+            insecure: Some(args.insecure),
+        })?;
+        let security = ServerSecurity::start(
+            ctx,
+            ServerOptions {
+                bind: &args.bind,
+                secret_key: args.secret_key.as_deref(),
+                allow: vec![
+                    (Domain::Ingest, args.allow_watchers.as_deref()),
+                    (Domain::Fetch, args.allow_fetchers.as_deref()),
+                ],
+                insecure: args.insecure,
+            },
+        )?;
+        let node = NodeLinks::connect(ctx, &host, base, &node_auth)
             .with_context(|| format!("cannot connect to the storage node {host}:{base}"))?;
-        let (ingest, ingest_port) = router(ctx, &args.bind, args.ingest_port)
-            .context("cannot open the ingest port (for watchers)")?;
-        let (fetch, fetch_port) = router(ctx, &args.bind, args.fetch_port)
-            .context("cannot open the fetch port (for fetchers)")?;
+        let (ingest, ingest_port) = router_with(
+            ctx,
+            &args.bind,
+            args.ingest_port,
+            &security.auth(Domain::Ingest),
+        )
+        .context("cannot open the ingest port (for watchers)")?;
+        let (fetch, fetch_port) = router_with(
+            ctx,
+            &args.bind,
+            args.fetch_port,
+            &security.auth(Domain::Fetch),
+        )
+        .context("cannot open the fetch port (for fetchers)")?;
         tracing::info!(
             "broker listening on {}: ingest port {ingest_port}, fetch port {fetch_port}; \
              storage node {host}:{base}",
@@ -155,11 +209,13 @@ impl Broker {
             .data
             .canonicalize()
             .unwrap_or_else(|_| args.data.clone());
+        relay.gates = [security.gate(Domain::Ingest), security.gate(Domain::Fetch)];
         Ok(Broker {
             relay,
             ingest_port,
             fetch_port,
             export_path: default_export_path(&args.data),
+            security,
         })
     }
 
@@ -181,6 +237,7 @@ impl Broker {
     /// Serves until `stop` is triggered; then abandons or finishes the transfers in flight,
     /// flushes the index and writes the export.
     pub fn serve(mut self, stop: Shutdown) -> anyhow::Result<()> {
+        let _security = self.security;
         let exporter = Exporter::start(self.relay.index.clone(), self.export_path.clone())
             .context("cannot start the index export thread")?;
         self.relay.status.totals = exporter.totals();
@@ -223,7 +280,7 @@ impl Broker {
 /// `dfs broker`: binds, writes the ready file
 /// `{"role":"broker","ingest_port":I,"fetch_port":F}`, and serves until `stop`.
 pub fn run(args: Args, stop: Shutdown) -> anyhow::Result<()> {
-    let ctx = zmq::Context::new();
+    let ctx = schema::socket::context();
     let broker = Broker::bind(&ctx, &args)?;
     let metrics = args
         .metrics

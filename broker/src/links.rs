@@ -3,7 +3,12 @@
 
 use schema::codec;
 use schema::route::SERVE_OFFSET;
-use schema::socket::{dealer, endpoint, SocketError};
+use schema::security::{ClientAuth, HandshakeProbe};
+use schema::socket::{dealer_probed, endpoint, reconnect, SocketError};
+use std::time::{Duration, Instant};
+
+/// How long after a refused handshake the broker connects to that node port again.
+const HANDSHAKE_RETRY: Duration = Duration::from_secs(2);
 use schema::{Class, Message};
 
 /// Which of the node's sockets a request goes to.
@@ -46,24 +51,67 @@ pub struct NodeLinks {
     sockets: Vec<zmq::Socket>,
     endpoints: Vec<String>,
     down: [bool; 5],
+    /// Handshake failures of each socket (the node refused the broker's key, ...).
+    probes: Vec<HandshakeProbe>,
+    /// When to connect a refused socket again.
+    retry_at: [Option<Instant>; 5],
+    /// Whether the refusal of the node was logged (once until it admits the broker).
+    refused_warned: bool,
 }
 
 impl NodeLinks {
-    /// Connects to the node at `host` with class ports `base..base+3` and serve at `base+4`.
-    /// Connecting never waits for the node: ZeroMQ reconnects in the background.
-    pub fn connect(ctx: &zmq::Context, host: &str, base: u16) -> Result<NodeLinks, SocketError> {
+    /// Connects to the node at `host` with class ports `base..base+3` and serve at `base+4`,
+    /// with the security `auth`. Connecting never waits for the node: ZeroMQ reconnects in the
+    /// background.
+    pub fn connect(
+        ctx: &zmq::Context,
+        host: &str,
+        base: u16,
+        auth: &ClientAuth,
+    ) -> Result<NodeLinks, SocketError> {
         let mut sockets = Vec::with_capacity(5);
         let mut endpoints = Vec::with_capacity(5);
+        let mut probes = Vec::with_capacity(5);
         for link in Link::ALL {
             let ep = endpoint(host, u32::from(base) + link.slot() as u32);
-            sockets.push(dealer(ctx, &ep)?);
+            let (sock, probe) = dealer_probed(ctx, &ep, auth)?;
+            sockets.push(sock);
+            probes.push(probe);
             endpoints.push(ep);
         }
         Ok(NodeLinks {
             sockets,
             endpoints,
             down: [false; 5],
+            probes,
+            retry_at: [None; 5],
+            refused_warned: false,
         })
+    }
+
+    /// Looks for refused handshakes (logged once) and connects refused sockets again after
+    /// [`HANDSHAKE_RETRY`]: libzmq itself gives up on them, and the node may admit the broker
+    /// after a reload of its allow-list.
+    pub fn check_handshakes(&mut self, now: Instant) {
+        for slot in 0..self.sockets.len() {
+            if let Some(why) = self.probes[slot].take_failure() {
+                if !std::mem::replace(&mut self.refused_warned, true) {
+                    tracing::warn!(
+                        "storage node {}: {why}; retrying every {} s (its --allow must hold \
+                         this broker's public key)",
+                        self.endpoints[slot],
+                        HANDSHAKE_RETRY.as_secs()
+                    );
+                }
+                self.retry_at[slot].get_or_insert(now + HANDSHAKE_RETRY);
+            }
+            if self.retry_at[slot].is_some_and(|t| now >= t) {
+                self.retry_at[slot] = None;
+                if let Err(e) = reconnect(&self.sockets[slot], &self.endpoints[slot]) {
+                    tracing::warn!("{e}");
+                }
+            }
+        }
     }
 
     /// The sockets, in the order of [`Link::ALL`] (for polling).
@@ -88,6 +136,7 @@ impl NodeLinks {
         let slot = link.slot();
         match codec::send(&self.sockets[slot], None, msg, data) {
             Ok(()) => {
+                self.refused_warned = false;
                 if std::mem::replace(&mut self.down[slot], false) {
                     tracing::info!("storage node {} is reachable again", self.endpoints[slot]);
                 }

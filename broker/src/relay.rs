@@ -11,6 +11,7 @@ use crate::rebuild::Rebuild;
 use crate::table::{Front, Job, Requester, Table};
 use schema::codec;
 use schema::daemon::{Shutdown, POLL_MS};
+use schema::security::Gate;
 use schema::{ErrorCode, Message, Routes};
 use std::time::{Duration, Instant};
 
@@ -53,6 +54,8 @@ pub struct Relay {
     flusher: Flusher,
     /// The index changed since the last export request.
     dirty: bool,
+    /// Who may send on the ingest and fetch ports (watcher keys, fetcher keys).
+    pub(crate) gates: [Gate; 2],
 }
 
 impl Relay {
@@ -82,6 +85,7 @@ impl Relay {
             flushing: Vec::new(),
             flusher,
             dirty: false,
+            gates: [Gate::open(), Gate::open()],
         }
     }
 
@@ -99,6 +103,7 @@ impl Relay {
             if last_sweep.elapsed() >= Duration::from_millis(500) {
                 last_sweep = Instant::now();
                 self.expire_idle();
+                self.node.check_handshakes(last_sweep);
             }
             self.fsck_tick();
             self.status_tick();

@@ -13,6 +13,13 @@ use schema::{names, ErrorCode, Hash, Message};
 impl Relay {
     /// Handles one message from a front port.
     pub(crate) fn on_front(&mut self, front: Front, inbound: Inbound) {
+        let gate = match front {
+            Front::Ingest => &self.gates[0],
+            Front::Fetch => &self.gates[1],
+        };
+        if !gate.admits(&inbound) {
+            return;
+        }
         let Some(peer) = inbound.peer else {
             return;
         };

@@ -4,6 +4,7 @@
 use crate::error::{FetchError, Secs};
 use schema::codec::{self, Rejected};
 use schema::daemon::{Shutdown, POLL_MS};
+use schema::security::{ClientAuth, HandshakeProbe};
 use schema::Message;
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
@@ -25,11 +26,18 @@ pub(crate) struct Client {
 }
 
 impl Client {
-    /// Connects to `endpoint` and waits, at most `secs`, until the connection is up (with
-    /// ZMQ_IMMEDIATE the socket becomes writable only then).
-    pub fn connect(endpoint: &str, secs: f64, stop: Shutdown) -> Result<Client, FetchError> {
-        let ctx = zmq::Context::new();
-        let sock = schema::socket::dealer(&ctx, endpoint)?;
+    /// Connects to `endpoint` with the security `auth` and waits, at most `secs`, until the
+    /// connection is up (with ZMQ_IMMEDIATE the socket becomes writable only then, after the
+    /// CURVE handshake when there is one). A refused handshake is named in the error.
+    pub fn connect(
+        endpoint: &str,
+        auth: &ClientAuth,
+        secs: f64,
+        stop: Shutdown,
+    ) -> Result<Client, FetchError> {
+        let ctx = schema::socket::context();
+        let (sock, mut probe): (zmq::Socket, HandshakeProbe) =
+            schema::socket::dealer_probed(&ctx, endpoint, auth)?;
         let client = Client {
             sock,
             endpoint: endpoint.to_string(),
@@ -41,6 +49,12 @@ impl Client {
         if client.wait(zmq::POLLOUT)? {
             debug!(broker = %endpoint, "connected");
             Ok(client)
+        } else if let Some(why) = probe.failure() {
+            Err(FetchError::Refused {
+                endpoint: endpoint.to_string(),
+                secs: client.secs,
+                why,
+            })
         } else {
             Err(FetchError::Unreachable {
                 endpoint: endpoint.to_string(),

@@ -42,6 +42,16 @@ pub enum FetchError {
     /// No connection to the broker could be made before the timeout.
     #[error("cannot reach the broker at {endpoint}: no answer within {secs}")]
     Unreachable { endpoint: String, secs: Secs },
+    /// The broker refused the secure handshake (keys) until the timeout.
+    #[error("cannot connect to the broker at {endpoint} within {secs}: {why}")]
+    Refused {
+        endpoint: String,
+        secs: Secs,
+        why: String,
+    },
+    /// The key options cannot be used (a missing or unsafe key file, a key without the other).
+    #[error("{0}")]
+    Keys(#[from] schema::security::SecurityError),
     /// The broker stopped answering in the middle of an exchange.
     #[error("no answer from the broker at {endpoint} within {secs}")]
     Timeout { endpoint: String, secs: Secs },
@@ -120,8 +130,9 @@ impl FetchError {
     /// The exit code this failure asks for.
     pub fn exit_code(&self) -> u8 {
         match self {
-            FetchError::Usage(_) => EXIT_USAGE,
+            FetchError::Usage(_) | FetchError::Keys(_) => EXIT_USAGE,
             FetchError::Unreachable { .. }
+            | FetchError::Refused { .. }
             | FetchError::Timeout { .. }
             | FetchError::Disconnected { .. }
             | FetchError::Socket(_) => EXIT_UNREACHABLE,
@@ -151,6 +162,7 @@ impl FetchError {
         matches!(
             self,
             FetchError::Unreachable { .. }
+                | FetchError::Refused { .. }
                 | FetchError::Timeout { .. }
                 | FetchError::Disconnected { .. }
                 | FetchError::Socket(_)
@@ -164,6 +176,7 @@ impl FetchError {
         matches!(
             self,
             FetchError::Unreachable { .. }
+                | FetchError::Refused { .. }
                 | FetchError::Timeout { .. }
                 | FetchError::Disconnected { .. }
                 | FetchError::Socket(_)
@@ -189,7 +202,10 @@ impl FetchError {
         }
         s.push_str(&self.to_string());
         // A refused name or a usage error never reached the broker.
-        let local = matches!(self, FetchError::Usage(_) | FetchError::BadName(_));
+        let local = matches!(
+            self,
+            FetchError::Usage(_) | FetchError::BadName(_) | FetchError::Keys(_)
+        );
         if !self.names_broker() && !local {
             s.push_str(&format!(" (broker {endpoint})"));
         }

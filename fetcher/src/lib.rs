@@ -85,6 +85,15 @@ pub struct Args {
         default_value_t = 5.0
     )]
     pub timeout: f64,
+
+    /// This fetcher's CURVE secret key (made by `dfs keygen`, mode 600); its public key must be
+    /// in the broker's --allow-fetchers.
+    #[arg(long, value_name = "FILE", env = "DFS_FETCH_SECRET_KEY")]
+    pub secret_key: Option<PathBuf>,
+
+    /// The broker's public key file (its NAME.pub): with --secret-key, the link uses CURVE.
+    #[arg(long, value_name = "FILE", env = "DFS_FETCH_BROKER_KEY")]
+    pub broker_key: Option<PathBuf>,
 }
 
 /// What the command line asks for.
@@ -170,7 +179,18 @@ pub fn execute(args: &Args, out: &mut dyn Write, err: &mut dyn Write, stop: &Shu
     if valid.is_empty() && patterns.is_empty() && !matches!(mode, Mode::List { .. }) {
         return code;
     }
-    let mut client = match Client::connect(&endpoint, args.timeout, stop.clone()) {
+    let auth = match schema::security::client_auth(schema::security::ClientOptions {
+        peer: "the broker",
+        host: &endpoint,
+        secret_key: args.secret_key.as_deref(),
+        server_key: args.broker_key.as_deref(),
+        server_option: "--broker-key",
+        insecure: None,
+    }) {
+        Ok(auth) => auth,
+        Err(e) => return code.max(report(None, &FetchError::Keys(e), &endpoint)),
+    };
+    let mut client = match Client::connect(&endpoint, &auth, args.timeout, stop.clone()) {
         Ok(c) => c,
         Err(e) => return code.max(report(None, &e, &endpoint)),
     };

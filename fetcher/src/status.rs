@@ -56,6 +56,12 @@ pub struct StatusArgs {
         default_value_t = 30
     )]
     pub stale_after: u64,
+    /// A fetcher's CURVE secret key (mode 600) allowed on the broker's fetch port.
+    #[arg(long, value_name = "FILE", env = "DFS_STATUS_SECRET_KEY")]
+    pub secret_key: Option<PathBuf>,
+    /// The broker's public key file (its NAME.pub): with --secret-key, the link uses CURVE.
+    #[arg(long, value_name = "FILE", env = "DFS_STATUS_BROKER_KEY")]
+    pub broker_key: Option<PathBuf>,
 }
 
 /// How bad a problem is.
@@ -153,8 +159,22 @@ pub fn execute(args: &StatusArgs, out: &mut dyn Write, err: &mut dyn Write, stop
             return EXIT_USAGE;
         }
     };
+    let auth = match schema::security::client_auth(schema::security::ClientOptions {
+        peer: "the broker",
+        host: &endpoint,
+        secret_key: args.secret_key.as_deref(),
+        server_key: args.broker_key.as_deref(),
+        server_option: "--broker-key",
+        insecure: None,
+    }) {
+        Ok(auth) => auth,
+        Err(e) => {
+            let _ = writeln!(err, "dfs status: {e}");
+            return EXIT_USAGE;
+        }
+    };
     let mut found = Findings::default();
-    ask_broker(&endpoint, args.timeout, stop, &mut found);
+    ask_broker(&endpoint, &auth, args.timeout, stop, &mut found);
     for file in &args.status_files {
         let w = read_watcher(file, Duration::from_secs(args.stale_after), &mut found);
         found.watchers.push(w);
@@ -178,11 +198,17 @@ pub fn execute(args: &StatusArgs, out: &mut dyn Write, err: &mut dyn Write, stop
 }
 
 /// Asks the broker at `endpoint` for its `broker_status`, and records both reports.
-fn ask_broker(endpoint: &str, secs: f64, stop: &Shutdown, found: &mut Findings) {
+fn ask_broker(
+    endpoint: &str,
+    auth: &schema::security::ClientAuth,
+    secs: f64,
+    stop: &Shutdown,
+    found: &mut Findings,
+) {
     found.broker = json!({"address": endpoint, "reachable": false});
     found.storage = json!({"address": null, "reachable": null});
     let subject = format!("broker {endpoint}");
-    let asked = Client::connect(endpoint, secs, stop.clone()).and_then(|mut client| {
+    let asked = Client::connect(endpoint, auth, secs, stop.clone()).and_then(|mut client| {
         let id = client.new_id();
         // Leave the broker room to answer about a slow node before this side gives up.
         let wait_ms = (secs * 800.0).clamp(1.0, 60_000.0) as u32;

@@ -167,6 +167,9 @@ pub struct Inbound {
     pub msg: Result<Message, Rejected>,
     /// The data frame, if any (checked against the header when `msg` is `Ok`).
     pub data: Option<zmq::Message>,
+    /// The `User-Id` of the sender's connection: on a CURVE socket, the Z85 public key the ZAP
+    /// handler admitted (see `security::Gate`); `None` on a plaintext socket.
+    pub user_id: Option<String>,
 }
 
 /// Reads one whole message from `sock`, waiting at most as the socket's receive timeout allows
@@ -190,6 +193,9 @@ pub fn recv(sock: &zmq::Socket, router: bool, flags: i32) -> zmq::Result<Inbound
             break;
         }
     }
+    let user_id = frames
+        .get_mut(usize::from(router))
+        .and_then(|f| f.gets("User-Id").map(str::to_string));
     let mut it = frames.into_iter();
     let peer = if router {
         it.next().map(|f| f.to_vec())
@@ -200,6 +206,7 @@ pub fn recv(sock: &zmq::Socket, router: bool, flags: i32) -> zmq::Result<Inbound
         peer: peer.clone(),
         msg: Err(Rejected { id: 0, error }),
         data: None,
+        user_id: user_id.clone(),
     };
     if count > MAX_FRAMES - usize::from(!router) {
         return Ok(reject(DecodeError::TooManyFrames(count)));
@@ -213,7 +220,12 @@ pub fn recv(sock: &zmq::Socket, router: bool, flags: i32) -> zmq::Result<Inbound
             .map(|()| m.clone())
             .map_err(|error| Rejected { id: m.id(), error })
     });
-    Ok(Inbound { peer, msg, data })
+    Ok(Inbound {
+        peer,
+        msg,
+        data,
+        user_id,
+    })
 }
 
 /// Sends `msg` (and `data`, if given) without blocking. On a ROUTER socket `peer` is the

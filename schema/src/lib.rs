@@ -8,20 +8,24 @@
 //!
 //! [`daemon`] holds the small runtime pieces every daemon shares: the stop signal, the ready file
 //! and address parsing; [`metrics`] the `--metrics` endpoint and the metric types; [`status`] the
-//! reports behind `dfs status`.
+//! reports behind `dfs status`. [`keys`], [`security`] and [`zap`] are CURVE: key files, who may
+//! connect to which socket, and the ZAP handler that enforces it.
 
 pub mod codec;
 pub mod daemon;
 pub mod hash;
+pub mod keys;
 pub mod limits;
 pub mod message;
 pub mod metrics;
 pub mod names;
 pub mod route;
+pub mod security;
 pub mod socket;
 pub mod status;
 pub mod time;
 pub mod writeback;
+pub mod zap;
 
 pub use codec::{DecodeError, Inbound};
 pub use hash::Hash;

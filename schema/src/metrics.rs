@@ -251,7 +251,19 @@ mod tests {
         assert!(page.contains("process_start_time_seconds "), "{page}");
         assert!(get(addr, "/").contains(" 404 "));
         drop(server);
-        assert!(std::net::TcpStream::connect(addr).is_err(), "stopped");
+        // Stopped: the port refuses, or (taken at once by another test's socket) serves no
+        // metrics within a second.
+        if let Ok(mut s) = std::net::TcpStream::connect(addr) {
+            s.set_read_timeout(Some(std::time::Duration::from_secs(1)))
+                .unwrap();
+            let _ = write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n");
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            assert!(
+                !out.contains("dfs_test_files_total"),
+                "still serving: {out}"
+            );
+        }
     }
 
     #[test]

@@ -65,11 +65,22 @@ pub struct Args {
     /// free port, reported in the ready file).
     #[arg(long, value_name = "HOST:PORT", env = "DFS_STORAGE_METRICS")]
     pub metrics: Option<String>,
+    /// This node's CURVE secret key (made by `dfs keygen`, mode 600): every port then takes
+    /// only CURVE connections from the keys in --allow.
+    #[arg(long, value_name = "FILE", env = "DFS_STORAGE_SECRET_KEY")]
+    pub secret_key: Option<PathBuf>,
+    /// Public keys of the brokers allowed to connect: a file of keys, one a line, or a folder
+    /// of NAME.pub files. Read again on SIGHUP.
+    #[arg(long, value_name = "FILE|DIR", env = "DFS_STORAGE_ALLOW")]
+    pub allow: Option<PathBuf>,
+    /// Listen beyond loopback without keys: no authentication, no encryption.
+    #[arg(long, env = "DFS_STORAGE_INSECURE", conflicts_with = "secret_key")]
+    pub insecure: bool,
 }
 
 /// Runs a storage node until `stop`: binds, writes the ready file, serves.
 pub fn run(args: Args, stop: Shutdown) -> anyhow::Result<()> {
-    let ctx = zmq::Context::new();
+    let ctx = schema::socket::context();
     let node = Node::bind(&ctx, &args)?;
     let metrics = args
         .metrics

@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use schema::codec::{self, Inbound};
 use schema::daemon::{Shutdown, POLL_MS};
 use schema::route::SERVE_OFFSET;
+use schema::security::{Domain, Gate, ServerOptions, ServerSecurity};
 use schema::{Class, ErrorCode, Message};
 use std::collections::HashMap;
 use std::fs::File;
@@ -44,6 +45,9 @@ pub struct Node {
     base_port: u16,
     sync_threads: usize,
     metrics: Metrics,
+    gate: Gate,
+    /// The ZAP handler, when the ports use CURVE; dropped after the sockets.
+    security: ServerSecurity,
     _lock: File,
 }
 
@@ -59,14 +63,28 @@ impl Node {
             .with_context(|| format!("cannot resolve the storage root {}", args.root.display()))?;
         let layout = Arc::new(Layout::new(&root));
         let lock = layout.prepare()?;
-        let (sockets, base_port) =
-            schema::socket::routers_consecutive(ctx, &args.bind, args.base_port, SERVE as u16 + 1)
-                .with_context(|| {
-                    format!(
-                        "cannot bind the storage node's five ports on {} from base port {}",
-                        args.bind, args.base_port
-                    )
-                })?;
+        let security = ServerSecurity::start(
+            ctx,
+            ServerOptions {
+                bind: &args.bind,
+                secret_key: args.secret_key.as_deref(),
+                allow: vec![(Domain::Storage, args.allow.as_deref())],
+                insecure: args.insecure,
+            },
+        )?;
+        let (sockets, base_port) = schema::socket::routers_consecutive_with(
+            ctx,
+            &args.bind,
+            args.base_port,
+            SERVE as u16 + 1,
+            &security.auth(Domain::Storage),
+        )
+        .with_context(|| {
+            format!(
+                "cannot bind the storage node's five ports on {} from base port {}",
+                args.bind, args.base_port
+            )
+        })?;
         let seq = NODE_SEQ.fetch_add(1, Ordering::Relaxed);
         let results_endpoint = format!("inproc://dfs-storage-results-{}-{seq}", std::process::id());
         let results = ctx
@@ -95,6 +113,8 @@ impl Node {
             base_port,
             sync_threads: usize::from(args.sync_threads),
             metrics: Metrics::default(),
+            gate: security.gate(Domain::Storage),
+            security,
             _lock: lock,
         })
     }
@@ -125,7 +145,9 @@ impl Node {
             stop.clone(),
             &self.metrics,
         )?;
+        let _security = self.security;
         let mut server = Server {
+            gate: self.gate,
             sockets: self.sockets,
             layout: self.layout,
             pool: Some(pool),
@@ -148,6 +170,8 @@ impl Node {
 
 /// The state owned by the socket thread.
 pub(crate) struct Server {
+    /// Who may send on the node's ports (every port serves the broker only).
+    pub(crate) gate: Gate,
     pub(crate) sockets: Vec<zmq::Socket>,
     pub(crate) layout: Arc<Layout>,
     pub(crate) pool: Option<SyncPool>,
@@ -239,6 +263,9 @@ impl Server {
 
     /// Dispatches one inbound message.
     fn handle(&mut self, sock: usize, inbound: Inbound) {
+        if !self.gate.admits(&inbound) {
+            return;
+        }
         let Some(peer) = inbound.peer else { return };
         let msg = match inbound.msg {
             Ok(msg) => msg,

@@ -17,6 +17,7 @@ mod outage;
 mod pipeline;
 mod recovery;
 mod scale;
+mod security;
 mod shutdown;
 mod status;
 mod systemd;

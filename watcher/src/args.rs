@@ -45,6 +45,16 @@ pub struct Args {
     /// free port, reported in the ready file).
     #[arg(long, value_name = "HOST:PORT", env = "DFS_WATCH_METRICS")]
     pub metrics: Option<String>,
+    /// This watcher's CURVE secret key (made by `dfs keygen`, mode 600); its public key must
+    /// be in the broker's --allow-watchers.
+    #[arg(long, value_name = "FILE", env = "DFS_WATCH_SECRET_KEY")]
+    pub secret_key: Option<PathBuf>,
+    /// The broker's public key file (its NAME.pub): with --secret-key, the link uses CURVE.
+    #[arg(long, value_name = "FILE", env = "DFS_WATCH_BROKER_KEY")]
+    pub broker_key: Option<PathBuf>,
+    /// Reach a broker beyond loopback without keys: no authentication, no encryption.
+    #[arg(long, env = "DFS_WATCH_INSECURE", conflicts_with = "secret_key")]
+    pub insecure: bool,
 }
 
 impl Args {

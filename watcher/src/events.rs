@@ -108,6 +108,7 @@ impl Feed {
         let wake = ctx
             .socket(zmq::PULL)
             .context("cannot create the wake socket")?;
+        wake.set_linger(0)?;
         wake.bind(&ep)
             .with_context(|| format!("cannot bind the wake socket {ep}"))?;
         let push = ctx

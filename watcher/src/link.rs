@@ -32,6 +32,10 @@ pub struct Link {
     down_since: Instant,
     /// Whether this outage was logged (so its end is logged too).
     warned: bool,
+    /// Whether a failed handshake was logged since the last connection.
+    handshake_warned: bool,
+    /// A handshake was refused: libzmq gave up on the endpoint, connect again before pinging.
+    reconnect_wanted: bool,
 }
 
 impl Link {
@@ -45,6 +49,8 @@ impl Link {
             next_ping: now,
             down_since: now,
             warned: false,
+            handshake_warned: false,
+            reconnect_wanted: false,
         }
     }
 
@@ -101,6 +107,7 @@ impl Link {
             return;
         }
         self.up = true;
+        self.handshake_warned = false;
         self.backoff = None;
         if self.warned {
             tracing::info!("broker {} back", self.endpoint);
@@ -108,6 +115,24 @@ impl Link {
             tracing::debug!("connected to broker {}", self.endpoint);
         }
         self.warned = false;
+    }
+
+    /// Whether the socket must connect again (a handshake was refused since the last call).
+    pub fn take_reconnect(&mut self) -> bool {
+        std::mem::take(&mut self.reconnect_wanted)
+    }
+
+    /// The broker refused the handshake (keys): logged once until a connection is made; the
+    /// socket connects again before the next ping.
+    pub fn handshake_failed(&mut self, why: &str) {
+        self.reconnect_wanted = true;
+        if !std::mem::replace(&mut self.handshake_warned, true) {
+            tracing::warn!(
+                "broker {}: {why}; retrying (fix the keys, or send SIGHUP to the broker after \
+                 adding this watcher's key to its --allow-watchers)",
+                self.endpoint
+            );
+        }
     }
 
     /// When the loop must wake for the next ping, if the link is down.
@@ -127,13 +152,15 @@ pub(crate) fn watch_connection(
         "inproc://dfs-watcher-monitor-{}",
         MONITOR_COUNTER.fetch_add(1, Ordering::Relaxed)
     );
-    let events =
-        zmq::SocketEvent::HANDSHAKE_SUCCEEDED as i32 | zmq::SocketEvent::DISCONNECTED as i32;
+    let events = zmq::SocketEvent::HANDSHAKE_SUCCEEDED as i32
+        | zmq::SocketEvent::DISCONNECTED as i32
+        | schema::security::HANDSHAKE_FAILURES;
     sock.monitor(&ep, events)
         .with_context(|| format!("cannot monitor the broker socket through {ep}"))?;
     let monitor = ctx
         .socket(zmq::PAIR)
         .context("cannot create the monitor socket")?;
+    monitor.set_linger(0)?;
     monitor
         .connect(&ep)
         .with_context(|| format!("cannot connect the monitor socket {ep}"))?;
@@ -147,6 +174,10 @@ impl Watcher {
         while let Ok(frame) = self.monitor.recv_msg(zmq::DONTWAIT) {
             let more = frame.get_more();
             let event = (frame.len() >= 2).then(|| u16::from_ne_bytes([frame[0], frame[1]]));
+            let value = match frame.get(2..6) {
+                Some(v) => u32::from_ne_bytes([v[0], v[1], v[2], v[3]]),
+                None => 0,
+            };
             if more {
                 // The second frame names the endpoint.
                 let _ = self.monitor.recv_msg(zmq::DONTWAIT);
@@ -158,7 +189,12 @@ impl Watcher {
                 Some(e) if e == zmq::SocketEvent::HANDSHAKE_SUCCEEDED.to_raw() => {
                     self.link.connected(now);
                 }
-                _ => {}
+                Some(e) => {
+                    if let Some(why) = schema::security::handshake_failure(e, value) {
+                        self.link.handshake_failed(&why);
+                    }
+                }
+                None => {}
             }
         }
     }

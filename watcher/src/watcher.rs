@@ -122,8 +122,16 @@ pub fn run(args: Args, stop: Shutdown) -> anyhow::Result<()> {
     let endpoint = schema::socket::endpoint(&host, port);
     let ignores = Ignores::new(&args.ignore, !args.no_default_ignores).context("bad --ignore")?;
 
-    let ctx = zmq::Context::new();
-    let sock = schema::socket::dealer(&ctx, &endpoint)?;
+    let auth = schema::security::client_auth(schema::security::ClientOptions {
+        peer: "the broker",
+        host: &host,
+        secret_key: args.secret_key.as_deref(),
+        server_key: args.broker_key.as_deref(),
+        server_option: "--broker-key",
+        insecure: Some(args.insecure),
+    })?;
+    let ctx = schema::socket::context();
+    let sock = schema::socket::dealer_with(&ctx, &endpoint, &auth)?;
     let monitor = crate::link::watch_connection(&ctx, &sock)?;
     let mut feed = Feed::start(&ctx, &root)?;
     let metrics = crate::metrics::Metrics::default();
@@ -384,6 +392,11 @@ impl Watcher {
     /// Timers: pings while down, silence detection, the listing, rescans, due names.
     fn tick(&mut self, now: Instant) {
         if self.link.ping_due(now) {
+            if self.link.take_reconnect() {
+                if let Err(e) = schema::socket::reconnect(&self.sock, self.link.endpoint()) {
+                    tracing::warn!("{e}");
+                }
+            }
             let id = self.next_id();
             // A failed ping only schedules the next one.
             let _ = codec::send(&self.sock, None, &Message::Ping { id }, None);

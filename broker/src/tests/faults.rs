@@ -24,6 +24,11 @@ fn an_unreachable_node_is_reported_not_waited_for() {
         routes: Some("md=txt".into()),
         ready_file: None,
         metrics: None,
+        secret_key: None,
+        allow_watchers: None,
+        allow_fetchers: None,
+        storage_key: None,
+        insecure: false,
     };
     let broker = Broker::bind(&ctx, &args).unwrap();
     let watcher = dealer(&ctx, broker.ingest_port());
@@ -81,6 +86,11 @@ fn idle_and_vanished_transfers_are_dropped() {
         routes: None,
         ready_file: None,
         metrics: None,
+        secret_key: None,
+        allow_watchers: None,
+        allow_fetchers: None,
+        storage_key: None,
+        insecure: false,
     };
     let mut broker = Broker::bind(&ctx, &args).unwrap();
     broker.relay_mut().idle_timeout = Duration::from_millis(200);

@@ -65,6 +65,11 @@ impl Harness {
             routes: None,
             ready_file: None,
             metrics: None,
+            secret_key: None,
+            allow_watchers: None,
+            allow_fetchers: None,
+            storage_key: None,
+            insecure: false,
         };
         let mut broker = Broker::bind(&ctx, &args).unwrap();
         let index = broker.relay_mut().index.clone();

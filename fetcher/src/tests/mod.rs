@@ -229,6 +229,8 @@ pub(super) fn args(port: u16, target: &Path, names: &[&str]) -> Args {
         json: false,
         output: None,
         timeout: 2.0,
+        secret_key: None,
+        broker_key: None,
     }
 }
 

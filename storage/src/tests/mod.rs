@@ -36,6 +36,9 @@ impl TestNode {
             ready_file: None,
             sync_threads: 4,
             metrics: None,
+            secret_key: None,
+            allow: None,
+            insecure: false,
         };
         let node = Node::bind(&ctx, &args).unwrap();
         let (base, root) = (node.base_port(), node.root().to_path_buf());

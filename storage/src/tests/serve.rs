@@ -250,6 +250,9 @@ fn run_writes_the_ready_file_and_stops_on_the_signal() {
         ready_file: Some(ready.clone()),
         sync_threads: 2,
         metrics: None,
+        secret_key: None,
+        allow: None,
+        insecure: false,
     };
     let stop = Shutdown::new();
     let s = stop.clone();
