@@ -9,6 +9,7 @@ mod events;
 mod fetch;
 mod fsck;
 mod harness;
+mod hosts;
 mod kill;
 mod memory;
 mod metrics;
