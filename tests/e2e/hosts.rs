@@ -167,6 +167,20 @@ fn port(v: &serde_json::Value, key: &str) -> u16 {
         .unwrap_or_else(|| panic!("ready file {v} has no {key}")) as u16
 }
 
+/// How many lines of `log` contain every one of `parts`.
+fn lines_with(log: &str, parts: &[&str]) -> usize {
+    log.lines()
+        .filter(|l| parts.iter().all(|p| l.contains(p)))
+        .count()
+}
+
+/// `ip ARGS...`'s standard output, bounded.
+fn ip_output(args: &[&str]) -> String {
+    let mut cmd = Command::new("ip");
+    cmd.args(args);
+    String::from_utf8_lossy(&run_command_bounded(cmd, Duration::from_secs(30)).stdout).into_owned()
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -397,15 +411,46 @@ fn three_hosts_in_network_namespaces_sync_and_fetch_over_curve() {
         &["fetch", "--broker", &broker_addr, "--timeout", "2"],
     );
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("uses CURVE"), "{}", stderr(&out));
     assert!(t0.elapsed() < Duration::from_secs(30));
 
     // Every link was CURVE, and the peers came from their own namespace's address.
     let (slog, blog) = (storage.log_text(), broker.log_text());
-    assert!(slog.contains("admitted broker key"), "{slog}");
-    assert!(blog.contains("admitted watcher key"), "{blog}");
-    assert!(blog.contains("admitted fetcher key"), "{blog}");
+    let client_ip = net.addr("client");
+    assert!(
+        lines_with(
+            &slog,
+            &["admitted broker key", &format!("from {server_ip}")]
+        ) >= 1,
+        "{slog}"
+    );
+    for role in ["watcher", "fetcher"] {
+        let what = format!("admitted {role} key");
+        assert!(
+            lines_with(&blog, &[&what, &format!("from {client_ip}")]) >= 1,
+            "{blog}"
+        );
+    }
+
+    // Nothing of this test in the root namespace: no veth end, no address of the subnet.
+    let root_addrs = ip_output(&["-o", "addr"]);
+    assert!(
+        !root_addrs.contains(&format!("{}.", net.subnet)),
+        "{root_addrs}"
+    );
+    let root_links = ip_output(&["-o", "link"]);
+    for (role, _) in ROLES {
+        assert!(!root_links.contains(&format!("eth-{role}")), "{root_links}");
+        assert!(!root_links.contains(&format!("v-{role}@")), "{root_links}");
+    }
     drop(watch);
     drop(broker);
     drop(storage);
+    let names = net.names.clone();
+    drop(net);
+    let left = ip_output(&["netns", "list"]);
+    for ns in names {
+        assert!(!left.contains(&ns), "namespace {ns} left behind: {left}");
+    }
     eprintln!("three hosts: done in {:?}", started.elapsed());
 }
