@@ -58,7 +58,7 @@ pub struct Args {
     pub ready_file: Option<PathBuf>,
     /// Threads making finished uploads durable (fsync, rename, fsync the folder); fsyncs of
     /// different files run concurrently.
-    #[arg(long, env = "DFS_STORAGE_SYNC_THREADS", default_value_t = 64,
+    #[arg(long, env = "DFS_STORAGE_SYNC_THREADS", default_value_t = 256,
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub sync_threads: u16,
     /// Serve Prometheus metrics on HOST:PORT at GET /metrics (off unless given; port 0 picks a

@@ -31,7 +31,7 @@ pub struct Args {
     #[arg(long, env = "DFS_WATCH_RESCAN_SECS", default_value_t = 600)]
     pub rescan_secs: u64,
     /// Most changes (uploads, deletes, renames) in flight at once.
-    #[arg(long, env = "DFS_WATCH_MAX_IN_FLIGHT", default_value_t = 256,
+    #[arg(long, env = "DFS_WATCH_MAX_IN_FLIGHT", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_in_flight: u32,
     /// Write `{"role":"watch","source":...}` here once the folder is being watched.
@@ -86,7 +86,7 @@ mod tests {
         assert_eq!(w.args.ignore, ["a", "b/*,c"]);
         assert_eq!(w.args.debounce_ms, 200);
         assert_eq!(w.args.rescan_secs, 600);
-        assert_eq!(w.args.max_in_flight, 256);
+        assert_eq!(w.args.max_in_flight, 1024);
         assert_eq!(w.args.broker, "127.0.0.1:12345");
         assert!(Wrap::try_parse_from(["t", "--max-in-flight", "0"]).is_err());
     }

@@ -290,6 +290,7 @@ impl Watcher {
         data: Option<Vec<u8>>,
         now: Instant,
     ) {
+        let inline = data.as_ref().map_or(0, |d| d.len() as u64);
         if !self.send(msg, data, now) {
             for name in change.names() {
                 self.table.mark(name, now);
@@ -305,7 +306,7 @@ impl Watcher {
             heard: now,
             sent: now,
         };
-        self.flights.insert(id, flight);
+        self.add_flight(id, flight, inline);
     }
 
     /// Sends as many chunks of upload `id` as its credit allows; a torn read aborts it.
@@ -339,7 +340,7 @@ impl Watcher {
                 }
                 Next::Torn(why) => {
                     self.send(&Message::Abort { id }, None, now);
-                    if let Some(flight) = self.flights.remove(&id) {
+                    if let Some(flight) = self.take_flight(id) {
                         if let Change::Put(up) = &flight.change {
                             tracing::info!(
                                 "{} changed while being sent ({why}); will send it again",

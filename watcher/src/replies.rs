@@ -60,7 +60,7 @@ impl Watcher {
     }
 
     fn on_done(&mut self, id: u64, version: u64, unchanged: bool, now: Instant) {
-        let Some(flight) = self.flights.remove(&id) else {
+        let Some(flight) = self.take_flight(id) else {
             tracing::debug!("done for unknown request {id}");
             return;
         };
@@ -158,7 +158,7 @@ impl Watcher {
         if self.listing_refused(id, message, now) {
             return;
         }
-        let Some(flight) = self.flights.remove(&id) else {
+        let Some(flight) = self.take_flight(id) else {
             tracing::debug!("error for unknown request {id}: {code:?}: {message}");
             return;
         };

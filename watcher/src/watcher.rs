@@ -30,6 +30,11 @@ const RECV_BATCH: usize = 1024;
 /// Most names reconciled in one turn of the loop.
 const RECONCILE_BATCH: usize = 1024;
 
+/// Most bytes of small files sent inline and not yet acknowledged: with many changes in flight,
+/// small files keep the node's fsyncs overlapping, but their content sits in the queues of
+/// every hop until written, so it is bounded in bytes as well as in changes.
+const MAX_INLINE_IN_FLIGHT: u64 = 16 << 20;
+
 /// Where the watcher is in its start-up.
 #[derive(Debug)]
 pub(crate) enum Phase {
@@ -85,6 +90,8 @@ pub(crate) struct Watcher {
     /// Names written (created or modified) and not closed since, with how a large one looked
     /// when last found still growing (see `Watcher::upload`).
     pub writing: HashMap<String, Option<Stamp>>,
+    /// Bytes of the inline uploads in flight (see [`MAX_INLINE_IN_FLIGHT`]).
+    pub inline_in_flight: u64,
     /// The store behind the broker refuses changes (its node is down, full or rebuilding).
     pub store_outage: Option<crate::store::StoreOutage>,
     /// New folders to scan once more, and when: a file made in a new folder after its first
@@ -183,6 +190,7 @@ pub fn run(args: Args, stop: Shutdown) -> anyhow::Result<()> {
         overflow_warned: None,
         warned: HashSet::new(),
         writing: HashMap::new(),
+        inline_in_flight: 0,
         store_outage: None,
         progress: Default::default(),
         status_file: args
@@ -263,7 +271,7 @@ impl Watcher {
                 wake = Some(wake.map_or(t, |w| w.min(t)));
             }
         };
-        if self.can_reconcile() && self.flights.len() < self.settings.max_in_flight {
+        if self.can_reconcile() && self.has_room() {
             consider(self.table.next_due());
             consider(self.folder_rescans.iter().map(|(at, _)| *at).min());
             consider(self.store_outage.as_ref().and_then(|o| o.next_probe()));
@@ -344,6 +352,7 @@ impl Watcher {
         }
         self.link.down(now, why);
         self.probe = None;
+        self.inline_in_flight = 0;
         for (_, flight) in self.flights.drain() {
             if let Change::Rename { from, to, .. } = &flight.change {
                 self.table.note_rename(from, to);
@@ -456,7 +465,7 @@ impl Watcher {
             .map(|(id, _)| *id)
             .collect();
         for id in stale {
-            if let Some(flight) = self.flights.remove(&id) {
+            if let Some(flight) = self.take_flight(id) {
                 tracing::warn!(
                     "no answer about {} for {} s; trying again",
                     flight.change.names().join(" -> "),
@@ -472,10 +481,34 @@ impl Watcher {
         }
     }
 
+    /// Whether another change may go out: fewer than `--max-in-flight` changes, and fewer than
+    /// [`MAX_INLINE_IN_FLIGHT`] bytes of inline content, are in flight.
+    pub fn has_room(&self) -> bool {
+        self.flights.len() < self.settings.max_in_flight
+            && self.inline_in_flight < MAX_INLINE_IN_FLIGHT
+    }
+
+    /// Records a change sent (`inline` bytes of content in its `put`).
+    pub fn add_flight(&mut self, id: u64, flight: InFlight, inline: u64) {
+        self.inline_in_flight += inline;
+        self.flights.insert(id, flight);
+    }
+
+    /// Removes the change `id` from those in flight.
+    pub fn take_flight(&mut self, id: u64) -> Option<InFlight> {
+        let flight = self.flights.remove(&id)?;
+        if let Change::Put(up) = &flight.change {
+            if !up.is_chunked() {
+                self.inline_in_flight = self.inline_in_flight.saturating_sub(up.stamp.size);
+            }
+        }
+        Some(flight)
+    }
+
     /// Reconciles due names while there is room for more changes in flight.
     fn pump_due(&mut self, now: Instant) {
         for _ in 0..RECONCILE_BATCH {
-            if !self.can_reconcile() || self.flights.len() >= self.settings.max_in_flight {
+            if !self.can_reconcile() || !self.has_room() {
                 return;
             }
             let Some(name) = self.table.pop_due(now) else {
