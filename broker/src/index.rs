@@ -196,7 +196,10 @@ impl Index {
     /// Removes the export mark before the first change after it was set. It reaches the disk
     /// no later than the change: sled keeps one log, in order, for every tree.
     fn changing(&self) -> Result<(), IndexError> {
-        if self.export_marked.swap(false, Ordering::SeqCst) {
+        // A plain load on the hot path; the swap only while the mark is there.
+        if self.export_marked.load(Ordering::Relaxed)
+            && self.export_marked.swap(false, Ordering::SeqCst)
+        {
             self.meta.remove(EXPORTED_KEY).map_err(self.db_err())?;
         }
         Ok(())

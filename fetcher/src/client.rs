@@ -25,6 +25,26 @@ pub(crate) struct Client {
     stop: Shutdown,
 }
 
+/// How a client of the broker's fetch port at `endpoint` authenticates: CURVE with the client's
+/// `secret_key` and the broker's public `broker_key` (`--secret-key`, `--broker-key`), or none
+/// on loopback.
+pub fn broker_auth(
+    endpoint: &str,
+    secret_key: Option<&std::path::Path>,
+    broker_key: Option<&std::path::Path>,
+) -> Result<ClientAuth, FetchError> {
+    Ok(schema::security::client_auth(
+        schema::security::ClientOptions {
+            peer: "the broker",
+            host: endpoint,
+            secret_key,
+            server_key: broker_key,
+            server_option: "--broker-key",
+            insecure: None,
+        },
+    )?)
+}
+
 impl Client {
     /// Connects to `endpoint` with the security `auth` and waits, at most `secs`, until the
     /// connection is up (with ZMQ_IMMEDIATE the socket becomes writable only then, after the

@@ -179,16 +179,13 @@ pub fn execute(args: &Args, out: &mut dyn Write, err: &mut dyn Write, stop: &Shu
     if valid.is_empty() && patterns.is_empty() && !matches!(mode, Mode::List { .. }) {
         return code;
     }
-    let auth = match schema::security::client_auth(schema::security::ClientOptions {
-        peer: "the broker",
-        host: &endpoint,
-        secret_key: args.secret_key.as_deref(),
-        server_key: args.broker_key.as_deref(),
-        server_option: "--broker-key",
-        insecure: None,
-    }) {
+    let auth = match client::broker_auth(
+        &endpoint,
+        args.secret_key.as_deref(),
+        args.broker_key.as_deref(),
+    ) {
         Ok(auth) => auth,
-        Err(e) => return code.max(report(None, &FetchError::Keys(e), &endpoint)),
+        Err(e) => return code.max(report(None, &e, &endpoint)),
     };
     let mut client = match Client::connect(&endpoint, &auth, args.timeout, stop.clone()) {
         Ok(c) => c,

@@ -159,14 +159,11 @@ pub fn execute(args: &StatusArgs, out: &mut dyn Write, err: &mut dyn Write, stop
             return EXIT_USAGE;
         }
     };
-    let auth = match schema::security::client_auth(schema::security::ClientOptions {
-        peer: "the broker",
-        host: &endpoint,
-        secret_key: args.secret_key.as_deref(),
-        server_key: args.broker_key.as_deref(),
-        server_option: "--broker-key",
-        insecure: None,
-    }) {
+    let auth = match crate::client::broker_auth(
+        &endpoint,
+        args.secret_key.as_deref(),
+        args.broker_key.as_deref(),
+    ) {
         Ok(auth) => auth,
         Err(e) => {
             let _ = writeln!(err, "dfs status: {e}");

@@ -38,29 +38,35 @@ pub struct Proc {
 impl Proc {
     /// Starts `dfs ARGS...`, its stdout and stderr going to `dir/<name>.log`.
     pub fn spawn(name: &str, dir: &Path, cwd: &Path, args: &[String]) -> Proc {
-        let log = dir.join(format!("{name}.log"));
-        let out = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
-        let child = Command::new(dfs_bin())
-            .args(args)
+        let mut cmd = Command::new(dfs_bin());
+        cmd.args(args)
             .current_dir(cwd)
             // DFS_E2E_LOG (for example `debug`) makes the logs of a failing test more telling.
             .env(
                 "RUST_LOG",
                 std::env::var("DFS_E2E_LOG").unwrap_or_else(|_| "info".into()),
-            )
+            );
+        Proc::start(name, &dir.join(format!("{name}.log")), cmd)
+    }
+
+    /// Starts `cmd` (a `dfs` process, however launched) with no stdin and its stdout and stderr
+    /// appended to `log`.
+    pub fn start(name: &str, log: &Path, mut cmd: Command) -> Proc {
+        let out = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start dfs {args:?}: {e}"));
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
         Proc {
             name: name.to_string(),
             child,
-            log,
+            log: log.to_path_buf(),
         }
     }
 
@@ -171,6 +177,10 @@ pub struct Cluster {
     pub watch: Option<Proc>,
     pub broker: Option<Proc>,
     pub storage: Option<Proc>,
+    /// Options given to every daemon this cluster starts (for example `--metrics 127.0.0.1:0`).
+    pub daemon_args: Vec<String>,
+    /// The ready file each role wrote when it last started.
+    pub ready: BTreeMap<String, serde_json::Value>,
     /// Last, so that it is removed after the processes stopped and their logs were printed.
     pub dir: tempfile::TempDir,
 }
@@ -189,8 +199,25 @@ impl Cluster {
         c
     }
 
+    /// All three roles, each started with `daemon_args` too.
+    pub fn start_with(daemon_args: &[&str]) -> Cluster {
+        let mut c = Cluster::new(daemon_args);
+        c.start_storage(0);
+        c.start_broker();
+        c.start_watcher();
+        c
+    }
+
     /// Storage node and broker only.
     pub fn start_without_watcher() -> Cluster {
+        let mut c = Cluster::new(&[]);
+        c.start_storage(0);
+        c.start_broker();
+        c
+    }
+
+    /// The folders of a cluster in a new temporary folder, and no process yet.
+    fn new(daemon_args: &[&str]) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("dfs-e2e-")
             .tempdir()
@@ -203,7 +230,7 @@ impl Cluster {
             p.join("target"),
         );
         fs::create_dir_all(&source).unwrap();
-        let mut c = Cluster {
+        Cluster {
             source,
             root,
             data,
@@ -214,11 +241,10 @@ impl Cluster {
             watch: None,
             broker: None,
             storage: None,
+            daemon_args: daemon_args.iter().map(|a| a.to_string()).collect(),
+            ready: BTreeMap::new(),
             dir,
-        };
-        c.start_storage(0);
-        c.start_broker();
-        c
+        }
     }
 
     fn path(&self, name: &str) -> String {
@@ -226,14 +252,16 @@ impl Cluster {
     }
 
     /// Starts `dfs ROLE ARGS... --ready-file DIR/ROLE.ready` and waits for its ready file.
-    fn spawn_ready(&self, role: &str, args: Vec<String>) -> (Proc, serde_json::Value) {
+    fn spawn_ready(&mut self, role: &str, args: Vec<String>) -> (Proc, serde_json::Value) {
         let ready = self.dir.path().join(format!("{role}.ready"));
         let _ = fs::remove_file(&ready);
         let mut all = vec![role.to_string()];
         all.extend(args);
+        all.extend(self.daemon_args.iter().cloned());
         all.extend(["--ready-file".to_string(), ready.display().to_string()]);
         let mut p = Proc::spawn(role, self.dir.path(), self.dir.path(), &all);
         let v = p.wait_ready(&ready);
+        self.ready.insert(role.to_string(), v.clone());
         (p, v)
     }
 
@@ -323,11 +351,7 @@ impl Cluster {
         let deadline = Instant::now() + timeout;
         loop {
             let src = tree_hashes(&self.source);
-            let listed: BTreeMap<String, String> = self
-                .listing()
-                .into_iter()
-                .map(|(n, l)| (n, l.blake3))
-                .collect();
+            let listed = self.listed_hashes();
             let want_node: BTreeMap<String, String> = src
                 .iter()
                 .map(|(n, h)| (format!("{}/{n}", class_of(n)), h.clone()))
@@ -346,6 +370,14 @@ impl Cluster {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The listing as name → hash, as `tree_hashes` gives the source.
+    pub fn listed_hashes(&self) -> BTreeMap<String, String> {
+        self.listing()
+            .into_iter()
+            .map(|(n, l)| (n, l.blake3))
+            .collect()
     }
 
     /// Contents of `DATA/myIndex/index.txt`.
@@ -387,28 +419,9 @@ pub fn parse_listing(stdout: &[u8]) -> BTreeMap<String, Listed> {
 
 /// Runs `dfs ARGS...` in `cwd` and waits at most `timeout` (then kills it and fails the test).
 pub fn run_bounded(cwd: &Path, args: &[&str], timeout: Duration) -> Output {
-    let child = Command::new(dfs_bin())
-        .args(args)
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id() as i32;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(timeout) {
-        Ok(out) => out.unwrap(),
-        Err(_) => {
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
-            panic!("dfs {args:?} did not finish within {timeout:?}");
-        }
-    }
+    let mut cmd = Command::new(dfs_bin());
+    cmd.args(args).current_dir(cwd);
+    run_command_bounded(cmd, timeout)
 }
 
 /// The class folder the default routing table picks for `name`.
@@ -499,12 +512,12 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Runs a system command (mount, umount, mkfs, ...); `Err` with its output if it fails.
+/// Runs a system command (mount, umount, mkfs, ip, ...) for at most a minute; `Err` with its
+/// output if it cannot start or fails.
 pub fn system(program: &str, args: &[&str]) -> Result<(), String> {
-    let out = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    let out = try_run_command_bounded(cmd, Duration::from_secs(60))
         .map_err(|e| format!("cannot run {program}: {e}"))?;
     if out.status.success() {
         Ok(())
@@ -675,20 +688,25 @@ impl Cluster {
 
 /// Runs `cmd` (stdout and stderr captured) and waits at most `timeout` (then kills it and fails
 /// the test).
-pub fn run_command_bounded(mut cmd: Command, timeout: Duration) -> Output {
+pub fn run_command_bounded(cmd: Command, timeout: Duration) -> Output {
+    let what = format!("{cmd:?}");
+    try_run_command_bounded(cmd, timeout).unwrap_or_else(|e| panic!("cannot start {what}: {e}"))
+}
+
+/// [`run_command_bounded`], with a command that cannot start as an `Err`.
+pub fn try_run_command_bounded(mut cmd: Command, timeout: Duration) -> std::io::Result<Output> {
     let child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        .spawn()?;
     let pid = child.id() as i32;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(child.wait_with_output());
     });
     match rx.recv_timeout(timeout) {
-        Ok(out) => out.unwrap(),
+        Ok(out) => out,
         Err(_) => {
             unsafe {
                 libc::kill(pid, libc::SIGKILL);
@@ -806,11 +824,7 @@ impl Cluster {
         let deadline = Instant::now() + timeout;
         loop {
             let src = tree_hashes(&self.source);
-            let listed: BTreeMap<String, String> = self
-                .listing()
-                .into_iter()
-                .map(|(n, l)| (n, l.blake3))
-                .collect();
+            let listed = self.listed_hashes();
             let node: BTreeMap<String, String> = self
                 .node_files()
                 .into_iter()

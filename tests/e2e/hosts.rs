@@ -19,19 +19,7 @@ const ROLES: [(&str, u8); 3] = [("client", 1), ("server", 2), ("storage", 3)];
 
 /// Runs `ip ARGS...`, bounded; `Err` with its output if it fails.
 fn ip(args: &[&str]) -> Result<(), String> {
-    let mut cmd = Command::new("ip");
-    cmd.args(args);
-    let out = run_command_bounded(cmd, Duration::from_secs(30));
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {args:?} failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
+    system("ip", args)
 }
 
 /// The namespaces of one test run; deleted when dropped, after killing anything left in them.
@@ -115,23 +103,10 @@ impl Net {
         args: &[&str],
     ) -> (Proc, serde_json::Value) {
         let ready = dir.join(format!("{name}.ready"));
-        let log = dir.join(format!("{name}.log"));
-        let out = fs::File::create(&log).unwrap();
         let ready_s = ready.display().to_string();
         let mut cmd = self.command(role, args);
-        cmd.args(["--ready-file", &ready_s])
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out);
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-        let mut p = Proc {
-            name: name.to_string(),
-            child,
-            log,
-        };
+        cmd.args(["--ready-file", &ready_s]).current_dir(dir);
+        let mut p = Proc::start(name, &dir.join(format!("{name}.log")), cmd);
         let v = p.wait_ready(&ready);
         (p, v)
     }

@@ -5,103 +5,21 @@ use crate::harness::*;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
-use std::path::Path;
 use std::time::Duration;
 
-/// Starts `dfs ROLE ARGS... --metrics 127.0.0.1:0 --ready-file ...`; returns the process, its
-/// ready file's content and the metrics address it reports.
-fn spawn_with_metrics(
-    dir: &Path,
-    role: &str,
-    args: &[String],
-) -> (Proc, serde_json::Value, String) {
-    let ready = dir.join(format!("{role}.ready"));
-    let mut all = vec![role.to_string()];
-    all.extend(args.iter().cloned());
-    all.extend(["--metrics", "127.0.0.1:0", "--ready-file"].map(String::from));
-    all.push(ready.display().to_string());
-    let mut p = Proc::spawn(role, dir, dir, &all);
-    let v = p.wait_ready(&ready);
-    let addr = v["metrics"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{role}'s ready file {v} has no metrics address"))
-        .to_string();
-    (p, v, addr)
-}
-
-/// A cluster of three processes, each serving its metrics; returns it with the three metrics
-/// addresses (storage, broker, watcher).
+/// A cluster of three processes, each serving its metrics on a port it picks; returns it with
+/// the three metrics addresses its ready files report (storage, broker, watcher).
 fn cluster_with_metrics() -> (Cluster, [String; 3]) {
-    let dir = tempfile::Builder::new()
-        .prefix("dfs-e2e-")
-        .tempdir()
-        .unwrap();
-    let p = dir.path();
-    let (source, root, data, target) = (
-        p.join("source"),
-        p.join("node"),
-        p.join("server"),
-        p.join("target"),
-    );
-    fs::create_dir_all(&source).unwrap();
-    let s = |x: &Path| x.display().to_string();
-    let (storage, v, storage_m) = spawn_with_metrics(
-        p,
-        "storage",
-        &[
-            "--root".into(),
-            s(&root),
-            "--bind".into(),
-            "127.0.0.1".into(),
-            "--base-port".into(),
-            "0".into(),
-        ],
-    );
-    let base_port = v["base_port"].as_u64().unwrap() as u16;
-    let (broker, v, broker_m) = spawn_with_metrics(
-        p,
-        "broker",
-        &[
-            "--data".into(),
-            s(&data),
-            "--bind".into(),
-            "127.0.0.1".into(),
-            "--ingest-port".into(),
-            "0".into(),
-            "--fetch-port".into(),
-            "0".into(),
-            "--storage".into(),
-            format!("127.0.0.1:{base_port}"),
-        ],
-    );
-    let ingest_port = v["ingest_port"].as_u64().unwrap() as u16;
-    let fetch_port = v["fetch_port"].as_u64().unwrap() as u16;
-    let (watch, _, watch_m) = spawn_with_metrics(
-        p,
-        "watch",
-        &[
-            "--source".into(),
-            s(&source),
-            "--broker".into(),
-            format!("127.0.0.1:{ingest_port}"),
-            "--debounce-ms".into(),
-            "100".into(),
-        ],
-    );
-    let c = Cluster {
-        source,
-        root,
-        data,
-        target,
-        base_port,
-        ingest_port,
-        fetch_port,
-        watch: Some(watch),
-        broker: Some(broker),
-        storage: Some(storage),
-        dir,
+    let c = Cluster::start_with(&["--metrics", "127.0.0.1:0"]);
+    let addr = |role: &str| {
+        let v = &c.ready[role];
+        v["metrics"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{role}'s ready file {v} has no metrics address"))
+            .to_string()
     };
-    (c, [storage_m, broker_m, watch_m])
+    let addrs = [addr("storage"), addr("broker"), addr("watch")];
+    (c, addrs)
 }
 
 /// `GET /metrics` from `addr`: the HTTP status line and the body.

@@ -23,14 +23,6 @@ fn fill_source(c: &Cluster) {
     write_big_file(&c.source.join("docs/big.bin"), 4, 3 << 20);
 }
 
-/// The listing as name → hash, as `tree_hashes` gives the source.
-fn listed_hashes(c: &Cluster) -> BTreeMap<String, String> {
-    c.listing()
-        .into_iter()
-        .map(|(n, l)| (n, l.blake3))
-        .collect()
-}
-
 /// Stops the broker cleanly (SIGTERM), checking it exits 0.
 fn stop_broker(c: &mut Cluster) {
     let mut broker = c.broker.take().expect("a running broker");
@@ -53,7 +45,7 @@ fn entries_starting(dir: &Path, prefix: &str) -> Vec<PathBuf> {
 fn assert_rebuilt(c: &Cluster) {
     let src = tree_hashes(&c.source);
     wait_until("the rebuilt listing equals the source", SYNC, || {
-        listed_hashes(c) == src
+        c.listed_hashes() == src
     });
     c.wait_synced(SYNC);
     let node: BTreeMap<String, String> = c

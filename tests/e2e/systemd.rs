@@ -5,30 +5,19 @@ use crate::harness::*;
 use std::fs;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 /// Starts `dfs ARGS...` in `dir` with `env` set, stdout and stderr to `dir/<name>.log`.
 fn spawn_with_env(name: &str, dir: &Path, args: &[String], env: &[(&str, String)]) -> Proc {
-    let log = dir.join(format!("{name}.log"));
-    let out = fs::File::create(&log).unwrap();
-    let child = Command::new(dfs_bin())
-        .args(args)
+    let mut cmd = Command::new(dfs_bin());
+    cmd.args(args)
         .current_dir(dir)
         .env_remove("RUST_LOG")
         .env_remove("JOURNAL_STREAM")
         .env_remove("NOTIFY_SOCKET")
-        .envs(env.iter().map(|(k, v)| (*k, v)))
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start dfs {args:?}: {e}"));
-    Proc {
-        name: name.to_string(),
-        child,
-        log,
-    }
+        .envs(env.iter().map(|(k, v)| (*k, v)));
+    Proc::start(name, &dir.join(format!("{name}.log")), cmd)
 }
 
 /// `dfs storage` on a free port in `dir`, writing its ready file to `ready`.
