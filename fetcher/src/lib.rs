@@ -299,8 +299,9 @@ fn save(
     class: Option<schema::Class>,
 ) -> Result<(), FetchError> {
     let started = request(client, name, class)?;
+    let size = started.entry.size;
     let opened =
-        save::destination(target, name).and_then(|dest| Ok((TempFile::beside(&dest)?, dest)));
+        save::destination(target, name).and_then(|dest| Ok((TempFile::beside(&dest, size)?, dest)));
     let (mut temp, dest) = match opened {
         Ok(ok) => ok,
         Err(e) => {

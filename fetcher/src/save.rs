@@ -6,6 +6,7 @@
 
 use crate::error::{stdout_error, FetchError};
 use crate::transfer::Sink;
+use schema::direct::ContentWriter;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -62,13 +63,14 @@ pub(crate) struct TempFile {
     path: PathBuf,
     file: File,
     persisted: bool,
-    /// Starts writing completed stretches to disk while the rest arrives.
-    writeback: schema::writeback::Writeback,
+    /// Puts the content on disk while the rest arrives (directly, for large files); taken by
+    /// [`TempFile::persist`].
+    writer: Option<ContentWriter>,
 }
 
 impl TempFile {
-    /// Creates `.dfs-tmp-<pid>-<n>-<basename>` next to `dest`.
-    pub fn beside(dest: &Path) -> Result<TempFile, FetchError> {
+    /// Creates `.dfs-tmp-<pid>-<n>-<basename>` next to `dest`, for `size` bytes.
+    pub fn beside(dest: &Path, size: u64) -> Result<TempFile, FetchError> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let base = dest
@@ -86,11 +88,12 @@ impl TempFile {
                 path: path.clone(),
                 source,
             })?;
+        let writer = Some(ContentWriter::new(&path, size));
         Ok(TempFile {
             path,
             file,
             persisted: false,
-            writeback: Default::default(),
+            writer,
         })
     }
 
@@ -101,6 +104,9 @@ impl TempFile {
             let path = path.to_path_buf();
             move |source| FetchError::Write { path, source }
         };
+        if let Some(writer) = self.writer.take() {
+            writer.finish(&self.file).map_err(fail(&self.path))?;
+        }
         self.file
             .set_modified(schema::time::from_ns(modified))
             .map_err(fail(&self.path))?;
@@ -113,14 +119,14 @@ impl TempFile {
 
 impl Sink for TempFile {
     fn write_all(&mut self, bytes: &[u8]) -> Result<(), FetchError> {
-        self.file
-            .write_all(bytes)
-            .map_err(|source| FetchError::Write {
-                path: self.path.clone(),
-                source,
-            })?;
-        self.writeback.wrote(&self.file, bytes.len());
-        Ok(())
+        let written = match &mut self.writer {
+            Some(writer) => writer.write(&self.file, bytes),
+            None => Err(std::io::Error::other("the file was already finished")),
+        };
+        written.map_err(|source| FetchError::Write {
+            path: self.path.clone(),
+            source,
+        })
     }
 }
 
@@ -164,12 +170,36 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let long = "é".repeat(127); // 254 bytes
         let dest = dir.path().join(&long);
-        let t = TempFile::beside(&dest).unwrap();
+        let t = TempFile::beside(&dest, 0).unwrap();
         let name = t.path.file_name().unwrap().to_str().unwrap().to_string();
         assert!(name.starts_with(TEMP_PREFIX));
         assert!(name.len() <= NAME_MAX);
         drop(t);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_large_file_lands_whole_and_an_abandoned_one_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let size = schema::direct::DIRECT_MIN as usize + 5000;
+        let content: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let dest = dir.path().join("big.bin");
+        let mut t = TempFile::beside(&dest, size as u64).unwrap();
+        for piece in content.chunks(256 << 10) {
+            t.write_all(piece).unwrap();
+        }
+        t.persist(1_000_000_000, &dest).unwrap();
+        assert!(fs::read(&dest).unwrap() == content);
+
+        let other = dir.path().join("other.bin");
+        let mut t = TempFile::beside(&other, size as u64).unwrap();
+        t.write_all(&content[..3 << 20]).unwrap();
+        drop(t);
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["big.bin"]);
     }
 
     #[test]

@@ -13,6 +13,7 @@
 
 pub mod codec;
 pub mod daemon;
+pub mod direct;
 pub mod hash;
 pub mod keys;
 pub mod limits;

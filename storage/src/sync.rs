@@ -14,6 +14,7 @@ use crate::meta::{self, StoredMeta};
 use crate::metrics::Metrics;
 use anyhow::Context as _;
 use schema::daemon::Shutdown;
+use schema::direct::ContentWriter;
 use schema::{Class, Hash, Message};
 use std::io::Write as _;
 use std::sync::mpsc;
@@ -37,9 +38,10 @@ pub struct Job {
 pub enum Work {
     /// A small file whose whole content came with its `put`: verify, write, commit.
     Inline { meta: StoredMeta, data: Vec<u8> },
-    /// A chunked upload, written and verified: commit.
+    /// A chunked upload, received and verified: write what the writer holds back, commit.
     Finish {
         temp: TempFile,
+        writer: ContentWriter,
         meta: StoredMeta,
         size: u64,
     },
@@ -207,7 +209,17 @@ fn store(layout: &Layout, work: Work, metrics: &Metrics) -> Result<(u64, bool), 
                 .map_err(|e| StoreError::io("write", temp.path(), e))?;
             finish(layout, temp, &meta, data.len() as u64, metrics)
         }
-        Work::Finish { temp, meta, size } => finish(layout, temp, &meta, size, metrics),
+        Work::Finish {
+            temp,
+            writer,
+            meta,
+            size,
+        } => {
+            writer
+                .finish(temp.file())
+                .map_err(|e| StoreError::io("write", temp.path(), e))?;
+            finish(layout, temp, &meta, size, metrics)
+        }
         Work::Check { .. } | Work::Quarantine { .. } | Work::Status(_) => {
             Err(StoreError::Protocol("a check is not an upload".into()))
         }

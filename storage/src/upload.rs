@@ -6,9 +6,9 @@ use crate::error::StoreError;
 use crate::meta::{self, StoredMeta};
 use crate::node::{hex, Key, Server};
 use crate::sync::{Job, Work};
+use schema::direct::ContentWriter;
 use schema::limits::{CHUNK_SIZE, INLINE_MAX};
 use schema::{Class, Hash, Message};
-use std::io::Write as _;
 use std::time::Instant;
 
 /// Most uploads in progress at once (receiving or syncing); more get `error busy`.
@@ -34,8 +34,8 @@ pub struct Upload {
     size: u64,
     temp: TempFile,
     hasher: blake3::Hasher,
-    /// Starts writing completed stretches to disk while the rest arrives.
-    writeback: schema::writeback::Writeback,
+    /// Puts the content on disk while the rest arrives (directly, for large files).
+    writer: ContentWriter,
     /// Bytes received so far: the offset the next chunk must have.
     received: u64,
     /// When the sender last spoke.
@@ -84,11 +84,9 @@ impl Upload {
                 data.len()
             )));
         }
-        self.temp
-            .file()
-            .write_all(data)
+        self.writer
+            .write(self.temp.file(), data)
             .map_err(|e| StoreError::io("write", self.temp.path(), e))?;
-        self.writeback.wrote(self.temp.file(), data.len());
         self.hasher.update(data);
         self.received = end;
         if end < self.size {
@@ -177,6 +175,7 @@ impl Server {
             }
         };
         let chunks = put.size.div_ceil(CHUNK_SIZE as u64);
+        let writer = ContentWriter::new(temp.path(), put.size);
         let upload = Upload {
             // The hash is known once the last chunk is in; until then it holds the announced one.
             meta: StoredMeta::new(
@@ -190,7 +189,7 @@ impl Server {
             size: put.size,
             temp,
             hasher: blake3::Hasher::new(),
-            writeback: Default::default(),
+            writer,
             received: 0,
             last_seen: Instant::now(),
         };
@@ -236,6 +235,7 @@ impl Server {
                     upload.meta.blake3 = hash;
                     let work = Work::Finish {
                         temp: upload.temp,
+                        writer: upload.writer,
                         meta: upload.meta,
                         size: upload.size,
                     };

@@ -30,7 +30,7 @@ fn every_kind_of_file_is_stored_listed_indexed_and_fetched() {
         fs::create_dir_all(p.parent().unwrap()).unwrap();
         fs::write(&p, bytes).unwrap();
     }
-    let big_hash = write_big_file(&s.join("video/big.bin"), 7, 50 << 20);
+    let big_hash = write_big_file(&s.join("video/big.bin"), 7, (50 << 20) + 4097);
     c.wait_synced(SYNC);
 
     // The node: exact bytes under the class folder, nothing else beside them.
