@@ -65,7 +65,7 @@ pub fn rename(layout: &Layout, r: &Rename) -> Result<u64, StoreError> {
         }
         Err(e) => return Err(StoreError::io("open", &src, e)),
     };
-    let old = StoredMeta::read(&file).map_err(|e| not_found(format!("stored, but {e}")))?;
+    let old = StoredMeta::read(&file, r.from).map_err(|e| not_found(format!("stored, but {e}")))?;
     if old.blake3 != r.blake3 {
         return Err(not_found(format!(
             "stored with hash {}, not {}",
@@ -73,7 +73,7 @@ pub fn rename(layout: &Layout, r: &Rename) -> Result<u64, StoreError> {
         )));
     }
     let version = r.version.unwrap_or_else(|| {
-        meta::stored(&dst)
+        meta::stored(&dst, r.to)
             .filter(|_| dst != src)
             .map_or(1, |m| m.version + 1)
     });

@@ -88,7 +88,7 @@ pub fn quarantine(layout: &Layout, class: Class, name: &str) -> Result<(), Store
         }
         Err(e) => return Err(StoreError::io("open", &src, e)),
     };
-    let recorded = StoredMeta::read(&file).ok().map(|m| m.blake3);
+    let recorded = StoredMeta::read(&file, name).ok().map(|m| m.blake3);
     let content = hash_file(&src).map_err(|e| StoreError::io("read", &src, e))?;
     if recorded == Some(content) {
         return Err(not_found("its content matches its recorded hash"));

@@ -50,8 +50,17 @@ impl Layout {
         names::to_path(&self.class_dir(class), name)
     }
 
-    /// A new, empty temporary file in `ROOT/.dfs/tmp`, removed again when dropped.
+    /// A new, empty temporary file in `ROOT/.dfs/tmp`, removed again when dropped: unnamed where
+    /// the file system allows (see [`crate::durable`]).
     pub fn new_temp(&self) -> Result<TempFile, StoreError> {
+        if let Some(temp) = TempFile::unnamed(&self.tmp) {
+            return Ok(temp);
+        }
+        self.new_named_temp()
+    }
+
+    /// A new, empty temporary file with a name in `ROOT/.dfs/tmp`, removed again when dropped.
+    pub fn new_named_temp(&self) -> Result<TempFile, StoreError> {
         let seq = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
         let path = self
             .tmp

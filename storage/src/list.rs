@@ -69,7 +69,7 @@ fn entry_of(class: Class, dir: &Path, path: &Path) -> Option<Entry> {
         }
     };
     let read = File::open(path).map_err(|e| e.to_string()).and_then(|f| {
-        let meta = StoredMeta::read(&f).map_err(|e| e.to_string())?;
+        let meta = StoredMeta::read(&f, &name).map_err(|e| e.to_string())?;
         let size = f.metadata().map_err(|e| e.to_string())?.len();
         Ok(meta.entry(size))
     });

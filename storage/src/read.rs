@@ -54,7 +54,7 @@ pub fn open(
         let Some(file) = open_regular(&path)? else {
             continue;
         };
-        let meta = StoredMeta::read(&file)
+        let meta = StoredMeta::read(&file, name)
             .map_err(|e| StoreError::io("read the metadata of", &path, io::Error::other(e)))?;
         let size = file
             .metadata()

@@ -199,7 +199,7 @@ fn store(layout: &Layout, work: Work, metrics: &Metrics) -> Result<(u64, bool), 
                 });
             }
             let dest = layout.file_path(meta.class, &meta.name)?;
-            if let Some(old) = meta::stored(&dest).filter(|old| old.blake3 == actual) {
+            if let Some(old) = meta::stored(&dest, &meta.name).filter(|old| old.blake3 == actual) {
                 tracing::debug!(name = %meta.name, "unchanged");
                 return Ok((old.version, true));
             }

@@ -156,7 +156,7 @@ impl Server {
             return self.submit(key, work);
         }
         if let Some(h) = put.blake3 {
-            if let Some(old) = meta::stored(&dest).filter(|old| old.blake3 == h) {
+            if let Some(old) = meta::stored(&dest, &put.name).filter(|old| old.blake3 == h) {
                 tracing::debug!(name = %put.name, "unchanged");
                 let done = Message::Done {
                     id,
@@ -175,7 +175,7 @@ impl Server {
             }
         };
         let chunks = put.size.div_ceil(CHUNK_SIZE as u64);
-        let writer = ContentWriter::new(temp.path(), put.size);
+        let writer = ContentWriter::new(&temp.reopen_path(), put.size);
         let upload = Upload {
             // The hash is known once the last chunk is in; until then it holds the announced one.
             meta: StoredMeta::new(

@@ -792,17 +792,10 @@ impl Cluster {
         }
     }
 
-    /// Bytes in the node's temporary folder (uploads in progress).
+    /// Bytes of the uploads in progress on the node (its temporary files in `.dfs/tmp`).
     pub fn node_tmp_bytes(&self) -> u64 {
-        fs::read_dir(self.root.join(".dfs/tmp"))
-            .map(|rd| {
-                rd.flatten()
-                    .filter_map(|e| e.metadata().ok())
-                    .filter(|m| m.is_file())
-                    .map(|m| m.len())
-                    .sum()
-            })
-            .unwrap_or(0)
+        let pid = self.storage.as_ref().map_or(0, |p| p.pid());
+        open_bytes_in(pid, &self.root.join(".dfs/tmp"))
     }
 
     /// The rows of index.txt: name → blake3 hex (header skipped).
@@ -941,4 +934,24 @@ impl Cluster {
             );
         }
     }
+}
+
+/// Bytes of the files in the folder `dir` that process `pid` holds open, each file counted once.
+/// The node's temporary files are unnamed where the file system allows (`O_TMPFILE`): they have
+/// no entry in the folder and show in /proc only, as `DIR/#INODE (deleted)`.
+pub fn open_bytes_in(pid: i32, dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return 0;
+    };
+    let mut seen = std::collections::BTreeMap::new();
+    for fd in fds.flatten() {
+        let in_dir = fs::read_link(fd.path()).is_ok_and(|t| t.parent() == Some(dir));
+        if let (true, Ok(m)) = (in_dir, fs::metadata(fd.path())) {
+            if m.is_file() {
+                seen.insert(m.ino(), m.len());
+            }
+        }
+    }
+    seen.values().sum()
 }

@@ -111,16 +111,8 @@ fn dfs_up_stops_cleanly_mid_transfer_and_resumes() {
     let args = up_args(&ready);
     let source = dir.path().join("source_folder");
     let tmp = dir.path().join("node/.dfs/tmp");
-    let tmp_bytes = || -> u64 {
-        fs::read_dir(&tmp)
-            .map(|rd| {
-                rd.flatten()
-                    .filter_map(|e| e.metadata().ok())
-                    .map(|m| m.len())
-                    .sum()
-            })
-            .unwrap_or(0)
-    };
+    // `dfs up` runs the node in its own process: its uploads are the files it holds open there.
+    let tmp_bytes = |pid: i32| open_bytes_in(pid, &tmp);
     let mut hashes = Vec::new();
     for (round, sig) in [libc::SIGTERM, libc::SIGINT].into_iter().enumerate() {
         let _ = fs::remove_file(&ready);
@@ -138,8 +130,9 @@ fn dfs_up_stops_cleanly_mid_transfer_and_resumes() {
             200 + round as u64,
             BIG,
         ));
+        let pid = p.pid();
         wait_until("a large upload under way", SYNC, || {
-            let n = tmp_bytes();
+            let n = tmp_bytes(pid);
             n > 0 && n < BIG as u64
         });
         assert_eq!(

@@ -174,7 +174,7 @@ fn put_chunked(sock: &zmq::Socket, id: u64, name: &str, data: &[u8], hash: Hash)
 fn assert_stored(node: &TestNode, class: Class, name: &str, data: &[u8], version: u64) {
     let path = node.path(class, name);
     assert_eq!(std::fs::read(&path).unwrap(), data, "content of {name}");
-    let meta = crate::meta::stored(&path).expect("metadata attribute");
+    let meta = crate::meta::stored(&path, name).expect("metadata attribute");
     let want = StoredMeta::new(
         name,
         class,
