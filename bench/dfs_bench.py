@@ -231,13 +231,9 @@ def run_sync(bin, work_root, data, ds, count, state, trash):
     sh("sync")
     c = Cluster(bin, work)
     try:
-        poll = 0.01 if count == 1 else 0.1
         t0 = time.monotonic()
         sh(f"cp -r {os.path.join(data, ds)}/. {c.source}/")
-        while c.listed() < count:
-            time.sleep(poll)
-            if time.monotonic() - t0 > 600:
-                raise SystemExit(f"{ds}: not all listed after 600 s")
+        wait_durable_and_listed(c, count, t0, ds)
         elapsed = time.monotonic() - t0
         rss = {d.name: d.peak_rss_mib() for d in c.daemons()}
         fetch_s = None
@@ -253,6 +249,33 @@ def run_sync(bin, work_root, data, ds, count, state, trash):
         c.stop()
     shutil.move(work, os.path.join(trash, os.path.basename(work)))
     return elapsed, rss, fetch_s
+
+
+def wait_durable_and_listed(c, count, t0, ds):
+    """Waits until `count` files are in the node's class folders (a node renames a file there only
+    once it is fsynced), then until `dfs fetch --json` lists them all. The cheap folder count comes
+    first so that the probe does not take the CPU the daemons need: a `dfs fetch` process per poll
+    costs a process start and a whole listing."""
+    poll = 0.002 if count == 1 else 0.05
+    while stored_on_node(c.node) < count:
+        time.sleep(poll)
+        if time.monotonic() - t0 > 600:
+            raise SystemExit(f"{ds}: not all stored after 600 s")
+    while c.listed() < count:
+        time.sleep(0.002)
+        if time.monotonic() - t0 > 600:
+            raise SystemExit(f"{ds}: not all listed after 600 s")
+
+
+def stored_on_node(node):
+    """Files in the node's class folders (the datasets are flat)."""
+    n = 0
+    for cls in ("mp3", "txt", "pdf", "others"):
+        try:
+            n += len(os.listdir(os.path.join(node, cls)))
+        except FileNotFoundError:
+            pass
+    return n
 
 
 def make_set(root, count, size):
