@@ -15,8 +15,11 @@ pub const REBUILD_PAGE: u32 = 1000;
 /// How long to wait for a page before asking again.
 const PAGE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long to wait before retrying after the node was unreachable or refused.
-const RETRY: Duration = Duration::from_secs(1);
+/// First wait before retrying after the node was unreachable or refused; it doubles up to
+/// [`RETRY_MAX`]. Short, because at start the node is usually just not connected yet.
+const RETRY_MIN: Duration = Duration::from_millis(10);
+/// Longest wait between retries.
+const RETRY_MAX: Duration = Duration::from_secs(1);
 
 /// Progress of a rebuild.
 #[derive(Debug, Default)]
@@ -28,6 +31,8 @@ pub struct Rebuild {
     /// The bid of the page request in flight and when it was sent.
     asked: Option<(u64, Instant)>,
     next_try: Option<Instant>,
+    /// The last wait before a retry (doubles while the node stays away).
+    retry: Option<Duration>,
     inserted: u64,
     told_unreachable: bool,
 }
@@ -49,6 +54,13 @@ impl Rebuild {
     /// Whether the rebuild finished since the last call (once).
     pub fn just_finished(&mut self) -> bool {
         std::mem::take(&mut self.finished)
+    }
+
+    /// Tries again after a wait that doubles with each failure in a row.
+    fn retry_later(&mut self) {
+        let wait = self.retry.map_or(RETRY_MIN, |w| (w * 2).min(RETRY_MAX));
+        self.retry = Some(wait);
+        self.next_try = Some(Instant::now() + wait);
     }
 
     /// Whether `bid` is the page request in flight.
@@ -78,7 +90,10 @@ impl Relay {
             limit: REBUILD_PAGE,
         };
         match self.node.send(Link::Serve, &msg, None) {
-            Ok(()) => self.rebuild.asked = Some((bid, now)),
+            Ok(()) => {
+                self.rebuild.asked = Some((bid, now));
+                self.rebuild.retry = None;
+            }
             Err(e) => {
                 if !std::mem::replace(&mut self.rebuild.told_unreachable, true) {
                     tracing::warn!(
@@ -86,7 +101,7 @@ impl Relay {
                          refused as busy until it is done)"
                     );
                 }
-                self.rebuild.next_try = Some(now + RETRY);
+                self.rebuild.retry_later();
             }
         }
     }
@@ -98,7 +113,7 @@ impl Relay {
             Message::Listing { entries, more, .. } => (entries, more),
             Message::Error { message, .. } => {
                 tracing::warn!("index rebuild: the storage node refused to list: {message}");
-                self.rebuild.next_try = Some(Instant::now() + RETRY);
+                self.rebuild.retry_later();
                 return;
             }
             other => {
@@ -119,7 +134,7 @@ impl Relay {
                 Ok(false) => {}
                 Err(err) => {
                     tracing::error!("index rebuild: {err}");
-                    self.rebuild.next_try = Some(Instant::now() + RETRY);
+                    self.rebuild.retry_later();
                     return;
                 }
             }
@@ -130,7 +145,7 @@ impl Relay {
         if let Err(e) = self.index.mark_complete() {
             tracing::error!("index rebuild: flushing failed: {e}; starting over");
             self.rebuild.after = None;
-            self.rebuild.next_try = Some(Instant::now() + RETRY);
+            self.rebuild.retry_later();
             return;
         }
         self.rebuild.active = false;

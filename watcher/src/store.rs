@@ -11,8 +11,9 @@ use schema::ErrorCode;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-/// First probe interval in a store outage; doubles up to [`PROBE_MAX`].
-pub const PROBE_MIN: Duration = Duration::from_millis(250);
+/// First probe interval in a store outage (short: an outage at start, a broker still rebuilding
+/// an empty index, lasts milliseconds); doubles up to [`PROBE_MAX`].
+pub const PROBE_MIN: Duration = Duration::from_millis(50);
 /// Longest probe interval in a store outage.
 pub const PROBE_MAX: Duration = Duration::from_secs(5);
 
