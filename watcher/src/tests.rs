@@ -405,7 +405,7 @@ fn renames_deletes_retries_and_outages() {
         None,
     );
     let got = collect(&mut broker, 1);
-    assert!(sent.elapsed() >= Duration::from_millis(90));
+    assert!(sent.elapsed() >= crate::store::PROBE_MIN);
     broker.done(got["delete c.txt"], 0);
     broker.quiet(Duration::from_millis(200), "in sync");
 
