@@ -9,7 +9,8 @@
 //! [`daemon`] holds the small runtime pieces every daemon shares: the stop signal, the ready file
 //! and address parsing; [`metrics`] the `--metrics` endpoint and the metric types; [`status`] the
 //! reports behind `dfs status`. [`keys`], [`security`] and [`zap`] are CURVE: key files, who may
-//! connect to which socket, and the ZAP handler that enforces it.
+//! connect to which socket, and the ZAP handler that enforces it. [`writeback`] and [`direct`]
+//! are how the node and the fetcher put received content on disk.
 
 pub mod codec;
 pub mod daemon;
