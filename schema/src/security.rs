@@ -2,7 +2,7 @@
 //! the allow-list of each bound socket's role, the check of every message's sender key, and the
 //! rule that nothing listens or connects beyond loopback without keys unless told `--insecure`.
 //!
-//! A daemon with a secret key starts a [`Guard`](crate::zap::Guard) (the ZAP handler, RFC 27)
+//! A daemon with a secret key starts a [`Guard`] (the ZAP handler, RFC 27)
 //! before it binds anything: each bound socket is a CURVE server in the ZAP domain of its role
 //! ([`Domain`]) with ZMQ_ZAP_ENFORCE_DOMAIN, so a handshake is admitted only when the handler
 //! finds the client's key in that role's [`AllowList`], and never when the handler is gone.
