@@ -124,7 +124,14 @@ mod tests {
         temp.file().write_all(bytes).unwrap();
         let meta = StoredMeta::new(name, class, Hash::of(bytes), 0, 1);
         let dest = layout.file_path(class, name).unwrap();
-        commit(temp, &meta, &layout.class_dir(class), &dest).unwrap();
+        commit(
+            temp,
+            &meta,
+            &layout.class_dir(class),
+            &dest,
+            &Default::default(),
+        )
+        .unwrap();
         dest
     }
 

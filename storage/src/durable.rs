@@ -12,6 +12,7 @@
 
 use crate::error::StoreError;
 use crate::meta::StoredMeta;
+use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -20,6 +21,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 
 /// A temporary file of an upload in progress. Dropping it removes the file, so a failed or
 /// abandoned upload leaves nothing behind; [`commit`] disarms it once the file has its final name.
@@ -131,11 +133,13 @@ impl Drop for TempFile {
 
 /// Makes the complete, verified `temp` the file at `dest` (below `class_dir`), durably:
 /// once this returns `Ok`, a crash cannot lose the file nor show a partial one under `dest`.
+/// The folder fsync may be shared with other commits into the same folder through `folders`.
 pub fn commit(
     temp: TempFile,
     meta: &StoredMeta,
     class_dir: &Path,
     dest: &Path,
+    folders: &FolderSyncs,
 ) -> Result<(), StoreError> {
     let tpath = temp.path.clone();
     // The metadata travels with the file: the attribute and the modification time (like
@@ -176,7 +180,106 @@ pub fn commit(
     temp.armed = false;
     // fsync the folder: the rename is a change of the folder, and only this makes the new name
     // durable before the node answers `done`.
-    fsync_parent(dest)
+    match dest.parent() {
+        Some(dir) => folders.sync(dir),
+        None => Ok(()),
+    }
+}
+
+/// Folder fsyncs shared between threads that commit files into the same folders (group
+/// commit). A folder fsync persists every entry changed before it started, so a thread whose
+/// rename came before a folder fsync started can wait for that fsync instead of making its own:
+/// under many concurrent uploads into one folder, one fsync serves a batch of them, and each
+/// file is still acknowledged only after a folder fsync that began after its rename.
+#[derive(Debug, Default)]
+pub struct FolderSyncs {
+    groups: Mutex<HashMap<PathBuf, Arc<Group>>>,
+    /// Folder fsyncs made (for tests and curiosity: fewer than the commits under load).
+    fsyncs: AtomicU64,
+}
+
+/// The fsyncs of one folder.
+#[derive(Debug, Default)]
+struct Group {
+    state: Mutex<GroupState>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct GroupState {
+    /// Tickets handed out: one per change waiting to be persisted.
+    tickets: u64,
+    /// Every ticket up to this one is persisted.
+    done: u64,
+    /// A folder fsync is under way.
+    busy: bool,
+}
+
+impl FolderSyncs {
+    /// Returns once a fsync of `dir` that started after this call began has succeeded (made by
+    /// this thread or another); the error of a failed fsync made by this thread otherwise.
+    pub fn sync(&self, dir: &Path) -> Result<(), StoreError> {
+        let group = {
+            let mut groups = lock(&self.groups);
+            groups.entry(dir.to_path_buf()).or_default().clone()
+        };
+        let result = group.sync(|| {
+            self.fsyncs.fetch_add(1, Ordering::Relaxed);
+            fsync_dir(dir)
+        });
+        let mut groups = lock(&self.groups);
+        // Only the map and this thread hold it: nobody waits on this folder, forget it.
+        if Arc::strong_count(&group) == 2 {
+            groups.remove(dir);
+        }
+        result
+    }
+
+    /// Folder fsyncs made so far.
+    pub fn fsyncs(&self) -> u64 {
+        self.fsyncs.load(Ordering::Relaxed)
+    }
+}
+
+impl Group {
+    /// Takes a ticket, then either finds it covered by a finished fsync, waits for the one under
+    /// way to finish (it may not cover the ticket: it can have started before), or runs `fsync`
+    /// itself for every ticket handed out so far. A failed fsync covers nobody: each waiter then
+    /// tries on its own.
+    fn sync<E>(&self, fsync: impl Fn() -> Result<(), E>) -> Result<(), E> {
+        let mut st = lock(&self.state);
+        st.tickets += 1;
+        let mine = st.tickets;
+        loop {
+            if st.done >= mine {
+                return Ok(());
+            }
+            if st.busy {
+                st = self
+                    .changed
+                    .wait(st)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                continue;
+            }
+            st.busy = true;
+            let upto = st.tickets;
+            drop(st);
+            let result = fsync();
+            st = lock(&self.state);
+            st.busy = false;
+            if result.is_ok() {
+                st.done = st.done.max(upto);
+            }
+            self.changed.notify_all();
+            result?;
+        }
+    }
+}
+
+/// Locks `m`, going on with the data of a thread that panicked while holding it (the counters
+/// stay consistent: each update is a single assignment).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Puts the unnamed `temp` over the existing `dest`: links it under a fresh name in its own
@@ -276,7 +379,7 @@ mod tests {
             2,
         );
         let dest = class_dir.join("a/b/c.txt");
-        commit(temp, &meta, &class_dir, &dest).unwrap();
+        commit(temp, &meta, &class_dir, &dest, &FolderSyncs::default()).unwrap();
         assert_eq!(fs::read(&dest).unwrap(), b"hello");
         assert!(!dir.path().join("t.part").exists());
         assert_eq!(crate::meta::stored(&dest, "a/b/c.txt"), Some(meta));
@@ -312,7 +415,7 @@ mod tests {
                 .unwrap_or_else(|| TempFile::unnamed(&tmp).unwrap());
             temp.file().write_all(content).unwrap();
             let meta = StoredMeta::new("d/new.txt", Class::Txt, Hash::of(content), 5, i as u64 + 1);
-            commit(temp, &meta, &class_dir, &dest).unwrap();
+            commit(temp, &meta, &class_dir, &dest, &FolderSyncs::default()).unwrap();
             assert_eq!(fs::read(&dest).unwrap(), content);
             assert_eq!(crate::meta::stored(&dest, "d/new.txt"), Some(meta));
             assert_eq!(
@@ -327,6 +430,90 @@ mod tests {
         drop(temp);
         assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0);
         assert_eq!(fs::read_dir(class_dir.join("d")).unwrap().count(), 1);
+    }
+
+    /// Three commits into one folder: the first one's fsync is under way when the other two
+    /// rename, so it cannot cover them; it finishes with `first`, and then one fsync serves both.
+    fn three_commits(first: Result<(), &'static str>) -> (Vec<Result<(), &'static str>>, u64) {
+        use std::sync::mpsc;
+        use std::time::{Duration, Instant};
+        let group = Group::default();
+        let calls = AtomicU64::new(0);
+        let (started_tx, started_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let release_rx = Mutex::new(release_rx);
+        let fsync = || {
+            if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                started_tx.send(()).unwrap();
+                lock(&release_rx).recv().unwrap();
+                return first;
+            }
+            Ok(())
+        };
+        let results = std::thread::scope(|s| {
+            let a = s.spawn(|| group.sync(fsync));
+            started_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+            let b = s.spawn(|| group.sync(fsync));
+            let c = s.spawn(|| group.sync(fsync));
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while lock(&group.state).tickets < 3 {
+                assert!(
+                    Instant::now() < deadline,
+                    "the later commits never took a ticket"
+                );
+                std::thread::yield_now();
+            }
+            release_tx.send(()).unwrap();
+            [a, b, c].map(|t| t.join().unwrap()).to_vec()
+        });
+        (results, calls.load(Ordering::SeqCst))
+    }
+
+    #[test]
+    fn one_folder_fsync_serves_the_commits_renamed_before_it_started() {
+        let (results, calls) = three_commits(Ok(()));
+        assert_eq!(results, [Ok(()), Ok(()), Ok(())]);
+        assert_eq!(
+            calls, 2,
+            "the first commit's fsync, then one for the other two"
+        );
+    }
+
+    #[test]
+    fn a_failed_folder_fsync_covers_nobody() {
+        let (results, calls) = three_commits(Err("disk gone"));
+        assert_eq!(results, [Err("disk gone"), Ok(()), Ok(())]);
+        assert_eq!(calls, 2);
+    }
+
+    #[test]
+    fn commits_from_many_threads_into_one_folder_all_land() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tmp, class_dir) = (dir.path().join("tmp"), dir.path().join("txt"));
+        fs::create_dir(&tmp).unwrap();
+        fs::create_dir(&class_dir).unwrap();
+        let folders = FolderSyncs::default();
+        std::thread::scope(|s| {
+            for t in 0..16 {
+                let (tmp, class_dir, folders) = (&tmp, &class_dir, &folders);
+                s.spawn(move || {
+                    for i in 0..20 {
+                        let name = format!("f{t}-{i}.txt");
+                        let temp = TempFile::create(tmp.join(&name)).unwrap();
+                        temp.file().write_all(name.as_bytes()).unwrap();
+                        let meta =
+                            StoredMeta::new(&name, Class::Txt, Hash::of(name.as_bytes()), 1, 1);
+                        commit(temp, &meta, class_dir, &class_dir.join(&name), folders).unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(fs::read_dir(&class_dir).unwrap().count(), 320);
+        assert!(folders.fsyncs() >= 1 && folders.fsyncs() <= 320);
+        assert!(
+            lock(&folders.groups).is_empty(),
+            "idle folders are forgotten"
+        );
     }
 
     #[test]

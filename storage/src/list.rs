@@ -148,7 +148,14 @@ mod tests {
         temp.file().write_all(name.as_bytes()).unwrap();
         let meta = StoredMeta::new(name, class, Hash::of(name.as_bytes()), 0, 1);
         let dest = layout.file_path(class, name).unwrap();
-        commit(temp, &meta, &layout.class_dir(class), &dest).unwrap();
+        commit(
+            temp,
+            &meta,
+            &layout.class_dir(class),
+            &dest,
+            &Default::default(),
+        )
+        .unwrap();
     }
 
     fn all_pages(layout: &Layout, limit: u32) -> Vec<String> {

@@ -7,7 +7,7 @@
 //! its ROUTERs, so a finished upload wakes the loop at once and its `done` goes out immediately.
 
 use crate::check;
-use crate::durable::{commit, TempFile};
+use crate::durable::{commit, FolderSyncs, TempFile};
 use crate::error::StoreError;
 use crate::layout::Layout;
 use crate::meta::{self, StoredMeta};
@@ -72,6 +72,8 @@ impl SyncPool {
     ) -> anyhow::Result<SyncPool> {
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
+        // One set of folder fsyncs for all workers, so that they can share them.
+        let folders = Arc::new(FolderSyncs::default());
         let mut workers = Vec::with_capacity(threads);
         for i in 0..threads.max(1) {
             let push = ctx
@@ -83,10 +85,10 @@ impl SyncPool {
             push.connect(endpoint)
                 .with_context(|| format!("cannot connect a sync worker to {endpoint}"))?;
             let (rx, layout, stop) = (rx.clone(), layout.clone(), stop.clone());
-            let metrics = metrics.clone();
+            let (metrics, folders) = (metrics.clone(), folders.clone());
             let handle = std::thread::Builder::new()
                 .name(format!("storage-sync-{i}"))
-                .spawn(move || worker(&rx, &push, &layout, &stop, &metrics))
+                .spawn(move || worker(&rx, &push, &layout, &stop, &metrics, &folders))
                 .context("cannot start a sync worker thread")?;
             workers.push(handle);
         }
@@ -122,6 +124,7 @@ fn worker(
     layout: &Layout,
     stop: &Shutdown,
     metrics: &Metrics,
+    folders: &FolderSyncs,
 ) {
     loop {
         let job = match rx.lock() {
@@ -133,7 +136,7 @@ fn worker(
             tracing::debug!(ticket = job.ticket, "stopping: upload abandoned");
             continue;
         }
-        let reply = perform(layout, job.id, job.work, metrics);
+        let reply = perform(layout, job.id, job.work, metrics, folders);
         if let Message::Error { code, .. } = &reply {
             schema::metrics::count_error(&metrics.errors, schema::metrics::code_kind(*code));
         }
@@ -148,7 +151,13 @@ fn worker(
 }
 
 /// Does `work` for request `id`; returns the reply.
-fn perform(layout: &Layout, id: u64, work: Work, metrics: &Metrics) -> Message {
+fn perform(
+    layout: &Layout,
+    id: u64,
+    work: Work,
+    metrics: &Metrics,
+    folders: &FolderSyncs,
+) -> Message {
     let result = match work {
         Work::Check { after, limit } => {
             return match check::page(layout, after.as_deref(), limit) {
@@ -169,7 +178,7 @@ fn perform(layout: &Layout, id: u64, work: Work, metrics: &Metrics) -> Message {
                 node: Box::new(node),
             };
         }
-        work => store(layout, work, metrics),
+        work => store(layout, work, metrics, folders),
     };
     match result {
         Ok((version, unchanged)) => Message::Done {
@@ -187,7 +196,12 @@ fn perform(layout: &Layout, id: u64, work: Work, metrics: &Metrics) -> Message {
 }
 
 /// Makes one finished upload durable; returns its version and whether it was unchanged.
-fn store(layout: &Layout, work: Work, metrics: &Metrics) -> Result<(u64, bool), StoreError> {
+fn store(
+    layout: &Layout,
+    work: Work,
+    metrics: &Metrics,
+    folders: &FolderSyncs,
+) -> Result<(u64, bool), StoreError> {
     match work {
         Work::Inline { meta, data } => {
             let actual = Hash::of(&data);
@@ -207,7 +221,7 @@ fn store(layout: &Layout, work: Work, metrics: &Metrics) -> Result<(u64, bool), 
             temp.file()
                 .write_all(&data)
                 .map_err(|e| StoreError::io("write", temp.path(), e))?;
-            finish(layout, temp, &meta, data.len() as u64, metrics)
+            finish(layout, temp, &meta, data.len() as u64, metrics, folders)
         }
         Work::Finish {
             temp,
@@ -218,7 +232,7 @@ fn store(layout: &Layout, work: Work, metrics: &Metrics) -> Result<(u64, bool), 
             writer
                 .finish(temp.file())
                 .map_err(|e| StoreError::io("write", temp.path(), e))?;
-            finish(layout, temp, &meta, size, metrics)
+            finish(layout, temp, &meta, size, metrics, folders)
         }
         Work::Check { .. } | Work::Quarantine { .. } | Work::Status(_) => {
             Err(StoreError::Protocol("a check is not an upload".into()))
@@ -232,10 +246,11 @@ fn finish(
     meta: &StoredMeta,
     size: u64,
     metrics: &Metrics,
+    folders: &FolderSyncs,
 ) -> Result<(u64, bool), StoreError> {
     let dest = layout.file_path(meta.class, &meta.name)?;
     let started = std::time::Instant::now();
-    commit(temp, meta, &layout.class_dir(meta.class), &dest)?;
+    commit(temp, meta, &layout.class_dir(meta.class), &dest, folders)?;
     metrics
         .durable_seconds
         .observe(started.elapsed().as_secs_f64());
