@@ -109,6 +109,15 @@ impl Block {
     fn data(&self) -> &[u8] {
         &self.bytes[self.start..self.start + self.len]
     }
+
+    /// A block without memory, standing in after the last real one was handed over.
+    fn new_empty() -> Block {
+        Block {
+            bytes: Vec::new(),
+            start: 0,
+            len: 0,
+        }
+    }
 }
 
 /// Writes one file's content with `O_DIRECT` through a writer thread; see the module
@@ -244,38 +253,28 @@ impl DirectWriter {
                 }
             }
         }
-        self.to_disk = None;
-        let result = match self.thread.take().map(JoinHandle::join) {
-            Some(Ok(r)) => r,
-            Some(Err(_)) => Err(io::Error::other("the direct writer thread panicked")),
-            None => Ok(()),
-        };
-        result?;
+        self.join()?;
         if !tail.is_empty() {
             file.write_all_at(&tail, self.sent)?;
         }
         Ok(())
     }
 
-    /// Why the writer thread stopped early.
-    fn thread_error(&mut self) -> io::Error {
+    /// Closes the queue and waits for the writer thread: its error, if it had one.
+    fn join(&mut self) -> io::Result<()> {
         self.to_disk = None;
         match self.thread.take().map(JoinHandle::join) {
-            Some(Ok(Err(e))) => e,
-            Some(Err(_)) => io::Error::other("the direct writer thread panicked"),
-            _ => io::Error::other("the direct writer thread stopped"),
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(io::Error::other("the direct writer thread panicked")),
+            None => Ok(()),
         }
     }
-}
 
-impl Block {
-    /// A block without memory, standing in after the last real one was handed over.
-    fn new_empty() -> Block {
-        Block {
-            bytes: Vec::new(),
-            start: 0,
-            len: 0,
-        }
+    /// Why the writer thread stopped early.
+    fn thread_error(&mut self) -> io::Error {
+        self.join()
+            .err()
+            .unwrap_or_else(|| io::Error::other("the direct writer thread stopped"))
     }
 }
 

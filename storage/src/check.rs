@@ -116,24 +116,7 @@ pub fn quarantine(layout: &Layout, class: Class, name: &str) -> Result<(), Store
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::durable::commit;
-    use std::io::Write;
-
-    fn store(layout: &Layout, class: Class, name: &str, bytes: &[u8]) -> PathBuf {
-        let temp = layout.new_temp().unwrap();
-        temp.file().write_all(bytes).unwrap();
-        let meta = StoredMeta::new(name, class, Hash::of(bytes), 0, 1);
-        let dest = layout.file_path(class, name).unwrap();
-        commit(
-            temp,
-            &meta,
-            &layout.class_dir(class),
-            &dest,
-            &Default::default(),
-        )
-        .unwrap();
-        dest
-    }
+    use crate::tests::store;
 
     #[test]
     fn pages_rehash_and_quarantine_moves_only_changed_files() {

@@ -116,8 +116,14 @@ fn link_unnamed(file: &File, to: &Path) -> io::Result<()> {
     }
 }
 
-/// Sequence of the names an unnamed file takes on its way over an existing one.
-static LINK_SEQ: AtomicU64 = AtomicU64::new(0);
+/// Sequence number of the temporary names this process gives.
+static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh temporary name in the folder `dir`: `<pid>-<seq>.part`.
+pub fn temp_name(dir: &Path) -> PathBuf {
+    let seq = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
+    dir.join(format!("{}-{seq:08}.part", std::process::id()))
+}
 
 impl Drop for TempFile {
     fn drop(&mut self) {
@@ -285,10 +291,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Puts the unnamed `temp` over the existing `dest`: links it under a fresh name in its own
 /// folder, then renames that over `dest`.
 fn replace_with_unnamed(temp: &TempFile, dest: &Path) -> io::Result<()> {
-    let seq = LINK_SEQ.fetch_add(1, Ordering::Relaxed);
-    let named = temp
-        .path
-        .join(format!("{}-link-{seq:08}.part", std::process::id()));
+    let named = temp_name(&temp.path);
     link_unnamed(&temp.file, &named)?;
     fs::rename(&named, dest).inspect_err(|_| {
         let _ = fs::remove_file(&named);
@@ -509,6 +512,12 @@ mod tests {
             }
         });
         assert_eq!(fs::read_dir(&class_dir).unwrap().count(), 320);
+        for t in 0..16 {
+            for i in 0..20 {
+                let name = format!("f{t}-{i}.txt");
+                assert_eq!(fs::read(class_dir.join(&name)).unwrap(), name.as_bytes());
+            }
+        }
         assert!(folders.fsyncs() >= 1 && folders.fsyncs() <= 320);
         assert!(
             lock(&folders.groups).is_empty(),

@@ -14,7 +14,6 @@ use schema::Class;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The folders of one storage root.
 #[derive(Debug, Clone)]
@@ -22,9 +21,6 @@ pub struct Layout {
     root: PathBuf,
     tmp: PathBuf,
 }
-
-/// Sequence number of temporary files made by this process.
-static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
 impl Layout {
     /// The layout of `root` (nothing is created).
@@ -53,19 +49,10 @@ impl Layout {
     /// A new, empty temporary file in `ROOT/.dfs/tmp`, removed again when dropped: unnamed where
     /// the file system allows (see [`crate::durable`]).
     pub fn new_temp(&self) -> Result<TempFile, StoreError> {
-        if let Some(temp) = TempFile::unnamed(&self.tmp) {
-            return Ok(temp);
+        match TempFile::unnamed(&self.tmp) {
+            Some(temp) => Ok(temp),
+            None => TempFile::create(crate::durable::temp_name(&self.tmp)),
         }
-        self.new_named_temp()
-    }
-
-    /// A new, empty temporary file with a name in `ROOT/.dfs/tmp`, removed again when dropped.
-    pub fn new_named_temp(&self) -> Result<TempFile, StoreError> {
-        let seq = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
-        let path = self
-            .tmp
-            .join(format!("{}-{seq:08}.part", std::process::id()));
-        TempFile::create(path)
     }
 
     /// Makes the root ready to serve: creates the class folders and `.dfs/tmp`, takes the lock

@@ -139,24 +139,7 @@ pub fn cursor_after(entry: &Entry) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::durable::commit;
-    use schema::Hash;
-    use std::io::Write;
-
-    fn store(layout: &Layout, class: Class, name: &str) {
-        let temp = layout.new_temp().unwrap();
-        temp.file().write_all(name.as_bytes()).unwrap();
-        let meta = StoredMeta::new(name, class, Hash::of(name.as_bytes()), 0, 1);
-        let dest = layout.file_path(class, name).unwrap();
-        commit(
-            temp,
-            &meta,
-            &layout.class_dir(class),
-            &dest,
-            &Default::default(),
-        )
-        .unwrap();
-    }
+    use crate::tests::store;
 
     fn all_pages(layout: &Layout, limit: u32) -> Vec<String> {
         let mut out = Vec::new();
@@ -188,7 +171,7 @@ mod tests {
             (Class::Others, "a/b/c/d"),
         ];
         for (c, n) in files {
-            store(&layout, c, n);
+            store(&layout, c, n, n.as_bytes());
         }
         // A file without metadata is skipped, not fatal.
         std::fs::write(dir.path().join("txt/bare.txt"), b"x").unwrap();

@@ -5,6 +5,8 @@
 mod serve;
 mod upload;
 
+use crate::durable::commit;
+use crate::layout::Layout;
 use crate::meta::StoredMeta;
 use crate::{Args, Node};
 use schema::codec;
@@ -186,4 +188,23 @@ fn assert_stored(node: &TestNode, class: Class, name: &str, data: &[u8], version
     let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
     assert_eq!(schema::time::to_ns(mtime), 1_700_000_000_123_456_789);
     assert_eq!(node.temp_files(), 0, "temporary files left");
+}
+
+/// Stores `bytes` as `name` of `class` under `layout` the way the node does (temporary file,
+/// metadata, commit); returns its path.
+pub(crate) fn store(layout: &Layout, class: Class, name: &str, bytes: &[u8]) -> PathBuf {
+    use std::io::Write;
+    let temp = layout.new_temp().unwrap();
+    temp.file().write_all(bytes).unwrap();
+    let meta = StoredMeta::new(name, class, Hash::of(bytes), 0, 1);
+    let dest = layout.file_path(class, name).unwrap();
+    commit(
+        temp,
+        &meta,
+        &layout.class_dir(class),
+        &dest,
+        &Default::default(),
+    )
+    .unwrap();
+    dest
 }
