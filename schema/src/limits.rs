@@ -13,8 +13,9 @@ pub const MAX_FRAME: i64 = (CHUNK_SIZE as i64) + 64 * 1024;
 /// Most frames in one message, the ROUTER identity included (`identity, header, data`).
 pub const MAX_FRAMES: usize = 3;
 
-/// Most chunks a receiver grants to one transfer at a time.
-pub const TRANSFER_WINDOW: u32 = 8;
+/// Most chunks a receiver grants to one transfer at a time: 8 MiB in flight, enough to keep a
+/// three-hop pipeline (watcher, broker, node) streaming while credit travels back.
+pub const TRANSFER_WINDOW: u32 = 32;
 
 /// Most chunks a receiver grants across all of its transfers at a time (bounds its memory to
 /// about `GLOBAL_WINDOW * CHUNK_SIZE` of queued content).

@@ -32,9 +32,9 @@ fn an_empty_file_is_retrieved() {
 }
 
 #[test]
-fn a_chunked_file_streams_with_at_most_eight_chunks_outstanding() {
-    // 12 full chunks and a short one: more than one window, so credit must be replenished.
-    let bytes = pattern(12 * CHUNK_SIZE + 12345);
+fn a_chunked_file_streams_with_at_most_a_window_of_chunks_outstanding() {
+    // A window and a half of chunks: credit must be replenished.
+    let bytes = pattern(TRANSFER_WINDOW as usize * 3 / 2 * CHUNK_SIZE + 12345);
     let broker = FakeBroker::start(vec![FakeFile::bytes("big.bin", bytes.clone())], 10);
     let dir = tempfile::tempdir().unwrap();
     let out = fetch(&args(broker.port, dir.path(), &["big.bin"]));
