@@ -232,7 +232,13 @@ fn store(
             writer
                 .finish(temp.file())
                 .map_err(|e| StoreError::io("write", temp.path(), e))?;
-            finish(layout, temp, &meta, size, metrics, folders)
+            // A second handle outlives the commit, to drop the pages it made clean.
+            let cached = temp.file().try_clone().ok();
+            let stored = finish(layout, temp, &meta, size, metrics, folders)?;
+            if let Some(file) = cached {
+                schema::writeback::drop_cached(&file);
+            }
+            Ok(stored)
         }
         Work::Check { .. } | Work::Quarantine { .. } | Work::Status(_) => {
             Err(StoreError::Protocol("a check is not an upload".into()))
