@@ -85,6 +85,7 @@ impl Relay {
                     id: 0,
                     offset,
                     blake3: None,
+                    modified: None,
                 };
                 self.answer(&req, chunk, inbound.data);
             }

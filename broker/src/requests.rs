@@ -10,6 +10,16 @@ use schema::codec::Inbound;
 use schema::limits::INLINE_MAX;
 use schema::{names, ErrorCode, Hash, Message};
 
+/// The fields of a watcher's `put`.
+#[derive(Debug)]
+struct NewPut {
+    name: String,
+    size: u64,
+    modified: i64,
+    blake3: Option<Hash>,
+    growing: bool,
+}
+
 impl Relay {
     /// Handles one message from a front port.
     pub(crate) fn on_front(&mut self, front: Front, inbound: Inbound) {
@@ -52,12 +62,28 @@ impl Relay {
                     size,
                     modified,
                     blake3,
+                    growing,
                     ..
                 },
-            ) => self.put(req, name, size, modified, blake3, data),
-            (Front::Ingest, Message::Chunk { offset, blake3, .. }) => {
-                self.upload_chunk(&req, offset, blake3, data)
+            ) => {
+                let put = NewPut {
+                    name,
+                    size,
+                    modified,
+                    blake3,
+                    growing,
+                };
+                self.put(req, put, data)
             }
+            (
+                Front::Ingest,
+                Message::Chunk {
+                    offset,
+                    blake3,
+                    modified,
+                    ..
+                },
+            ) => self.upload_chunk(&req, offset, blake3, modified, data),
             (Front::Ingest, Message::Delete { name, .. }) => self.delete(req, name),
             (
                 Front::Ingest,
@@ -173,19 +199,23 @@ impl Relay {
         })
     }
 
-    fn put(
-        &mut self,
-        req: Requester,
-        name: String,
-        size: u64,
-        modified: i64,
-        blake3: Option<Hash>,
-        data: Option<zmq::Message>,
-    ) {
+    fn put(&mut self, req: Requester, put: NewPut, data: Option<zmq::Message>) {
+        let NewPut {
+            name,
+            size,
+            modified,
+            blake3,
+            growing,
+        } = put;
         if !self.check_name(&req, &name)
             || self.refuse_while_rebuilding(&req)
             || self.refuse_while_quarantining(&req, &[&name])
         {
+            return;
+        }
+        if growing && size <= INLINE_MAX {
+            let text = format!("growing put of {name} is of at most {INLINE_MAX} bytes");
+            self.refuse(&req, ErrorCode::BadMessage, text);
             return;
         }
         if size <= INLINE_MAX && blake3.is_none() {
@@ -217,6 +247,7 @@ impl Relay {
             modified,
             blake3,
             version: Some(version),
+            growing,
         };
         let job = Job::Put {
             name,
@@ -225,6 +256,7 @@ impl Relay {
             modified,
             blake3,
             last_sent: size <= INLINE_MAX,
+            growing,
         };
         self.forward(req, Link::Class(class), job, msg, data);
     }
@@ -234,6 +266,7 @@ impl Relay {
         req: &Requester,
         offset: u64,
         blake3: Option<Hash>,
+        modified: Option<i64>,
         data: Option<zmq::Message>,
     ) {
         let len = data.as_ref().map_or(0, |d| d.len() as u64);
@@ -242,14 +275,25 @@ impl Relay {
             match &mut p.job {
                 Job::Put {
                     size,
+                    modified: mtime,
                     blake3: hash,
                     last_sent,
+                    growing,
                     ..
                 } => {
                     if blake3.is_some() {
                         *hash = blake3;
                     }
-                    if offset.saturating_add(len) >= *size {
+                    if *growing {
+                        // The chunk with the hash ends a growing file and gives its mtime.
+                        if blake3.is_some() {
+                            *size = offset.saturating_add(len);
+                            if let Some(m) = modified {
+                                *mtime = m;
+                            }
+                            *last_sent = true;
+                        }
+                    } else if offset.saturating_add(len) >= *size {
                         *last_sent = true;
                     }
                     Some((bid, p.link))
@@ -269,6 +313,7 @@ impl Relay {
             id: bid,
             offset,
             blake3,
+            modified,
         };
         if let Err(e) = self.node.send(link, &chunk, data) {
             self.fail(bid, ErrorCode::Unavailable, e.to_string());

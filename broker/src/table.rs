@@ -48,10 +48,12 @@ pub enum Job {
     Put {
         name: String,
         class: Class,
+        /// For a growing upload: as first seen, then as given by its last chunk.
         size: u64,
         modified: i64,
         blake3: Option<Hash>,
         last_sent: bool,
+        growing: bool,
     },
     /// A delete of an indexed name.
     Delete { name: String },
@@ -258,6 +260,7 @@ mod tests {
             modified: 0,
             blake3: None,
             last_sent: true,
+            growing: false,
         }
     }
 

@@ -268,11 +268,13 @@ mod tests {
                 modified: -5,
                 blake3: Some(h),
                 version: None,
+                growing: false,
             },
             Message::Chunk {
                 id: 3,
                 offset: 262144,
                 blake3: None,
+                modified: None,
             },
             Message::Credit { id: 4, chunks: 8 },
             Message::Listing {
@@ -355,6 +357,7 @@ mod tests {
             modified: 0,
             blake3: None,
             version: None,
+            growing: false,
         };
         assert!(check_data(&put(3), Some(b"abc")).is_ok());
         assert!(check_data(&put(3), Some(b"ab")).is_err());
@@ -366,6 +369,7 @@ mod tests {
             id: 1,
             offset: 0,
             blake3: None,
+            modified: None,
         };
         assert!(check_data(&chunk, Some(&[0u8; CHUNK_SIZE])).is_ok());
         assert!(check_data(&chunk, Some(&[0u8; CHUNK_SIZE + 1])).is_err());

@@ -22,7 +22,9 @@ pub enum Message {
     /// the epoch). Files of at most [`INLINE_MAX`] bytes carry their whole content in one data
     /// frame and must give `blake3`; larger ones wait for `credit` and send `chunk`s. `blake3`,
     /// when given for a larger file, lets the receiver answer "unchanged" at once. `version` is
-    /// set by the broker when it forwards the upload to a node.
+    /// set by the broker when it forwards the upload to a node. A `growing` upload is of a file
+    /// still being written: `size` and `modified` are what the sender saw when it began, and the
+    /// last chunk (the one with `blake3`) ends the file and gives its final `modified`.
     Put {
         id: u64,
         name: String,
@@ -32,15 +34,20 @@ pub enum Message {
         blake3: Option<Hash>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         version: Option<u64>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        growing: bool,
     },
     /// File content of transfer `id` at `offset`, in the following data frame (at most
     /// `CHUNK_SIZE` bytes). In an upload the last chunk (offset + length = size) carries the
-    /// file's `blake3`.
+    /// file's `blake3`; in a growing upload it is the chunk with `blake3` that ends the file, and
+    /// it carries the file's final `modified` too.
     Chunk {
         id: u64,
         offset: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         blake3: Option<Hash>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        modified: Option<i64>,
     },
     /// The receiver of transfer `id` allows `chunks` more `chunk` messages.
     Credit { id: u64, chunks: u32 },
@@ -492,7 +499,11 @@ impl Message {
     /// Which data frame must follow this header.
     pub fn data(&self) -> DataRule {
         match self {
-            Message::Put { size, .. } if *size <= INLINE_MAX => DataRule::Exactly(*size),
+            Message::Put {
+                size,
+                growing: false,
+                ..
+            } if *size <= INLINE_MAX => DataRule::Exactly(*size),
             Message::Meta { entry, .. } if entry.size <= INLINE_MAX => {
                 DataRule::Exactly(entry.size)
             }

@@ -73,18 +73,32 @@ fn message() -> impl Strategy<Value = Message> {
             any::<u64>(),
             any::<i64>(),
             prop::option::of(hash()),
-            prop::option::of(any::<u64>())
+            prop::option::of(any::<u64>()),
+            any::<bool>()
         )
-            .prop_map(|(id, name, size, modified, blake3, version)| Message::Put {
-                id,
-                name,
-                size,
-                modified,
-                blake3,
-                version
+            .prop_map(|(id, name, size, modified, blake3, version, growing)| {
+                Message::Put {
+                    id,
+                    name,
+                    size,
+                    modified,
+                    blake3,
+                    version,
+                    growing,
+                }
             }),
-        (id(), any::<u64>(), prop::option::of(hash()))
-            .prop_map(|(id, offset, blake3)| { Message::Chunk { id, offset, blake3 } }),
+        (
+            id(),
+            any::<u64>(),
+            prop::option::of(hash()),
+            prop::option::of(any::<i64>())
+        )
+            .prop_map(|(id, offset, blake3, modified)| Message::Chunk {
+                id,
+                offset,
+                blake3,
+                modified,
+            }),
         (id(), any::<u32>()).prop_map(|(id, chunks)| Message::Credit { id, chunks }),
         id().prop_map(|id| Message::Abort { id }),
         (id(), any::<u64>(), any::<bool>()).prop_map(|(id, version, unchanged)| {

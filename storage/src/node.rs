@@ -322,9 +322,11 @@ impl Server {
                     modified,
                     blake3,
                     version,
+                    growing,
                 },
             ) => {
                 let put = crate::upload::Put {
+                    growing,
                     id,
                     name,
                     size,
@@ -334,9 +336,18 @@ impl Server {
                 };
                 self.on_put(sock, peer, put, data);
             }
-            (_, Message::Chunk { id, offset, blake3 }) => {
+            (
+                _,
+                Message::Chunk {
+                    id,
+                    offset,
+                    blake3,
+                    modified,
+                },
+            ) => {
                 if let Some(data) = data {
-                    self.on_chunk(sock, peer, id, offset, blake3, &data);
+                    let end = crate::upload::ChunkEnd { blake3, modified };
+                    self.on_chunk(sock, peer, id, offset, end, &data);
                 }
             }
             (_, Message::Abort { id }) => self.on_upload_abort(sock, peer, id),

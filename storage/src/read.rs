@@ -210,6 +210,7 @@ impl Server {
                 id,
                 offset: read.offset,
                 blake3: None,
+                modified: None,
             };
             if !self.send(SERVE, &key.1, &chunk, Some(frame)) {
                 tracing::debug!(peer = %hex(&key.1), id, "reader gone: read dropped");

@@ -23,6 +23,16 @@ pub struct Put {
     pub modified: i64,
     pub blake3: Option<Hash>,
     pub version: Option<u64>,
+    /// The file is still being written: its size is known at the last chunk.
+    pub growing: bool,
+}
+
+/// What a chunk may say besides its content: the hash on the last chunk, and the final
+/// modification time on the last chunk of a growing upload.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ChunkEnd {
+    pub blake3: Option<Hash>,
+    pub modified: Option<i64>,
 }
 
 /// A chunked upload being received.
@@ -31,7 +41,9 @@ pub struct Upload {
     meta: StoredMeta,
     /// The hash the `put` announced, if any; the content must match it too.
     announced: Option<Hash>,
+    /// The file's size; for a growing upload, known once the last chunk is in.
     size: u64,
+    growing: bool,
     temp: TempFile,
     hasher: blake3::Hasher,
     /// Puts the content on disk while the rest arrives (directly, for large files).
@@ -58,12 +70,7 @@ enum Progress {
 
 impl Upload {
     /// Writes one chunk at `offset`; checks order, size and, on the last chunk, the hash.
-    fn accept(
-        &mut self,
-        offset: u64,
-        data: &[u8],
-        blake3: Option<Hash>,
-    ) -> Result<Progress, StoreError> {
+    fn accept(&mut self, offset: u64, data: &[u8], end: ChunkEnd) -> Result<Progress, StoreError> {
         let name = &self.meta.name;
         if offset != self.received {
             return Err(StoreError::Protocol(format!(
@@ -71,25 +78,41 @@ impl Upload {
                 self.received
             )));
         }
-        let end = offset + data.len() as u64;
-        if end > self.size {
+        let stop = offset + data.len() as u64;
+        if !self.growing && stop > self.size {
             return Err(StoreError::Protocol(format!(
-                "{name}: chunk ends at {end}, past the file size {}",
+                "{name}: chunk ends at {stop}, past the file size {}",
                 self.size
             )));
         }
-        if data.len() != CHUNK_SIZE && end != self.size {
+        // The last chunk of a growing upload is the one with the hash; it ends the file.
+        let last = if self.growing {
+            end.blake3.is_some()
+        } else {
+            stop == self.size
+        };
+        if data.len() != CHUNK_SIZE && !last {
             return Err(StoreError::Protocol(format!(
                 "{name}: chunk of {} bytes; every chunk but the last has {CHUNK_SIZE}",
                 data.len()
             )));
         }
+        if last && self.growing {
+            let Some(modified) = end.modified else {
+                return Err(StoreError::Protocol(format!(
+                    "{name}: the last chunk of a growing upload gives no modification time"
+                )));
+            };
+            self.size = stop;
+            self.meta.modified = modified;
+        }
+        let blake3 = end.blake3;
         self.writer
             .write(self.temp.file(), data)
             .map_err(|e| StoreError::io("write", self.temp.path(), e))?;
         self.hasher.update(data);
-        self.received = end;
-        if end < self.size {
+        self.received = stop;
+        if !last {
             return Ok(Progress::More);
         }
         let actual = Hash::from(self.hasher.finalize());
@@ -140,6 +163,13 @@ impl Server {
             return self.send_error(sock, &key.1, id, &e);
         }
         let version = put.version.unwrap_or(1);
+        if put.growing && put.size <= INLINE_MAX {
+            let e = StoreError::Protocol(format!(
+                "{}: a growing put is of a file over {INLINE_MAX} bytes",
+                put.name
+            ));
+            return self.send_error(sock, &key.1, id, &e);
+        }
         if put.size <= INLINE_MAX {
             let (Some(data), Some(blake3)) = (data, put.blake3) else {
                 let e = StoreError::Protocol(format!(
@@ -174,8 +204,15 @@ impl Server {
                 return self.send_error(sock, &key.1, id, &e);
             }
         };
-        let chunks = put.size.div_ceil(CHUNK_SIZE as u64);
-        let writer = ContentWriter::new(&temp.reopen_path(), put.size);
+        // A growing upload takes credit until its last chunk comes.
+        let chunks = if put.growing {
+            u64::MAX
+        } else {
+            put.size.div_ceil(CHUNK_SIZE as u64)
+        };
+        // A file followed while written is large by the time its writer closes it.
+        let expected = if put.growing { u64::MAX } else { put.size };
+        let writer = ContentWriter::new(&temp.reopen_path(), expected);
         let upload = Upload {
             // The hash is known once the last chunk is in; until then it holds the announced one.
             meta: StoredMeta::new(
@@ -187,6 +224,7 @@ impl Server {
             ),
             announced: put.blake3,
             size: put.size,
+            growing: put.growing,
             temp,
             hasher: blake3::Hasher::new(),
             writer,
@@ -206,7 +244,7 @@ impl Server {
         peer: Vec<u8>,
         id: u64,
         offset: u64,
-        blake3: Option<Hash>,
+        end: ChunkEnd,
         data: &[u8],
     ) {
         let key: Key = (sock, peer, id);
@@ -221,7 +259,7 @@ impl Server {
         };
         upload.last_seen = Instant::now();
         let result = match self.ledger.spend(&key) {
-            Ok(()) => upload.accept(offset, data, blake3),
+            Ok(()) => upload.accept(offset, data, end),
             Err(_) => Err(StoreError::Protocol(format!(
                 "{}: chunk at offset {offset} sent without credit",
                 upload.meta.name

@@ -662,16 +662,18 @@ impl Proc {
 }
 
 impl Cluster {
-    /// Starts the watcher like [`Cluster::start_watcher`], with `extra` options appended.
+    /// Starts the watcher like [`Cluster::start_watcher`], with `extra` options appended (a
+    /// `--debounce-ms` among them replaces the usual 100 ms).
     pub fn start_watcher_with(&mut self, extra: &[&str]) {
         let mut args: Vec<String> = vec![
             "--source".into(),
             self.source.display().to_string(),
             "--broker".into(),
             format!("127.0.0.1:{}", self.ingest_port),
-            "--debounce-ms".into(),
-            "100".into(),
         ];
+        if !extra.contains(&"--debounce-ms") {
+            args.extend(["--debounce-ms".into(), "100".into()]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let (p, _) = self.spawn_ready("watch", args);
         self.watch = Some(p);

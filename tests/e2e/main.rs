@@ -7,6 +7,7 @@ mod config;
 mod disk;
 mod events;
 mod fetch;
+mod follow;
 mod fsck;
 mod harness;
 mod hosts;

@@ -300,6 +300,7 @@ fn inline_put(name: &str, body: &[u8]) -> Message {
         modified: 0,
         blake3: Some(Hash::of(body)),
         version: None,
+        growing: false,
     }
 }
 

@@ -86,16 +86,19 @@ impl Watcher {
                 if let Some(n) = self.name_of(&p) {
                     self.writing.remove(&n);
                     self.table.mark(&n, now);
+                    self.writer_closed(&n, now);
                 }
             }
             Intent::Quiet(p) => {
                 if let Some(n) = self.name_of(&p) {
                     self.table.mark(&n, now + debounce);
+                    self.may_follow(&n, now);
                     self.writing.insert(n, None);
                 }
             }
             Intent::Removed(p) => {
                 if let Some(n) = self.name_of(&p) {
+                    self.writer_gone(&n, now);
                     self.mark_tree(&n, now);
                 }
             }
@@ -109,6 +112,7 @@ impl Watcher {
             }
             Intent::MovedOut(p) => {
                 if let Some(n) = self.name_of(&p) {
+                    self.writer_gone(&n, now);
                     self.writing.remove(&n);
                     // After a new folder's scan (one debounce), which may find it moved there.
                     self.mark_tree(&n, now + debounce + MOVED_OUT_GRACE);

@@ -282,7 +282,7 @@ impl Watcher {
 
     /// Sends the first message of a change and records it in flight. If the send fails the
     /// outage has started and the names are due again.
-    fn start_change(
+    pub(crate) fn start_change(
         &mut self,
         id: u64,
         change: Change,
@@ -316,7 +316,7 @@ impl Watcher {
                 Some(InFlight {
                     change: Change::Put(up),
                     ..
-                }) => up.next(id),
+                }) => up.next(id, now),
                 _ => return,
             };
             match next {
@@ -338,20 +338,23 @@ impl Watcher {
                         }
                     }
                 }
-                Next::Torn(why) => {
-                    self.send(&Message::Abort { id }, None, now);
-                    if let Some(flight) = self.take_flight(id) {
-                        if let Change::Put(up) = &flight.change {
-                            tracing::info!(
-                                "{} changed while being sent ({why}); will send it again",
-                                up.name
-                            );
-                            self.table.finish(&up.name);
-                            self.table.mark(&up.name, now + self.settings.debounce);
-                        }
-                    }
-                    return;
-                }
+                Next::Torn(why) => return self.tear(id, &why, now),
+            }
+        }
+    }
+
+    /// Aborts upload `id`, whose file changed while it was being read (`why`); the file is
+    /// looked at again after the debounce.
+    pub(crate) fn tear(&mut self, id: u64, why: &str, now: Instant) {
+        self.send(&Message::Abort { id }, None, now);
+        if let Some(flight) = self.take_flight(id) {
+            if let Change::Put(up) = &flight.change {
+                tracing::info!(
+                    "{} changed while being sent ({why}); will send it again",
+                    up.name
+                );
+                self.table.finish(&up.name);
+                self.table.mark(&up.name, now + self.settings.debounce);
             }
         }
     }

@@ -234,6 +234,11 @@ impl Table {
         self.names.get(name).is_some_and(|s| s.in_flight.is_some())
     }
 
+    /// The id of the change of `name` in flight, if any.
+    pub fn flight_of(&self, name: &str) -> Option<u64> {
+        self.names.get(name).and_then(|s| s.in_flight)
+    }
+
     /// Records that change `id` of `name` is in flight; a due mark waits until it ends.
     pub fn start(&mut self, name: &str, id: u64) {
         let st = self.entry(name);

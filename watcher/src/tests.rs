@@ -99,6 +99,7 @@ impl FakeBroker {
                 id: cid,
                 offset,
                 blake3,
+                ..
             } = msg
             else {
                 panic!("expected a chunk, got {msg:?}");

@@ -1,11 +1,18 @@
 //! Changes in flight: uploads (inline, or chunked under the broker's credit), deletes and
 //! renames, each named by the request id it was sent with.
+//!
+//! A large file still being written is followed: a growing upload sends it as it grows, one
+//! full chunk at a time and always short of its end, and is finished once the writer closes it
+//! (or goes quiet). At that point the part already sent is read and hashed again: a writer may
+//! have changed bytes behind the read position, and then the upload is torn and sent again as
+//! usual. So what is stored is always the file as it was at the end, never a mix.
 
 use crate::local::{read_up_to, Stamp};
 use crate::state::Stored;
 use schema::limits::CHUNK_SIZE;
 use schema::{Hash, Message};
 use std::fs::File;
+use std::os::unix::fs::FileExt as _;
 use std::time::Instant;
 
 /// One change sent to the broker and not answered yet.
@@ -58,6 +65,30 @@ pub struct Upload {
     offset: u64,
     hasher: blake3::Hasher,
     credit: u32,
+    /// For a file followed while it is written: until it is finished, `stamp` is how it looked
+    /// when the upload began.
+    growing: Option<Growing>,
+}
+
+/// A growing upload's progress while the file is still open.
+#[derive(Debug, Clone, Copy)]
+struct Growing {
+    /// The writer closed the file (or went quiet): the size is final from now on.
+    finished: bool,
+    /// Since when the upload has had credit but not a full chunk beyond its offset, and how the
+    /// file looked then.
+    starved: Option<(Instant, Stamp)>,
+}
+
+/// What a growing upload that waits for data should do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Stall {
+    /// Keep waiting for the file to grow.
+    Wait,
+    /// The file did not change for the quiet time: finish with what it holds.
+    Quiet,
+    /// The file changes too slowly to follow: give up and send it the usual way.
+    Slow,
 }
 
 /// What a chunked upload can do next.
@@ -82,6 +113,19 @@ impl Upload {
             offset: 0,
             hasher: blake3::Hasher::new(),
             credit: 0,
+            growing: None,
+        }
+    }
+
+    /// An upload of a file still being written, sent as it grows (see the module
+    /// documentation); `stamp` is how it looks now.
+    pub fn growing(name: String, stamp: Stamp, file: File) -> Upload {
+        Upload {
+            growing: Some(Growing {
+                finished: false,
+                starved: None,
+            }),
+            ..Upload::chunked(name, stamp, file, None)
         }
     }
 
@@ -95,6 +139,7 @@ impl Upload {
             offset: 0,
             hasher: blake3::Hasher::new(),
             credit: 0,
+            growing: None,
         }
     }
 
@@ -107,7 +152,89 @@ impl Upload {
             modified: self.stamp.modified,
             blake3: self.blake3,
             version: None,
+            growing: self.growing.is_some(),
         }
+    }
+
+    /// Whether this is a growing upload whose file is still open.
+    pub fn is_open(&self) -> bool {
+        self.growing.is_some_and(|g| !g.finished)
+    }
+
+    /// Whether this open growing upload has credit and waits for the file to grow.
+    pub fn is_starved(&self) -> bool {
+        self.growing
+            .is_some_and(|g| !g.finished && g.starved.is_some())
+    }
+
+    /// What an open growing upload that waits for data should do at `now`: nothing yet, finish
+    /// (the file did not change for `quiet`), or give up (it changed, but too slowly).
+    pub fn stall(&self, now: Instant, quiet: std::time::Duration) -> Stall {
+        let Some(Growing {
+            finished: false,
+            starved: Some((since, seen)),
+        }) = self.growing
+        else {
+            return Stall::Wait;
+        };
+        if now.duration_since(since) < quiet {
+            return Stall::Wait;
+        }
+        let same = self
+            .file
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .is_some_and(|m| Stamp::of(&m) == seen);
+        if same {
+            Stall::Quiet
+        } else {
+            Stall::Slow
+        }
+    }
+
+    /// The writer closed the file (or went quiet): its size is final. The part already sent is
+    /// read again and must hash as it did when it was sent; then the upload goes on as a plain
+    /// chunked one with the file as it looks now. Returns why not when the file shrank or was
+    /// changed behind the part sent (the upload is torn).
+    pub fn finish(&mut self) -> Result<(), String> {
+        let Some(g) = self.growing.as_mut() else {
+            return Ok(());
+        };
+        if g.finished {
+            return Ok(());
+        }
+        let Some(file) = self.file.as_ref() else {
+            return Err("no open file".into());
+        };
+        let stamp = match file.metadata() {
+            Ok(m) => Stamp::of(&m),
+            Err(e) => return Err(format!("cannot stat it again: {e}")),
+        };
+        // The upload holds back the end of the file: the last chunk comes from what is left.
+        if stamp.size <= self.offset {
+            return Err(format!(
+                "it shrank to {} bytes, below the {} already sent",
+                stamp.size, self.offset
+            ));
+        }
+        let sent = Hash::from(self.hasher.finalize());
+        let mut again = blake3::Hasher::new();
+        let mut buf = vec![0u8; CHUNK_SIZE];
+        let mut at = 0;
+        while at < self.offset {
+            let n = usize::try_from((self.offset - at).min(CHUNK_SIZE as u64)).unwrap_or(0);
+            if let Err(e) = file.read_exact_at(&mut buf[..n], at) {
+                return Err(format!("cannot read it again at offset {at}: {e}"));
+            }
+            again.update(&buf[..n]);
+            at += n as u64;
+        }
+        if Hash::from(again.finalize()) != sent {
+            return Err("bytes already sent were rewritten".into());
+        }
+        g.finished = true;
+        self.stamp = stamp;
+        Ok(())
     }
 
     /// Whether the content is read and sent chunk by chunk.
@@ -127,7 +254,10 @@ impl Upload {
 
     /// Reads the next chunk if credit allows. Before the last chunk the file is checked: if it
     /// changed since the upload started, the upload is torn.
-    pub fn next(&mut self, id: u64) -> Next {
+    pub fn next(&mut self, id: u64, now: Instant) -> Next {
+        if self.is_open() {
+            return self.next_growing(id, now);
+        }
         let size = self.stamp.size;
         let Some(file) = self.file.as_mut() else {
             return Next::Wait;
@@ -165,7 +295,75 @@ impl Upload {
             self.blake3 = Some(hash);
             blake3 = Some(hash);
         }
-        Next::Chunk(Message::Chunk { id, offset, blake3 }, data)
+        // The last chunk of a growing upload gives the file's final modification time.
+        let modified = blake3
+            .filter(|_| self.growing.is_some())
+            .map(|_| self.stamp.modified);
+        Next::Chunk(
+            Message::Chunk {
+                id,
+                offset,
+                blake3,
+                modified,
+            },
+            data,
+        )
+    }
+
+    /// The next chunk of an open growing upload: a full chunk once the file holds more than
+    /// that beyond the offset (its end stays for the last chunk), else wait.
+    fn next_growing(&mut self, id: u64, now: Instant) -> Next {
+        let Some(file) = self.file.as_mut() else {
+            return Next::Wait;
+        };
+        if self.credit == 0 {
+            return Next::Wait;
+        }
+        let stamp = match file.metadata() {
+            Ok(m) => Stamp::of(&m),
+            Err(e) => return Next::Torn(format!("cannot stat it: {e}")),
+        };
+        if stamp.size < self.offset {
+            return Next::Torn(format!(
+                "it shrank to {} bytes, below the {} already sent",
+                stamp.size, self.offset
+            ));
+        }
+        if stamp.size - self.offset <= CHUNK_SIZE as u64 {
+            if let Some(g) = self.growing.as_mut() {
+                match g.starved {
+                    // Any change restarts the quiet time.
+                    Some((_, seen)) if seen == stamp => {}
+                    _ => g.starved = Some((now, stamp)),
+                }
+            }
+            return Next::Wait;
+        }
+        let data = match read_up_to(file, CHUNK_SIZE) {
+            Ok(data) if data.len() == CHUNK_SIZE => data,
+            Ok(data) => {
+                let n = data.len();
+                return Next::Torn(format!(
+                    "read {n} of {CHUNK_SIZE} bytes at offset {} (the file shrank)",
+                    self.offset
+                ));
+            }
+            Err(e) => return Next::Torn(format!("read failed at offset {}: {e}", self.offset)),
+        };
+        if let Some(g) = self.growing.as_mut() {
+            g.starved = None;
+        }
+        self.hasher.update(&data);
+        let offset = self.offset;
+        self.offset += CHUNK_SIZE as u64;
+        self.credit -= 1;
+        let msg = Message::Chunk {
+            id,
+            offset,
+            blake3: None,
+            modified: None,
+        };
+        Next::Chunk(msg, data)
     }
 }
 
@@ -190,10 +388,15 @@ mod tests {
         let content: Vec<u8> = (0..CHUNK_SIZE * 2 + 10).map(|i| (i % 251) as u8).collect();
         std::fs::write(&path, &content).unwrap();
         let mut up = start(&path);
-        assert!(matches!(up.next(1), Next::Wait), "no credit, no chunk");
+        assert!(
+            matches!(up.next(1, Instant::now()), Next::Wait),
+            "no credit, no chunk"
+        );
         up.grant(2);
         let mut offsets = Vec::new();
-        while let Next::Chunk(Message::Chunk { offset, blake3, .. }, data) = up.next(1) {
+        while let Next::Chunk(Message::Chunk { offset, blake3, .. }, data) =
+            up.next(1, Instant::now())
+        {
             assert!(blake3.is_none());
             assert_eq!(data.len(), CHUNK_SIZE);
             offsets.push(offset);
@@ -201,14 +404,15 @@ mod tests {
         assert_eq!(offsets, [0, CHUNK_SIZE as u64]);
         assert!(!up.all_sent());
         up.grant(8);
-        let Next::Chunk(Message::Chunk { offset, blake3, .. }, data) = up.next(1) else {
+        let Next::Chunk(Message::Chunk { offset, blake3, .. }, data) = up.next(1, Instant::now())
+        else {
             panic!("expected the last chunk")
         };
         assert_eq!(offset, 2 * CHUNK_SIZE as u64);
         assert_eq!(data.len(), 10);
         assert_eq!(blake3, Some(Hash::of(&content)));
         assert!(up.all_sent());
-        assert!(matches!(up.next(1), Next::Wait));
+        assert!(matches!(up.next(1, Instant::now()), Next::Wait));
     }
 
     #[test]
@@ -218,19 +422,152 @@ mod tests {
         std::fs::write(&path, vec![1u8; CHUNK_SIZE + 5]).unwrap();
         let mut up = start(&path);
         up.grant(8);
-        assert!(matches!(up.next(1), Next::Chunk(..)));
+        assert!(matches!(up.next(1, Instant::now()), Next::Chunk(..)));
         let mut f = std::fs::OpenOptions::new()
             .append(true)
             .open(&path)
             .unwrap();
         f.write_all(b"more").unwrap();
-        assert!(matches!(up.next(1), Next::Torn(_)));
+        assert!(matches!(up.next(1, Instant::now()), Next::Torn(_)));
 
         // a file that shrinks comes up short
         std::fs::write(&path, vec![1u8; CHUNK_SIZE + 5]).unwrap();
         let mut up = start(&path);
         up.grant(8);
         std::fs::write(&path, b"tiny").unwrap();
-        assert!(matches!(up.next(1), Next::Torn(_)));
+        assert!(matches!(up.next(1, Instant::now()), Next::Torn(_)));
+    }
+
+    fn start_growing(path: &std::path::Path) -> Upload {
+        let Look::File(stamp) = look(path).unwrap() else {
+            panic!("no file")
+        };
+        Upload::growing("rec".into(), stamp, File::open(path).unwrap())
+    }
+
+    /// A chunk sent: offset, bytes, blake3, modified.
+    type Sent = (u64, Vec<u8>, Option<Hash>, Option<i64>);
+
+    /// Takes every chunk the upload sends now.
+    fn drain(up: &mut Upload) -> Vec<Sent> {
+        let mut out = Vec::new();
+        loop {
+            match up.next(1, Instant::now()) {
+                Next::Chunk(
+                    Message::Chunk {
+                        offset,
+                        blake3,
+                        modified,
+                        ..
+                    },
+                    data,
+                ) => out.push((offset, data, blake3, modified)),
+                Next::Chunk(other, _) => panic!("not a chunk: {other:?}"),
+                Next::Wait => return out,
+                Next::Torn(why) => panic!("torn: {why}"),
+            }
+        }
+    }
+
+    fn pattern(n: usize, seed: u8) -> Vec<u8> {
+        (0..n).map(|i| (i % 253) as u8 ^ seed).collect()
+    }
+
+    #[test]
+    fn a_growing_file_is_sent_as_it_grows_and_finished_once_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rec");
+        let mut content = pattern(3 * CHUNK_SIZE + 10, 0);
+        std::fs::write(&path, &content).unwrap();
+        let mut up = start_growing(&path);
+        assert!(matches!(up.put(1), Message::Put { growing: true, .. }));
+        up.grant(100);
+        // Three full chunks go; the last 10 bytes stay until the file is finished.
+        let first = drain(&mut up);
+        let offsets: Vec<u64> = first.iter().map(|c| c.0).collect();
+        assert_eq!(offsets, [0, CHUNK_SIZE as u64, 2 * CHUNK_SIZE as u64]);
+        assert!(first.iter().all(|c| c.2.is_none() && c.3.is_none()));
+        assert!(up.is_starved() && up.is_open());
+        // It grows: more full chunks go.
+        let more = pattern(2 * CHUNK_SIZE + 7, 1);
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(&more).unwrap();
+        content.extend_from_slice(&more);
+        let second = drain(&mut up);
+        assert_eq!(second.len(), 2);
+        // Closed: the rest goes, the last chunk with the hash and the final mtime.
+        drop(f);
+        up.finish().unwrap();
+        assert!(!up.is_open());
+        let rest = drain(&mut up);
+        let last = rest.last().unwrap();
+        assert_eq!(last.2, Some(Hash::of(&content)));
+        let mtime = look(&path).unwrap();
+        let Look::File(stamp) = mtime else { panic!() };
+        assert_eq!(last.3, Some(stamp.modified));
+        let sent: Vec<u8> = first
+            .into_iter()
+            .chain(second)
+            .chain(rest)
+            .flat_map(|c| c.1)
+            .collect();
+        assert!(sent == content, "the bytes sent are the file");
+        assert!(up.all_sent());
+    }
+
+    #[test]
+    fn bytes_rewritten_behind_the_sent_part_tear_a_growing_upload() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rec");
+        std::fs::write(&path, pattern(2 * CHUNK_SIZE + 1, 0)).unwrap();
+        let mut up = start_growing(&path);
+        up.grant(100);
+        assert_eq!(drain(&mut up).len(), 2);
+        // A writer that seeks back (a header patched at the end, say).
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, b"HEADER", 5).unwrap();
+        let why = up.finish().unwrap_err();
+        assert!(why.contains("rewritten"), "{why}");
+    }
+
+    #[test]
+    fn a_growing_file_that_shrinks_is_torn() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rec");
+        std::fs::write(&path, pattern(2 * CHUNK_SIZE + 1, 0)).unwrap();
+        let mut up = start_growing(&path);
+        up.grant(100);
+        assert_eq!(drain(&mut up).len(), 2);
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len(CHUNK_SIZE as u64).unwrap();
+        assert!(matches!(up.next(1, Instant::now()), Next::Torn(_)));
+        assert!(up.finish().unwrap_err().contains("shrank"));
+    }
+
+    #[test]
+    fn a_starved_growing_upload_finishes_when_quiet_and_gives_up_when_slow() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rec");
+        std::fs::write(&path, pattern(CHUNK_SIZE + 1, 0)).unwrap();
+        let mut up = start_growing(&path);
+        let quiet = std::time::Duration::from_millis(200);
+        let t0 = Instant::now();
+        assert!(!up.is_starved(), "no credit yet: not waiting for data");
+        up.grant(100);
+        assert!(matches!(up.next(1, t0), Next::Chunk(..)));
+        assert!(matches!(up.next(1, t0), Next::Wait));
+        assert!(up.is_starved());
+        assert_eq!(up.stall(t0, quiet), Stall::Wait);
+        assert_eq!(up.stall(t0 + quiet, quiet), Stall::Quiet);
+        // A little more, not a chunk's worth: still starved, but the file changed.
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(b"trickle").unwrap();
+        assert_eq!(up.stall(t0 + quiet, quiet), Stall::Slow);
     }
 }

@@ -90,6 +90,10 @@ pub(crate) struct Watcher {
     /// Names written (created or modified) and not closed since, with how a large one looked
     /// when last found still growing (see `Watcher::upload`).
     pub writing: HashMap<String, Option<Stamp>>,
+    /// Files with write events to look at soon, to follow them while they grow (`follow`).
+    pub follow_looks: HashMap<String, crate::follow::FollowLook>,
+    /// Files given up following until their writer closes them.
+    pub unfollowed: HashSet<String>,
     /// Bytes of the inline uploads in flight (see [`MAX_INLINE_IN_FLIGHT`]).
     pub inline_in_flight: u64,
     /// The store behind the broker refuses changes (its node is down, full or rebuilding).
@@ -190,6 +194,8 @@ pub fn run(args: Args, stop: Shutdown) -> anyhow::Result<()> {
         overflow_warned: None,
         warned: HashSet::new(),
         writing: HashMap::new(),
+        follow_looks: HashMap::new(),
+        unfollowed: HashSet::new(),
         inline_in_flight: 0,
         store_outage: None,
         progress: Default::default(),
@@ -275,6 +281,9 @@ impl Watcher {
             consider(self.table.next_due());
             consider(self.folder_rescans.iter().map(|(at, _)| *at).min());
             consider(self.store_outage.as_ref().and_then(|o| o.next_probe()));
+        }
+        if self.can_reconcile() {
+            consider(self.next_follow_wake(now));
         }
         if let Phase::Listing {
             pending: None,
@@ -427,6 +436,7 @@ impl Watcher {
             }
             self.rescan_new_folders(now);
             self.store_probe(now);
+            self.follow(now);
             self.pump_due(now);
         }
     }

@@ -153,6 +153,7 @@ fn put(id: u64, name: &str, size: u64, blake3: Option<Hash>) -> Message {
         modified: 1_000,
         blake3,
         version: None,
+        growing: false,
     }
 }
 

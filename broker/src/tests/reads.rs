@@ -139,6 +139,7 @@ fn reads_listings_and_bad_input() {
                 id: bid,
                 offset,
                 blake3: None,
+                modified: None,
             },
             Some(&chunk),
         );
@@ -148,7 +149,8 @@ fn reads_listings_and_bad_input() {
             Message::Chunk {
                 id: 4,
                 offset,
-                blake3: None
+                blake3: None,
+                modified: None
             }
         );
         assert_eq!(data.unwrap().len(), CHUNK_SIZE);

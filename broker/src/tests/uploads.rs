@@ -111,12 +111,14 @@ fn uploads_are_relayed_and_acked_after_the_index() {
         id: 11,
         offset: 0,
         blake3: None,
+        modified: None,
     };
     send(&h.watcher, None, first, Some(&body[..CHUNK_SIZE]));
     let last = Message::Chunk {
         id: 11,
         offset: CHUNK_SIZE as u64,
         blake3: Some(big_hash),
+        modified: None,
     };
     send(&h.watcher, None, last, Some(&body[CHUNK_SIZE..]));
     let (_, msg, data) = h.at_node(3, "the first chunk");
@@ -125,7 +127,8 @@ fn uploads_are_relayed_and_acked_after_the_index() {
         Message::Chunk {
             id: bid,
             offset: 0,
-            blake3: None
+            blake3: None,
+            modified: None
         }
     );
     assert_eq!(data.unwrap().len(), CHUNK_SIZE);
@@ -135,7 +138,8 @@ fn uploads_are_relayed_and_acked_after_the_index() {
         Message::Chunk {
             id: bid,
             offset: CHUNK_SIZE as u64,
-            blake3: Some(big_hash)
+            blake3: Some(big_hash),
+            modified: None
         }
     );
     assert_eq!(&data.unwrap()[..], &body[CHUNK_SIZE..]);
@@ -167,6 +171,7 @@ fn uploads_are_relayed_and_acked_after_the_index() {
             id: 99,
             offset: 0,
             blake3: None,
+            modified: None,
         },
         Some(b"x"),
     );
@@ -277,5 +282,64 @@ fn uploads_are_relayed_and_acked_after_the_index() {
     assert!(
         lines[1].starts_with("big.bin\tothers\t262154\t"),
         "{export}"
+    );
+}
+
+#[test]
+fn a_growing_upload_is_indexed_with_the_size_and_mtime_of_its_last_chunk() {
+    let h = Harness::start(vec![]);
+    let body: Vec<u8> = (0..3 * CHUNK_SIZE + 5).map(|i| (i % 241) as u8).collect();
+    let hash = Hash::of(&body);
+    let mut start = put(21, "rec.bin", 100_000, None);
+    if let Message::Put { growing, .. } = &mut start {
+        *growing = true;
+    }
+    send(&h.watcher, None, start, None);
+    let (peer, msg, _) = h.at_node(3, "the growing put");
+    let Message::Put {
+        id: bid,
+        growing: true,
+        size: 100_000,
+        ..
+    } = msg
+    else {
+        panic!("unexpected {msg:?}");
+    };
+    send(
+        &h.node[3],
+        Some(&peer),
+        Message::Credit { id: bid, chunks: 8 },
+        None,
+    );
+    h.watcher_gets("credit");
+    for (i, piece) in body.chunks(CHUNK_SIZE).enumerate() {
+        let last = (i + 1) * CHUNK_SIZE >= body.len();
+        let chunk = Message::Chunk {
+            id: 21,
+            offset: (i * CHUNK_SIZE) as u64,
+            blake3: last.then_some(hash),
+            modified: last.then_some(77),
+        };
+        send(&h.watcher, None, chunk, Some(piece));
+        let (_, msg, _) = h.at_node(3, "a chunk");
+        assert!(
+            matches!(msg, Message::Chunk { modified, .. } if modified == last.then_some(77)),
+            "{msg:?}"
+        );
+    }
+    let done = Message::Done {
+        id: bid,
+        version: 1,
+        unchanged: false,
+    };
+    send(&h.node[3], Some(&peer), done, None);
+    assert!(matches!(
+        h.watcher_gets("done"),
+        Message::Done { id: 21, .. }
+    ));
+    let rec = h.index.get("rec.bin").unwrap().unwrap();
+    assert_eq!(
+        (rec.size, rec.modified, rec.blake3),
+        (body.len() as u64, 77, hash)
     );
 }

@@ -201,6 +201,7 @@ fn serve(
                         id,
                         offset: t.offset as u64,
                         blake3: None,
+                        modified: None,
                     };
                     reply(&chunk, Some(&t.bytes[t.offset..end]));
                     t.offset = end;

@@ -137,6 +137,7 @@ fn put(id: u64, name: &str, data: &[u8], version: Option<u64>) -> Message {
         modified: 1_700_000_000_123_456_789,
         blake3: Some(Hash::of(data)),
         version,
+        growing: false,
     }
 }
 
@@ -165,6 +166,7 @@ fn put_chunked(sock: &zmq::Socket, id: u64, name: &str, data: &[u8], hash: Hash)
                 id,
                 offset: offset as u64,
                 blake3: last.then_some(hash),
+                modified: None,
             };
             send(sock, &chunk, Some(&data[offset..end]));
             credit -= 1;

@@ -119,7 +119,8 @@ fn get_inline_and_chunked_and_list() {
                 Message::Chunk {
                     id: 4,
                     offset: got.len() as u64,
-                    blake3: None
+                    blake3: None,
+                    modified: None
                 }
             );
             got.extend(data.unwrap());

@@ -169,6 +169,7 @@ fn credit_never_exceeds_the_windows_across_transfers() {
             id,
             offset: (i * CHUNK_SIZE) as u64,
             blake3: last.then_some(hash),
+            modified: None,
         };
         send(
             &sock,
@@ -195,6 +196,7 @@ fn chunk_rule_breaches_are_refused_and_the_transfer_dropped() {
         id,
         offset: offset as u64,
         blake3: None,
+        modified: None,
     };
     let reply = request(&sock, &chunk(99, 0), Some(&data[..CHUNK_SIZE])).0;
     assert_eq!(error_code(&reply), ErrorCode::UnknownTransfer);
@@ -222,4 +224,90 @@ fn chunk_rule_breaches_are_refused_and_the_transfer_dropped() {
     assert_eq!(reply, Message::Pong { id: 4 });
     assert_eq!(node.temp_files(), 0);
     assert!(!node.path(Class::Mp3, "c.mp3").exists());
+}
+
+/// Sends `data` as a growing upload announced at `first` bytes: full chunks, then the last one
+/// with the hash and `modified` (if given). Returns the final reply.
+fn put_growing(
+    sock: &zmq::Socket,
+    id: u64,
+    data: &[u8],
+    first: u64,
+    modified: Option<i64>,
+) -> Message {
+    let put = Message::Put {
+        id,
+        name: "rec.bin".into(),
+        size: first,
+        modified: 5,
+        blake3: None,
+        version: Some(1),
+        growing: true,
+    };
+    send(sock, &put, None);
+    let mut offset = 0;
+    let mut credit = 0u32;
+    loop {
+        let (reply, _) = recv(sock);
+        match reply {
+            Message::Credit { id: i, chunks } if i == id => credit += chunks,
+            other => return other,
+        }
+        while credit > 0 && offset < data.len() {
+            let end = (offset + CHUNK_SIZE).min(data.len());
+            let last = end == data.len();
+            let chunk = Message::Chunk {
+                id,
+                offset: offset as u64,
+                blake3: last.then(|| Hash::of(data)),
+                modified: if last { modified } else { None },
+            };
+            send(sock, &chunk, Some(&data[offset..end]));
+            credit -= 1;
+            offset = end;
+        }
+    }
+}
+
+#[test]
+fn a_growing_upload_ends_at_the_chunk_with_the_hash() {
+    let node = TestNode::start();
+    let others = node.dealer(Some(Class::Others));
+    // Announced at 1 MiB, the file ends far past it, and mid-chunk.
+    let data = content(40 * CHUNK_SIZE + 123, 9);
+    let reply = put_growing(&others, 1, &data, 1 << 20, Some(1_700_000_000_123_456_789));
+    assert!(
+        matches!(
+            reply,
+            Message::Done {
+                id: 1,
+                version: 1,
+                ..
+            }
+        ),
+        "{reply:?}"
+    );
+    assert_stored(&node, Class::Others, "rec.bin", &data, 1);
+
+    // The last chunk must give the final modification time.
+    let reply = put_growing(&others, 2, &data[..3 * CHUNK_SIZE + 1], 1 << 20, None);
+    assert_eq!(error_code(&reply), ErrorCode::BadMessage, "{reply:?}");
+    assert_eq!(node.temp_files(), 0, "temporary files left");
+    assert_eq!(
+        std::fs::read(node.path(Class::Others, "rec.bin")).unwrap(),
+        data
+    );
+
+    // A growing put is of a file too large to travel inline.
+    let small = Message::Put {
+        id: 3,
+        name: "small".into(),
+        size: 10,
+        modified: 5,
+        blake3: None,
+        version: Some(1),
+        growing: true,
+    };
+    let (reply, _) = request(&others, &small, None);
+    assert_eq!(error_code(&reply), ErrorCode::BadMessage, "{reply:?}");
 }

@@ -1,0 +1,193 @@
+//! Following large files while they are written: a file of at least [`FOLLOW_MIN`] bytes still
+//! open for writing a moment after its first event is sent as it grows (a growing upload, see
+//! `transfer`), so that its upload ends soon after the writer closes it instead of starting
+//! then. It is finished on the close event, or once it stays unchanged for the debounce (a
+//! writer that never closes); a file that grows too slowly to fill chunks goes back to the
+//! usual way (sent once closed or quiet).
+
+use crate::local::{look, Look};
+use crate::transfer::{Change, InFlight, Stall, Upload};
+use crate::watcher::Watcher;
+use schema::names;
+use std::time::{Duration, Instant};
+
+/// Smallest file followed while it is written.
+pub const FOLLOW_MIN: u64 = 8 << 20;
+
+/// How long after a file's first write event it is looked at to decide whether to follow it,
+/// and again while it is smaller than [`FOLLOW_MIN`], for up to a debounce.
+pub const FOLLOW_LOOK: Duration = Duration::from_millis(10);
+
+/// How often a growing upload that waits for its file to grow looks at it again.
+pub const FOLLOW_POLL: Duration = Duration::from_millis(2);
+
+impl Watcher {
+    /// A write event for `name`: look at it soon to decide whether to follow it.
+    pub(crate) fn may_follow(&mut self, name: &str, now: Instant) {
+        if !self.follow_looks.contains_key(name) && !self.unfollowed.contains(name) {
+            let look = FollowLook {
+                at: now + FOLLOW_LOOK,
+                until: now + self.settings.debounce,
+            };
+            self.follow_looks.insert(name.to_string(), look);
+        }
+    }
+
+    /// The writer closed `name`: a growing upload of it is finished (its size is final).
+    pub(crate) fn writer_closed(&mut self, name: &str, now: Instant) {
+        self.follow_looks.remove(name);
+        self.unfollowed.remove(name);
+        if let Some(id) = self.open_growing(name) {
+            self.finish_growing(id, now);
+        }
+    }
+
+    /// `name` was removed or moved away: a growing upload of it is given up.
+    pub(crate) fn writer_gone(&mut self, name: &str, now: Instant) {
+        self.follow_looks.remove(name);
+        self.unfollowed.remove(name);
+        if let Some(id) = self.open_growing(name) {
+            self.tear(id, "it was removed or moved while being written", now);
+        }
+    }
+
+    /// The id of the open growing upload of `name`, if any.
+    fn open_growing(&self, name: &str) -> Option<u64> {
+        let id = self.table.flight_of(name)?;
+        match self.flights.get(&id) {
+            Some(InFlight {
+                change: Change::Put(up),
+                ..
+            }) if up.is_open() => Some(id),
+            _ => None,
+        }
+    }
+
+    /// Finishes growing upload `id` and sends what its credit allows.
+    fn finish_growing(&mut self, id: u64, now: Instant) {
+        let finished = match self.flights.get_mut(&id) {
+            Some(InFlight {
+                change: Change::Put(up),
+                ..
+            }) => up.finish(),
+            _ => return,
+        };
+        match finished {
+            Ok(()) => self.pump_upload(id, now),
+            Err(why) => self.tear(id, &why, now),
+        }
+    }
+
+    /// Gives up growing upload `id`; its file goes the usual way, and is not followed again
+    /// before its writer closes it.
+    fn unfollow(&mut self, id: u64, why: &str, now: Instant) {
+        if let Some(InFlight {
+            change: Change::Put(up),
+            ..
+        }) = self.flights.get(&id)
+        {
+            self.unfollowed.insert(up.name.clone());
+        }
+        self.tear(id, why, now);
+    }
+
+    /// Starts due follow looks, and serves the growing uploads that wait for their file.
+    pub(crate) fn follow(&mut self, now: Instant) {
+        if !self.follow_looks.is_empty() {
+            let due: Vec<String> = self
+                .follow_looks
+                .iter()
+                .filter(|(_, look)| look.at <= now)
+                .map(|(n, _)| n.clone())
+                .collect();
+            for name in due {
+                let Some(look) = self.follow_looks.remove(&name) else {
+                    continue;
+                };
+                if self.start_growing(&name, now) == Some(false) && now < look.until {
+                    let again = FollowLook {
+                        at: now + FOLLOW_LOOK,
+                        ..look
+                    };
+                    self.follow_looks.insert(name, again);
+                }
+            }
+        }
+        let waiting: Vec<u64> = self
+            .flights
+            .iter()
+            .filter_map(|(id, f)| match &f.change {
+                Change::Put(up) if up.is_starved() => Some(*id),
+                _ => None,
+            })
+            .collect();
+        let quiet = self.settings.debounce;
+        for id in waiting {
+            self.pump_upload(id, now);
+            let stall = match self.flights.get(&id) {
+                Some(InFlight {
+                    change: Change::Put(up),
+                    ..
+                }) => up.stall(now, quiet),
+                _ => continue,
+            };
+            match stall {
+                Stall::Wait => {}
+                Stall::Quiet => self.finish_growing(id, now),
+                Stall::Slow => self.unfollow(id, "it grows too slowly to follow", now),
+            }
+        }
+    }
+
+    /// When `follow` has work next: a follow look, or a growing upload waiting for data.
+    pub(crate) fn next_follow_wake(&self, now: Instant) -> Option<Instant> {
+        let starved = self.flights.values().any(|f| match &f.change {
+            Change::Put(up) => up.is_starved(),
+            _ => false,
+        });
+        let look = self.follow_looks.values().map(|l| l.at).min();
+        let poll = starved.then_some(now + FOLLOW_POLL);
+        look.into_iter().chain(poll).min()
+    }
+
+    /// Starts a growing upload of `name` if it is a large file still being written and nothing
+    /// else of it is under way. Returns `Some(false)` when it is still too small to follow (a
+    /// later look may), `Some(true)` when it started, `None` when it is not to be followed now.
+    fn start_growing(&mut self, name: &str, now: Instant) -> Option<bool> {
+        if !self.can_reconcile()
+            || !self.has_room()
+            || self.table.in_flight(name)
+            || !self.writing.contains_key(name)
+            || self.unfollowed.contains(name)
+            || self.ignores.is_ignored(name)
+            || self.table.rename_target(name).is_some()
+        {
+            return None;
+        }
+        let path = names::to_path(&self.root, name).ok()?;
+        let Ok(Look::File(stamp)) = look(&path) else {
+            return None;
+        };
+        if stamp.size < FOLLOW_MIN {
+            return Some(false);
+        }
+        if self.table.refused(name, Some(&stamp)) {
+            return None;
+        }
+        let file = std::fs::File::open(&path).ok()?;
+        tracing::debug!("{name} is being written: sending it as it grows");
+        let id = self.next_id();
+        let up = Upload::growing(name.to_string(), stamp, file);
+        let msg = up.put(id);
+        self.start_change(id, Change::Put(Box::new(up)), &msg, None, now);
+        Some(true)
+    }
+}
+
+/// When a file with write events is looked at next to decide whether to follow it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FollowLook {
+    pub at: Instant,
+    /// Looks stop here: a file still small by then is not followed.
+    pub until: Instant,
+}
