@@ -1,5 +1,6 @@
 //! Following large files while they are written: a file of at least [`FOLLOW_MIN`] bytes still
-//! open for writing a moment after its first event is sent as it grows (a growing upload, see
+//! open for writing and found larger than a look before (so not one made at its full size and
+//! then filled in, which would be sent twice) is sent as it grows (a growing upload, see
 //! `transfer`), so that its upload ends soon after the writer closes it instead of starting
 //! then. It is finished on the close event, or once it stays unchanged for the debounce (a
 //! writer that never closes); a file that grows too slowly to fill chunks goes back to the
@@ -28,6 +29,7 @@ impl Watcher {
             let look = FollowLook {
                 at: now + FOLLOW_LOOK,
                 until: now + self.settings.debounce,
+                size: None,
             };
             self.follow_looks.insert(name.to_string(), look);
         }
@@ -104,12 +106,15 @@ impl Watcher {
                 let Some(look) = self.follow_looks.remove(&name) else {
                     continue;
                 };
-                if self.start_growing(&name, now) == Some(false) && now < look.until {
-                    let again = FollowLook {
-                        at: now + FOLLOW_LOOK,
-                        ..look
-                    };
-                    self.follow_looks.insert(name, again);
+                if let Some(size) = self.start_growing(&name, look.size, now) {
+                    if now < look.until {
+                        let again = FollowLook {
+                            at: now + FOLLOW_LOOK,
+                            size: Some(size),
+                            ..look
+                        };
+                        self.follow_looks.insert(name, again);
+                    }
                 }
             }
         }
@@ -150,10 +155,10 @@ impl Watcher {
         look.into_iter().chain(poll).min()
     }
 
-    /// Starts a growing upload of `name` if it is a large file still being written and nothing
-    /// else of it is under way. Returns `Some(false)` when it is still too small to follow (a
-    /// later look may), `Some(true)` when it started, `None` when it is not to be followed now.
-    fn start_growing(&mut self, name: &str, now: Instant) -> Option<bool> {
+    /// Starts a growing upload of `name` if it is a large file still being written, larger
+    /// than at the look before (`before`), and nothing else of it is under way. Returns its size
+    /// when a later look may start it.
+    fn start_growing(&mut self, name: &str, before: Option<u64>, now: Instant) -> Option<u64> {
         if !self.can_reconcile()
             || !self.has_room()
             || self.table.in_flight(name)
@@ -168,8 +173,8 @@ impl Watcher {
         let Ok(Look::File(stamp)) = look(&path) else {
             return None;
         };
-        if stamp.size < FOLLOW_MIN {
-            return Some(false);
+        if stamp.size < FOLLOW_MIN || before.is_none_or(|b| stamp.size <= b) {
+            return Some(stamp.size);
         }
         if self.table.refused(name, Some(&stamp)) {
             return None;
@@ -180,7 +185,7 @@ impl Watcher {
         let up = Upload::growing(name.to_string(), stamp, file);
         let msg = up.put(id);
         self.start_change(id, Change::Put(Box::new(up)), &msg, None, now);
-        Some(true)
+        None
     }
 }
 
@@ -190,4 +195,6 @@ pub(crate) struct FollowLook {
     pub at: Instant,
     /// Looks stop here: a file still small by then is not followed.
     pub until: Instant,
+    /// The file's size at the look before.
+    pub size: Option<u64>,
 }
