@@ -68,6 +68,8 @@ pub struct Upload {
     /// For a file followed while it is written: until it is finished, `stamp` is how it looked
     /// when the upload began.
     growing: Option<Growing>,
+    /// A finished growing upload's check of the part it sent while the file was open.
+    check: Option<std::thread::JoinHandle<Result<(), String>>>,
 }
 
 /// A growing upload's progress while the file is still open.
@@ -75,9 +77,10 @@ pub struct Upload {
 struct Growing {
     /// The writer closed the file (or went quiet): the size is final from now on.
     finished: bool,
-    /// Since when the upload has had credit but not a full chunk beyond its offset, and how the
-    /// file looked then.
-    starved: Option<(Instant, Stamp)>,
+    /// Since when the upload has had credit but not a full chunk beyond its offset.
+    starved: Option<Instant>,
+    /// How the file looked when last looked at while starved, and since when it looks so.
+    seen: Option<(Instant, Stamp)>,
 }
 
 /// What a growing upload that waits for data should do.
@@ -114,6 +117,7 @@ impl Upload {
             hasher: blake3::Hasher::new(),
             credit: 0,
             growing: None,
+            check: None,
         }
     }
 
@@ -124,6 +128,7 @@ impl Upload {
             growing: Some(Growing {
                 finished: false,
                 starved: None,
+                seen: None,
             }),
             ..Upload::chunked(name, stamp, file, None)
         }
@@ -140,6 +145,7 @@ impl Upload {
             hasher: blake3::Hasher::new(),
             credit: 0,
             growing: None,
+            check: None,
         }
     }
 
@@ -168,27 +174,30 @@ impl Upload {
     }
 
     /// What an open growing upload that waits for data should do at `now`: nothing yet, finish
-    /// (the file did not change for `quiet`), or give up (it changed, but too slowly).
+    /// (the file has not changed for `quiet`), or give up (it has been short of a chunk for
+    /// `quiet` while still changing: too slow to follow).
     pub fn stall(&self, now: Instant, quiet: std::time::Duration) -> Stall {
         let Some(Growing {
             finished: false,
-            starved: Some((since, seen)),
+            starved: Some(starved),
+            seen,
         }) = self.growing
         else {
             return Stall::Wait;
         };
-        if now.duration_since(since) < quiet {
-            return Stall::Wait;
-        }
-        let same = self
+        let current = self
             .file
             .as_ref()
             .and_then(|f| f.metadata().ok())
-            .is_some_and(|m| Stamp::of(&m) == seen);
-        if same {
-            Stall::Quiet
-        } else {
+            .map(|m| Stamp::of(&m));
+        let unchanged_since = seen.filter(|(_, stamp)| Some(*stamp) == current);
+        if unchanged_since.is_some_and(|(since, _)| now.duration_since(since) >= quiet) {
+            return Stall::Quiet;
+        }
+        if now.duration_since(starved) >= quiet {
             Stall::Slow
+        } else {
+            Stall::Wait
         }
     }
 
@@ -217,22 +226,19 @@ impl Upload {
                 stamp.size, self.offset
             ));
         }
+        // The check reads on its own thread while the rest of the file goes out; the last
+        // chunk waits for it.
         let sent = Hash::from(self.hasher.finalize());
-        let mut again = blake3::Hasher::new();
-        let mut buf = vec![0u8; CHUNK_SIZE];
-        let mut at = 0;
-        while at < self.offset {
-            let n = usize::try_from((self.offset - at).min(CHUNK_SIZE as u64)).unwrap_or(0);
-            if let Err(e) = file.read_exact_at(&mut buf[..n], at) {
-                return Err(format!("cannot read it again at offset {at}: {e}"));
-            }
-            again.update(&buf[..n]);
-            at += n as u64;
-        }
-        if Hash::from(again.finalize()) != sent {
-            return Err("bytes already sent were rewritten".into());
-        }
+        let copy = file
+            .try_clone()
+            .map_err(|e| format!("cannot open it again: {e}"))?;
+        let upto = self.offset;
+        let check = std::thread::Builder::new()
+            .name("follow-check".into())
+            .spawn(move || check_sent(&copy, upto, sent))
+            .map_err(|e| format!("cannot start the check of the part sent: {e}"))?;
         g.finished = true;
+        self.check = Some(check);
         self.stamp = stamp;
         Ok(())
     }
@@ -266,6 +272,15 @@ impl Upload {
             return Next::Wait;
         }
         let len = usize::try_from((size - self.offset).min(CHUNK_SIZE as u64)).unwrap_or(0);
+        if self.offset + len as u64 == size {
+            if let Some(check) = self.check.take() {
+                match check.join() {
+                    Ok(Ok(())) => {}
+                    Ok(Err(why)) => return Next::Torn(why),
+                    Err(_) => return Next::Torn("the check of the part sent failed".into()),
+                }
+            }
+        }
         let data = match read_up_to(file, len) {
             Ok(data) if data.len() == len => data,
             Ok(data) => {
@@ -331,10 +346,10 @@ impl Upload {
         }
         if stamp.size - self.offset <= CHUNK_SIZE as u64 {
             if let Some(g) = self.growing.as_mut() {
-                match g.starved {
-                    // Any change restarts the quiet time.
-                    Some((_, seen)) if seen == stamp => {}
-                    _ => g.starved = Some((now, stamp)),
+                g.starved.get_or_insert(now);
+                // Any change restarts the quiet time.
+                if g.seen.is_none_or(|(_, seen)| seen != stamp) {
+                    g.seen = Some((now, stamp));
                 }
             }
             return Next::Wait;
@@ -352,6 +367,7 @@ impl Upload {
         };
         if let Some(g) = self.growing.as_mut() {
             g.starved = None;
+            g.seen = None;
         }
         self.hasher.update(&data);
         let offset = self.offset;
@@ -365,6 +381,25 @@ impl Upload {
         };
         Next::Chunk(msg, data)
     }
+}
+
+/// Reads the first `upto` bytes of `file` again: Ok if they hash to `sent`, else why not.
+fn check_sent(file: &File, upto: u64, sent: Hash) -> Result<(), String> {
+    let mut again = blake3::Hasher::new();
+    let mut buf = vec![0u8; CHUNK_SIZE];
+    let mut at = 0;
+    while at < upto {
+        let n = usize::try_from((upto - at).min(CHUNK_SIZE as u64)).unwrap_or(0);
+        if let Err(e) = file.read_exact_at(&mut buf[..n], at) {
+            return Err(format!("cannot read it again at offset {at}: {e}"));
+        }
+        again.update(&buf[..n]);
+        at += n as u64;
+    }
+    if Hash::from(again.finalize()) != sent {
+        return Err("bytes already sent were rewritten".into());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -529,7 +564,10 @@ mod tests {
         // A writer that seeks back (a header patched at the end, say).
         let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         std::os::unix::fs::FileExt::write_all_at(&f, b"HEADER", 5).unwrap();
-        let why = up.finish().unwrap_err();
+        up.finish().unwrap();
+        let Next::Torn(why) = up.next(1, Instant::now()) else {
+            panic!("the last chunk went out")
+        };
         assert!(why.contains("rewritten"), "{why}");
     }
 
@@ -569,5 +607,9 @@ mod tests {
             .unwrap();
         f.write_all(b"trickle").unwrap();
         assert_eq!(up.stall(t0 + quiet, quiet), Stall::Slow);
+        // Seen growing, the file is still short of a chunk: being starved since t0 decides.
+        assert!(matches!(up.next(1, t0 + quiet / 2), Next::Wait));
+        assert_eq!(up.stall(t0 + quiet, quiet), Stall::Slow);
+        assert_eq!(up.stall(t0 + quiet / 2 + quiet, quiet), Stall::Quiet);
     }
 }
