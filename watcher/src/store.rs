@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 /// First probe interval in a store outage (short: an outage at start, a broker still rebuilding
 /// an empty index, lasts milliseconds); doubles up to [`PROBE_MAX`].
-pub const PROBE_MIN: Duration = Duration::from_millis(50);
+pub const PROBE_MIN: Duration = Duration::from_millis(10);
 /// Longest probe interval in a store outage.
 pub const PROBE_MAX: Duration = Duration::from_secs(5);
 
