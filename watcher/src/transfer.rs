@@ -265,10 +265,7 @@ impl Upload {
             return self.next_growing(id, now);
         }
         let size = self.stamp.size;
-        let Some(file) = self.file.as_mut() else {
-            return Next::Wait;
-        };
-        if self.credit == 0 || self.offset >= size {
+        if self.file.is_none() || self.credit == 0 || self.offset >= size {
             return Next::Wait;
         }
         let len = usize::try_from((size - self.offset).min(CHUNK_SIZE as u64)).unwrap_or(0);
@@ -281,21 +278,14 @@ impl Upload {
                 }
             }
         }
-        let data = match read_up_to(file, len) {
-            Ok(data) if data.len() == len => data,
-            Ok(data) => {
-                let n = data.len();
-                return Next::Torn(format!(
-                    "read {n} of {len} bytes at offset {} (the file shrank)",
-                    self.offset
-                ));
-            }
-            Err(e) => return Next::Torn(format!("read failed at offset {}: {e}", self.offset)),
-        };
-        self.hasher.update(&data);
         let offset = self.offset;
-        self.offset += len as u64;
-        self.credit -= 1;
+        let data = match self.read_chunk(len) {
+            Ok(data) => data,
+            Err(why) => return Next::Torn(why),
+        };
+        let Some(file) = self.file.as_mut() else {
+            return Next::Wait;
+        };
         let mut blake3 = None;
         if self.offset == size {
             match file.metadata() {
@@ -323,6 +313,29 @@ impl Upload {
             },
             data,
         )
+    }
+
+    /// Reads the next `len` bytes (the file's position is the offset), hashes them and spends
+    /// one credit; a short read means the file shrank.
+    fn read_chunk(&mut self, len: usize) -> Result<Vec<u8>, String> {
+        let Some(file) = self.file.as_mut() else {
+            return Err("no open file".into());
+        };
+        let data = match read_up_to(file, len) {
+            Ok(data) if data.len() == len => data,
+            Ok(data) => {
+                let n = data.len();
+                return Err(format!(
+                    "read {n} of {len} bytes at offset {} (the file shrank)",
+                    self.offset
+                ));
+            }
+            Err(e) => return Err(format!("read failed at offset {}: {e}", self.offset)),
+        };
+        self.hasher.update(&data);
+        self.offset += len as u64;
+        self.credit -= 1;
+        Ok(data)
     }
 
     /// The next chunk of an open growing upload: a full chunk once the file holds more than
@@ -354,25 +367,15 @@ impl Upload {
             }
             return Next::Wait;
         }
-        let data = match read_up_to(file, CHUNK_SIZE) {
-            Ok(data) if data.len() == CHUNK_SIZE => data,
-            Ok(data) => {
-                let n = data.len();
-                return Next::Torn(format!(
-                    "read {n} of {CHUNK_SIZE} bytes at offset {} (the file shrank)",
-                    self.offset
-                ));
-            }
-            Err(e) => return Next::Torn(format!("read failed at offset {}: {e}", self.offset)),
+        let offset = self.offset;
+        let data = match self.read_chunk(CHUNK_SIZE) {
+            Ok(data) => data,
+            Err(why) => return Next::Torn(why),
         };
         if let Some(g) = self.growing.as_mut() {
             g.starved = None;
             g.seen = None;
         }
-        self.hasher.update(&data);
-        let offset = self.offset;
-        self.offset += CHUNK_SIZE as u64;
-        self.credit -= 1;
         let msg = Message::Chunk {
             id,
             offset,

@@ -148,6 +148,18 @@ fn put_inline(sock: &zmq::Socket, id: u64, name: &str, data: &[u8]) -> Message {
 /// Uploads `data` in chunks under credit, checking that credit never exceeds the window.
 fn put_chunked(sock: &zmq::Socket, id: u64, name: &str, data: &[u8], hash: Hash) -> Message {
     send(sock, &put(id, name, data, Some(2)), None);
+    send_chunks(sock, id, data, hash, None)
+}
+
+/// Sends `data` as the chunks of upload `id` as credit comes (the last with `hash` and
+/// `modified`), checking that credit never exceeds the window; returns the final reply.
+fn send_chunks(
+    sock: &zmq::Socket,
+    id: u64,
+    data: &[u8],
+    hash: Hash,
+    modified: Option<i64>,
+) -> Message {
     let mut offset = 0;
     let mut credit = 0u32;
     loop {
@@ -166,7 +178,7 @@ fn put_chunked(sock: &zmq::Socket, id: u64, name: &str, data: &[u8], hash: Hash)
                 id,
                 offset: offset as u64,
                 blake3: last.then_some(hash),
-                modified: None,
+                modified: modified.filter(|_| last),
             };
             send(sock, &chunk, Some(&data[offset..end]));
             credit -= 1;

@@ -245,28 +245,7 @@ fn put_growing(
         growing: true,
     };
     send(sock, &put, None);
-    let mut offset = 0;
-    let mut credit = 0u32;
-    loop {
-        let (reply, _) = recv(sock);
-        match reply {
-            Message::Credit { id: i, chunks } if i == id => credit += chunks,
-            other => return other,
-        }
-        while credit > 0 && offset < data.len() {
-            let end = (offset + CHUNK_SIZE).min(data.len());
-            let last = end == data.len();
-            let chunk = Message::Chunk {
-                id,
-                offset: offset as u64,
-                blake3: last.then(|| Hash::of(data)),
-                modified: if last { modified } else { None },
-            };
-            send(sock, &chunk, Some(&data[offset..end]));
-            credit -= 1;
-            offset = end;
-        }
-    }
+    send_chunks(sock, id, data, Hash::of(data), modified)
 }
 
 #[test]
