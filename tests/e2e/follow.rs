@@ -106,3 +106,34 @@ fn a_file_removed_while_being_written_leaves_nothing_behind() {
     assert!(!c.listing().contains_key("gone.bin"));
     assert!(!c.root.join("others/gone.bin").exists());
 }
+
+#[test]
+fn a_file_that_trickles_is_given_up_and_sent_once_closed() {
+    let mut c = Cluster::start_without_watcher();
+    c.start_watcher_with(&["--debounce-ms", "1000"]);
+    let path = c.source.join("log.bin");
+    let mut f = fs::File::create(&path).unwrap();
+    write_until_the_node_receives(&c, &mut f);
+    // Then a few bytes every 20 ms, far less than a chunk per debounce, for 3 s.
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut i = 0u64;
+    while Instant::now() < until {
+        f.write_all(&random_bytes(1000 + i, 100)).unwrap();
+        i += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    wait_until("the watcher gives the file up", SYNC, || {
+        c.watch
+            .as_ref()
+            .unwrap()
+            .log_text()
+            .contains("grows too slowly to follow")
+    });
+    wait_until("the node drops the followed upload", SYNC, || {
+        c.node_tmp_bytes() == 0
+    });
+    drop(f);
+    c.wait_synced(SYNC);
+    let want = file_hash(&path);
+    assert_eq!(file_hash(&c.root.join("others/log.bin")), want);
+}
