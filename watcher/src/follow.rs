@@ -10,6 +10,7 @@ use crate::local::{look, Look};
 use crate::transfer::{Change, InFlight, Stall, Upload};
 use crate::watcher::Watcher;
 use schema::names;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// Smallest file followed while it is written.
@@ -56,13 +57,9 @@ impl Watcher {
     /// The id of the open growing upload of `name`, if any.
     fn open_growing(&self, name: &str) -> Option<u64> {
         let id = self.table.flight_of(name)?;
-        match self.flights.get(&id) {
-            Some(InFlight {
-                change: Change::Put(up),
-                ..
-            }) if up.is_open() => Some(id),
-            _ => None,
-        }
+        growing_upload(&self.flights, id)
+            .is_some_and(Upload::is_open)
+            .then_some(id)
     }
 
     /// Finishes growing upload `id` and sends what its credit allows.
@@ -83,11 +80,7 @@ impl Watcher {
     /// Gives up growing upload `id`; its file goes the usual way, and is not followed again
     /// before its writer closes it.
     fn unfollow(&mut self, id: u64, why: &str, now: Instant) {
-        if let Some(InFlight {
-            change: Change::Put(up),
-            ..
-        }) = self.flights.get(&id)
-        {
+        if let Some(up) = growing_upload(&self.flights, id) {
             self.unfollowed.insert(up.name.clone());
         }
         self.tear(id, why, now);
@@ -118,24 +111,25 @@ impl Watcher {
                 }
             }
         }
+        if self.growing.is_empty() {
+            return;
+        }
+        let flights = &self.flights;
+        self.growing
+            .retain(|id| growing_upload(flights, *id).is_some_and(Upload::is_open));
         let waiting: Vec<u64> = self
-            .flights
+            .growing
             .iter()
-            .filter_map(|(id, f)| match &f.change {
-                Change::Put(up) if up.is_starved() => Some(*id),
-                _ => None,
-            })
+            .copied()
+            .filter(|id| growing_upload(flights, *id).is_some_and(Upload::is_starved))
             .collect();
         let quiet = self.settings.debounce;
         for id in waiting {
             self.pump_upload(id, now);
-            let stall = match self.flights.get(&id) {
-                Some(InFlight {
-                    change: Change::Put(up),
-                    ..
-                }) => up.stall(now, quiet),
-                _ => continue,
+            let Some(up) = growing_upload(&self.flights, id) else {
+                continue;
             };
+            let stall = up.stall(now, quiet);
             match stall {
                 Stall::Wait => {}
                 Stall::Quiet => self.finish_growing(id, now),
@@ -146,10 +140,10 @@ impl Watcher {
 
     /// When `follow` has work next: a follow look, or a growing upload waiting for data.
     pub(crate) fn next_follow_wake(&self, now: Instant) -> Option<Instant> {
-        let starved = self.flights.values().any(|f| match &f.change {
-            Change::Put(up) => up.is_starved(),
-            _ => false,
-        });
+        let starved = self
+            .growing
+            .iter()
+            .any(|id| growing_upload(&self.flights, *id).is_some_and(Upload::is_starved));
         let look = self.follow_looks.values().map(|l| l.at).min();
         let poll = starved.then_some(now + FOLLOW_POLL);
         look.into_iter().chain(poll).min()
@@ -184,8 +178,20 @@ impl Watcher {
         let id = self.next_id();
         let up = Upload::growing(name.to_string(), stamp, file);
         let msg = up.put(id);
+        self.growing.insert(id);
         self.start_change(id, Change::Put(Box::new(up)), &msg, None, now);
         None
+    }
+}
+
+/// The upload `id` in flight, if it is one (growing or not).
+fn growing_upload(flights: &HashMap<u64, InFlight>, id: u64) -> Option<&Upload> {
+    match flights.get(&id) {
+        Some(InFlight {
+            change: Change::Put(up),
+            ..
+        }) => Some(up),
+        _ => None,
     }
 }
 

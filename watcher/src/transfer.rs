@@ -269,7 +269,8 @@ impl Upload {
             return Next::Wait;
         }
         let len = usize::try_from((size - self.offset).min(CHUNK_SIZE as u64)).unwrap_or(0);
-        if self.offset + len as u64 == size {
+        let last = self.offset + len as u64 == size;
+        if last {
             if let Some(check) = self.check.take() {
                 match check.join() {
                     Ok(Ok(())) => {}
@@ -283,11 +284,11 @@ impl Upload {
             Ok(data) => data,
             Err(why) => return Next::Torn(why),
         };
-        let Some(file) = self.file.as_mut() else {
-            return Next::Wait;
-        };
         let mut blake3 = None;
-        if self.offset == size {
+        if last {
+            let Some(file) = self.file.as_ref() else {
+                return Next::Wait;
+            };
             match file.metadata() {
                 Ok(m) if Stamp::of(&m) == self.stamp => {}
                 Ok(_) => return Next::Torn("the file changed while it was being sent".into()),
@@ -556,14 +557,20 @@ mod tests {
         assert!(up.all_sent());
     }
 
-    #[test]
-    fn bytes_rewritten_behind_the_sent_part_tear_a_growing_upload() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("rec");
+    /// A growing upload of a file of two chunks and a byte in `dir`, with both chunks sent.
+    fn two_chunks_sent(dir: &std::path::Path) -> (std::path::PathBuf, Upload) {
+        let path = dir.join("rec");
         std::fs::write(&path, pattern(2 * CHUNK_SIZE + 1, 0)).unwrap();
         let mut up = start_growing(&path);
         up.grant(100);
         assert_eq!(drain(&mut up).len(), 2);
+        (path, up)
+    }
+
+    #[test]
+    fn bytes_rewritten_behind_the_sent_part_tear_a_growing_upload() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, mut up) = two_chunks_sent(dir.path());
         // A writer that seeks back (a header patched at the end, say).
         let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         std::os::unix::fs::FileExt::write_all_at(&f, b"HEADER", 5).unwrap();
@@ -577,11 +584,7 @@ mod tests {
     #[test]
     fn a_growing_file_that_shrinks_is_torn() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("rec");
-        std::fs::write(&path, pattern(2 * CHUNK_SIZE + 1, 0)).unwrap();
-        let mut up = start_growing(&path);
-        up.grant(100);
-        assert_eq!(drain(&mut up).len(), 2);
+        let (path, mut up) = two_chunks_sent(dir.path());
         let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         f.set_len(CHUNK_SIZE as u64).unwrap();
         assert!(matches!(up.next(1, Instant::now()), Next::Torn(_)));

@@ -94,6 +94,9 @@ pub(crate) struct Watcher {
     pub follow_looks: HashMap<String, crate::follow::FollowLook>,
     /// Files given up following until their writer closes them.
     pub unfollowed: HashSet<String>,
+    /// Ids of the growing uploads started (some may have ended since), so that the poll loop
+    /// looks at those only, not at every change in flight.
+    pub growing: HashSet<u64>,
     /// Bytes of the inline uploads in flight (see [`MAX_INLINE_IN_FLIGHT`]).
     pub inline_in_flight: u64,
     /// The store behind the broker refuses changes (its node is down, full or rebuilding).
@@ -196,6 +199,7 @@ pub fn run(args: Args, stop: Shutdown) -> anyhow::Result<()> {
         writing: HashMap::new(),
         follow_looks: HashMap::new(),
         unfollowed: HashSet::new(),
+        growing: HashSet::new(),
         inline_in_flight: 0,
         store_outage: None,
         progress: Default::default(),
