@@ -14,8 +14,7 @@ use crate::node::{hex, Key, Server, SERVE};
 use schema::limits::{CHUNK_SIZE, INLINE_MAX};
 use schema::{Class, ErrorCode, Hash, Message};
 use std::fs::File;
-use std::io;
-use std::os::unix::fs::FileExt as _;
+use std::io::{self, Read as _, Seek as _, SeekFrom};
 use std::path::Path;
 use std::time::Instant;
 
@@ -99,17 +98,29 @@ fn changed(name: &str, expected: Hash, actual: Hash) -> StoreError {
     ))
 }
 
-/// Reads `len` bytes at `offset` of `file` into a new frame.
+/// Reads `len` bytes at `offset` of `file` into a new frame. The bytes land in a buffer that is
+/// never zeroed first and that the frame takes over without a copy.
 fn read_frame(
     file: &File,
     offset: u64,
     len: usize,
     name: &str,
 ) -> Result<zmq::Message, StoreError> {
-    let mut frame = zmq::Message::with_size(len);
-    file.read_exact_at(&mut frame, offset)
-        .map_err(|e| StoreError::io("read", Path::new(name), e))?;
-    Ok(frame)
+    let failed = |e| StoreError::io("read", Path::new(name), e);
+    let mut data = Vec::with_capacity(len);
+    let mut reader = file;
+    reader.seek(SeekFrom::Start(offset)).map_err(failed)?;
+    reader
+        .take(len as u64)
+        .read_to_end(&mut data)
+        .map_err(failed)?;
+    if data.len() != len {
+        return Err(failed(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("the file ends {} bytes early", len - data.len()),
+        )));
+    }
+    Ok(zmq::Message::from(data))
 }
 
 impl Server {

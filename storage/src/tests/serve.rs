@@ -174,6 +174,59 @@ fn get_inline_and_chunked_and_list() {
     assert_eq!(entries[0].name, "s.mp3");
 }
 
+/// A stored file cut short behind the node's back while a read runs ends the read with an error
+/// naming the file; the node keeps serving.
+#[test]
+fn a_file_cut_short_during_a_read_ends_it_with_an_error() {
+    let node = TestNode::start();
+    let pdf = node.dealer(Some(Class::Pdf));
+    let serve = node.dealer(None);
+    let big = content(3 * CHUNK_SIZE, 14);
+    assert!(matches!(
+        put_chunked(&pdf, 1, "cut.pdf", &big, Hash::of(&big)),
+        Message::Done { .. }
+    ));
+    let get = Message::Get {
+        id: 2,
+        name: "cut.pdf".into(),
+        class: Some(Class::Pdf),
+    };
+    assert!(matches!(
+        request(&serve, &get, None).0,
+        Message::Meta { id: 2, .. }
+    ));
+    let stored = std::fs::OpenOptions::new()
+        .write(true)
+        .open(node.path(Class::Pdf, "cut.pdf"))
+        .unwrap();
+    stored.set_len(CHUNK_SIZE as u64 + 10).unwrap();
+    send(&serve, &Message::Credit { id: 2, chunks: 3 }, None);
+    let (first, data) = recv(&serve);
+    assert!(
+        matches!(
+            first,
+            Message::Chunk {
+                id: 2,
+                offset: 0,
+                ..
+            }
+        ),
+        "{first:?}"
+    );
+    assert_eq!(data.unwrap(), &big[..CHUNK_SIZE]);
+    let (reply, _) = recv(&serve);
+    assert_eq!(error_code(&reply), ErrorCode::Io, "{reply:?}");
+    let Message::Error { message, .. } = &reply else {
+        unreachable!()
+    };
+    assert!(
+        message.contains("cut.pdf") && message.contains("ends"),
+        "{message}"
+    );
+    let ping = request(&serve, &Message::Ping { id: 3 }, None).0;
+    assert!(matches!(ping, Message::Pong { id: 3, .. }), "{ping:?}");
+}
+
 #[test]
 fn malformed_input_gets_an_error_and_the_node_keeps_serving() {
     let node = TestNode::start();
