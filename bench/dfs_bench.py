@@ -12,14 +12,20 @@ Usage: python3 bench/dfs_bench.py [--bin target/release/dfs] [--runs 3]
        [--curve]
 
 --curve runs every dfs link with CURVE (keys made by `dfs keygen` for each cluster).
+--steady-memory turns this VM's free page reporting off for the run and touches the free memory
+once (see vm_memory.py): big-file runs then meet memory the guest already holds, as on a machine
+without a balloon, instead of a state that changes from run to run. The first line of the output
+says which state the run had.
 
 Datasets (random bytes, like ../shared/bench/peers.sh): big = 1 x 1 GiB, small = 10,000 x 4 KiB,
 medium = 1,000 x 1 MiB; names rotate .mp3 .txt .pdf .bin. Before each timed run the previous
-copy is moved aside (deleting thousands of files makes ext4 without a journal slow to create
-files for 60 s), the source data is read once (warm) and `sync` runs.
+copy is removed, or moved aside when it has many files (deleting thousands of files makes ext4
+without a journal slow to create files for 60 s), the source data is read once (warm) and `sync`
+runs.
 Prints one line per run and a table of medians; peak RSS (VmHWM) of each daemon per dataset.
 """
-import argparse, json, os, shutil, statistics, subprocess, sys, time
+import argparse, contextlib, json, os, shutil, statistics, subprocess, sys, time
+import vm_memory
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -202,9 +208,18 @@ def run_rsync(rsyncd, data, ds, count, state, trash, work_root):
         t1 = time.monotonic()
         sh(f"rsync -a --whole-file --sockopts=TCP_NODELAY {rsyncd.url(sub)} {dst}/")
         pull = time.monotonic() - t1
-        shutil.move(dst, os.path.join(trash, os.path.basename(dst)))
-    shutil.move(os.path.join(rsyncd.root, sub), os.path.join(trash, sub))
+        discard(dst, count, trash)
+    discard(os.path.join(rsyncd.root, sub), count, trash)
     return push, pull
+
+
+def discard(path, count, trash):
+    """Removes a run's copy. Copies of many files are moved aside instead, and removed at the end:
+    on ext4 without a journal, creating files right after deleting thousands is slow for 60 s."""
+    if count > 1:
+        shutil.move(path, os.path.join(trash, os.path.basename(path)))
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def sh(cmd):
@@ -247,7 +262,7 @@ def run_sync(bin, work_root, data, ds, count, state, trash):
             fetch_s = time.monotonic() - t1
     finally:
         c.stop()
-    shutil.move(work, os.path.join(trash, os.path.basename(work)))
+    discard(work, count, trash)
     return elapsed, rss, fetch_s
 
 
@@ -365,7 +380,14 @@ def main():
     ap.add_argument("--scaling", action="store_true",
                     help="also time 1k/10k/100k files of 4 KiB and one file of 1 MiB to 4 GiB (dfs only)")
     ap.add_argument("--curve", action="store_true", help="CURVE keys on every dfs link (dfs keygen)")
+    ap.add_argument("--steady-memory", action="store_true",
+                    help="free page reporting off and free memory touched once, for the run (root)")
     a = ap.parse_args()
+    with vm_memory.steady(log) if a.steady_memory else contextlib.nullcontext():
+        run(a)
+
+
+def run(a):
     Cluster.curve = a.curve
     sets = a.sets.split(",")
     specs = make_datasets(a.data, a.scale, sets)
@@ -414,6 +436,7 @@ def main():
     if a.scaling:
         run_scaling(a.bin, a.data, a.work, state, trash)
     shutil.rmtree(trash, ignore_errors=True)
+    print(f"\nguest memory: {vm_memory.describe()}")
     print("\n| measurement | dfs median | MB/s | files/s | rsync median | dfs/rsync time | "
           "median of run-by-run ratios | peak RSS MiB (watch/broker/storage) |")
     print("|---|---|---|---|---|---|---|---|")
