@@ -191,7 +191,8 @@ class Rsyncd:
 
 
 def run_rsync(rsyncd, data, ds, count, state, trash, work_root):
-    """Push the dataset with --fsync, then pull it back; returns (push s, pull s or None)."""
+    """Push the dataset with --fsync; for the big file also pull it back, as is and with --fsync.
+    Returns (push s, {"pull": s, "pull --fsync": s} or {})."""
     if count > 1:
         settle(state)
     sub = f"push-{ds}-{time.monotonic_ns()}"
@@ -200,17 +201,18 @@ def run_rsync(rsyncd, data, ds, count, state, trash, work_root):
     t0 = time.monotonic()
     sh(f"rsync -a --whole-file --fsync --sockopts=TCP_NODELAY {os.path.join(data, ds)}/ {rsyncd.url(sub)}")
     push = time.monotonic() - t0
-    pull = None
+    pulls = {}
     if ds == "big":
-        dst = os.path.join(work_root, f"pull-{time.monotonic_ns()}")
-        warm(os.path.join(rsyncd.root, sub))
-        sh("sync")
-        t1 = time.monotonic()
-        sh(f"rsync -a --whole-file --sockopts=TCP_NODELAY {rsyncd.url(sub)} {dst}/")
-        pull = time.monotonic() - t1
-        discard(dst, count, trash)
+        for kind, flag in (("pull", ""), ("pull --fsync", "--fsync ")):
+            dst = os.path.join(work_root, f"pull-{time.monotonic_ns()}")
+            warm(os.path.join(rsyncd.root, sub))
+            sh("sync")
+            t1 = time.monotonic()
+            sh(f"rsync -a --whole-file {flag}--sockopts=TCP_NODELAY {rsyncd.url(sub)} {dst}/")
+            pulls[kind] = time.monotonic() - t1
+            discard(dst, count, trash)
     discard(os.path.join(rsyncd.root, sub), count, trash)
-    return push, pull
+    return push, pulls
 
 
 def discard(path, count, trash):
@@ -402,7 +404,8 @@ def run(a):
             if ds not in sets:
                 continue
             count, size = specs[ds]
-            times, fetches, rss_all, pushes, pulls = [], [], [], [], []
+            times, fetches, rss_all, pushes = [], [], [], []
+            pulls = {"pull": [], "pull --fsync": []}
             for r in range(a.runs):
                 t, rss, f = run_sync(a.bin, a.work, a.data, ds, count, state, trash)
                 times.append(t)
@@ -411,20 +414,22 @@ def run(a):
                     fetches.append(f)
                 log(f"{ds} run {r + 1}: dfs {t:.3f} s" + (f", fetch {f:.3f} s" if f else "") + f", peak RSS MiB {rss}")
                 if rsyncd:
-                    push, pull = run_rsync(rsyncd, a.data, ds, count, state, trash, a.work)
+                    push, pulled = run_rsync(rsyncd, a.data, ds, count, state, trash, a.work)
                     pushes.append(push)
-                    if pull is not None:
-                        pulls.append(pull)
-                    log(f"{ds} run {r + 1}: rsync push --fsync {push:.3f} s" + (f", pull {pull:.3f} s" if pull else ""))
+                    for kind, secs in pulled.items():
+                        pulls[kind].append(secs)
+                    log(f"{ds} run {r + 1}: rsync push --fsync {push:.3f} s"
+                        + "".join(f", {kind} {secs:.3f} s" for kind, secs in pulled.items()))
             med = statistics.median(times)
             peak = {k: max(x[k] for x in rss_all) for k in rss_all[0]}
             ref = statistics.median(pushes) if pushes else None
             rows.append((f"{count} x {size} B: copy into source -> durable + listed", med, count * size / med / 1e6,
                          count / med, peak, ref, paired(times, pushes)))
-            if fetches:
-                rows.append((f"fetch 1 x {size} B (verified, fsynced) vs rsync pull", statistics.median(fetches),
-                             size / statistics.median(fetches) / 1e6, None, None,
-                             statistics.median(pulls) if pulls else None, paired(fetches, pulls)))
+            for kind, theirs in pulls.items():
+                if fetches and (theirs or kind == "pull"):
+                    rows.append((f"fetch 1 x {size} B (verified, fsynced) vs rsync {kind}", statistics.median(fetches),
+                                 size / statistics.median(fetches) / 1e6, None, None,
+                                 statistics.median(theirs) if theirs else None, paired(fetches, theirs)))
     finally:
         if rsyncd:
             rsyncd.stop()
