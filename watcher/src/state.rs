@@ -81,8 +81,9 @@ pub struct Table {
     /// The `from` sides of `renames`, which are not deleted while the rename is pending.
     rename_sources: HashMap<String, String>,
     /// Stored names by (size, modified), to recognise a moved file whose rename event was
-    /// lost (moved into a folder not watched yet).
-    by_look: HashMap<(u64, i64), BTreeSet<String>>,
+    /// lost (moved into a folder not watched yet). One flat ordered set rather than a set per
+    /// look: nearly every look has one name, and a set of its own costs a tree node for it.
+    by_look: BTreeSet<(u64, i64, Box<str>)>,
     /// How many names hold a permanent refusal (`NameState::failed`).
     refused: usize,
 }
@@ -102,21 +103,12 @@ impl Table {
     pub fn set_stored(&mut self, name: &str, stored: Option<Stored>) {
         let old = self.names.get(name).and_then(|s| s.stored);
         if let Some(o) = old {
-            let key = (o.size, o.modified);
-            if let Some(set) = self.by_look.get_mut(&key) {
-                set.remove(name);
-                if set.is_empty() {
-                    self.by_look.remove(&key);
-                }
-            }
+            self.by_look.remove(&(o.size, o.modified, Box::from(name)));
         }
         match stored {
             Some(s) => {
                 self.entry(name).stored = Some(s);
-                self.by_look
-                    .entry((s.size, s.modified))
-                    .or_default()
-                    .insert(name.to_string());
+                self.by_look.insert((s.size, s.modified, Box::from(name)));
             }
             None => {
                 if let Some(st) = self.names.get_mut(name) {
@@ -130,9 +122,10 @@ impl Table {
     /// Stored names whose stored size and modification time are `size` and `modified`.
     pub fn stored_like(&self, size: u64, modified: i64) -> Vec<String> {
         self.by_look
-            .get(&(size, modified))
-            .map(|s| s.iter().cloned().collect())
-            .unwrap_or_default()
+            .range((size, modified, Box::from(""))..)
+            .take_while(|(s, m, _)| (*s, *m) == (size, modified))
+            .map(|(_, _, name)| name.to_string())
+            .collect()
     }
 
     /// Every stored name, in order.
@@ -477,6 +470,17 @@ mod tests {
         t.set_stored("e", Some(stored(1)));
         assert_eq!(t.stored("d/b"), Some(stored(1)));
         assert_eq!(t.stored_names().len(), 5);
+        // Looks next to each other in order do not mix.
+        let at = |modified| Stored {
+            modified,
+            ..stored(1)
+        };
+        t.set_stored("early", Some(at(4)));
+        t.set_stored("late", Some(at(6)));
+        assert_eq!(t.stored_like(1, 4), ["early"]);
+        assert_eq!(t.stored_like(1, 6), ["late"]);
+        assert_eq!(t.stored_like(1, 5), ["d/b", "d/e/f", "d0", "dx/a", "e"]);
+        assert!(t.stored_like(0, 5).is_empty() && t.stored_like(1, 7).is_empty());
     }
 
     #[test]
