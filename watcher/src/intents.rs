@@ -7,7 +7,8 @@ use schema::names::{self, NameError};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// How long a name moved out waits for the other half of its rename before it is looked at.
+/// How long a name moved out waits, beyond two debounces, for the other half of its rename
+/// before it is looked at.
 const MOVED_OUT_GRACE: Duration = Duration::from_millis(100);
 /// How long a name moved in waits for the rename event that pairs it with its source.
 const MOVED_IN_GRACE: Duration = Duration::from_millis(20);
@@ -114,8 +115,11 @@ impl Watcher {
                 if let Some(n) = self.name_of(&p) {
                     self.writer_gone(&n, now);
                     self.writing.remove(&n);
-                    // After a new folder's scan (one debounce), which may find it moved there.
-                    self.mark_tree(&n, now + debounce + MOVED_OUT_GRACE);
+                    // It may have moved into a folder made just before, whose watch did not
+                    // exist yet: that folder's second look comes one debounce after it was
+                    // made, and what it finds is due one debounce later. The old name waits
+                    // until after that, so the file is recognised as moved, not sent again.
+                    self.mark_tree(&n, now + 2 * debounce + MOVED_OUT_GRACE);
                 }
             }
             Intent::MovedIn(p) => {
@@ -168,5 +172,70 @@ impl Watcher {
                 self.table.mark(nt, now);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::ignore::Ignores;
+    use crate::state::Stored;
+    use crate::watcher::{Settings, Watcher};
+    use notify::event::{CreateKind, EventKind, ModifyKind, RenameMode};
+    use notify::Event;
+    use schema::Hash;
+    use std::time::{Duration, Instant};
+
+    /// A file moved into a folder made just before, found only at the folder's second look
+    /// (its move-in event is lost: the folder had no watch yet), is looked at before its old
+    /// name: then it is recognised as the stored file moved and renamed in the store, not
+    /// sent again after the old name was deleted.
+    #[test]
+    fn a_file_found_at_a_new_folders_second_look_comes_before_its_old_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::create_dir(root.join("old")).unwrap();
+        std::fs::write(root.join("old/f.txt"), b"moved content").unwrap();
+        let look = crate::local::look(&root.join("old/f.txt")).unwrap();
+        let crate::local::Look::File(stamp) = look else {
+            panic!("no file")
+        };
+
+        let ctx = zmq::Context::new();
+        let sock = schema::socket::dealer(&ctx, "tcp://127.0.0.1:9").unwrap();
+        let monitor = crate::link::watch_connection(&ctx, &sock).unwrap();
+        let debounce = Duration::from_millis(200);
+        let settings = Settings {
+            keep_deleted: false,
+            debounce,
+            rescan_period: Duration::from_secs(600),
+            max_in_flight: 16,
+        };
+        let ignores = Ignores::new(&[], true).unwrap();
+        let t0 = Instant::now();
+        let mut w = Watcher::new(root.clone(), settings, ignores, sock, monitor, "x", t0);
+        w.table.set_stored(
+            "old/f.txt",
+            Some(Stored {
+                size: stamp.size,
+                modified: stamp.modified,
+                blake3: Hash::of(b"moved content"),
+                version: 1,
+                racy: false,
+            }),
+        );
+
+        // The folder is made and seen empty; the file moves in before the folder's watch exists.
+        std::fs::create_dir(root.join("new")).unwrap();
+        let made = Event::new(EventKind::Create(CreateKind::Folder)).add_path(root.join("new"));
+        w.on_event(Ok(made), t0);
+        std::fs::rename(root.join("old/f.txt"), root.join("new/f.txt")).unwrap();
+        let out = Event::new(EventKind::Modify(ModifyKind::Name(RenameMode::From)))
+            .add_path(root.join("old/f.txt"));
+        w.on_event(Ok(out), t0);
+        w.rescan_new_folders(t0 + debounce);
+
+        let later = t0 + Duration::from_secs(60);
+        let order: Vec<String> = std::iter::from_fn(|| w.table.pop_due(later)).collect();
+        assert_eq!(order, ["new/f.txt", "old/f.txt"]);
     }
 }

@@ -115,6 +115,57 @@ pub(crate) struct Watcher {
     pub started_ns: i64,
 }
 
+impl Watcher {
+    /// A watcher of `root` (canonical) that talks to the broker at `endpoint` through `sock`,
+    /// before its first listing: no status file, fresh metrics.
+    pub fn new(
+        root: PathBuf,
+        settings: Settings,
+        ignores: Ignores,
+        sock: zmq::Socket,
+        monitor: zmq::Socket,
+        endpoint: &str,
+        now: Instant,
+    ) -> Watcher {
+        Watcher {
+            root,
+            settings,
+            ignores,
+            table: Table::new(),
+            flights: HashMap::new(),
+            sock,
+            monitor,
+            link: Link::new(endpoint, now),
+            phase: Phase::Listing {
+                after: None,
+                pending: None,
+                retry_at: now,
+                warned: false,
+                refresh: None,
+            },
+            next_id: 0,
+            heard: now,
+            probe: None,
+            next_rescan: now,
+            rescan_wanted: false,
+            folder_rescans: Vec::new(),
+            rewatch_wanted: false,
+            overflow_warned: None,
+            warned: HashSet::new(),
+            writing: HashMap::new(),
+            follow_looks: HashMap::new(),
+            unfollowed: HashSet::new(),
+            growing: HashSet::new(),
+            inline_in_flight: 0,
+            store_outage: None,
+            progress: Default::default(),
+            status_file: None,
+            metrics: crate::metrics::Metrics::default(),
+            started_ns: schema::time::to_ns(std::time::SystemTime::now()),
+        }
+    }
+}
+
 /// Runs the watcher until `stop` is triggered. Fails at start if the source folder is missing
 /// or not a folder, the broker address is malformed, or the folder cannot be watched.
 pub fn run(args: Args, stop: Shutdown) -> anyhow::Result<()> {
@@ -165,51 +216,28 @@ pub fn run(args: Args, stop: Shutdown) -> anyhow::Result<()> {
     notify_ready(&ready);
     tracing::info!("watching {} for broker {endpoint}", root.display());
 
-    let now = Instant::now();
-    let mut w = Watcher {
+    let status_file = args
+        .status_file
+        .as_deref()
+        .map(crate::status_file::StatusFile::new);
+    let settings = Settings {
+        keep_deleted: args.keep_deleted,
+        debounce: args.debounce(),
+        rescan_period: args.rescan_period(),
+        max_in_flight: args.max_in_flight as usize,
+    };
+    let mut w = Watcher::new(
         root,
-        settings: Settings {
-            keep_deleted: args.keep_deleted,
-            debounce: args.debounce(),
-            rescan_period: args.rescan_period(),
-            max_in_flight: args.max_in_flight as usize,
-        },
+        settings,
         ignores,
-        table: Table::new(),
-        flights: HashMap::new(),
         sock,
         monitor,
-        link: Link::new(&endpoint, now),
-        phase: Phase::Listing {
-            after: None,
-            pending: None,
-            retry_at: now,
-            warned: false,
-            refresh: None,
-        },
-        next_id: 0,
-        heard: now,
-        probe: None,
-        next_rescan: now,
-        rescan_wanted: false,
-        folder_rescans: Vec::new(),
-        rewatch_wanted: false,
-        overflow_warned: None,
-        warned: HashSet::new(),
-        writing: HashMap::new(),
-        follow_looks: HashMap::new(),
-        unfollowed: HashSet::new(),
-        growing: HashSet::new(),
-        inline_in_flight: 0,
-        store_outage: None,
-        progress: Default::default(),
-        status_file: args
-            .status_file
-            .as_deref()
-            .map(crate::status_file::StatusFile::new),
-        metrics,
-        started_ns,
-    };
+        &endpoint,
+        Instant::now(),
+    );
+    w.status_file = status_file;
+    w.metrics = metrics;
+    w.started_ns = started_ns;
     w.serve(&mut feed, &stop)
 }
 
@@ -311,7 +339,7 @@ impl Watcher {
     }
 
     /// Scans again the new folders whose second look is due.
-    fn rescan_new_folders(&mut self, now: Instant) {
+    pub(crate) fn rescan_new_folders(&mut self, now: Instant) {
         if self.folder_rescans.is_empty() {
             return;
         }
