@@ -39,6 +39,16 @@ fn write_until_the_node_receives(c: &Cluster, f: &mut fs::File) -> blake3::Hashe
     panic!("256 MiB written and the node received nothing while the file was open");
 }
 
+/// Waits until index.txt gives `name` the hash `want` and the node holds no temporary file.
+fn indexed_and_no_temp_left(c: &Cluster, name: &str, want: &str) {
+    wait_until("index.txt has the file's hash", SYNC, || {
+        c.index_hashes().get(name).map(String::as_str) == Some(want)
+    });
+    wait_until("no temporary file is left", SYNC, || {
+        c.node_tmp_bytes() == 0
+    });
+}
+
 #[test]
 fn a_file_being_written_is_sent_before_it_is_closed_and_stored_as_closed() {
     let c = cluster();
@@ -58,12 +68,7 @@ fn a_file_being_written_is_sent_before_it_is_closed_and_stored_as_closed() {
     assert_eq!(listed.size, fs::metadata(&path).unwrap().len());
     // One upload, finished at the close: no partial version came first.
     assert_eq!(listed.version, 1);
-    wait_until("index.txt has the file's hash", SYNC, || {
-        c.index_hashes().get("video/rec.bin") == Some(&want)
-    });
-    wait_until("no temporary file is left", SYNC, || {
-        c.node_tmp_bytes() == 0
-    });
+    indexed_and_no_temp_left(&c, "video/rec.bin", &want);
 }
 
 #[test]
@@ -80,12 +85,7 @@ fn bytes_rewritten_behind_the_part_sent_are_stored_as_rewritten() {
     assert_eq!(file_hash(&c.root.join("others/movie.mp4")), want);
     let log = c.watch.as_ref().unwrap().log_text();
     assert!(log.contains("bytes already sent were rewritten"), "{log}");
-    wait_until("index.txt has the file's hash", SYNC, || {
-        c.index_hashes().get("movie.mp4") == Some(&want)
-    });
-    wait_until("no temporary file is left", SYNC, || {
-        c.node_tmp_bytes() == 0
-    });
+    indexed_and_no_temp_left(&c, "movie.mp4", &want);
 }
 
 #[test]

@@ -201,7 +201,7 @@ mod tests {
         };
 
         let ctx = zmq::Context::new();
-        let sock = schema::socket::dealer(&ctx, "tcp://127.0.0.1:9").unwrap();
+        let sock = ctx.socket(zmq::DEALER).unwrap();
         let monitor = crate::link::watch_connection(&ctx, &sock).unwrap();
         let debounce = Duration::from_millis(200);
         let settings = Settings {

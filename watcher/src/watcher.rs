@@ -117,7 +117,7 @@ pub(crate) struct Watcher {
 
 impl Watcher {
     /// A watcher of `root` (canonical) that talks to the broker at `endpoint` through `sock`,
-    /// before its first listing: no status file, fresh metrics.
+    /// before its first listing, with fresh metrics and no status file.
     pub fn new(
         root: PathBuf,
         settings: Settings,
@@ -161,7 +161,9 @@ impl Watcher {
             progress: Default::default(),
             status_file: None,
             metrics: crate::metrics::Metrics::default(),
-            started_ns: schema::time::to_ns(std::time::SystemTime::now()),
+            // File systems stamp mtimes with a coarse clock; a second of slack keeps files
+            // closed as the watcher starts among the ones whose sync lag is measured.
+            started_ns: schema::time::to_ns(std::time::SystemTime::now()) - 1_000_000_000,
         }
     }
 }
@@ -169,9 +171,6 @@ impl Watcher {
 /// Runs the watcher until `stop` is triggered. Fails at start if the source folder is missing
 /// or not a folder, the broker address is malformed, or the folder cannot be watched.
 pub fn run(args: Args, stop: Shutdown) -> anyhow::Result<()> {
-    // File systems stamp mtimes with a coarse clock; a second of slack keeps files closed as
-    // the watcher starts among the ones whose sync lag is measured.
-    let started_ns = schema::time::to_ns(std::time::SystemTime::now()) - 1_000_000_000;
     let meta = std::fs::metadata(&args.source)
         .with_context(|| format!("cannot use the source folder {}", args.source.display()))?;
     if !meta.is_dir() {
@@ -199,27 +198,6 @@ pub fn run(args: Args, stop: Shutdown) -> anyhow::Result<()> {
     let sock = schema::socket::dealer_with(&ctx, &endpoint, &auth)?;
     let monitor = crate::link::watch_connection(&ctx, &sock)?;
     let mut feed = Feed::start(&ctx, &root)?;
-    let metrics = crate::metrics::Metrics::default();
-    let endpoint_metrics = args
-        .metrics
-        .as_deref()
-        .map(|addr| schema::metrics::MetricsServer::start(addr, metrics.registry()))
-        .transpose()?;
-    let mut ready = serde_json::json!({"role": "watch", "source": root.display().to_string()});
-    if let Some(m) = &endpoint_metrics {
-        ready["metrics"] = m.local_addr().to_string().into();
-    }
-    if let Some(path) = &args.ready_file {
-        write_ready_file(path, &ready)
-            .with_context(|| format!("cannot write the ready file {}", path.display()))?;
-    }
-    notify_ready(&ready);
-    tracing::info!("watching {} for broker {endpoint}", root.display());
-
-    let status_file = args
-        .status_file
-        .as_deref()
-        .map(crate::status_file::StatusFile::new);
     let settings = Settings {
         keep_deleted: args.keep_deleted,
         debounce: args.debounce(),
@@ -235,9 +213,25 @@ pub fn run(args: Args, stop: Shutdown) -> anyhow::Result<()> {
         &endpoint,
         Instant::now(),
     );
-    w.status_file = status_file;
-    w.metrics = metrics;
-    w.started_ns = started_ns;
+    w.status_file = args
+        .status_file
+        .as_deref()
+        .map(crate::status_file::StatusFile::new);
+    let endpoint_metrics = args
+        .metrics
+        .as_deref()
+        .map(|addr| schema::metrics::MetricsServer::start(addr, w.metrics.registry()))
+        .transpose()?;
+    let mut ready = serde_json::json!({"role": "watch", "source": w.root.display().to_string()});
+    if let Some(m) = &endpoint_metrics {
+        ready["metrics"] = m.local_addr().to_string().into();
+    }
+    if let Some(path) = &args.ready_file {
+        write_ready_file(path, &ready)
+            .with_context(|| format!("cannot write the ready file {}", path.display()))?;
+    }
+    notify_ready(&ready);
+    tracing::info!("watching {} for broker {endpoint}", w.root.display());
     w.serve(&mut feed, &stop)
 }
 
