@@ -2,7 +2,7 @@
 //! public key as one Z85 line to hand to the peers that must accept it. Never overwrites.
 
 use anyhow::Context as _;
-use schema::keys::{write_key_pair, KeyPair};
+use net::keys::{write_key_pair, KeyPair};
 use std::path::{Path, PathBuf};
 
 /// Options of `dfs keygen`.

@@ -11,7 +11,7 @@ mod up;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use schema::daemon::Shutdown;
+use daemon::Shutdown;
 use std::process::ExitCode;
 
 /// A small, fast, trustworthy distributed file system over ZeroMQ.
@@ -132,14 +132,14 @@ fn daemon(body: impl FnOnce(Shutdown) -> anyhow::Result<()>) -> u8 {
     let handler = stop.clone();
     let on_signal = move || {
         handler.trigger();
-        schema::daemon::notify_stopping();
+        daemon::notify_stopping();
     };
     if let Err(e) =
         ctrlc::set_handler(on_signal).context("cannot install the SIGINT/SIGTERM handler")
     {
         return report(Err(e));
     }
-    if let Err(e) = schema::zap::reload_on_sighup().context("cannot install the SIGHUP handler") {
+    if let Err(e) = net::zap::reload_on_sighup().context("cannot install the SIGHUP handler") {
         return report(Err(e));
     }
     report(body(stop))

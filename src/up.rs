@@ -3,7 +3,7 @@
 
 use anyhow::Context as _;
 use clap::Parser;
-use schema::daemon::{notify_ready, write_ready_file, Shutdown};
+use daemon::{notify_ready, write_ready_file, Shutdown};
 use std::path::PathBuf;
 use std::thread;
 
@@ -20,13 +20,13 @@ pub struct Args {
     #[arg(long, env = "DFS_UP_DATA", default_value = "./server")]
     data: PathBuf,
     /// First storage port (classes on base..base+3, serve on base+4); 0 picks free ports.
-    #[arg(long, env = "DFS_UP_BASE_PORT", default_value_t = 9000)]
+    #[arg(long, env = "DFS_UP_BASE_PORT", default_value_t = schema::ports::STORAGE_BASE_PORT)]
     base_port: u16,
     /// Broker port for watchers; 0 picks a free port.
-    #[arg(long, env = "DFS_UP_INGEST_PORT", default_value_t = 12345)]
+    #[arg(long, env = "DFS_UP_INGEST_PORT", default_value_t = schema::ports::INGEST_PORT)]
     ingest_port: u16,
     /// Broker port for fetchers; 0 picks a free port.
-    #[arg(long, env = "DFS_UP_FETCH_PORT", default_value_t = 12346)]
+    #[arg(long, env = "DFS_UP_FETCH_PORT", default_value_t = schema::ports::FETCH_PORT)]
     fetch_port: u16,
     /// Write the bound ports here (one JSON line) once everything is listening.
     #[arg(long, env = "DFS_UP_READY_FILE")]
@@ -50,7 +50,7 @@ fn s(p: &std::path::Path) -> String {
 
 /// Starts the three roles, prints where everything is, and waits for the stop signal.
 pub fn run(args: Args, stop: Shutdown) -> anyhow::Result<()> {
-    let ctx = schema::socket::context();
+    let ctx = net::socket::context();
     std::fs::create_dir_all(&args.source)
         .with_context(|| format!("cannot create the source folder {}", args.source.display()))?;
 

@@ -6,12 +6,12 @@
 use crate::fsck::{self, Audit, CHECK_LIMIT};
 use crate::index::Index;
 use crate::IndexError;
+use daemon::host_port;
+use net::security::{client_auth, ClientAuth, ClientOptions, HandshakeProbe};
+use net::socket::{dealer_probed, endpoint};
 use schema::codec;
-use schema::daemon::host_port;
 use schema::route::SERVE_OFFSET;
-use schema::security::{client_auth, ClientAuth, ClientOptions, HandshakeProbe};
-use schema::socket::{dealer_probed, endpoint};
-use schema::{Class, ErrorCode, Finding, FindingKind, Message};
+use schema::{Class, Finding, FindingKind, Message};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
@@ -305,8 +305,8 @@ impl Peer {
             }
             return match msg {
                 Message::Error { code, message, .. } => Err(Failure {
-                    code: match code {
-                        ErrorCode::Unavailable | ErrorCode::Busy => EXIT_UNREACHABLE,
+                    code: match code.retry() {
+                        schema::Retry::StoreWide => EXIT_UNREACHABLE,
                         _ => 1,
                     },
                     text: format!("{}: {message}", self.endpoint),
@@ -323,7 +323,11 @@ fn ask_broker<W: Write>(
     broker: &str,
     report: &mut Report<W>,
 ) -> Result<(), Failure> {
-    let default = if args.repair { 12345 } else { 12346 };
+    let default = if args.repair {
+        schema::ports::INGEST_PORT
+    } else {
+        schema::ports::FETCH_PORT
+    };
     let (host, port) = host_port(broker, default).map_err(|e| Failure {
         code: 2,
         text: format!("bad --broker: {e}"),
@@ -341,7 +345,7 @@ fn ask_broker<W: Write>(
         args.broker_key.as_deref(),
         "--broker-key",
     )?;
-    let ctx = schema::socket::context();
+    let ctx = net::socket::context();
     let timeout = Duration::from_secs_f64(args.timeout);
     let mut peer = Peer::connect(&ctx, endpoint(&host, u32::from(port)), &auth, timeout)?;
     let id = peer.send(Message::Fsck {
@@ -386,10 +390,11 @@ fn check_offline<W: Write>(
         },
         e => e.into(),
     })?;
-    let (host, base) = host_port(storage, 9000).map_err(|e| Failure {
-        code: 2,
-        text: format!("bad --storage: {e}"),
-    })?;
+    let (host, base) =
+        host_port(storage, schema::ports::STORAGE_BASE_PORT).map_err(|e| Failure {
+            code: 2,
+            text: format!("bad --storage: {e}"),
+        })?;
     if args.broker_key.is_some() {
         return Err(Failure {
             code: 2,
@@ -403,7 +408,7 @@ fn check_offline<W: Write>(
         args.storage_key.as_deref(),
         "--storage-key",
     )?;
-    let ctx = schema::socket::context();
+    let ctx = net::socket::context();
     let timeout = Duration::from_secs_f64(args.timeout);
     let port = |offset: u16| endpoint(&host, u32::from(base) + u32::from(offset));
     let mut serve = Peer::connect(&ctx, port(SERVE_OFFSET), &auth, timeout)?;
@@ -457,7 +462,7 @@ fn check_offline<W: Write>(
         }
         report.checked = audit.checked;
         match files.last() {
-            Some(last) if more => after = Some(format!("{}/{}", last.entry.class, last.entry.name)),
+            Some(last) if more => after = Some(schema::page::node_cursor(&last.entry)),
             _ => break,
         }
     }

@@ -185,7 +185,7 @@ impl Relay {
             }
         };
         if let Some(last) = files.last() {
-            run.after = Some(format!("{}/{}", last.entry.class, last.entry.name));
+            run.after = Some(schema::page::node_cursor(&last.entry));
         }
         if !more || files.is_empty() {
             run.listed = true;

@@ -3,8 +3,7 @@
 
 use crate::error::IndexError;
 use crate::record::Record;
-use schema::limits::{MAX_FRAME, MAX_LIST_PAGE};
-use schema::Entry;
+use schema::{Entry, PageBuilder};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,13 +14,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// A million entries take about 85 MiB in it; with a smaller cache every listing re-reads and
 /// re-parses sled's pages from its file (1.3 s of CPU per million entries instead of 0.3 s).
 const CACHE_BYTES: u64 = 128 * 1024 * 1024;
-
-/// Most bytes of entries in one listing page, so the `listing` frame stays under the peers'
-/// `ZMQ_MAXMSGSIZE` (`MAX_FRAME`) even when names are long.
-pub const PAGE_BYTES: usize = MAX_FRAME as usize - 32 * 1024;
-
-/// Upper bound of the CBOR size of one entry besides its name.
-const ENTRY_OVERHEAD: usize = 128;
 
 /// The sled tree holding the broker's own bookkeeping.
 const META_TREE: &str = "dfs-meta";
@@ -289,43 +281,31 @@ impl Index {
         Ok(())
     }
 
-    /// Up to `limit` (at most `MAX_LIST_PAGE`) entries after the name `after`, in name order,
-    /// and whether more follow. A page also stops before [`PAGE_BYTES`] of entries. Unreadable
-    /// records are skipped with a warning.
+    /// The page of entries after the name `after`, in name order, sized by the protocol's one
+    /// page rule ([`PageBuilder`]: at most `limit` entries, capped, and within the listing
+    /// budget), and whether more follow. Unreadable records are skipped with a warning.
     pub fn page(&self, after: Option<&str>, limit: u32) -> Result<(Vec<Entry>, bool), IndexError> {
-        self.page_within(after, limit, PAGE_BYTES)
-    }
-
-    fn page_within(
-        &self,
-        after: Option<&str>,
-        limit: u32,
-        max_bytes: usize,
-    ) -> Result<(Vec<Entry>, bool), IndexError> {
-        let limit = limit.min(MAX_LIST_PAGE) as usize;
         let start = match after {
             Some(a) => Bound::Excluded(a.as_bytes()),
             None => Bound::Unbounded,
         };
         let mut iter = self.db.range::<&[u8], _>((start, Bound::Unbounded));
-        let mut entries = Vec::with_capacity(limit.min(1024));
-        let mut bytes = 0;
-        while entries.len() < limit {
-            let Some(item) = iter.next() else {
-                return Ok((entries, false));
-            };
+        let mut page = PageBuilder::new(limit);
+        for item in iter.by_ref() {
             let (k, v) = item.map_err(self.db_err())?;
-            bytes += k.len() + ENTRY_OVERHEAD;
-            if bytes > max_bytes && !entries.is_empty() {
-                return Ok((entries, true));
+            let entry = match decode_entry(&k, &v) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!("skipping an index entry: {e}");
+                    continue;
+                }
+            };
+            if !page.fits(&entry) {
+                return Ok((page.into_entries(), true));
             }
-            match decode_entry(&k, &v) {
-                Ok(e) => entries.push(e),
-                Err(e) => tracing::warn!("skipping an index entry: {e}"),
-            }
+            page.push(entry);
         }
-        let more = iter.next().transpose().map_err(self.db_err())?.is_some();
-        Ok((entries, more))
+        Ok((page.into_entries(), false))
     }
 
     /// Every entry in name order (unreadable records come back as errors).
@@ -518,10 +498,8 @@ mod tests {
         assert_eq!(pages, 3);
         let want: Vec<_> = (0..25).map(|i| format!("f{i:03}")).collect();
         assert_eq!(names, want);
-        let (small, more) = idx
-            .page_within(None, 100, 3 * (4 + ENTRY_OVERHEAD))
-            .unwrap();
-        assert_eq!(small.len(), 3);
+        let (one, more) = idx.page(None, 0).unwrap();
+        assert_eq!(one.len(), 1, "a limit of 0 counts as 1, as on the node");
         assert!(more);
         let (last, more) = idx.page(Some("f019"), 5).unwrap();
         assert_eq!(last.len(), 5);

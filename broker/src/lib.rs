@@ -9,8 +9,8 @@
 //!   `rebuild`: refilling the index from the node; `fsck_relay`: `fsck` requests; `status`:
 //!   `status` requests (`dfs status`).
 //! * `fsck`: the comparison of index and node behind `dfs fsck`; `fsck_cli`: the command.
-//! * `index`, `record`: the sled index; `listing`: fast `listing` frames; `export`:
-//!   `index.txt`; [`metrics`]: `--metrics`.
+//! * `index`, `record`: the sled index; `export`, `flusher`: `index.txt` and when it is
+//!   written; [`metrics`]: `--metrics`.
 
 mod error;
 mod export;
@@ -39,14 +39,14 @@ pub use index::{Index, Opened};
 pub use record::Record;
 
 use anyhow::Context as _;
+use daemon::{host_port, notify_ready, write_ready_file, Shutdown};
 use export::Exporter;
 use links::NodeLinks;
+use net::security::{client_auth, ClientOptions, Domain, ServerOptions, ServerSecurity};
+use net::socket::router_with;
 use rebuild::Rebuild;
 use relay::Relay;
-use schema::daemon::{host_port, notify_ready, write_ready_file, Shutdown};
 use schema::route::SERVE_OFFSET;
-use schema::security::{client_auth, ClientOptions, Domain, ServerOptions, ServerSecurity};
-use schema::socket::router_with;
 use schema::Routes;
 use std::path::PathBuf;
 
@@ -60,13 +60,13 @@ pub struct Args {
     #[arg(long, env = "DFS_BROKER_BIND", default_value = "0.0.0.0")]
     pub bind: String,
     /// Port for watchers (uploads); 0 picks a free port.
-    #[arg(long, env = "DFS_BROKER_INGEST_PORT", default_value_t = 12345)]
+    #[arg(long, env = "DFS_BROKER_INGEST_PORT", default_value_t = schema::ports::INGEST_PORT)]
     pub ingest_port: u16,
     /// Port for fetchers (listings and reads); 0 picks a free port.
-    #[arg(long, env = "DFS_BROKER_FETCH_PORT", default_value_t = 12346)]
+    #[arg(long, env = "DFS_BROKER_FETCH_PORT", default_value_t = schema::ports::FETCH_PORT)]
     pub fetch_port: u16,
     /// The storage node: HOST[:BASEPORT] (classes on BASEPORT..+3, reads on BASEPORT+4).
-    #[arg(long, env = "DFS_BROKER_STORAGE", default_value = "127.0.0.1:9000")]
+    #[arg(long, env = "DFS_BROKER_STORAGE", default_value = schema::ports::STORAGE_ADDR)]
     pub storage: String,
     /// Extra routes, EXT=CLASS,... (for example flac=mp3,md=txt); classes: mp3, txt, pdf, others.
     #[arg(long, env = "DFS_BROKER_ROUTES")]
@@ -153,8 +153,8 @@ impl Broker {
                 .map_err(|e| anyhow::anyhow!("bad --routes {spec:?}: {e}"))?,
             None => Routes::default(),
         };
-        let (host, base) =
-            host_port(&args.storage, 9000).map_err(|e| anyhow::anyhow!("bad --storage: {e}"))?;
+        let (host, base) = host_port(&args.storage, schema::ports::STORAGE_BASE_PORT)
+            .map_err(|e| anyhow::anyhow!("bad --storage: {e}"))?;
         if base.checked_add(SERVE_OFFSET).is_none() {
             anyhow::bail!(
                 "bad --storage {}: base port {base} leaves no room for the five node ports",
@@ -280,12 +280,12 @@ impl Broker {
 /// `dfs broker`: binds, writes the ready file
 /// `{"role":"broker","ingest_port":I,"fetch_port":F}`, and serves until `stop`.
 pub fn run(args: Args, stop: Shutdown) -> anyhow::Result<()> {
-    let ctx = schema::socket::context();
+    let ctx = net::socket::context();
     let broker = Broker::bind(&ctx, &args)?;
     let metrics = args
         .metrics
         .as_deref()
-        .map(|addr| schema::metrics::MetricsServer::start(addr, broker.metrics().registry()))
+        .map(|addr| daemon::metrics::MetricsServer::start(addr, broker.metrics().registry()))
         .transpose()?;
     let mut ready = serde_json::json!({
         "role": "broker",

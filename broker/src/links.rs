@@ -1,10 +1,10 @@
 //! The broker's links to the storage node: one DEALER per class port and one to the serve port,
 //! with outage bookkeeping so an unreachable node is logged once, not once per file.
 
+use net::security::{ClientAuth, HandshakeProbe};
+use net::socket::{dealer_probed, endpoint, reconnect, SocketError};
 use schema::codec;
 use schema::route::SERVE_OFFSET;
-use schema::security::{ClientAuth, HandshakeProbe};
-use schema::socket::{dealer_probed, endpoint, reconnect, SocketError};
 use std::time::{Duration, Instant};
 
 /// How long after a refused handshake the broker connects to that node port again.

@@ -3,7 +3,7 @@
 //! Counters are atomics updated on the serving thread (bytes per chunk relayed); histograms are
 //! observed once per request.
 
-use schema::metrics::{
+use daemon::metrics::{
     latency_family, registry_for, Counter, ErrorCounter, Gauge, LatencyFamily, Registry,
 };
 

@@ -122,7 +122,7 @@ impl Relay {
             }
         };
         if let Some(last) = entries.last() {
-            self.rebuild.after = Some(format!("{}/{}", last.class, last.name));
+            self.rebuild.after = Some(schema::page::node_cursor(last));
         }
         for e in &entries {
             if let Err(err) = names::check(&e.name) {

@@ -9,14 +9,11 @@ use crate::index::Index;
 use crate::links::{Link, NodeLinks};
 use crate::rebuild::Rebuild;
 use crate::table::{Front, Job, Requester, Table};
+use daemon::{Shutdown, POLL_MS};
+use net::security::Gate;
 use schema::codec;
-use schema::daemon::{Shutdown, POLL_MS};
-use schema::security::Gate;
 use schema::{ErrorCode, Message, Routes};
 use std::time::{Duration, Instant};
-
-/// A transfer with no message either way for this long is dropped.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Most messages read from one socket in one poll round, so no socket starves the others.
 const BATCH: usize = 256;
@@ -77,7 +74,7 @@ impl Relay {
             routes,
             table: Table::default(),
             rebuild,
-            idle_timeout: IDLE_TIMEOUT,
+            idle_timeout: schema::limits::IDLE_TIMEOUT,
             fsck: None,
             status: crate::status::StatusDesk::default(),
             metrics: crate::metrics::Metrics::default(),
@@ -221,7 +218,7 @@ impl Relay {
         data: Option<zmq::Message>,
     ) {
         if let Message::Error { code, .. } = msg {
-            schema::metrics::count_error(&self.metrics.errors, schema::metrics::code_kind(*code));
+            daemon::metrics::count_error(&self.metrics.errors, daemon::metrics::code_kind(*code));
         }
         self.send_frames(front, peer, codec::encode(msg), data, msg.kind());
     }

@@ -213,14 +213,8 @@ impl Relay {
         {
             return;
         }
-        if growing && size <= INLINE_MAX {
-            let text = format!("growing put of {name} is of at most {INLINE_MAX} bytes");
-            self.refuse(&req, ErrorCode::BadMessage, text);
-            return;
-        }
-        if size <= INLINE_MAX && blake3.is_none() {
-            let text = format!("inline put of {name} carries no blake3 hash");
-            self.refuse(&req, ErrorCode::BadMessage, text);
+        if let Err(e) = schema::transfer::put_kind(size, blake3, growing) {
+            self.refuse(&req, ErrorCode::BadMessage, format!("put of {name}: {e}"));
             return;
         }
         let Ok(indexed) = self.lookup(&req, &name) else {
@@ -284,17 +278,16 @@ impl Relay {
                     if blake3.is_some() {
                         *hash = blake3;
                     }
-                    if *growing {
+                    let stop = offset.saturating_add(len);
+                    if schema::transfer::is_last_chunk(*growing, *size, stop, blake3.is_some()) {
+                        *last_sent = true;
                         // The chunk with the hash ends a growing file and gives its mtime.
-                        if blake3.is_some() {
-                            *size = offset.saturating_add(len);
+                        if *growing {
+                            *size = stop;
                             if let Some(m) = modified {
                                 *mtime = m;
                             }
-                            *last_sent = true;
                         }
-                    } else if offset.saturating_add(len) >= *size {
-                        *last_sent = true;
                     }
                     Some((bid, p.link))
                 }

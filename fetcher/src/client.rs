@@ -2,9 +2,9 @@
 //! matching reply that never last longer than `--timeout` and stop on SIGINT/SIGTERM.
 
 use crate::error::{FetchError, Secs};
+use daemon::{Shutdown, POLL_MS};
+use net::security::{ClientAuth, HandshakeProbe};
 use schema::codec::{self, Rejected};
-use schema::daemon::{Shutdown, POLL_MS};
-use schema::security::{ClientAuth, HandshakeProbe};
 use schema::Message;
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
@@ -33,16 +33,14 @@ pub fn broker_auth(
     secret_key: Option<&std::path::Path>,
     broker_key: Option<&std::path::Path>,
 ) -> Result<ClientAuth, FetchError> {
-    Ok(schema::security::client_auth(
-        schema::security::ClientOptions {
-            peer: "the broker",
-            host: endpoint,
-            secret_key,
-            server_key: broker_key,
-            server_option: "--broker-key",
-            insecure: None,
-        },
-    )?)
+    Ok(net::security::client_auth(net::security::ClientOptions {
+        peer: "the broker",
+        host: endpoint,
+        secret_key,
+        server_key: broker_key,
+        server_option: "--broker-key",
+        insecure: None,
+    })?)
 }
 
 impl Client {
@@ -55,9 +53,9 @@ impl Client {
         secs: f64,
         stop: Shutdown,
     ) -> Result<Client, FetchError> {
-        let ctx = schema::socket::context();
+        let ctx = net::socket::context();
         let (sock, mut probe): (zmq::Socket, HandshakeProbe) =
-            schema::socket::dealer_probed(&ctx, endpoint, auth)?;
+            net::socket::dealer_probed(&ctx, endpoint, auth)?;
         let client = Client {
             sock,
             endpoint: endpoint.to_string(),

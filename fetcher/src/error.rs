@@ -1,6 +1,6 @@
 //! What can go wrong while listing or retrieving, and the exit code each failure maps to.
 //!
-//! Exit codes (SPEC §3): 0 success; 1 a per-file failure (not found, refused name, local write
+//! Exit codes (docs/CONTRACT.md §3): 0 success; 1 a per-file failure (not found, refused name, local write
 //! error, a reply that breaks the protocol); 2 usage error; 3 broker or storage unreachable or
 //! timed out, or "try again later"; 4 integrity failure. With several failures the highest wins.
 
@@ -51,7 +51,7 @@ pub enum FetchError {
     },
     /// The key options cannot be used (a missing or unsafe key file, a key without the other).
     #[error("{0}")]
-    Keys(#[from] schema::security::SecurityError),
+    Keys(#[from] net::security::SecurityError),
     /// The broker stopped answering in the middle of an exchange.
     #[error("no answer from the broker at {endpoint} within {secs}")]
     Timeout { endpoint: String, secs: Secs },
@@ -60,7 +60,7 @@ pub enum FetchError {
     Disconnected { endpoint: String, reason: String },
     /// The local ZeroMQ socket could not be set up.
     #[error("{0}")]
-    Socket(#[from] schema::socket::SocketError),
+    Socket(#[from] net::socket::SocketError),
     /// The broker answered with an error.
     #[error("{}", remote_reason(*.code, .message))]
     Remote { code: ErrorCode, message: String },
@@ -76,6 +76,9 @@ pub enum FetchError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// Making the retrieved file durable under its name failed (fsync, rename, folder fsync).
+    #[error("{0}")]
+    Disk(#[from] disk::atomic::DiskError),
     /// A destination folder component is a symbolic link or not a folder.
     #[error("{} is {what}; refusing to write through it", .path.display())]
     UnsafePath { path: PathBuf, what: &'static str },
@@ -136,19 +139,20 @@ impl FetchError {
             | FetchError::Timeout { .. }
             | FetchError::Disconnected { .. }
             | FetchError::Socket(_) => EXIT_UNREACHABLE,
-            FetchError::Remote { code, .. } => match code {
-                ErrorCode::Uploading
-                | ErrorCode::Unavailable
-                | ErrorCode::Busy
-                | ErrorCode::UnknownTransfer => EXIT_UNREACHABLE,
-                ErrorCode::Integrity => EXIT_INTEGRITY,
-                _ => EXIT_FILE,
+            FetchError::Remote { code, .. } => match (code, code.retry()) {
+                (ErrorCode::Integrity, _) => EXIT_INTEGRITY,
+                // An I/O error on the node is about this file: the others still complete.
+                (ErrorCode::Io, _) => EXIT_FILE,
+                // Away, busy, or mid-upload: try again later.
+                (_, schema::Retry::StoreWide | schema::Retry::Request) => EXIT_UNREACHABLE,
+                (_, schema::Retry::Never) => EXIT_FILE,
             },
             FetchError::Integrity => EXIT_INTEGRITY,
             FetchError::BadName(_)
             | FetchError::NoMatch { .. }
             | FetchError::OtherClass { .. }
             | FetchError::Write { .. }
+            | FetchError::Disk(_)
             | FetchError::UnsafePath { .. }
             | FetchError::Protocol(_) => EXIT_FILE,
             FetchError::BrokenPipe => EXIT_OK,

@@ -27,14 +27,11 @@ mod tests;
 use crate::client::Client;
 use crate::error::{FetchError, EXIT_OK, EXIT_USAGE};
 use crate::save::{TempFile, WriterSink};
-use schema::daemon::Shutdown;
+use daemon::Shutdown;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use tracing::debug;
-
-/// The broker's fetch port when `--broker` names none.
-pub const DEFAULT_PORT: u16 = 12346;
 
 /// Options of `dfs fetch`.
 #[derive(clap::Args, Debug, Clone)]
@@ -64,7 +61,7 @@ pub struct Args {
         long,
         value_name = "HOST[:PORT]",
         env = "DFS_FETCH_BROKER",
-        default_value = "127.0.0.1:12346"
+        default_value = schema::ports::FETCH_ADDR
     )]
     pub broker: String,
 
@@ -251,8 +248,8 @@ fn usage(args: &Args) -> Result<(Mode<'_>, String), FetchError> {
         ));
     }
     let (host, port) =
-        schema::daemon::host_port(&args.broker, DEFAULT_PORT).map_err(FetchError::Usage)?;
-    let endpoint = schema::socket::endpoint(&host, port);
+        daemon::host_port(&args.broker, schema::ports::FETCH_PORT).map_err(FetchError::Usage)?;
+    let endpoint = net::socket::endpoint(&host, port);
     let mode = match (&args.output, args.names.as_slice()) {
         (Some(o), _) if o != "-" => {
             return bad(format!(
@@ -311,7 +308,7 @@ fn save(
     };
     let entry = started.entry.clone();
     progress::receive(started, client, &mut temp)?;
-    temp.persist(entry.modified, &dest)?;
+    temp.persist(entry.modified, target, &dest)?;
     debug!(
         name,
         size = entry.size,

@@ -6,8 +6,8 @@
 
 use crate::error::{stdout_error, FetchError};
 use crate::transfer::Sink;
-use schema::direct::ContentWriter;
-use std::fs::{self, File, OpenOptions};
+use disk::direct::ContentWriter;
+use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,12 +57,11 @@ pub(crate) fn destination(target: &Path, name: &str) -> Result<PathBuf, FetchErr
     Ok(dest)
 }
 
-/// A temporary file in the destination's folder, removed when dropped unless it was renamed to
-/// the destination with [`TempFile::persist`].
+/// A temporary file in the destination's folder, removed when dropped unless it was committed
+/// to the destination with [`TempFile::persist`].
 pub(crate) struct TempFile {
-    path: PathBuf,
-    file: File,
-    persisted: bool,
+    /// The file and its drop guard; the same durable write as the storage node's.
+    temp: disk::atomic::TempFile,
     /// Puts the content on disk while the rest arrives (directly, for large files); taken by
     /// [`TempFile::persist`].
     writer: Option<ContentWriter>,
@@ -79,40 +78,27 @@ impl TempFile {
             .unwrap_or_default();
         let prefix = format!("{TEMP_PREFIX}{}-{n}-", std::process::id());
         let name = format!("{prefix}{}", truncate(base, NAME_MAX - prefix.len()));
-        let path = dest.with_file_name(name);
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|source| FetchError::Write {
-                path: path.clone(),
-                source,
-            })?;
-        let writer = Some(ContentWriter::new(&path, size));
-        Ok(TempFile {
-            path,
-            file,
-            persisted: false,
-            writer,
-        })
+        let temp = disk::atomic::TempFile::create(dest.with_file_name(name))?;
+        let writer = Some(ContentWriter::new(temp.path(), size));
+        Ok(TempFile { temp, writer })
     }
 
-    /// Sets the modification time to `modified` (ns since the epoch), flushes the content to
-    /// disk and renames the file to `dest`, so `dest` is never seen partial.
-    pub fn persist(mut self, modified: i64, dest: &Path) -> Result<(), FetchError> {
-        let fail = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| FetchError::Write { path, source }
-        };
+    /// Flushes the content to disk and makes the file `dest` (below `target`) with the
+    /// modification time `modified` (ns since the epoch), durably: temporary file, fsync,
+    /// rename, fsync the folder, so `dest` is never seen partial and survives a crash once this
+    /// returns.
+    pub fn persist(mut self, modified: i64, target: &Path, dest: &Path) -> Result<(), FetchError> {
         if let Some(writer) = self.writer.take() {
-            writer.finish(&self.file).map_err(fail(&self.path))?;
+            writer
+                .finish(self.temp.file())
+                .map_err(|source| FetchError::Write {
+                    path: self.temp.path().to_path_buf(),
+                    source,
+                })?;
         }
-        self.file
-            .set_modified(schema::time::from_ns(modified))
-            .map_err(fail(&self.path))?;
-        self.file.sync_all().map_err(fail(&self.path))?;
-        fs::rename(&self.path, dest).map_err(fail(dest))?;
-        self.persisted = true;
+        let folders = disk::atomic::FolderSyncs::default();
+        self.temp
+            .commit(schema::time::from_ns(modified), target, dest, &folders)?;
         Ok(())
     }
 }
@@ -120,23 +106,13 @@ impl TempFile {
 impl Sink for TempFile {
     fn write_all(&mut self, bytes: &[u8]) -> Result<(), FetchError> {
         let written = match &mut self.writer {
-            Some(writer) => writer.write(&self.file, bytes),
+            Some(writer) => writer.write(self.temp.file(), bytes),
             None => Err(std::io::Error::other("the file was already finished")),
         };
         written.map_err(|source| FetchError::Write {
-            path: self.path.clone(),
+            path: self.temp.path().to_path_buf(),
             source,
         })
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if !self.persisted {
-            if let Err(e) = fs::remove_file(&self.path) {
-                tracing::warn!("cannot remove {}: {e}", self.path.display());
-            }
-        }
     }
 }
 
@@ -171,7 +147,14 @@ mod tests {
         let long = "é".repeat(127); // 254 bytes
         let dest = dir.path().join(&long);
         let t = TempFile::beside(&dest, 0).unwrap();
-        let name = t.path.file_name().unwrap().to_str().unwrap().to_string();
+        let name = t
+            .temp
+            .path()
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
         assert!(name.starts_with(TEMP_PREFIX));
         assert!(name.len() <= NAME_MAX);
         drop(t);
@@ -181,14 +164,14 @@ mod tests {
     #[test]
     fn a_large_file_lands_whole_and_an_abandoned_one_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let size = schema::direct::DIRECT_MIN as usize + 5000;
+        let size = disk::direct::DIRECT_MIN as usize + 5000;
         let content: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
         let dest = dir.path().join("big.bin");
         let mut t = TempFile::beside(&dest, size as u64).unwrap();
         for piece in content.chunks(256 << 10) {
             t.write_all(piece).unwrap();
         }
-        t.persist(1_000_000_000, &dest).unwrap();
+        t.persist(1_000_000_000, dir.path(), &dest).unwrap();
         assert!(fs::read(&dest).unwrap() == content);
 
         let other = dir.path().join("other.bin");

@@ -10,7 +10,7 @@
 use crate::client::Client;
 use crate::error::{FetchError, EXIT_FILE, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE};
 use crate::human::{age, Size};
-use schema::daemon::Shutdown;
+use daemon::Shutdown;
 use schema::status::{BrokerReport, DiskSpace, NodeReport};
 use schema::{ErrorCode, Message};
 use serde_json::{json, Value};
@@ -26,7 +26,7 @@ pub struct StatusArgs {
         long,
         value_name = "HOST[:PORT]",
         env = "DFS_STATUS_BROKER",
-        default_value = "127.0.0.1:12346"
+        default_value = schema::ports::FETCH_ADDR
     )]
     pub broker: String,
 
@@ -152,8 +152,8 @@ pub fn execute(args: &StatusArgs, out: &mut dyn Write, err: &mut dyn Write, stop
         );
         return EXIT_USAGE;
     }
-    let endpoint = match schema::daemon::host_port(&args.broker, crate::DEFAULT_PORT) {
-        Ok((host, port)) => schema::socket::endpoint(&host, port),
+    let endpoint = match daemon::host_port(&args.broker, schema::ports::FETCH_PORT) {
+        Ok((host, port)) => net::socket::endpoint(&host, port),
         Err(e) => {
             let _ = writeln!(err, "dfs status: {e}");
             return EXIT_USAGE;
@@ -197,7 +197,7 @@ pub fn execute(args: &StatusArgs, out: &mut dyn Write, err: &mut dyn Write, stop
 /// Asks the broker at `endpoint` for its `broker_status`, and records both reports.
 fn ask_broker(
     endpoint: &str,
-    auth: &schema::security::ClientAuth,
+    auth: &net::security::ClientAuth,
     secs: f64,
     stop: &Shutdown,
     found: &mut Findings,

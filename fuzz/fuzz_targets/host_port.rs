@@ -2,14 +2,14 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use schema::daemon::host_port;
+use daemon::host_port;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
     if let Ok((host, port)) = host_port(text, 9000) {
-        let ep = schema::socket::endpoint(&host, port);
+        let ep = net::socket::endpoint(&host, port);
         assert!(ep.starts_with("tcp://"));
     }
 });

@@ -2,36 +2,32 @@
 //!
 //! Everything a peer must agree on lives here and only here: the message types and their CBOR
 //! codec ([`message`], [`codec`]), the protocol version, the name rules ([`names`]), the routing
-//! table from extension to storage class ([`route`]), the size limits and flow-control windows
-//! ([`limits`]), and how sockets are bound and connected ([`socket`]). `PROTOCOL.md` beside this
-//! crate describes the same rules for someone writing a peer in another language.
+//! table from extension to storage class ([`route`]), the default ports ([`ports`]),
+//! paging of listings and their cursors ([`page`]), the size limits and flow-control windows
+//! ([`limits`]), the put and chunk rules of a transfer ([`transfer`]), content hashes
+//! ([`hash`]), times on the wire ([`time`]) and the reports behind
+//! `dfs status` ([`status`]). `PROTOCOL.md` beside this crate describes the same rules for
+//! someone writing a peer in another language.
 //!
-//! [`daemon`] holds the small runtime pieces every daemon shares: the stop signal, the ready file
-//! and address parsing; [`metrics`] the `--metrics` endpoint and the metric types; [`status`] the
-//! reports behind `dfs status`. [`keys`], [`security`] and [`zap`] are CURVE: key files, who may
-//! connect to which socket, and the ZAP handler that enforces it. [`writeback`] and [`direct`]
-//! are how the node and the fetcher put received content on disk.
+//! What is not protocol lives in crates named for it: `net` (sockets, CURVE, ZAP), `disk` (how
+//! received content reaches the disk) and `daemon` (stop signal, ready file, metrics endpoint).
 
 pub mod codec;
-pub mod daemon;
-pub mod direct;
 pub mod hash;
-pub mod keys;
 pub mod limits;
 pub mod message;
-pub mod metrics;
 pub mod names;
+pub mod page;
+pub mod ports;
 pub mod route;
-pub mod security;
-pub mod socket;
 pub mod status;
 pub mod time;
-pub mod writeback;
-pub mod zap;
+pub mod transfer;
 
 pub use codec::{DecodeError, Inbound};
 pub use hash::Hash;
-pub use message::{CheckedFile, Entry, ErrorCode, Finding, FindingKind, Message, PageBuilder};
+pub use message::{CheckedFile, Entry, ErrorCode, Finding, FindingKind, Message, Retry};
+pub use page::PageBuilder;
 pub use route::{Class, Routes};
 
 /// The protocol version carried in every message header (`v`). A peer speaking another version

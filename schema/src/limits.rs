@@ -39,3 +39,7 @@ pub const LISTING_BUDGET: usize = 160 * 1024;
 
 /// Bytes a listing entry takes on the wire besides its name (class, size, hash, times, keys).
 pub const ENTRY_OVERHEAD: usize = 100;
+
+/// A transfer with no message in either direction for this long is dropped by the peer that
+/// relays or receives it (the broker and the node), which frees its credit.
+pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);

@@ -311,45 +311,6 @@ impl Finding {
     }
 }
 
-/// Collects listing entries into a page that respects [`MAX_LIST_PAGE`](crate::limits::MAX_LIST_PAGE)
-/// and [`LISTING_BUDGET`](crate::limits::LISTING_BUDGET).
-#[derive(Debug, Default)]
-pub struct PageBuilder {
-    limit: usize,
-    bytes: usize,
-    entries: Vec<Entry>,
-}
-
-impl PageBuilder {
-    /// A page of at most `limit` entries (capped at `MAX_LIST_PAGE`; 0 counts as 1).
-    pub fn new(limit: u32) -> PageBuilder {
-        let limit = limit.clamp(1, crate::limits::MAX_LIST_PAGE) as usize;
-        PageBuilder {
-            limit,
-            bytes: 0,
-            entries: Vec::new(),
-        }
-    }
-
-    /// Whether the page has room for `entry`; an empty page always has.
-    pub fn fits(&self, entry: &Entry) -> bool {
-        self.entries.is_empty()
-            || (self.entries.len() < self.limit
-                && self.bytes + entry.wire_size() <= crate::limits::LISTING_BUDGET)
-    }
-
-    /// Adds `entry` (check [`fits`](Self::fits) first).
-    pub fn push(&mut self, entry: Entry) {
-        self.bytes += entry.wire_size();
-        self.entries.push(entry);
-    }
-
-    /// The entries collected.
-    pub fn into_entries(self) -> Vec<Entry> {
-        self.entries
-    }
-}
-
 /// Why a request failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -383,19 +344,41 @@ pub enum ErrorCode {
     Unknown,
 }
 
+/// What a client may do after an error reply: the one classification every role uses (the
+/// watcher's outage handling, the exit codes of `dfs fetch` and `dfs fsck`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// The store behind the answering peer is away, full or busy: every change would be refused
+    /// alike until it recovers. Try again later, and not name by name.
+    StoreWide,
+    /// This request may succeed if sent again: the name has no complete version yet, the
+    /// transfer was forgotten, the content was damaged on the way, or an I/O error on the peer.
+    Request,
+    /// Sending the same again fails the same way.
+    Never,
+}
+
 impl ErrorCode {
+    /// Whether, and how, the request may succeed if sent again (see [`Retry`]).
+    pub fn retry(self) -> Retry {
+        match self {
+            ErrorCode::Unavailable | ErrorCode::NoSpace | ErrorCode::Busy => Retry::StoreWide,
+            ErrorCode::Uploading
+            | ErrorCode::Io
+            | ErrorCode::UnknownTransfer
+            | ErrorCode::Integrity => Retry::Request,
+            ErrorCode::BadMessage
+            | ErrorCode::UnsupportedVersion
+            | ErrorCode::Unexpected
+            | ErrorCode::BadName
+            | ErrorCode::NotFound
+            | ErrorCode::Unknown => Retry::Never,
+        }
+    }
+
     /// Whether the same request may succeed if sent again later.
     pub fn is_transient(self) -> bool {
-        matches!(
-            self,
-            ErrorCode::Uploading
-                | ErrorCode::Unavailable
-                | ErrorCode::NoSpace
-                | ErrorCode::Io
-                | ErrorCode::UnknownTransfer
-                | ErrorCode::Busy
-                | ErrorCode::Integrity
-        )
+        self.retry() != Retry::Never
     }
 }
 

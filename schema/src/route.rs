@@ -16,8 +16,7 @@ pub enum Class {
     Others,
 }
 
-/// Port offset of the storage node's serve (read) socket from its base port.
-pub const SERVE_OFFSET: u16 = 4;
+pub use crate::ports::SERVE_OFFSET;
 
 impl Class {
     /// Every class, in port order.

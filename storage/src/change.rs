@@ -1,10 +1,10 @@
 //! Deletes and renames on the class ports. Both are quick (no content moves), so the socket
 //! thread does them itself; each is made durable by fsyncing the folders it changes.
 
-use crate::durable::{create_parents, fsync_dir, fsync_parent, remove_empty_parents};
 use crate::error::StoreError;
 use crate::layout::Layout;
 use crate::meta::{self, StoredMeta};
+use disk::atomic::{create_parents, fsync_dir, fsync_parent, remove_empty_parents};
 use schema::{Class, Hash, Routes};
 use std::fs::{self, File};
 use std::io;
@@ -83,9 +83,11 @@ pub fn rename(layout: &Layout, r: &Rename) -> Result<u64, StoreError> {
     new.write(&file)
         .and_then(|()| file.sync_all())
         .map_err(|e| StoreError::io("update the metadata of", &src, e))?;
-    let moved = create_parents(&layout.class_dir(to_class), &dst).and_then(|()| {
-        fs::rename(&src, &dst).map_err(|e| StoreError::io("move the stored file to", &dst, e))
-    });
+    let moved = create_parents(&layout.class_dir(to_class), &dst)
+        .map_err(StoreError::from)
+        .and_then(|()| {
+            fs::rename(&src, &dst).map_err(|e| StoreError::io("move the stored file to", &dst, e))
+        });
     if let Err(e) = moved {
         // Put the old metadata back: the file stays what it was.
         if let Err(undo) = old.write(&file) {

@@ -6,11 +6,11 @@
 //! ROOT/.dfs/quarantine/<class>/<name>   files set aside: not served, not listed
 //! ```
 
-use crate::durable::{create_parents, fsync_dir, fsync_parent, remove_empty_parents};
 use crate::error::StoreError;
 use crate::layout::Layout;
 use crate::list;
 use crate::meta::StoredMeta;
+use disk::atomic::{create_parents, fsync_dir, fsync_parent, remove_empty_parents};
 use schema::{CheckedFile, Class, Hash};
 use std::fs::{self, File};
 use std::io;

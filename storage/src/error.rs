@@ -43,6 +43,16 @@ pub enum StoreError {
     },
 }
 
+impl From<disk::atomic::DiskError> for StoreError {
+    fn from(e: disk::atomic::DiskError) -> StoreError {
+        StoreError::Io {
+            action: e.action,
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
+
 impl StoreError {
     /// An I/O failure of `action` on `path`.
     pub fn io(action: &'static str, path: &Path, source: io::Error) -> StoreError {

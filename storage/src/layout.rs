@@ -6,9 +6,9 @@
 //! ROOT/.dfs/lock                                      held (flock) while a node serves ROOT
 //! ```
 
-use crate::durable::TempFile;
 use crate::error::StoreError;
 use anyhow::{bail, Context as _};
+use disk::atomic::TempFile;
 use schema::names::{self, NameError};
 use schema::Class;
 use std::fs::{self, File, OpenOptions};
@@ -47,11 +47,11 @@ impl Layout {
     }
 
     /// A new, empty temporary file in `ROOT/.dfs/tmp`, removed again when dropped: unnamed where
-    /// the file system allows (see [`crate::durable`]).
+    /// the file system allows (see `disk::atomic`).
     pub fn new_temp(&self) -> Result<TempFile, StoreError> {
         match TempFile::unnamed(&self.tmp) {
             Some(temp) => Ok(temp),
-            None => TempFile::create(crate::durable::temp_name(&self.tmp)),
+            None => Ok(TempFile::create(disk::atomic::temp_name(&self.tmp))?),
         }
     }
 

@@ -36,7 +36,7 @@ pub use error::StoreError;
 pub use node::Node;
 
 use anyhow::Context as _;
-use schema::daemon::{notify_ready, write_ready_file, Shutdown};
+use daemon::{notify_ready, write_ready_file, Shutdown};
 use std::path::PathBuf;
 
 /// Options of `dfs storage`.
@@ -51,7 +51,7 @@ pub struct Args {
     pub bind: String,
     /// First port: classes mp3, txt, pdf, others on BASE..BASE+3, reads on BASE+4. 0 picks a
     /// free run of five ports.
-    #[arg(long, env = "DFS_STORAGE_BASE_PORT", default_value_t = 9000)]
+    #[arg(long, env = "DFS_STORAGE_BASE_PORT", default_value_t = schema::ports::STORAGE_BASE_PORT)]
     pub base_port: u16,
     /// Write {"role":"storage","base_port":P,"root":"..."} here once every port is bound.
     #[arg(long, env = "DFS_STORAGE_READY_FILE")]
@@ -80,12 +80,12 @@ pub struct Args {
 
 /// Runs a storage node until `stop`: binds, writes the ready file, serves.
 pub fn run(args: Args, stop: Shutdown) -> anyhow::Result<()> {
-    let ctx = schema::socket::context();
+    let ctx = net::socket::context();
     let node = Node::bind(&ctx, &args)?;
     let metrics = args
         .metrics
         .as_deref()
-        .map(|addr| schema::metrics::MetricsServer::start(addr, node.metrics().registry()))
+        .map(|addr| daemon::metrics::MetricsServer::start(addr, node.metrics().registry()))
         .transpose()?;
     let mut ready = serde_json::json!({
         "role": "storage",

@@ -29,9 +29,8 @@ impl Cursor {
                 "list cursor {after:?} {why}; a node's cursor is \"<class>/<name>\""
             ))
         };
-        let (class, name) = after.split_once('/').ok_or_else(|| bad("has no '/'"))?;
-        let class = class.parse().map_err(|_| bad("names no class"))?;
-        names::check(name).map_err(|e| bad(&e.to_string()))?;
+        let (class, name) =
+            schema::page::parse_node_cursor(after).map_err(|e| bad(&e.to_string()))?;
         let parts = name.split('/').map(|p| p.as_bytes().to_vec()).collect();
         Ok(Cursor { class, parts })
     }

@@ -2,7 +2,7 @@
 //! kind, and how long making an upload durable takes. Counters are atomics updated where the
 //! work happens (bytes per chunk sent); the histogram is observed once per stored file.
 
-use schema::metrics::{
+use daemon::metrics::{
     latency_histogram, registry_for, Counter, ErrorCounter, Gauge, Histogram, Registry,
 };
 

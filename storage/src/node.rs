@@ -8,10 +8,11 @@ use crate::sync::{self, SyncPool, Work};
 use crate::upload::{Pending, Upload};
 use crate::{change, list, Args, StoreError};
 use anyhow::Context as _;
+use daemon::{Shutdown, POLL_MS};
+use net::security::{Domain, Gate, ServerOptions, ServerSecurity};
 use schema::codec::{self, Inbound};
-use schema::daemon::{Shutdown, POLL_MS};
+use schema::limits::IDLE_TIMEOUT;
 use schema::route::SERVE_OFFSET;
-use schema::security::{Domain, Gate, ServerOptions, ServerSecurity};
 use schema::{Class, ErrorCode, Message};
 use std::collections::HashMap;
 use std::fs::File;
@@ -25,9 +26,6 @@ pub const SERVE: usize = SERVE_OFFSET as usize;
 
 /// A transfer is named by the socket it runs on, the peer's identity and the request id.
 pub type Key = (usize, Vec<u8>, u64);
-
-/// Transfers silent for this long are dropped.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Most messages read from one socket before looking at the others.
 const BATCH: usize = 256;
@@ -72,7 +70,7 @@ impl Node {
                 insecure: args.insecure,
             },
         )?;
-        let (sockets, base_port) = schema::socket::routers_consecutive_with(
+        let (sockets, base_port) = net::socket::routers_consecutive_with(
             ctx,
             &args.bind,
             args.base_port,
@@ -244,7 +242,7 @@ impl Server {
         data: Option<zmq::Message>,
     ) -> bool {
         if let Message::Error { code, .. } = msg {
-            schema::metrics::count_error(&self.metrics.errors, schema::metrics::code_kind(*code));
+            daemon::metrics::count_error(&self.metrics.errors, daemon::metrics::code_kind(*code));
         }
         match codec::send(&self.sockets[sock], Some(peer), msg, data) {
             Ok(()) => true,

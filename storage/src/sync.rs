@@ -7,14 +7,15 @@
 //! its ROUTERs, so a finished upload wakes the loop at once and its `done` goes out immediately.
 
 use crate::check;
-use crate::durable::{commit, FolderSyncs, TempFile};
+use crate::durable::commit;
 use crate::error::StoreError;
 use crate::layout::Layout;
 use crate::meta::{self, StoredMeta};
 use crate::metrics::Metrics;
 use anyhow::Context as _;
-use schema::daemon::Shutdown;
-use schema::direct::ContentWriter;
+use daemon::Shutdown;
+use disk::atomic::{FolderSyncs, TempFile};
+use disk::direct::ContentWriter;
 use schema::{Class, Hash, Message};
 use std::io::Write as _;
 use std::sync::mpsc;
@@ -138,7 +139,7 @@ fn worker(
         }
         let reply = perform(layout, job.id, job.work, metrics, folders);
         if let Message::Error { code, .. } = &reply {
-            schema::metrics::count_error(&metrics.errors, schema::metrics::code_kind(*code));
+            daemon::metrics::count_error(&metrics.errors, daemon::metrics::code_kind(*code));
         }
         let frames = [
             job.ticket.to_le_bytes().to_vec(),
@@ -236,7 +237,7 @@ fn store(
             let cached = temp.file().try_clone().ok();
             let stored = finish(layout, temp, &meta, size, metrics, folders)?;
             if let Some(file) = cached {
-                schema::writeback::drop_cached(&file);
+                disk::writeback::drop_cached(&file);
             }
             Ok(stored)
         }

@@ -1,13 +1,14 @@
 //! Uploads on the class ports: `put` (inline or chunked under credit), `chunk`, `abort`, and the
 //! `done` replies once the sync pool has made a file durable.
 
-use crate::durable::TempFile;
 use crate::error::StoreError;
 use crate::meta::{self, StoredMeta};
 use crate::node::{hex, Key, Server};
 use crate::sync::{Job, Work};
-use schema::direct::ContentWriter;
+use disk::atomic::TempFile;
+use disk::direct::ContentWriter;
 use schema::limits::{CHUNK_SIZE, INLINE_MAX};
+use schema::transfer::PutKind;
 use schema::{Class, Hash, Message};
 use std::time::Instant;
 
@@ -86,12 +87,9 @@ impl Upload {
             )));
         }
         // The last chunk of a growing upload is the one with the hash; it ends the file.
-        let last = if self.growing {
-            end.blake3.is_some()
-        } else {
-            stop == self.size
-        };
-        if data.len() != CHUNK_SIZE && !last {
+        let last =
+            schema::transfer::is_last_chunk(self.growing, self.size, stop, end.blake3.is_some());
+        if !schema::transfer::chunk_len_ok(data.len(), last) {
             return Err(StoreError::Protocol(format!(
                 "{name}: chunk of {} bytes; every chunk but the last has {CHUNK_SIZE}",
                 data.len()
@@ -163,17 +161,17 @@ impl Server {
             return self.send_error(sock, &key.1, id, &e);
         }
         let version = put.version.unwrap_or(1);
-        if put.growing && put.size <= INLINE_MAX {
-            let e = StoreError::Protocol(format!(
-                "{}: a growing put is of a file over {INLINE_MAX} bytes",
-                put.name
-            ));
-            return self.send_error(sock, &key.1, id, &e);
-        }
-        if put.size <= INLINE_MAX {
-            let (Some(data), Some(blake3)) = (data, put.blake3) else {
+        let kind = match schema::transfer::put_kind(put.size, put.blake3, put.growing) {
+            Ok(kind) => kind,
+            Err(e) => {
+                let e = StoreError::Protocol(format!("{}: {e}", put.name));
+                return self.send_error(sock, &key.1, id, &e);
+            }
+        };
+        if let PutKind::Inline { blake3 } = kind {
+            let Some(data) = data else {
                 let e = StoreError::Protocol(format!(
-                    "{}: a put of at most {INLINE_MAX} bytes carries its content and its blake3",
+                    "{}: a put of at most {INLINE_MAX} bytes carries its content",
                     put.name
                 ));
                 return self.send_error(sock, &key.1, id, &e);

@@ -1,4 +1,4 @@
-//! Churn (SPEC §4 Changes, Missed events): thousands of random operations in the source while
+//! Churn (docs/CONTRACT.md §4 Changes, Missed events): thousands of random operations in the source while
 //! the watcher runs. Once it is quiet the listing, the source, the node's folders and index.txt
 //! agree; renames of unchanged files move names without sending their bytes again.
 

@@ -1,4 +1,4 @@
-//! SPEC §4 Faults: a storage node whose disk fills up. The upload fails with a clear error that
+//! docs/CONTRACT.md §4 Faults: a storage node whose disk fills up. The upload fails with a clear error that
 //! the watcher logs once and retries with backoff; nothing partial is visible, nothing is
 //! acknowledged, every process stays up and reads keep working; once space returns the file
 //! arrives whole without anyone's help.

@@ -1,4 +1,4 @@
-//! SPEC §4 Missed events: the watcher finds files whose events it never saw. It scans folders
+//! docs/CONTRACT.md §4 Missed events: the watcher finds files whose events it never saw. It scans folders
 //! that appear (files made in them before their watch existed), rescans the whole source when
 //! the kernel's event queue overflows and periodically, and stops with a clear error naming the
 //! sysctl when the inotify watch limit is reached.

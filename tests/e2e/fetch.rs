@@ -81,7 +81,7 @@ fn unreachable_broker_exits_3_in_bounded_time() {
     }
 }
 
-/// The human listing is a table with the SPEC's columns, sorted by name; -o - writes content.
+/// The human listing is a table with the contract's columns, sorted by name; -o - writes content.
 #[test]
 fn human_listing_and_stdout_output() {
     let c = Cluster::start();

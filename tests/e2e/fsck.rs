@@ -1,4 +1,4 @@
-//! `dfs fsck` (SPEC §3): finds every name missing from the node, extra on it, or whose content
+//! `dfs fsck` (docs/CONTRACT.md §3): finds every name missing from the node, extra on it, or whose content
 //! no longer matches its hash, offline (`--data --storage`) and through the running broker;
 //! `--repair` makes the index agree with the node, sets corrupt files aside, and the watcher's
 //! periodic rescan sends the lost ones again until listing == source == node folders.

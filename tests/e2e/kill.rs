@@ -1,4 +1,4 @@
-//! kill -9 of any role at any moment (SPEC §4 Atomicity, Durability): nothing acknowledged is
+//! kill -9 of any role at any moment (docs/CONTRACT.md §4 Atomicity, Durability): nothing acknowledged is
 //! lost, nothing partial or foreign is ever visible under a final name on the node, and once
 //! every role is back the listing, the node's folders and index.txt equal the source.
 

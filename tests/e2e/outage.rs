@@ -1,4 +1,4 @@
-//! Outages (SPEC §4 Faults): the broker down, then the storage node down. The watcher logs each
+//! Outages (docs/CONTRACT.md §4 Faults): the broker down, then the storage node down. The watcher logs each
 //! outage once (not once per file), waits without spinning, and catches up by itself once the
 //! peer is back on the same ports; `dfs fetch` meanwhile fails in bounded time with exit 3.
 

@@ -1,4 +1,4 @@
-//! The whole pipeline: watch → broker → storage → fetch, as SPEC §1–§4 describe it.
+//! The whole pipeline: watch → broker → storage → fetch, as docs/CONTRACT.md §1–§4 describe it.
 
 use crate::harness::*;
 use std::fs;

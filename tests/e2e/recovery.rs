@@ -1,4 +1,4 @@
-//! Recovery (SPEC §4): a broker whose sled database is missing or corrupt keeps the damaged copy
+//! Recovery (docs/CONTRACT.md §4): a broker whose sled database is missing or corrupt keeps the damaged copy
 //! aside, rebuilds its index from the node, says so in its log and serves a complete listing;
 //! temporary files of interrupted uploads are cleaned when the node starts; a stored file whose
 //! bytes changed behind the node's back is never delivered.

@@ -1,4 +1,4 @@
-//! CURVE on every link (SPEC §6): key files, a cluster whose links all use CURVE, each port
+//! CURVE on every link (docs/CONTRACT.md §6): key files, a cluster whose links all use CURVE, each port
 //! admitting only its role's keys, refusals logged once per address, the fetch port read-only,
 //! wrong server keys failing in bounded time, allow-lists reloaded on SIGHUP, and daemons that
 //! refuse to listen beyond loopback without keys.
@@ -7,8 +7,8 @@
 //! each refusal's log line can be told apart.
 
 use crate::harness::*;
-use schema::keys::{read_public_key, read_secret_key};
-use schema::security::ClientAuth;
+use net::keys::{read_public_key, read_secret_key};
+use net::security::ClientAuth;
 use schema::{ErrorCode, Hash, Message};
 use std::collections::BTreeMap;
 use std::fs;

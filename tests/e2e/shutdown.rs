@@ -1,4 +1,4 @@
-//! Shutdown (SPEC §4): SIGTERM and SIGINT stop every daemon, and `dfs up`, within a few seconds
+//! Shutdown (docs/CONTRACT.md §4): SIGTERM and SIGINT stop every daemon, and `dfs up`, within a few seconds
 //! with exit 0, even in the middle of a large transfer; the index is flushed and exported; after
 //! a restart the interrupted transfer completes.
 

@@ -11,7 +11,7 @@ pub struct Args {
     #[arg(long, env = "DFS_WATCH_SOURCE", default_value = "./source_folder")]
     pub source: PathBuf,
     /// Broker ingest address, HOST[:PORT] (default port 12345).
-    #[arg(long, env = "DFS_WATCH_BROKER", default_value = "127.0.0.1:12345")]
+    #[arg(long, env = "DFS_WATCH_BROKER", default_value = schema::ports::INGEST_ADDR)]
     pub broker: String,
     /// Glob of names not to sync (repeatable). Without `/` it matches a file or folder name at
     /// any depth; with `/` it matches the whole name from the source root. Several globs may be

@@ -154,7 +154,7 @@ pub(crate) fn watch_connection(
     );
     let events = zmq::SocketEvent::HANDSHAKE_SUCCEEDED as i32
         | zmq::SocketEvent::DISCONNECTED as i32
-        | schema::security::HANDSHAKE_FAILURES;
+        | net::security::HANDSHAKE_FAILURES;
     sock.monitor(&ep, events)
         .with_context(|| format!("cannot monitor the broker socket through {ep}"))?;
     let monitor = ctx
@@ -190,7 +190,7 @@ impl Watcher {
                     self.link.connected(now);
                 }
                 Some(e) => {
-                    if let Some(why) = schema::security::handshake_failure(e, value) {
+                    if let Some(why) = net::security::handshake_failure(e, value) {
                         self.link.handshake_failed(&why);
                     }
                 }

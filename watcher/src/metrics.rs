@@ -2,7 +2,7 @@
 //! queue, the link, errors by kind, and how long uploads take. Counters are atomics updated on
 //! the socket thread; histograms are observed once per acknowledged upload.
 
-use schema::metrics::{
+use daemon::metrics::{
     latency_histogram, registry_for, Counter, ErrorCounter, Gauge, Histogram, Registry,
 };
 

@@ -26,7 +26,7 @@ impl Watcher {
                 if self.warned.insert(name.to_string()) {
                     tracing::warn!("not syncing {name:?}: {e}");
                     self.note_error(format!("not syncing {name:?}: {e}"));
-                    schema::metrics::count_error(&self.metrics.errors, "local");
+                    daemon::metrics::count_error(&self.metrics.errors, "local");
                 }
                 return;
             }
@@ -101,7 +101,7 @@ impl Watcher {
         if self.warned.insert(name.to_string()) {
             tracing::warn!("{why}; will retry");
             self.note_error(why);
-            schema::metrics::count_error(&self.metrics.errors, "local");
+            daemon::metrics::count_error(&self.metrics.errors, "local");
         } else {
             tracing::debug!("{why}; will retry");
         }

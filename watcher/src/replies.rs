@@ -154,7 +154,7 @@ impl Watcher {
     }
 
     fn on_error(&mut self, id: u64, code: ErrorCode, message: &str, now: Instant) {
-        schema::metrics::count_error(&self.metrics.errors, schema::metrics::code_kind(code));
+        daemon::metrics::count_error(&self.metrics.errors, daemon::metrics::code_kind(code));
         if self.listing_refused(id, message, now) {
             return;
         }

@@ -126,14 +126,14 @@ impl Watcher {
             if self.warned.insert(path.clone()) {
                 tracing::warn!("not syncing {path}: {why}");
                 self.note_error(format!("not syncing {path}: {why}"));
-                schema::metrics::count_error(&self.metrics.errors, "local");
+                daemon::metrics::count_error(&self.metrics.errors, "local");
             }
         }
         for what in walked.unreadable {
             if self.warned.insert(what.clone()) {
                 tracing::warn!("cannot read {what}");
                 self.note_error(format!("cannot read {what}"));
-                schema::metrics::count_error(&self.metrics.errors, "local");
+                daemon::metrics::count_error(&self.metrics.errors, "local");
             }
         }
     }

@@ -19,10 +19,7 @@ pub const PROBE_MAX: Duration = Duration::from_secs(5);
 
 /// Whether `code` says the whole store is away, not that one file has a problem.
 pub fn is_store_wide(code: ErrorCode) -> bool {
-    matches!(
-        code,
-        ErrorCode::Unavailable | ErrorCode::NoSpace | ErrorCode::Busy
-    )
+    code.retry() == schema::Retry::StoreWide
 }
 
 /// A store outage in progress.

@@ -2,8 +2,8 @@
 
 use crate::Args;
 use clap::Parser;
+use daemon::Shutdown;
 use schema::codec;
-use schema::daemon::Shutdown;
 use schema::limits::CHUNK_SIZE;
 use schema::{Class, Entry, Hash, Message};
 use std::collections::BTreeMap;
@@ -28,7 +28,7 @@ type Got = (Message, Option<Vec<u8>>);
 impl FakeBroker {
     fn bind() -> (FakeBroker, u16) {
         let ctx = zmq::Context::new();
-        let (sock, port) = schema::socket::router(&ctx, "127.0.0.1", 0).unwrap();
+        let (sock, port) = net::socket::router(&ctx, "127.0.0.1", 0).unwrap();
         (
             FakeBroker {
                 sock,
@@ -416,7 +416,7 @@ fn renames_deletes_retries_and_outages() {
     std::fs::write(src.join("new.txt"), b"while down").unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let ctx = zmq::Context::new();
-    let (sock, _) = schema::socket::router(&ctx, "127.0.0.1", port).unwrap();
+    let (sock, _) = net::socket::router(&ctx, "127.0.0.1", port).unwrap();
     let mut broker = FakeBroker {
         sock,
         peer: None,

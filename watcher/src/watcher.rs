@@ -9,15 +9,13 @@ use crate::state::Table;
 use crate::transfer::{Change, InFlight};
 use crate::Args;
 use anyhow::Context as _;
+use daemon::{host_port, notify_ready, write_ready_file, Shutdown, POLL_MS};
 use schema::codec;
-use schema::daemon::{host_port, notify_ready, write_ready_file, Shutdown, POLL_MS};
 use schema::Message;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-/// The broker's default ingest port.
-const DEFAULT_PORT: u16 = 12345;
 /// How long a ping sent because the broker fell silent may stay unanswered.
 const PROBE_WAIT: Duration = Duration::from_secs(2);
 /// A change the broker says nothing about for this long (while answering pings) is given up
@@ -180,13 +178,13 @@ pub fn run(args: Args, stop: Shutdown) -> anyhow::Result<()> {
         .source
         .canonicalize()
         .with_context(|| format!("cannot resolve the source folder {}", args.source.display()))?;
-    let (host, port) = host_port(&args.broker, DEFAULT_PORT)
+    let (host, port) = host_port(&args.broker, schema::ports::INGEST_PORT)
         .map_err(|e| anyhow::anyhow!(e))
         .context("bad --broker")?;
-    let endpoint = schema::socket::endpoint(&host, port);
+    let endpoint = net::socket::endpoint(&host, port);
     let ignores = Ignores::new(&args.ignore, !args.no_default_ignores).context("bad --ignore")?;
 
-    let auth = schema::security::client_auth(schema::security::ClientOptions {
+    let auth = net::security::client_auth(net::security::ClientOptions {
         peer: "the broker",
         host: &host,
         secret_key: args.secret_key.as_deref(),
@@ -194,8 +192,8 @@ pub fn run(args: Args, stop: Shutdown) -> anyhow::Result<()> {
         server_option: "--broker-key",
         insecure: Some(args.insecure),
     })?;
-    let ctx = schema::socket::context();
-    let sock = schema::socket::dealer_with(&ctx, &endpoint, &auth)?;
+    let ctx = net::socket::context();
+    let sock = net::socket::dealer_with(&ctx, &endpoint, &auth)?;
     let monitor = crate::link::watch_connection(&ctx, &sock)?;
     let mut feed = Feed::start(&ctx, &root)?;
     let settings = Settings {
@@ -220,7 +218,7 @@ pub fn run(args: Args, stop: Shutdown) -> anyhow::Result<()> {
     let endpoint_metrics = args
         .metrics
         .as_deref()
-        .map(|addr| schema::metrics::MetricsServer::start(addr, w.metrics.registry()))
+        .map(|addr| daemon::metrics::MetricsServer::start(addr, w.metrics.registry()))
         .transpose()?;
     let mut ready = serde_json::json!({"role": "watch", "source": w.root.display().to_string()});
     if let Some(m) = &endpoint_metrics {
@@ -383,7 +381,7 @@ impl Watcher {
                 "broker {} unreachable ({why})",
                 self.link.endpoint()
             ));
-            schema::metrics::count_error(&self.metrics.errors, "unreachable");
+            daemon::metrics::count_error(&self.metrics.errors, "unreachable");
         }
         self.link.down(now, why);
         self.probe = None;
@@ -437,7 +435,7 @@ impl Watcher {
     fn tick(&mut self, now: Instant) {
         if self.link.ping_due(now) {
             if self.link.take_reconnect() {
-                if let Err(e) = schema::socket::reconnect(&self.sock, self.link.endpoint()) {
+                if let Err(e) = net::socket::reconnect(&self.sock, self.link.endpoint()) {
                     tracing::warn!("{e}");
                 }
             }

@@ -13,7 +13,7 @@ fn an_unreachable_node_is_reported_not_waited_for() {
         idx.put("q.txt", &rec).unwrap();
         idx.mark_complete().unwrap();
     }
-    let (probe, port) = schema::socket::router(&ctx, "127.0.0.1", 0).unwrap();
+    let (probe, port) = net::socket::router(&ctx, "127.0.0.1", 0).unwrap();
     drop(probe);
     let args = Args {
         data: dir.path().join("server"),

@@ -2,10 +2,10 @@
 //! driven by hand) and a fake watcher and fetcher (DEALERs).
 
 use crate::{Args, Broker, Index};
+use daemon::Shutdown;
+use net::socket::routers_consecutive;
 use schema::codec::{self, Inbound};
-use schema::daemon::Shutdown;
 use schema::limits::CHUNK_SIZE;
-use schema::socket::routers_consecutive;
 use schema::{Class, Entry, ErrorCode, Hash, Message};
 use std::thread::JoinHandle;
 use std::time::Duration;

@@ -5,8 +5,8 @@ mod listing;
 mod retrieve;
 
 use crate::{execute, Args};
+use daemon::{Shutdown, POLL_MS};
 use schema::codec;
-use schema::daemon::{Shutdown, POLL_MS};
 use schema::limits::{CHUNK_SIZE, INLINE_MAX};
 use schema::{Class, Entry, ErrorCode, Hash, Message};
 use std::collections::{BTreeMap, HashMap};
@@ -92,7 +92,7 @@ impl FakeBroker {
     /// Serves `files`, answering listings with pages of at most `page` entries.
     pub fn start(files: Vec<FakeFile>, page: usize) -> FakeBroker {
         let ctx = zmq::Context::new();
-        let (sock, port) = schema::socket::router(&ctx, "127.0.0.1", 0).unwrap();
+        let (sock, port) = net::socket::router(&ctx, "127.0.0.1", 0).unwrap();
         let stats = Arc::new(Mutex::new(Stats::default()));
         let stop = Shutdown::new();
         let files: BTreeMap<String, FakeFile> = files

@@ -9,8 +9,8 @@ use crate::durable::commit;
 use crate::layout::Layout;
 use crate::meta::StoredMeta;
 use crate::{Args, Node};
+use daemon::Shutdown;
 use schema::codec;
-use schema::daemon::Shutdown;
 use schema::limits::{CHUNK_SIZE, TRANSFER_WINDOW};
 use schema::{Class, ErrorCode, Hash, Message};
 use std::path::PathBuf;
@@ -60,8 +60,8 @@ impl TestNode {
     /// A DEALER connected to the class port of `class`, or to the serve port with `None`.
     fn dealer(&self, class: Option<Class>) -> zmq::Socket {
         let port = self.base + class.map_or(4, Class::port_offset);
-        let ep = schema::socket::endpoint("127.0.0.1", port);
-        let sock = schema::socket::dealer(&self.ctx, &ep).unwrap();
+        let ep = net::socket::endpoint("127.0.0.1", port);
+        let sock = net::socket::dealer(&self.ctx, &ep).unwrap();
         sock.set_rcvtimeo(5000).unwrap();
         sock
     }

@@ -1,5 +1,8 @@
-//! Runtime pieces every daemon shares: the stop signal, the ready file and the service manager's
-//! readiness notifications, `HOST[:PORT]` parsing.
+//! Runtime pieces every dfs daemon shares, none of them protocol: the stop signal, the ready
+//! file and the service manager's readiness notifications, `HOST[:PORT]` parsing, and
+//! ([`metrics`]) the `--metrics` endpoint with the metric types every role uses.
+
+pub mod metrics;
 
 use std::io::Write;
 use std::path::Path;

@@ -1,8 +1,8 @@
 //! How every role opens its sockets: bound ROUTERs with the protocol's limits, connecting
 //! DEALERs that fail fast while their peer is away.
 
-use crate::limits::MAX_FRAME;
 use crate::security::{ClientAuth, HandshakeProbe, ServerAuth};
+use schema::limits::MAX_FRAME;
 use std::fmt;
 
 /// A socket that could not be opened, with the address and the reason.

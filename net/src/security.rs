@@ -10,9 +10,9 @@
 //! key removed from an allow-list by a reload (SIGHUP) is refused even on a connection that was
 //! admitted before.
 
-use crate::codec::Inbound;
 use crate::keys::{self, KeyError, KeyPair, PublicKey};
 use crate::zap::{Guard, Monitors};
+use schema::codec::Inbound;
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -620,7 +620,7 @@ mod tests {
         let gate = Gate(Some(list.clone()));
         let from = |user: Option<String>| Inbound {
             peer: Some(b"peer".to_vec()),
-            msg: Ok(crate::Message::Ping { id: 1 }),
+            msg: Ok(schema::Message::Ping { id: 1 }),
             data: None,
             user_id: user,
         };

@@ -8,13 +8,13 @@
 //! per file or request, never per chunk) that its loops update, registered into a [`Registry`]
 //! only when the endpoint is asked for.
 
-use crate::daemon::Shutdown;
-use crate::ErrorCode;
+use crate::Shutdown;
 pub use prometheus_client::metrics::counter::Counter;
 pub use prometheus_client::metrics::family::Family;
 pub use prometheus_client::metrics::gauge::Gauge;
 pub use prometheus_client::metrics::histogram::Histogram;
 pub use prometheus_client::registry::Registry;
+use schema::ErrorCode;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -74,7 +74,7 @@ pub fn registry_for(role: &'static str) -> Registry {
     let mut registry = Registry::default();
     let info = prometheus_client::metrics::info::Info::new(vec![
         ("role", role),
-        ("version", crate::status::SOFTWARE_VERSION),
+        ("version", schema::status::SOFTWARE_VERSION),
     ]);
     registry.register("dfs_build", "The dfs role and software version", info);
     let start: Gauge = Gauge::default();

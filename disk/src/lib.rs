@@ -1,0 +1,8 @@
+//! How received content reaches the disk, for the storage node and the fetcher alike: one
+//! durable write (temporary file, fsync, rename, fsync the folder) with shared folder fsyncs
+//! ([`atomic`]), large files written without the page cache ([`direct`]) and page-cache hints
+//! for the others ([`writeback`]).
+
+pub mod atomic;
+pub mod direct;
+pub mod writeback;

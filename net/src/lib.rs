@@ -1,0 +1,9 @@
+//! How dfs talks over ZeroMQ, apart from what it says (that is `schema`): opening sockets with
+//! the protocol's limits ([`socket`]), CURVE key files ([`keys`]), who may connect to which
+//! socket and the check of every message's sender ([`security`]), and the ZAP handler that
+//! enforces it ([`zap`]).
+
+pub mod keys;
+pub mod security;
+pub mod socket;
+pub mod zap;
