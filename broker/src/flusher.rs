@@ -8,7 +8,6 @@
 
 use crate::index::IndexSyncer;
 use anyhow::Context as _;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
@@ -23,25 +22,8 @@ pub struct Flusher {
 impl Flusher {
     /// Starts the thread that flushes `index`.
     pub fn start(ctx: &zmq::Context, index: IndexSyncer) -> anyhow::Result<Flusher> {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let endpoint = format!(
-            "inproc://dfs-broker-flush-{}",
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        let reports = ctx
-            .socket(zmq::PAIR)
-            .context("cannot create the flush report socket")?;
-        reports.set_linger(0)?;
-        reports
-            .bind(&endpoint)
-            .with_context(|| format!("cannot bind {endpoint}"))?;
-        let sender = ctx
-            .socket(zmq::PAIR)
-            .context("cannot create the flush report socket")?;
-        sender.set_linger(0)?;
-        sender
-            .connect(&endpoint)
-            .with_context(|| format!("cannot connect {endpoint}"))?;
+        let (reports, sender) = net::inproc::pair(ctx, "broker-flush", zmq::PAIR, zmq::PAIR)
+            .context("cannot open the flush report sockets")?;
         let (tx, rx) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("broker-flush".into())

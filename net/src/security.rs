@@ -467,26 +467,15 @@ pub fn client_auth(opts: ClientOptions) -> Result<ClientAuth, SecurityError> {
 /// Watches the handshakes of a connecting socket, so a client that gets no connection can say
 /// whether the peer was silent or refused it (wrong server key, key not allowed, no CURVE).
 pub struct HandshakeProbe {
-    events: zmq::Socket,
+    events: crate::inproc::Monitor,
     last_failure: Option<String>,
 }
-
-static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl HandshakeProbe {
     /// Starts watching `sock`. Call before connect.
     pub fn attach(ctx: &zmq::Context, sock: &zmq::Socket) -> zmq::Result<HandshakeProbe> {
-        let ep = format!(
-            "inproc://dfs-handshake-probe-{}-{}",
-            std::process::id(),
-            PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        );
-        sock.monitor(&ep, HANDSHAKE_FAILURES)?;
-        let events = ctx.socket(zmq::PAIR)?;
-        events.set_linger(0)?;
-        events.connect(&ep)?;
         Ok(HandshakeProbe {
-            events,
+            events: crate::inproc::Monitor::attach(ctx, sock, HANDSHAKE_FAILURES)?,
             last_failure: None,
         })
     }
@@ -502,13 +491,8 @@ impl HandshakeProbe {
     /// ([`crate::socket::reconnect`]) when this says so.
     pub fn take_failure(&mut self) -> Option<String> {
         let mut fresh = None;
-        while let Ok(frames) = self.events.recv_multipart(zmq::DONTWAIT) {
-            let Some(head) = frames.first().filter(|f| f.len() >= 6) else {
-                continue;
-            };
-            let event = u16::from_ne_bytes([head[0], head[1]]);
-            let value = u32::from_ne_bytes([head[2], head[3], head[4], head[5]]);
-            if let Some(why) = handshake_failure(event, value) {
+        while let Some(e) = self.events.next() {
+            if let Some(why) = handshake_failure(e.event, e.value) {
                 self.last_failure = Some(why.clone());
                 fresh = Some(why);
             }

@@ -58,8 +58,6 @@ struct Monitored {
 #[derive(Clone, Debug)]
 pub struct Monitors(mpsc::Sender<Monitored>);
 
-static WATCHED: AtomicU64 = AtomicU64::new(0);
-
 /// Bits of the monitor events the handler reads (libzmq's ZMQ_EVENT_*).
 const EVENT_MONITOR_STOPPED: u64 = 0x0400;
 const EVENT_HANDSHAKE_FAILED_NO_DETAIL: u64 = 0x0800;
@@ -76,11 +74,7 @@ impl Monitors {
         sock: &mut zmq::Socket,
         domain: Domain,
     ) -> zmq::Result<()> {
-        let ep = format!(
-            "inproc://dfs-handshakes-{}-{}",
-            std::process::id(),
-            WATCHED.fetch_add(1, Ordering::Relaxed)
-        );
+        let ep = crate::inproc::endpoint("handshakes");
         let c_ep = std::ffi::CString::new(ep.clone()).map_err(|_| zmq::Error::EINVAL)?;
         let mask = EVENT_HANDSHAKE_FAILED_NO_DETAIL
             | EVENT_HANDSHAKE_FAILED_PROTOCOL

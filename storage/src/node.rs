@@ -17,7 +17,6 @@ use schema::{Class, ErrorCode, Message};
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,9 +28,6 @@ pub type Key = (usize, Vec<u8>, u64);
 
 /// Most messages read from one socket before looking at the others.
 const BATCH: usize = 256;
-
-/// Numbers the inproc endpoints of the nodes of this process.
-static NODE_SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// A bound storage node, ready to serve.
 pub struct Node {
@@ -83,8 +79,7 @@ impl Node {
                 args.bind, args.base_port
             )
         })?;
-        let seq = NODE_SEQ.fetch_add(1, Ordering::Relaxed);
-        let results_endpoint = format!("inproc://dfs-storage-results-{}-{seq}", std::process::id());
+        let results_endpoint = net::inproc::endpoint("storage-results");
         let results = ctx
             .socket(zmq::PULL)
             .context("cannot create the sync result socket")?;

@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RemoveKind, RenameMode};
 use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, TrySendError};
 use std::sync::Arc;
 
@@ -96,28 +96,12 @@ pub struct Drained {
     pub overflowed: bool,
 }
 
-static FEED_COUNTER: AtomicU64 = AtomicU64::new(0);
-
 impl Feed {
     /// Watches `root` recursively. Files created after this returns are seen.
     pub fn start(ctx: &zmq::Context, root: &Path) -> anyhow::Result<Feed> {
-        let ep = format!(
-            "inproc://dfs-watcher-wake-{}",
-            FEED_COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
-        let wake = ctx
-            .socket(zmq::PULL)
-            .context("cannot create the wake socket")?;
-        wake.set_linger(0)?;
-        wake.bind(&ep)
-            .with_context(|| format!("cannot bind the wake socket {ep}"))?;
-        let push = ctx
-            .socket(zmq::PUSH)
-            .context("cannot create the wake socket")?;
-        push.set_sndhwm(16)
-            .and_then(|()| push.set_linger(0))
-            .and_then(|()| push.connect(&ep))
-            .with_context(|| format!("cannot connect the wake socket {ep}"))?;
+        let (wake, push) = net::inproc::pair(ctx, "watcher-wake", zmq::PULL, zmq::PUSH)
+            .context("cannot open the wake sockets")?;
+        push.set_sndhwm(16)?;
 
         let (tx, rx) = sync_channel(QUEUE);
         let overflowed = Arc::new(AtomicBool::new(false));

@@ -179,7 +179,7 @@ impl Watcher {
         let up = Upload::growing(name.to_string(), stamp, file);
         let msg = up.put(id);
         self.growing.insert(id);
-        self.start_change(id, Change::Put(Box::new(up)), &msg, None, now);
+        self.start_change(id, Change::Put(Box::new(up)), msg, None, now);
         None
     }
 }

@@ -200,9 +200,6 @@ mod tests {
             panic!("no file")
         };
 
-        let ctx = zmq::Context::new();
-        let sock = ctx.socket(zmq::DEALER).unwrap();
-        let monitor = crate::link::watch_connection(&ctx, &sock).unwrap();
         let debounce = Duration::from_millis(200);
         let settings = Settings {
             keep_deleted: false,
@@ -212,7 +209,7 @@ mod tests {
         };
         let ignores = Ignores::new(&[], true).unwrap();
         let t0 = Instant::now();
-        let mut w = Watcher::new(root.clone(), settings, ignores, sock, monitor, "x", t0);
+        let mut w = Watcher::new(root.clone(), settings, ignores, "x", t0);
         w.table.set_stored(
             "old/f.txt",
             Some(Stored {

@@ -27,6 +27,7 @@ mod link;
 mod listing;
 pub mod local;
 pub mod metrics;
+mod outbox;
 mod reconcile;
 mod replies;
 pub mod scan;

@@ -5,8 +5,6 @@
 
 use crate::state::next_backoff;
 use crate::watcher::Watcher;
-use anyhow::Context as _;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// First ping interval after an outage; doubles up to [`PING_MAX`].
@@ -141,61 +139,22 @@ impl Link {
     }
 }
 
-static MONITOR_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// A PAIR socket that receives the connection events of `sock`.
-pub(crate) fn watch_connection(
-    ctx: &zmq::Context,
-    sock: &zmq::Socket,
-) -> anyhow::Result<zmq::Socket> {
-    let ep = format!(
-        "inproc://dfs-watcher-monitor-{}",
-        MONITOR_COUNTER.fetch_add(1, Ordering::Relaxed)
-    );
-    let events = zmq::SocketEvent::HANDSHAKE_SUCCEEDED as i32
-        | zmq::SocketEvent::DISCONNECTED as i32
-        | net::security::HANDSHAKE_FAILURES;
-    sock.monitor(&ep, events)
-        .with_context(|| format!("cannot monitor the broker socket through {ep}"))?;
-    let monitor = ctx
-        .socket(zmq::PAIR)
-        .context("cannot create the monitor socket")?;
-    monitor.set_linger(0)?;
-    monitor
-        .connect(&ep)
-        .with_context(|| format!("cannot connect the monitor socket {ep}"))?;
-    Ok(monitor)
-}
+/// The connection events of the broker socket the watcher follows.
+pub const CONNECTION_EVENTS: i32 = zmq::SocketEvent::HANDSHAKE_SUCCEEDED as i32
+    | zmq::SocketEvent::DISCONNECTED as i32
+    | net::security::HANDSHAKE_FAILURES;
 
 impl Watcher {
-    /// Connection events: a lost connection starts an outage at once (changes in flight are
-    /// due again); a new one is pinged at once.
-    pub(crate) fn connection_events(&mut self, now: Instant) {
-        while let Ok(frame) = self.monitor.recv_msg(zmq::DONTWAIT) {
-            let more = frame.get_more();
-            let event = (frame.len() >= 2).then(|| u16::from_ne_bytes([frame[0], frame[1]]));
-            let value = match frame.get(2..6) {
-                Some(v) => u32::from_ne_bytes([v[0], v[1], v[2], v[3]]),
-                None => 0,
-            };
-            if more {
-                // The second frame names the endpoint.
-                let _ = self.monitor.recv_msg(zmq::DONTWAIT);
-            }
-            match event {
-                Some(e) if e == zmq::SocketEvent::DISCONNECTED.to_raw() => {
-                    self.outage(now, "connection lost");
-                }
-                Some(e) if e == zmq::SocketEvent::HANDSHAKE_SUCCEEDED.to_raw() => {
-                    self.link.connected(now);
-                }
-                Some(e) => {
-                    if let Some(why) = net::security::handshake_failure(e, value) {
-                        self.link.handshake_failed(&why);
-                    }
-                }
-                None => {}
-            }
+    /// A connection event of the broker socket: a lost connection starts an outage at once
+    /// (changes in flight are due again); a new one is pinged at once; a refused handshake is
+    /// logged and the socket connects again.
+    pub(crate) fn on_connection_event(&mut self, e: net::inproc::MonitorEvent, now: Instant) {
+        if e.is(zmq::SocketEvent::DISCONNECTED) {
+            self.outage(now, "connection lost");
+        } else if e.is(zmq::SocketEvent::HANDSHAKE_SUCCEEDED) {
+            self.link.connected(now);
+        } else if let Some(why) = net::security::handshake_failure(e.event, e.value) {
+            self.link.handshake_failed(&why);
         }
     }
 }

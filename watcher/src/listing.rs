@@ -30,7 +30,7 @@ impl Watcher {
             after,
             limit: MAX_LIST_PAGE,
         };
-        self.send(&msg, None, now);
+        self.send(msg, None);
     }
 
     /// Starts a periodic refresh: the listing is fetched again, then the folder is rescanned.

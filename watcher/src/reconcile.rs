@@ -78,7 +78,7 @@ impl Watcher {
                 let change = Change::Delete {
                     name: name.to_string(),
                 };
-                self.start_change(id, change, &msg, None, now);
+                self.start_change(id, change, msg, None, now);
             }
             Decision::Compare => {
                 if let (Some(stamp), Some(stored)) = (stamp, stored) {
@@ -179,7 +179,7 @@ impl Watcher {
             }
             let up = Upload::inline(name.to_string(), stamp, hash);
             let msg = up.put(id);
-            self.start_change(id, Change::Put(Box::new(up)), &msg, Some(data), now);
+            self.start_change(id, Change::Put(Box::new(up)), msg, Some(data), now);
             return;
         }
         let file = match std::fs::File::open(&path) {
@@ -201,7 +201,7 @@ impl Watcher {
         }
         let up = Upload::chunked(name.to_string(), stamp, file, known);
         let msg = up.put(id);
-        self.start_change(id, Change::Put(Box::new(up)), &msg, None, now);
+        self.start_change(id, Change::Put(Box::new(up)), msg, None, now);
     }
 
     /// A new name whose rename event was lost (a file moved into a folder whose watch did not
@@ -276,28 +276,23 @@ impl Watcher {
             to: to.to_string(),
             stored,
         };
-        self.start_change(id, change, &msg, None, now);
+        self.start_change(id, change, msg, None, now);
         true
     }
 
     /// Sends the first message of a change and records it in flight. If the send fails the
-    /// outage has started and the names are due again.
+    /// outage starts and puts the change's names back as due.
     pub(crate) fn start_change(
         &mut self,
         id: u64,
         change: Change,
-        msg: &Message,
+        msg: Message,
         data: Option<Vec<u8>>,
         now: Instant,
     ) {
         let inline = data.as_ref().map_or(0, |d| d.len() as u64);
-        if !self.send(msg, data, now) {
-            for name in change.names() {
-                self.table.mark(name, now);
-            }
-            return;
-        }
-        tracing::debug!("sent {} of {}", msg.kind(), change.names().join(" -> "));
+        tracing::debug!("sending {} of {}", msg.kind(), change.names().join(" -> "));
+        self.send(msg, data);
         for name in change.names() {
             self.table.start(name, id);
         }
@@ -329,9 +324,7 @@ impl Watcher {
                             ..
                         }
                     );
-                    if !self.send(&msg, Some(data), now) {
-                        return;
-                    }
+                    self.send(msg, Some(data));
                     if last {
                         if let Some(f) = self.flights.get_mut(&id) {
                             f.heard = now;
@@ -346,7 +339,7 @@ impl Watcher {
     /// Aborts upload `id`, whose file changed while it was being read (`why`); the file is
     /// looked at again after the debounce.
     pub(crate) fn tear(&mut self, id: u64, why: &str, now: Instant) {
-        self.send(&Message::Abort { id }, None, now);
+        self.send(Message::Abort { id }, None);
         if let Some(flight) = self.take_flight(id) {
             if let Change::Put(up) = &flight.change {
                 tracing::info!(

@@ -13,7 +13,7 @@ impl Watcher {
         match msg {
             Message::Pong { .. } => {}
             Message::Ping { id } => {
-                self.send(&Message::Pong { id }, None, now);
+                self.send(Message::Pong { id }, None);
             }
             Message::Listing { id, entries, more } => self.on_listing(id, entries, more, now),
             Message::Credit { id, chunks } => self.on_credit(id, chunks, now),
@@ -37,7 +37,7 @@ impl Watcher {
                     ErrorCode::Unexpected,
                     format!("a watcher does not take {} messages", other.kind()),
                 );
-                self.send(&reply, None, now);
+                self.send(reply, None);
             }
         }
     }
@@ -54,7 +54,7 @@ impl Watcher {
             None => {
                 // An upload given up (an outage, a torn read): tell the broker to drop it.
                 tracing::debug!("credit for unknown upload {id}; aborting it");
-                self.send(&Message::Abort { id }, None, now);
+                self.send(Message::Abort { id }, None);
             }
         }
     }

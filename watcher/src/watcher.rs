@@ -1,10 +1,16 @@
-//! The watcher daemon: start-up, the poll loop, and the broker link (sending, outages, the
-//! start-up listing, rescans).
+//! The watcher daemon: start-up, the socket loop, and the state it drives.
+//!
+//! [`Watcher`] is the state: its parts (the table of names, the changes in flight, the link
+//! and store outages, the scans) and the decisions on them, which leave what must go to the
+//! broker in its [`Outbox`]. [`SocketLoop`] owns the sockets: it waits on the broker socket,
+//! the inotify wake socket and the connection monitor, hands what came to the state, and sends
+//! what the state left in its outbox after each step.
 
 use crate::events::Feed;
 use crate::ignore::Ignores;
 use crate::link::{Link, SILENCE_LIMIT};
 use crate::local::Stamp;
+use crate::outbox::{Out, Outbox};
 use crate::state::Table;
 use crate::transfer::{Change, InFlight};
 use crate::Args;
@@ -67,9 +73,8 @@ pub(crate) struct Watcher {
     pub ignores: Ignores,
     pub table: Table,
     pub flights: HashMap<u64, InFlight>,
-    pub sock: zmq::Socket,
-    /// Connection events of `sock` (a PAIR fed by `zmq_socket_monitor`).
-    pub monitor: zmq::Socket,
+    /// What is to be sent to the broker (the socket loop sends it after each step).
+    pub outbox: Outbox,
     pub link: Link,
     pub phase: Phase,
     next_id: u64,
@@ -114,14 +119,12 @@ pub(crate) struct Watcher {
 }
 
 impl Watcher {
-    /// A watcher of `root` (canonical) that talks to the broker at `endpoint` through `sock`,
-    /// before its first listing, with fresh metrics and no status file.
+    /// A watcher of `root` (canonical) that talks to the broker at `endpoint`, before its first
+    /// listing, with fresh metrics and no status file.
     pub fn new(
         root: PathBuf,
         settings: Settings,
         ignores: Ignores,
-        sock: zmq::Socket,
-        monitor: zmq::Socket,
         endpoint: &str,
         now: Instant,
     ) -> Watcher {
@@ -131,8 +134,7 @@ impl Watcher {
             ignores,
             table: Table::new(),
             flights: HashMap::new(),
-            sock,
-            monitor,
+            outbox: Outbox::default(),
             link: Link::new(endpoint, now),
             phase: Phase::Listing {
                 after: None,
@@ -194,23 +196,16 @@ pub fn run(args: Args, stop: Shutdown) -> anyhow::Result<()> {
     })?;
     let ctx = net::socket::context();
     let sock = net::socket::dealer_with(&ctx, &endpoint, &auth)?;
-    let monitor = crate::link::watch_connection(&ctx, &sock)?;
-    let mut feed = Feed::start(&ctx, &root)?;
+    let monitor = net::inproc::Monitor::attach(&ctx, &sock, crate::link::CONNECTION_EVENTS)
+        .context("cannot monitor the broker socket")?;
+    let feed = Feed::start(&ctx, &root)?;
     let settings = Settings {
         keep_deleted: args.keep_deleted,
         debounce: args.debounce(),
         rescan_period: args.rescan_period(),
         max_in_flight: args.max_in_flight as usize,
     };
-    let mut w = Watcher::new(
-        root,
-        settings,
-        ignores,
-        sock,
-        monitor,
-        &endpoint,
-        Instant::now(),
-    );
+    let mut w = Watcher::new(root, settings, ignores, &endpoint, Instant::now());
     w.status_file = args
         .status_file
         .as_deref()
@@ -230,50 +225,136 @@ pub fn run(args: Args, stop: Shutdown) -> anyhow::Result<()> {
     }
     notify_ready(&ready);
     tracing::info!("watching {} for broker {endpoint}", w.root.display());
-    w.serve(&mut feed, &stop)
+    let mut socket_loop = SocketLoop {
+        w,
+        sock,
+        monitor,
+        feed,
+    };
+    socket_loop.serve(&stop)
 }
 
-impl Watcher {
-    /// The poll loop: wait for the broker, an event or a timer; handle what came; repeat.
-    fn serve(&mut self, feed: &mut Feed, stop: &Shutdown) -> anyhow::Result<()> {
+/// The one thread that owns the watcher's sockets: the broker DEALER, the wake socket of the
+/// inotify feed and the broker socket's connection monitor.
+struct SocketLoop {
+    w: Watcher,
+    sock: zmq::Socket,
+    monitor: net::inproc::Monitor,
+    feed: Feed,
+}
+
+impl SocketLoop {
+    /// The poll loop: wait for the broker, an event or a timer; hand what came to the state;
+    /// send what it asked for; repeat.
+    fn serve(&mut self, stop: &Shutdown) -> anyhow::Result<()> {
         loop {
             if stop.is_triggered() {
-                self.shut_down();
-                self.write_final_status();
+                self.w.shut_down();
+                self.flush(Instant::now());
+                self.w.write_final_status();
                 return Ok(());
             }
-            let timeout = self.poll_timeout(Instant::now());
+            let timeout = self.w.poll_timeout(Instant::now());
             let mut items = [
                 self.sock.as_poll_item(zmq::POLLIN),
-                feed.wake_socket().as_poll_item(zmq::POLLIN),
-                self.monitor.as_poll_item(zmq::POLLIN),
+                self.feed.wake_socket().as_poll_item(zmq::POLLIN),
+                self.monitor.socket().as_poll_item(zmq::POLLIN),
             ];
             match zmq::poll(&mut items, timeout) {
                 Ok(_) | Err(zmq::Error::EINTR) => {}
                 Err(e) => return Err(e).context("cannot poll the broker socket"),
             }
-            let drained = feed.drain();
+            let drained = self.feed.drain();
             let now = Instant::now();
             if drained.overflowed {
-                tracing::warn!("event queue overflowed; rescanning {}", self.root.display());
-                self.rescan_wanted = true;
+                tracing::warn!(
+                    "event queue overflowed; rescanning {}",
+                    self.w.root.display()
+                );
+                self.w.rescan_wanted = true;
             }
             for event in drained.events {
-                self.on_event(event, now);
+                self.w.on_event(event, now);
             }
-            if self.rewatch_wanted {
-                self.rewatch(feed);
+            if self.w.rewatch_wanted {
+                self.w.rewatch(&mut self.feed);
             }
-            self.connection_events(Instant::now());
+            while let Some(event) = self.monitor.next() {
+                self.w.on_connection_event(event, Instant::now());
+            }
+            self.flush(Instant::now());
             self.receive(Instant::now());
-            self.tick(Instant::now());
-            self.write_status(Instant::now());
-            self.update_gauges();
+            self.w.tick(Instant::now());
+            self.flush(Instant::now());
+            self.w.write_status(Instant::now());
+            self.w.update_gauges();
         }
     }
 
+    /// Sends what the state left in its outbox, in order. A required message that cannot be
+    /// sent means the broker is unreachable: the state starts an outage (its changes in flight
+    /// are due again), and the required messages after it are dropped with them.
+    fn flush(&mut self, now: Instant) {
+        let mut broken = false;
+        for out in self.w.outbox.take() {
+            match out {
+                Out::Reconnect => {
+                    if let Err(e) = net::socket::reconnect(&self.sock, self.w.link.endpoint()) {
+                        tracing::warn!("{e}");
+                    }
+                }
+                Out::Send { required, .. } if broken && required => {}
+                Out::Send {
+                    msg,
+                    data,
+                    required,
+                } => {
+                    let sent = codec::send(&self.sock, None, &msg, data.map(zmq::Message::from));
+                    match sent {
+                        Ok(()) => {}
+                        Err(e) if required => {
+                            broken = true;
+                            self.w.send_failed(&msg, e, now);
+                        }
+                        Err(e) => tracing::debug!("cannot send {} to the broker: {e}", msg.kind()),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads every message waiting on the socket, handing each to the state and sending what
+    /// it answered before the next.
+    fn receive(&mut self, now: Instant) {
+        for _ in 0..RECV_BATCH {
+            let inbound = match codec::recv(&self.sock, false, zmq::DONTWAIT) {
+                Ok(i) => i,
+                Err(zmq::Error::EAGAIN) => return,
+                Err(e) => {
+                    tracing::warn!("cannot read from broker {}: {e}", self.w.link.endpoint());
+                    return;
+                }
+            };
+            match inbound.msg {
+                Ok(msg) => self.w.on_broker_message(msg, now),
+                Err(rejected) => {
+                    tracing::warn!(
+                        "refused a message from broker {}: {}",
+                        self.w.link.endpoint(),
+                        rejected.error
+                    );
+                    // Best effort: an unreachable broker is noticed by the next real send.
+                    self.w.outbox.try_send(rejected.reply());
+                }
+            }
+            self.flush(now);
+        }
+    }
+}
+
+impl Watcher {
     /// Sets the gauges from the state now.
-    fn update_gauges(&self) {
+    pub fn update_gauges(&self) {
         let held = self.store_outage.as_ref().map_or(0, |o| o.held_count());
         let m = &self.metrics;
         m.pending.set((self.table.due_count() + held) as i64);
@@ -283,7 +364,7 @@ impl Watcher {
 
     /// Watches the folders whose creation was among lost events; the rescan that follows finds
     /// the files made in them meanwhile.
-    fn rewatch(&mut self, feed: &mut Feed) {
+    pub fn rewatch(&mut self, feed: &mut Feed) {
         self.rewatch_wanted = false;
         if let Err(e) = feed.rewatch() {
             let message = format!("{e:#}");
@@ -294,7 +375,7 @@ impl Watcher {
     }
 
     /// How long the next poll may wait (ms): until the next timer, at most `POLL_MS`.
-    fn poll_timeout(&self, now: Instant) -> i64 {
+    pub fn poll_timeout(&self, now: Instant) -> i64 {
         let mut wake: Option<Instant> = self.link.next_wake();
         let mut consider = |t: Option<Instant>| {
             if let Some(t) = t {
@@ -357,21 +438,20 @@ impl Watcher {
         self.next_id
     }
 
-    /// Sends a message to the broker. A failure means the broker is unreachable: the outage
-    /// starts (every change in flight is due again) and `false` is returned.
-    pub fn send(&mut self, msg: &Message, data: Option<Vec<u8>>, now: Instant) -> bool {
-        match codec::send(&self.sock, None, msg, data.map(zmq::Message::from)) {
-            Ok(()) => true,
-            Err(e) => {
-                let why = match e {
-                    zmq::Error::EAGAIN => "not connected".to_string(),
-                    e => e.to_string(),
-                };
-                tracing::debug!("cannot send {} to the broker: {why}", msg.kind());
-                self.outage(now, &why);
-                false
-            }
-        }
+    /// Queues a message for the broker (see [`Outbox::send`]).
+    pub fn send(&mut self, msg: Message, data: Option<Vec<u8>>) {
+        self.outbox.send(msg, data);
+    }
+
+    /// Sending `msg` failed with `e`: the broker is unreachable, the outage starts (every change
+    /// in flight is due again).
+    pub fn send_failed(&mut self, msg: &Message, e: zmq::Error, now: Instant) {
+        let why = match e {
+            zmq::Error::EAGAIN => "not connected".to_string(),
+            e => e.to_string(),
+        };
+        tracing::debug!("cannot send {} to the broker: {why}", msg.kind());
+        self.outage(now, &why);
     }
 
     /// The broker is unreachable: log it once, put every change in flight back as due.
@@ -400,48 +480,23 @@ impl Watcher {
         }
     }
 
-    /// Reads every message waiting on the socket.
-    fn receive(&mut self, now: Instant) {
-        for _ in 0..RECV_BATCH {
-            let inbound = match codec::recv(&self.sock, false, zmq::DONTWAIT) {
-                Ok(i) => i,
-                Err(zmq::Error::EAGAIN) => return,
-                Err(e) => {
-                    tracing::warn!("cannot read from broker {}: {e}", self.link.endpoint());
-                    return;
-                }
-            };
-            match inbound.msg {
-                Ok(msg) => {
-                    self.heard = now;
-                    self.probe = None;
-                    self.link.answered();
-                    self.on_message(msg, now);
-                }
-                Err(rejected) => {
-                    tracing::warn!(
-                        "refused a message from broker {}: {}",
-                        self.link.endpoint(),
-                        rejected.error
-                    );
-                    // Best effort: an unreachable broker is noticed by the next real send.
-                    let _ = codec::send(&self.sock, None, &rejected.reply(), None);
-                }
-            }
-        }
+    /// A well-formed message came from the broker: it is up, and the message is handled.
+    pub fn on_broker_message(&mut self, msg: Message, now: Instant) {
+        self.heard = now;
+        self.probe = None;
+        self.link.answered();
+        self.on_message(msg, now);
     }
 
     /// Timers: pings while down, silence detection, the listing, rescans, due names.
-    fn tick(&mut self, now: Instant) {
+    pub fn tick(&mut self, now: Instant) {
         if self.link.ping_due(now) {
             if self.link.take_reconnect() {
-                if let Err(e) = net::socket::reconnect(&self.sock, self.link.endpoint()) {
-                    tracing::warn!("{e}");
-                }
+                self.outbox.reconnect();
             }
             let id = self.next_id();
             // A failed ping only schedules the next one.
-            let _ = codec::send(&self.sock, None, &Message::Ping { id }, None);
+            self.outbox.try_send(Message::Ping { id });
             self.link.pinged(now);
         }
         if !self.link.is_up() {
@@ -482,9 +537,8 @@ impl Watcher {
             match self.probe {
                 None => {
                     let id = self.next_id();
-                    if self.send(&Message::Ping { id }, None, now) {
-                        self.probe = Some(now);
-                    }
+                    self.send(Message::Ping { id }, None);
+                    self.probe = Some(now);
                 }
                 Some(sent) if now.duration_since(sent) > PROBE_WAIT => {
                     self.outage(now, "no answer for 10 s");
@@ -506,7 +560,7 @@ impl Watcher {
                     GIVE_UP.as_secs()
                 );
                 if matches!(&flight.change, Change::Put(u) if u.is_chunked()) {
-                    self.send(&Message::Abort { id }, None, now);
+                    self.send(Message::Abort { id }, None);
                 }
                 for name in flight.change.names() {
                     self.table.retry_later(name, now);
@@ -553,7 +607,7 @@ impl Watcher {
     }
 
     /// On stop: abandon chunked uploads in flight (the broker drops what it received).
-    fn shut_down(&mut self) {
+    pub fn shut_down(&mut self) {
         let ids: Vec<u64> = self
             .flights
             .iter()
@@ -562,7 +616,7 @@ impl Watcher {
             .collect();
         if self.link.is_up() {
             for id in ids {
-                let _ = codec::send(&self.sock, None, &Message::Abort { id }, None);
+                self.outbox.try_send(Message::Abort { id });
             }
         }
         tracing::info!("watcher stopped");

@@ -1,4 +1,4 @@
-//! The watcher against a fake broker: a ROUTER on port 0 driven by hand.
+//! The whole watcher (`run`) against a fake broker: a ROUTER on port 0 driven by hand.
 
 use crate::Args;
 use clap::Parser;
