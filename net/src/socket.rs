@@ -34,6 +34,14 @@ pub fn endpoint(host: &str, port: impl fmt::Display) -> String {
 /// Queue limits (messages) on every socket. Flow control keeps real queues far below them.
 const HWM: i32 = 10_000;
 
+/// Messages a bound ROUTER queues from one peer before it stops reading that peer's connection
+/// (TCP then holds the sender back; nothing is dropped). Credit keeps a well-behaved peer's
+/// messages in flight far below the send queues, and the receiving loop drains its sockets
+/// every turn, so this is only reached by a peer that floods: it bounds the memory one
+/// connection can pin to this many messages (at most `MAX_FRAME` bytes each), instead of
+/// [`HWM`] of them.
+pub const ROUTER_RCVHWM: i32 = 64;
+
 /// I/O threads of every daemon's context. CURVE encrypts in the I/O threads and each connection
 /// stays on one of them, so with two the broker's inbound and outbound streams are ciphered on
 /// two cores (README, Performance: on the two-core bench machine, where all three daemons share
@@ -84,7 +92,8 @@ pub fn router_with(
         .map_err(err("configure", &ep))?;
     sock.set_linger(0).map_err(err("configure", &ep))?;
     sock.set_sndhwm(HWM).map_err(err("configure", &ep))?;
-    sock.set_rcvhwm(HWM).map_err(err("configure", &ep))?;
+    sock.set_rcvhwm(ROUTER_RCVHWM)
+        .map_err(err("configure", &ep))?;
     if host.contains(':') {
         sock.set_ipv6(true).map_err(err("configure", &ep))?;
     }
