@@ -3,7 +3,7 @@
 
 use anyhow::Context as _;
 use clap::Parser;
-use daemon::{notify_ready, write_ready_file, Shutdown};
+use daemon::Shutdown;
 use std::path::PathBuf;
 use std::thread;
 
@@ -119,11 +119,7 @@ pub fn run(args: Args, stop: Shutdown) -> anyhow::Result<()> {
     let ready = serde_json::json!({
         "role": "up", "base_port": base, "ingest_port": ingest, "fetch_port": fetch,
     });
-    if let Some(path) = &args.ready_file {
-        write_ready_file(path, &ready)
-            .with_context(|| format!("cannot write the ready file {}", path.display()))?;
-    }
-    notify_ready(&ready);
+    daemon::announce_ready(ready, args.ready_file.as_deref(), None)?;
 
     // Any role ending (an error, or the stop signal) stops the others. Then join in order: the
     // watcher first (no new uploads), the broker (flushes and exports the index), the node.

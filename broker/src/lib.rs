@@ -39,7 +39,7 @@ pub use index::{Index, Opened};
 pub use record::Record;
 
 use anyhow::Context as _;
-use daemon::{host_port, notify_ready, write_ready_file, Shutdown};
+use daemon::{host_port, Shutdown};
 use export::Exporter;
 use links::NodeLinks;
 use net::security::{client_auth, ClientOptions, Domain, ServerOptions, ServerSecurity};
@@ -123,7 +123,8 @@ pub struct Broker {
     ingest_port: u16,
     fetch_port: u16,
     export_path: PathBuf,
-    /// The ZAP handler, when the front ports use CURVE; dropped after the relay's sockets.
+    /// The ZAP handler, when the front ports use CURVE; it stops when `serve` returns (a
+    /// handshake without it is refused, since every bound socket enforces its ZAP domain).
     security: ServerSecurity,
 }
 
@@ -282,24 +283,16 @@ impl Broker {
 pub fn run(args: Args, stop: Shutdown) -> anyhow::Result<()> {
     let ctx = net::socket::context();
     let broker = Broker::bind(&ctx, &args)?;
-    let metrics = args
-        .metrics
-        .as_deref()
-        .map(|addr| daemon::metrics::MetricsServer::start(addr, broker.metrics().registry()))
-        .transpose()?;
-    let mut ready = serde_json::json!({
+    let ready = serde_json::json!({
         "role": "broker",
         "ingest_port": broker.ingest_port(),
         "fetch_port": broker.fetch_port(),
     });
-    if let Some(m) = &metrics {
-        ready["metrics"] = m.local_addr().to_string().into();
-    }
-    if let Some(path) = &args.ready_file {
-        write_ready_file(path, &ready)
-            .with_context(|| format!("cannot write the ready file {}", path.display()))?;
-    }
-    notify_ready(&ready);
+    let metrics = args
+        .metrics
+        .as_deref()
+        .map(|a| (a, broker.metrics().registry()));
+    let _metrics = daemon::announce_ready(ready, args.ready_file.as_deref(), metrics)?;
     broker.serve(stop)
 }
 

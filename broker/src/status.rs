@@ -150,7 +150,9 @@ impl Relay {
     /// The broker's own report.
     fn broker_report(&self) -> BrokerReport {
         let (index_entries, index_bytes) = self.status.totals.get();
-        let disk = DiskSpace::of(&self.status.data).unwrap_or_else(|e| {
+        let disk =
+            disk::space::of(&self.status.data).map(|(free, total)| DiskSpace { free, total });
+        let disk = disk.unwrap_or_else(|e| {
             tracing::warn!(
                 "cannot read the free space of {}: {e}",
                 self.status.data.display()

@@ -32,6 +32,43 @@ impl Shutdown {
     }
 }
 
+/// Why a daemon could not say it is ready.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadyError {
+    #[error("{0}")]
+    Metrics(#[from] metrics::MetricsError),
+    #[error("cannot write the ready file {}: {source}", path.display())]
+    ReadyFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The one way a daemon says it is ready, once every socket is bound: starts the `--metrics`
+/// endpoint when `metrics` gives its address (serving `registry`) and adds the bound address to
+/// `ready` as `metrics`, writes `ready` to the `--ready-file` when one was given, and tells the
+/// service manager ([`notify_ready`]). Keep the returned endpoint as long as the daemon runs.
+pub fn announce_ready(
+    mut ready: serde_json::Value,
+    ready_file: Option<&Path>,
+    metrics: Option<(&str, metrics::Registry)>,
+) -> Result<Option<metrics::MetricsServer>, ReadyError> {
+    let server = metrics
+        .map(|(addr, registry)| metrics::MetricsServer::start(addr, registry))
+        .transpose()?;
+    if let Some(m) = &server {
+        ready["metrics"] = m.local_addr().to_string().into();
+    }
+    if let Some(path) = ready_file {
+        write_ready_file(path, &ready).map_err(|source| ReadyError::ReadyFile {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    }
+    notify_ready(&ready);
+    Ok(server)
+}
+
 /// Writes `value` as one JSON line to `path` atomically (temporary file, then rename), so a
 /// reader polling for the file never sees it half written.
 pub fn write_ready_file(path: &Path, value: &serde_json::Value) -> std::io::Result<()> {

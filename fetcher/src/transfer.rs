@@ -110,8 +110,8 @@ fn stream(
         };
         let data = reply.data.as_deref().unwrap_or_default();
         let end = at.saturating_add(data.len() as u64);
-        let short = end < entry.size && data.len() != CHUNK_SIZE;
-        if at != offset || end > entry.size || data.is_empty() || short {
+        let last = schema::transfer::is_last_chunk(false, entry.size, end, false);
+        if at != offset || end > entry.size || !schema::transfer::chunk_len_ok(data.len(), last) {
             return Err(FetchError::Protocol(format!(
                 "chunk of {} bytes at offset {at}, expected offset {offset} of {} bytes",
                 data.len(),

@@ -4,38 +4,17 @@
 
 use crate::route::Class;
 use serde::{Deserialize, Serialize};
-use std::path::Path;
 
 /// The version of the dfs software, as `dfs --version` prints it.
 pub const SOFTWARE_VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// Space on the file system holding a folder (`statvfs`), in bytes.
+/// Space on the file system holding a folder, in bytes (`disk::space` reads it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct DiskSpace {
     /// Bytes an unprivileged process may still write.
     pub free: u64,
     /// Size of the file system.
     pub total: u64,
-}
-
-impl DiskSpace {
-    /// The space of the file system holding `path`.
-    pub fn of(path: &Path) -> std::io::Result<DiskSpace> {
-        use std::os::unix::ffi::OsStrExt as _;
-        let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-            .map_err(|_| std::io::Error::other("the path holds a NUL byte"))?;
-        // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter.
-        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-        let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let frsize = st.f_frsize as u64;
-        Ok(DiskSpace {
-            free: (st.f_bavail as u64).saturating_mul(frsize),
-            total: (st.f_blocks as u64).saturating_mul(frsize),
-        })
-    }
 }
 
 /// Files and bytes of one storage class on a node.
@@ -156,12 +135,5 @@ mod tests {
         ] {
             assert_eq!(decode(&encode(&m)).unwrap(), m);
         }
-    }
-
-    #[test]
-    fn disk_space_of_a_folder() {
-        let here = DiskSpace::of(Path::new(".")).unwrap();
-        assert!(here.total > 0 && here.free <= here.total, "{here:?}");
-        assert!(DiskSpace::of(Path::new("/no/such/folder")).is_err());
     }
 }

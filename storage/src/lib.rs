@@ -10,7 +10,7 @@
 //! # Files
 //! `lib.rs` (options, entry point), [`node`] (binding, the socket loop, dispatch),
 //! [`upload`] (puts and chunks), [`credit`] (flow control of uploads), [`sync`] (the durable
-//! write pool), [`durable`] (temp files, fsync, rename), [`read`] (gets), [`list`] (listings),
+//! write pool), [`durable`] (the metadata attribute, then `disk::atomic`'s durable write), [`read`] (gets), [`list`] (listings),
 //! [`change`] (deletes, renames), [`metrics`] (`--metrics`), [`check`] (re-hashing and quarantine for `dfs fsck`), [`status`] (the answer to `status`), [`meta`] (the `user.dfs.meta` attribute), [`layout`] (the
 //! folders under the root), [`error`] (routine errors and their reply codes).
 
@@ -35,8 +35,7 @@ mod tests;
 pub use error::StoreError;
 pub use node::Node;
 
-use anyhow::Context as _;
-use daemon::{notify_ready, write_ready_file, Shutdown};
+use daemon::Shutdown;
 use std::path::PathBuf;
 
 /// Options of `dfs storage`.
@@ -82,23 +81,15 @@ pub struct Args {
 pub fn run(args: Args, stop: Shutdown) -> anyhow::Result<()> {
     let ctx = net::socket::context();
     let node = Node::bind(&ctx, &args)?;
-    let metrics = args
-        .metrics
-        .as_deref()
-        .map(|addr| daemon::metrics::MetricsServer::start(addr, node.metrics().registry()))
-        .transpose()?;
-    let mut ready = serde_json::json!({
+    let ready = serde_json::json!({
         "role": "storage",
         "base_port": node.base_port(),
         "root": node.root().display().to_string(),
     });
-    if let Some(m) = &metrics {
-        ready["metrics"] = m.local_addr().to_string().into();
-    }
-    if let Some(path) = &args.ready_file {
-        write_ready_file(path, &ready)
-            .with_context(|| format!("cannot write the ready file {}", path.display()))?;
-    }
-    notify_ready(&ready);
+    let metrics = args
+        .metrics
+        .as_deref()
+        .map(|a| (a, node.metrics().registry()));
+    let _metrics = daemon::announce_ready(ready, args.ready_file.as_deref(), metrics)?;
     node.serve(stop)
 }

@@ -53,7 +53,8 @@ pub fn usage(layout: &Layout) -> Vec<ClassUsage> {
 /// The node's report: `snapshot` from the socket thread, usage and disk space read now.
 pub fn report(layout: &Layout, snapshot: Snapshot) -> NodeReport {
     let classes = usage(layout);
-    let disk = DiskSpace::of(layout.root()).unwrap_or_else(|e| {
+    let disk = disk::space::of(layout.root()).map(|(free, total)| DiskSpace { free, total });
+    let disk = disk.unwrap_or_else(|e| {
         tracing::warn!(root = %layout.root().display(), "cannot read the free space: {e}");
         DiskSpace::default()
     });

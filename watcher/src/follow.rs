@@ -6,11 +6,11 @@
 //! writer that never closes); a file that grows too slowly to fill chunks goes back to the
 //! usual way (sent once closed or quiet).
 
-use crate::local::{look, Look};
-use crate::transfer::{Change, InFlight, Stall, Upload};
+use crate::local::{look, Look, Stamp};
+use crate::transfer::{Change, Stall, Upload};
 use crate::watcher::Watcher;
 use schema::names;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 /// Smallest file followed while it is written.
@@ -26,20 +26,20 @@ pub const FOLLOW_POLL: Duration = Duration::from_millis(2);
 impl Watcher {
     /// A write event for `name`: look at it soon to decide whether to follow it.
     pub(crate) fn may_follow(&mut self, name: &str, now: Instant) {
-        if !self.follow_looks.contains_key(name) && !self.unfollowed.contains(name) {
+        if !self.follow.looks.contains_key(name) && !self.follow.unfollowed.contains(name) {
             let look = FollowLook {
                 at: now + FOLLOW_LOOK,
                 until: now + self.settings.debounce,
                 size: None,
             };
-            self.follow_looks.insert(name.to_string(), look);
+            self.follow.looks.insert(name.to_string(), look);
         }
     }
 
     /// The writer closed `name`: a growing upload of it is finished (its size is final).
     pub(crate) fn writer_closed(&mut self, name: &str, now: Instant) {
-        self.follow_looks.remove(name);
-        self.unfollowed.remove(name);
+        self.follow.looks.remove(name);
+        self.follow.unfollowed.remove(name);
         if let Some(id) = self.open_growing(name) {
             self.finish_growing(id, now);
         }
@@ -47,8 +47,8 @@ impl Watcher {
 
     /// `name` was removed or moved away: a growing upload of it is given up.
     pub(crate) fn writer_gone(&mut self, name: &str, now: Instant) {
-        self.follow_looks.remove(name);
-        self.unfollowed.remove(name);
+        self.follow.looks.remove(name);
+        self.follow.unfollowed.remove(name);
         if let Some(id) = self.open_growing(name) {
             self.tear(id, "it was removed or moved while being written", now);
         }
@@ -57,19 +57,17 @@ impl Watcher {
     /// The id of the open growing upload of `name`, if any.
     fn open_growing(&self, name: &str) -> Option<u64> {
         let id = self.table.flight_of(name)?;
-        growing_upload(&self.flights, id)
+        self.flights
+            .upload(id)
             .is_some_and(Upload::is_open)
             .then_some(id)
     }
 
     /// Finishes growing upload `id` and sends what its credit allows.
     fn finish_growing(&mut self, id: u64, now: Instant) {
-        let finished = match self.flights.get_mut(&id) {
-            Some(InFlight {
-                change: Change::Put(up),
-                ..
-            }) => up.finish(),
-            _ => return,
+        let finished = match self.flights.upload_mut(id) {
+            Some(up) => up.finish(),
+            None => return,
         };
         match finished {
             Ok(()) => self.pump_upload(id, now),
@@ -80,23 +78,24 @@ impl Watcher {
     /// Gives up growing upload `id`; its file goes the usual way, and is not followed again
     /// before its writer closes it.
     fn unfollow(&mut self, id: u64, why: &str, now: Instant) {
-        if let Some(up) = growing_upload(&self.flights, id) {
-            self.unfollowed.insert(up.name.clone());
+        if let Some(up) = self.flights.upload(id) {
+            self.follow.unfollowed.insert(up.name.clone());
         }
         self.tear(id, why, now);
     }
 
     /// Starts due follow looks, and serves the growing uploads that wait for their file.
     pub(crate) fn follow(&mut self, now: Instant) {
-        if !self.follow_looks.is_empty() {
+        if !self.follow.looks.is_empty() {
             let due: Vec<String> = self
-                .follow_looks
+                .follow
+                .looks
                 .iter()
                 .filter(|(_, look)| look.at <= now)
                 .map(|(n, _)| n.clone())
                 .collect();
             for name in due {
-                let Some(look) = self.follow_looks.remove(&name) else {
+                let Some(look) = self.follow.looks.remove(&name) else {
                     continue;
                 };
                 if let Some(size) = self.start_growing(&name, look.size, now) {
@@ -106,27 +105,16 @@ impl Watcher {
                             size: Some(size),
                             ..look
                         };
-                        self.follow_looks.insert(name, again);
+                        self.follow.looks.insert(name, again);
                     }
                 }
             }
         }
-        if self.growing.is_empty() {
-            return;
-        }
-        let flights = &self.flights;
-        self.growing
-            .retain(|id| growing_upload(flights, *id).is_some_and(Upload::is_open));
-        let waiting: Vec<u64> = self
-            .growing
-            .iter()
-            .copied()
-            .filter(|id| growing_upload(flights, *id).is_some_and(Upload::is_starved))
-            .collect();
+        let waiting = self.flights.starved_growing();
         let quiet = self.settings.debounce;
         for id in waiting {
             self.pump_upload(id, now);
-            let Some(up) = growing_upload(&self.flights, id) else {
+            let Some(up) = self.flights.upload(id) else {
                 continue;
             };
             let stall = up.stall(now, quiet);
@@ -140,11 +128,8 @@ impl Watcher {
 
     /// When `follow` has work next: a follow look, or a growing upload waiting for data.
     pub(crate) fn next_follow_wake(&self, now: Instant) -> Option<Instant> {
-        let starved = self
-            .growing
-            .iter()
-            .any(|id| growing_upload(&self.flights, *id).is_some_and(Upload::is_starved));
-        let look = self.follow_looks.values().map(|l| l.at).min();
+        let starved = self.flights.any_starved();
+        let look = self.follow.looks.values().map(|l| l.at).min();
         let poll = starved.then_some(now + FOLLOW_POLL);
         look.into_iter().chain(poll).min()
     }
@@ -154,10 +139,10 @@ impl Watcher {
     /// when a later look may start it.
     fn start_growing(&mut self, name: &str, before: Option<u64>, now: Instant) -> Option<u64> {
         if !self.can_reconcile()
-            || !self.has_room()
+            || !self.flights.has_room()
             || self.table.in_flight(name)
-            || !self.writing.contains_key(name)
-            || self.unfollowed.contains(name)
+            || !self.follow.writing.contains_key(name)
+            || self.follow.unfollowed.contains(name)
             || self.ignores.is_ignored(name)
             || self.table.rename_target(name).is_some()
         {
@@ -178,21 +163,22 @@ impl Watcher {
         let id = self.next_id();
         let up = Upload::growing(name.to_string(), stamp, file);
         let msg = up.put(id);
-        self.growing.insert(id);
         self.start_change(id, Change::Put(Box::new(up)), msg, None, now);
         None
     }
 }
 
-/// The upload `id` in flight, if it is one (growing or not).
-fn growing_upload(flights: &HashMap<u64, InFlight>, id: u64) -> Option<&Upload> {
-    match flights.get(&id) {
-        Some(InFlight {
-            change: Change::Put(up),
-            ..
-        }) => Some(up),
-        _ => None,
-    }
+/// What the watcher knows of files being written: which are open for writing, which are to be
+/// looked at soon to decide whether to follow them, and which were given up.
+#[derive(Debug, Default)]
+pub(crate) struct Follow {
+    /// Names written (created or modified) and not closed since, with how a large one looked
+    /// when last found still growing (see `Watcher::upload`).
+    pub writing: HashMap<String, Option<Stamp>>,
+    /// Files with write events to look at soon, to follow them while they grow.
+    pub looks: HashMap<String, FollowLook>,
+    /// Files given up following until their writer closes them.
+    pub unfollowed: HashSet<String>,
 }
 
 /// When a file with write events is looked at next to decide whether to follow it.

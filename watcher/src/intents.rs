@@ -25,7 +25,7 @@ impl Watcher {
                 if self.warned.insert(message.clone()) {
                     tracing::error!("{message}; changes there are found by rescans only");
                 }
-                self.rescan_wanted = true;
+                self.scans.full_wanted = true;
                 return;
             }
         };
@@ -66,16 +66,17 @@ impl Watcher {
         let debounce = self.settings.debounce;
         match intent {
             Intent::Rescan => {
-                self.rewatch_wanted = true;
-                self.rescan_wanted = true;
+                self.scans.rewatch_wanted = true;
+                self.scans.full_wanted = true;
                 // A burst overflows the queue many times over: say it once a minute at most.
                 let quiet = self
+                    .scans
                     .overflow_warned
                     .is_some_and(|t| now.duration_since(t) < OVERFLOW_WARN_EVERY);
                 if quiet {
                     tracing::debug!("inotify event queue overflowed again");
                 } else {
-                    self.overflow_warned = Some(now);
+                    self.scans.overflow_warned = Some(now);
                     tracing::warn!(
                         "the kernel's inotify event queue overflowed and events were lost \
                          (raise fs.inotify.max_queued_events if this repeats); rescanning {}",
@@ -85,7 +86,7 @@ impl Watcher {
             }
             Intent::Now(p) => {
                 if let Some(n) = self.name_of(&p) {
-                    self.writing.remove(&n);
+                    self.follow.writing.remove(&n);
                     self.table.mark(&n, now);
                     self.writer_closed(&n, now);
                 }
@@ -94,7 +95,7 @@ impl Watcher {
                 if let Some(n) = self.name_of(&p) {
                     self.table.mark(&n, now + debounce);
                     self.may_follow(&n, now);
-                    self.writing.insert(n, None);
+                    self.follow.writing.insert(n, None);
                 }
             }
             Intent::Removed(p) => {
@@ -108,13 +109,13 @@ impl Watcher {
                     self.scan_into(&p, now + debounce, None);
                     // notify adds the new folder's watch as it reports the folder: a file made
                     // there in between has no event, so the folder is looked at once more.
-                    self.folder_rescans.push((now + debounce, p));
+                    self.scans.new_folders.push((now + debounce, p));
                 }
             }
             Intent::MovedOut(p) => {
                 if let Some(n) = self.name_of(&p) {
                     self.writer_gone(&n, now);
-                    self.writing.remove(&n);
+                    self.follow.writing.remove(&n);
                     // It may have moved into a folder made just before, whose watch did not
                     // exist yet: that folder's second look comes one debounce after it was
                     // made, and what it finds is due one debounce later. The old name waits

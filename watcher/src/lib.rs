@@ -20,6 +20,7 @@
 
 mod args;
 pub mod events;
+mod flights;
 mod follow;
 pub mod ignore;
 mod intents;

@@ -34,6 +34,10 @@ pub struct Link {
     handshake_warned: bool,
     /// A handshake was refused: libzmq gave up on the endpoint, connect again before pinging.
     reconnect_wanted: bool,
+    /// When anything last came from the broker.
+    heard: Instant,
+    /// A ping sent because the broker fell silent while changes wait.
+    probe: Option<Instant>,
 }
 
 impl Link {
@@ -49,6 +53,8 @@ impl Link {
             warned: false,
             handshake_warned: false,
             reconnect_wanted: false,
+            heard: now,
+            probe: None,
         }
     }
 
@@ -64,6 +70,7 @@ impl Link {
 
     /// The broker stopped answering (a failed send, or silence): log once, ping from now on.
     pub fn down(&mut self, now: Instant, why: &str) {
+        self.probe = None;
         if !self.up {
             return;
         }
@@ -99,8 +106,10 @@ impl Link {
         }
     }
 
-    /// A `pong` (or any answer) came: the broker is up.
-    pub fn answered(&mut self) {
+    /// A `pong` (or any answer) came at `now`: the broker is up.
+    pub fn answered(&mut self, now: Instant) {
+        self.heard = now;
+        self.probe = None;
         if self.up {
             return;
         }
@@ -131,6 +140,21 @@ impl Link {
                 self.endpoint
             );
         }
+    }
+
+    /// How long the broker has said nothing.
+    pub fn silent_for(&self, now: Instant) -> Duration {
+        now.duration_since(self.heard)
+    }
+
+    /// When the ping sent because the broker fell silent went out, if one is unanswered.
+    pub fn probe(&self) -> Option<Instant> {
+        self.probe
+    }
+
+    /// A ping went out at `now` because the broker fell silent.
+    pub fn probed(&mut self, now: Instant) {
+        self.probe = Some(now);
     }
 
     /// When the loop must wake for the next ping, if the link is down.
@@ -172,7 +196,7 @@ mod tests {
         link.pinged(t0);
         assert!(!link.ping_due(t0));
         assert!(link.ping_due(t0 + PING_START));
-        link.answered();
+        link.answered(t0);
         assert!(link.is_up() && !link.ping_due(t0 + PING_MAX) && link.next_wake().is_none());
 
         // an outage: pings at 250 ms, 500 ms, 1 s, … capped at 5 s
@@ -190,7 +214,7 @@ mod tests {
         assert_eq!(gaps[0], PING_MIN);
         assert_eq!(gaps[1], PING_MIN * 2);
         assert_eq!(*gaps.last().unwrap(), PING_MAX);
-        link.answered();
+        link.answered(t1);
         assert!(link.is_up());
     }
 }

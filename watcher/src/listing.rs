@@ -36,7 +36,7 @@ impl Watcher {
     /// Starts a periodic refresh: the listing is fetched again, then the folder is rescanned.
     pub(crate) fn refresh_listing(&mut self, now: Instant) {
         tracing::debug!("periodic rescan: refreshing the broker's listing first");
-        self.next_rescan = now + self.settings.rescan_period;
+        self.scans.next_full = now + self.settings.rescan_period;
         self.phase = Phase::Listing {
             after: None,
             pending: None,

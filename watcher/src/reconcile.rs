@@ -3,7 +3,7 @@
 
 use crate::local::{self, decide, hash_file, look, read_small, Decision, Look, ReadError, Stamp};
 use crate::state::Stored;
-use crate::transfer::{Change, InFlight, Next, Upload};
+use crate::transfer::{Change, Next, Upload};
 use crate::watcher::Watcher;
 use schema::limits::INLINE_MAX;
 use schema::{names, Hash, Message};
@@ -41,7 +41,7 @@ impl Watcher {
         let stamp = match now_look {
             Look::File(s) => Some(s),
             Look::Missing => {
-                self.writing.remove(name);
+                self.follow.writing.remove(name);
                 None
             }
         };
@@ -151,7 +151,7 @@ impl Watcher {
         now: Instant,
     ) {
         if stamp.size > INLINE_MAX {
-            if let Some(seen) = self.writing.get_mut(name) {
+            if let Some(seen) = self.follow.writing.get_mut(name) {
                 if *seen != Some(stamp) {
                     // Written and not closed yet, and not found like this a debounce ago: still
                     // being written (`cp` writes a whole file in one copy_file_range, with no
@@ -162,7 +162,7 @@ impl Watcher {
                     return self.table.mark(name, now + self.settings.debounce);
                 }
             }
-            self.writing.remove(name);
+            self.follow.writing.remove(name);
         }
         let id = self.next_id();
         if stamp.size <= INLINE_MAX {
@@ -296,23 +296,15 @@ impl Watcher {
         for name in change.names() {
             self.table.start(name, id);
         }
-        let flight = InFlight {
-            change,
-            heard: now,
-            sent: now,
-        };
-        self.add_flight(id, flight, inline);
+        self.flights.add(id, change, inline, now);
     }
 
     /// Sends as many chunks of upload `id` as its credit allows; a torn read aborts it.
     pub fn pump_upload(&mut self, id: u64, now: Instant) {
         loop {
-            let next = match self.flights.get_mut(&id) {
-                Some(InFlight {
-                    change: Change::Put(up),
-                    ..
-                }) => up.next(id, now),
-                _ => return,
+            let next = match self.flights.upload_mut(id) {
+                Some(up) => up.next(id, now),
+                None => return,
             };
             match next {
                 Next::Wait => return,
@@ -326,9 +318,7 @@ impl Watcher {
                     );
                     self.send(msg, Some(data));
                     if last {
-                        if let Some(f) = self.flights.get_mut(&id) {
-                            f.heard = now;
-                        }
+                        self.flights.heard(id, now);
                     }
                 }
                 Next::Torn(why) => return self.tear(id, &why, now),
@@ -340,7 +330,7 @@ impl Watcher {
     /// looked at again after the debounce.
     pub(crate) fn tear(&mut self, id: u64, why: &str, now: Instant) {
         self.send(Message::Abort { id }, None);
-        if let Some(flight) = self.take_flight(id) {
+        if let Some(flight) = self.flights.take(id) {
             if let Change::Put(up) = &flight.change {
                 tracing::info!(
                     "{} changed while being sent ({why}); will send it again",

@@ -43,7 +43,7 @@ impl Watcher {
     }
 
     fn on_credit(&mut self, id: u64, chunks: u32, now: Instant) {
-        match self.flights.get_mut(&id) {
+        match self.flights.get_mut(id) {
             Some(flight) => {
                 flight.heard = now;
                 if let Change::Put(up) = &mut flight.change {
@@ -60,7 +60,7 @@ impl Watcher {
     }
 
     fn on_done(&mut self, id: u64, version: u64, unchanged: bool, now: Instant) {
-        let Some(flight) = self.take_flight(id) else {
+        let Some(flight) = self.flights.take(id) else {
             tracing::debug!("done for unknown request {id}");
             return;
         };
@@ -158,7 +158,7 @@ impl Watcher {
         if self.listing_refused(id, message, now) {
             return;
         }
-        let Some(flight) = self.take_flight(id) else {
+        let Some(flight) = self.flights.take(id) else {
             tracing::debug!("error for unknown request {id}: {code:?}: {message}");
             return;
         };

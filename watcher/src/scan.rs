@@ -5,7 +5,7 @@ use crate::local::Stamp;
 use crate::watcher::Watcher;
 use schema::names::{self, NameError};
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 use walkdir::WalkDir;
 
@@ -73,12 +73,42 @@ pub fn walk(
     walked
 }
 
+/// When the source folder is walked next, and the other looks that make up for events the
+/// kernel did not deliver.
+#[derive(Debug)]
+pub struct Scans {
+    /// When the periodic walk (after a fresh listing) is due.
+    pub next_full: Instant,
+    /// A walk is wanted as soon as possible (an inotify queue overflow, a watch error).
+    pub full_wanted: bool,
+    /// Events were lost in the kernel: folders made meanwhile may have no watch yet.
+    pub rewatch_wanted: bool,
+    /// When an inotify queue overflow was last logged as a warning.
+    pub overflow_warned: Option<Instant>,
+    /// New folders to scan once more, and when: a file made in a new folder after its first
+    /// scan but before its inotify watch existed has no event.
+    pub new_folders: Vec<(Instant, PathBuf)>,
+}
+
+impl Scans {
+    /// Nothing wanted yet; the first walk follows the start-up listing.
+    pub fn new(now: Instant) -> Scans {
+        Scans {
+            next_full: now,
+            full_wanted: false,
+            rewatch_wanted: false,
+            overflow_warned: None,
+            new_folders: Vec::new(),
+        }
+    }
+}
+
 impl Watcher {
     /// Walks the whole source: every file that differs from the store is due now, and so is
     /// every stored name gone from the source.
     pub fn full_scan(&mut self, now: Instant) {
-        self.rescan_wanted = false;
-        self.next_rescan = now + self.settings.rescan_period;
+        self.scans.full_wanted = false;
+        self.scans.next_full = now + self.settings.rescan_period;
         if !self.root.is_dir() {
             // An unmounted or removed source must not read as "every file deleted".
             let what = format!("the source folder {} is gone", self.root.display());

@@ -165,8 +165,8 @@ impl Watcher {
         let held = self.store_outage.as_ref().map_or(0, |o| o.held_count());
         let in_flight_names: Vec<&str> = self
             .flights
-            .values()
-            .flat_map(|f| f.change.names())
+            .iter()
+            .flat_map(|(_, f)| f.change.names())
             .take(SAMPLE)
             .collect();
         let last_error = self.progress.last_error.as_ref().map(|(t, m)| ErrorAt {

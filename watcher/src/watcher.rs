@@ -7,18 +7,18 @@
 //! what the state left in its outbox after each step.
 
 use crate::events::Feed;
+use crate::flights::Flights;
 use crate::ignore::Ignores;
 use crate::link::{Link, SILENCE_LIMIT};
-use crate::local::Stamp;
 use crate::outbox::{Out, Outbox};
 use crate::state::Table;
-use crate::transfer::{Change, InFlight};
+use crate::transfer::Change;
 use crate::Args;
 use anyhow::Context as _;
-use daemon::{host_port, notify_ready, write_ready_file, Shutdown, POLL_MS};
+use daemon::{host_port, Shutdown, POLL_MS};
 use schema::codec;
 use schema::Message;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -33,11 +33,6 @@ pub(crate) const LIST_RETRY: Duration = Duration::from_secs(1);
 const RECV_BATCH: usize = 1024;
 /// Most names reconciled in one turn of the loop.
 const RECONCILE_BATCH: usize = 1024;
-
-/// Most bytes of small files sent inline and not yet acknowledged: with many changes in flight,
-/// small files keep the node's fsyncs overlapping, but their content sits in the queues of
-/// every hop until written, so it is bounded in bytes as well as in changes.
-const MAX_INLINE_IN_FLIGHT: u64 = 16 << 20;
 
 /// Where the watcher is in its start-up.
 #[derive(Debug)]
@@ -72,41 +67,21 @@ pub(crate) struct Watcher {
     pub settings: Settings,
     pub ignores: Ignores,
     pub table: Table,
-    pub flights: HashMap<u64, InFlight>,
+    /// The changes sent and not answered yet.
+    pub flights: Flights,
     /// What is to be sent to the broker (the socket loop sends it after each step).
     pub outbox: Outbox,
     pub link: Link,
     pub phase: Phase,
     next_id: u64,
-    /// When anything last came from the broker.
-    heard: Instant,
-    /// A ping sent because the broker fell silent while changes wait.
-    probe: Option<Instant>,
-    pub next_rescan: Instant,
-    pub rescan_wanted: bool,
-    /// Events were lost in the kernel: folders made meanwhile may have no watch yet.
-    pub rewatch_wanted: bool,
-    /// When an inotify queue overflow was last logged as a warning.
-    pub overflow_warned: Option<Instant>,
+    /// When the folder is walked next, and what else is to be looked at again.
+    pub scans: crate::scan::Scans,
     /// Paths already warned about (bad names, unreadable files), so each is warned once.
     pub warned: HashSet<String>,
-    /// Names written (created or modified) and not closed since, with how a large one looked
-    /// when last found still growing (see `Watcher::upload`).
-    pub writing: HashMap<String, Option<Stamp>>,
-    /// Files with write events to look at soon, to follow them while they grow (`follow`).
-    pub follow_looks: HashMap<String, crate::follow::FollowLook>,
-    /// Files given up following until their writer closes them.
-    pub unfollowed: HashSet<String>,
-    /// Ids of the growing uploads started (some may have ended since), so that the poll loop
-    /// looks at those only, not at every change in flight.
-    pub growing: HashSet<u64>,
-    /// Bytes of the inline uploads in flight (see [`MAX_INLINE_IN_FLIGHT`]).
-    pub inline_in_flight: u64,
+    /// Files being written, and those followed while they grow.
+    pub follow: crate::follow::Follow,
     /// The store behind the broker refuses changes (its node is down, full or rebuilding).
     pub store_outage: Option<crate::store::StoreOutage>,
-    /// New folders to scan once more, and when: a file made in a new folder after its first
-    /// scan but before its inotify watch existed has no event.
-    pub folder_rescans: Vec<(Instant, PathBuf)>,
     /// What was synced and the last error, for the status file.
     pub progress: crate::status_file::Progress,
     /// The status file (`--status-file`), if asked for.
@@ -128,12 +103,13 @@ impl Watcher {
         endpoint: &str,
         now: Instant,
     ) -> Watcher {
+        let max_in_flight = settings.max_in_flight;
         Watcher {
             root,
             settings,
             ignores,
             table: Table::new(),
-            flights: HashMap::new(),
+            flights: Flights::new(max_in_flight),
             outbox: Outbox::default(),
             link: Link::new(endpoint, now),
             phase: Phase::Listing {
@@ -144,19 +120,9 @@ impl Watcher {
                 refresh: None,
             },
             next_id: 0,
-            heard: now,
-            probe: None,
-            next_rescan: now,
-            rescan_wanted: false,
-            folder_rescans: Vec::new(),
-            rewatch_wanted: false,
-            overflow_warned: None,
+            scans: crate::scan::Scans::new(now),
             warned: HashSet::new(),
-            writing: HashMap::new(),
-            follow_looks: HashMap::new(),
-            unfollowed: HashSet::new(),
-            growing: HashSet::new(),
-            inline_in_flight: 0,
+            follow: crate::follow::Follow::default(),
             store_outage: None,
             progress: Default::default(),
             status_file: None,
@@ -210,20 +176,9 @@ pub fn run(args: Args, stop: Shutdown) -> anyhow::Result<()> {
         .status_file
         .as_deref()
         .map(crate::status_file::StatusFile::new);
-    let endpoint_metrics = args
-        .metrics
-        .as_deref()
-        .map(|addr| daemon::metrics::MetricsServer::start(addr, w.metrics.registry()))
-        .transpose()?;
-    let mut ready = serde_json::json!({"role": "watch", "source": w.root.display().to_string()});
-    if let Some(m) = &endpoint_metrics {
-        ready["metrics"] = m.local_addr().to_string().into();
-    }
-    if let Some(path) = &args.ready_file {
-        write_ready_file(path, &ready)
-            .with_context(|| format!("cannot write the ready file {}", path.display()))?;
-    }
-    notify_ready(&ready);
+    let ready = serde_json::json!({"role": "watch", "source": w.root.display().to_string()});
+    let metrics = args.metrics.as_deref().map(|a| (a, w.metrics.registry()));
+    let _metrics = daemon::announce_ready(ready, args.ready_file.as_deref(), metrics)?;
     tracing::info!("watching {} for broker {endpoint}", w.root.display());
     let mut socket_loop = SocketLoop {
         w,
@@ -271,12 +226,12 @@ impl SocketLoop {
                     "event queue overflowed; rescanning {}",
                     self.w.root.display()
                 );
-                self.w.rescan_wanted = true;
+                self.w.scans.full_wanted = true;
             }
             for event in drained.events {
                 self.w.on_event(event, now);
             }
-            if self.w.rewatch_wanted {
+            if self.w.scans.rewatch_wanted {
                 self.w.rewatch(&mut self.feed);
             }
             while let Some(event) = self.monitor.next() {
@@ -365,7 +320,7 @@ impl Watcher {
     /// Watches the folders whose creation was among lost events; the rescan that follows finds
     /// the files made in them meanwhile.
     pub fn rewatch(&mut self, feed: &mut Feed) {
-        self.rewatch_wanted = false;
+        self.scans.rewatch_wanted = false;
         if let Err(e) = feed.rewatch() {
             let message = format!("{e:#}");
             if self.warned.insert(message.clone()) {
@@ -382,9 +337,9 @@ impl Watcher {
                 wake = Some(wake.map_or(t, |w| w.min(t)));
             }
         };
-        if self.can_reconcile() && self.has_room() {
+        if self.can_reconcile() && self.flights.has_room() {
             consider(self.table.next_due());
-            consider(self.folder_rescans.iter().map(|(at, _)| *at).min());
+            consider(self.scans.new_folders.iter().map(|(at, _)| *at).min());
             consider(self.store_outage.as_ref().and_then(|o| o.next_probe()));
         }
         if self.can_reconcile() {
@@ -413,13 +368,13 @@ impl Watcher {
 
     /// Scans again the new folders whose second look is due.
     pub(crate) fn rescan_new_folders(&mut self, now: Instant) {
-        if self.folder_rescans.is_empty() {
+        if self.scans.new_folders.is_empty() {
             return;
         }
-        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.folder_rescans)
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.scans.new_folders)
             .into_iter()
             .partition(|(at, _)| *at <= now);
-        self.folder_rescans = later;
+        self.scans.new_folders = later;
         for (_, dir) in due {
             if dir.is_dir() {
                 self.scan_into(&dir, now + self.settings.debounce, None);
@@ -464,9 +419,7 @@ impl Watcher {
             daemon::metrics::count_error(&self.metrics.errors, "unreachable");
         }
         self.link.down(now, why);
-        self.probe = None;
-        self.inline_in_flight = 0;
-        for (_, flight) in self.flights.drain() {
+        for flight in self.flights.take_all() {
             if let Change::Rename { from, to, .. } = &flight.change {
                 self.table.note_rename(from, to);
             }
@@ -482,9 +435,7 @@ impl Watcher {
 
     /// A well-formed message came from the broker: it is up, and the message is handled.
     pub fn on_broker_message(&mut self, msg: Message, now: Instant) {
-        self.heard = now;
-        self.probe = None;
-        self.link.answered();
+        self.link.answered(now);
         self.on_message(msg, now);
     }
 
@@ -508,9 +459,9 @@ impl Watcher {
         }
         self.ask_listing(now);
         if matches!(self.phase, Phase::Running) {
-            if self.rescan_wanted {
+            if self.scans.full_wanted {
                 self.full_scan(now);
-            } else if now >= self.next_rescan {
+            } else if now >= self.scans.next_full {
                 self.refresh_listing(now);
             }
             self.rescan_new_folders(now);
@@ -528,17 +479,13 @@ impl Watcher {
             &self.phase,
             Phase::Listing { pending: Some((_, sent)), .. } if now.duration_since(*sent) > SILENCE_LIMIT
         );
-        let waiting = listing_waits
-            || self
-                .flights
-                .values()
-                .any(|f| now.duration_since(f.heard) > SILENCE_LIMIT);
-        if waiting && now.duration_since(self.heard) > SILENCE_LIMIT {
-            match self.probe {
+        let waiting = listing_waits || self.flights.any_silent(now, SILENCE_LIMIT);
+        if waiting && self.link.silent_for(now) > SILENCE_LIMIT {
+            match self.link.probe() {
                 None => {
                     let id = self.next_id();
                     self.send(Message::Ping { id }, None);
-                    self.probe = Some(now);
+                    self.link.probed(now);
                 }
                 Some(sent) if now.duration_since(sent) > PROBE_WAIT => {
                     self.outage(now, "no answer for 10 s");
@@ -546,14 +493,8 @@ impl Watcher {
                 Some(_) => {}
             }
         }
-        let stale: Vec<u64> = self
-            .flights
-            .iter()
-            .filter(|(_, f)| now.duration_since(f.heard) > GIVE_UP)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in stale {
-            if let Some(flight) = self.take_flight(id) {
+        for id in self.flights.silent(now, GIVE_UP) {
+            if let Some(flight) = self.flights.take(id) {
                 tracing::warn!(
                     "no answer about {} for {} s; trying again",
                     flight.change.names().join(" -> "),
@@ -569,34 +510,10 @@ impl Watcher {
         }
     }
 
-    /// Whether another change may go out: fewer than `--max-in-flight` changes, and fewer than
-    /// [`MAX_INLINE_IN_FLIGHT`] bytes of inline content, are in flight.
-    pub fn has_room(&self) -> bool {
-        self.flights.len() < self.settings.max_in_flight
-            && self.inline_in_flight < MAX_INLINE_IN_FLIGHT
-    }
-
-    /// Records a change sent (`inline` bytes of content in its `put`).
-    pub fn add_flight(&mut self, id: u64, flight: InFlight, inline: u64) {
-        self.inline_in_flight += inline;
-        self.flights.insert(id, flight);
-    }
-
-    /// Removes the change `id` from those in flight.
-    pub fn take_flight(&mut self, id: u64) -> Option<InFlight> {
-        let flight = self.flights.remove(&id)?;
-        if let Change::Put(up) = &flight.change {
-            if !up.is_chunked() {
-                self.inline_in_flight = self.inline_in_flight.saturating_sub(up.stamp.size);
-            }
-        }
-        Some(flight)
-    }
-
     /// Reconciles due names while there is room for more changes in flight.
     fn pump_due(&mut self, now: Instant) {
         for _ in 0..RECONCILE_BATCH {
-            if !self.can_reconcile() || !self.has_room() {
+            if !self.can_reconcile() || !self.flights.has_room() {
                 return;
             }
             let Some(name) = self.table.pop_due(now) else {
@@ -608,13 +525,8 @@ impl Watcher {
 
     /// On stop: abandon chunked uploads in flight (the broker drops what it received).
     pub fn shut_down(&mut self) {
-        let ids: Vec<u64> = self
-            .flights
-            .iter()
-            .filter(|(_, f)| matches!(&f.change, Change::Put(u) if u.is_chunked() && !u.all_sent()))
-            .map(|(id, _)| *id)
-            .collect();
-        if self.link.is_up() {
+        let ids = self.flights.unfinished_chunked();
+        if self.link.is_up() && !self.flights.is_empty() {
             for id in ids {
                 self.outbox.try_send(Message::Abort { id });
             }

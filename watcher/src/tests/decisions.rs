@@ -181,17 +181,29 @@ fn a_large_file_sends_chunks_only_under_credit_with_the_hash_last() {
     assert_eq!(*blake3, Some(Hash::of(&content)));
 }
 
-#[test]
-fn a_failed_send_starts_an_outage_that_puts_the_change_back() {
+/// A running watcher whose folder holds `a.txt`, with the inline put of it sent: the folder
+/// (keep it), the watcher, the put and when.
+fn one_put_sent() -> (tempfile::TempDir, Watcher, Message, Instant) {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().canonicalize().unwrap();
     std::fs::write(root.join("a.txt"), b"hello").unwrap();
     let t0 = Instant::now();
     let mut w = running(&root, Vec::new(), t0);
     w.tick(t0);
-    let out = sent(&mut w);
-    assert_eq!(out.len(), 1);
-    w.send_failed(&out[0].0, zmq::Error::EAGAIN, t0);
+    let mut out = sent(&mut w);
+    assert_eq!(out.len(), 1, "one put: {out:?}");
+    (dir, w, out.remove(0).0, t0)
+}
+
+/// Whether `out` is exactly one inline put of `a.txt`.
+fn is_put_of_a(out: &[(Message, Option<Vec<u8>>)]) -> bool {
+    matches!(out, [(Message::Put { name, .. }, Some(_))] if name == "a.txt")
+}
+
+#[test]
+fn a_failed_send_starts_an_outage_that_puts_the_change_back() {
+    let (_dir, mut w, put, t0) = one_put_sent();
+    w.send_failed(&put, zmq::Error::EAGAIN, t0);
     assert!(!w.link.is_up());
     assert!(w.flights.is_empty(), "nothing is in flight in an outage");
     assert!(!w.table.in_flight("a.txt"));
@@ -201,21 +213,13 @@ fn a_failed_send_starts_an_outage_that_puts_the_change_back() {
     w.on_broker_message(Message::Pong { id: 99 }, t0 + Duration::from_secs(1));
     w.tick(t0 + Duration::from_secs(1));
     let out = sent(&mut w);
-    assert!(
-        matches!(&out[..], [(Message::Put { name, .. }, Some(_))] if name == "a.txt"),
-        "{out:?}"
-    );
+    assert!(is_put_of_a(&out), "{out:?}");
 }
 
 #[test]
 fn a_store_wide_refusal_holds_the_name_until_a_probe() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().canonicalize().unwrap();
-    std::fs::write(root.join("a.txt"), b"hello").unwrap();
-    let t0 = Instant::now();
-    let mut w = running(&root, Vec::new(), t0);
-    w.tick(t0);
-    let id = put_id(&sent(&mut w)[0].0);
+    let (_dir, mut w, put, t0) = one_put_sent();
+    let id = put_id(&put);
     let refusal = Message::error(id, ErrorCode::Unavailable, "node down");
     w.on_broker_message(refusal, t0);
     assert!(w.store_outage.as_ref().is_some_and(|o| o.held_count() == 1));
@@ -230,20 +234,15 @@ fn a_store_wide_refusal_holds_the_name_until_a_probe() {
     w.tick(probe);
     let out = sent(&mut w);
     assert!(
-        matches!(&out[..], [(Message::Put { name, .. }, Some(_))] if name == "a.txt"),
+        is_put_of_a(&out),
         "the probe lets the held name through: {out:?}"
     );
 }
 
 #[test]
 fn a_refusal_for_the_file_itself_is_not_retried_until_it_changes() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().canonicalize().unwrap();
-    std::fs::write(root.join("a.txt"), b"hello").unwrap();
-    let t0 = Instant::now();
-    let mut w = running(&root, Vec::new(), t0);
-    w.tick(t0);
-    let id = put_id(&sent(&mut w)[0].0);
+    let (_dir, mut w, put, t0) = one_put_sent();
+    let id = put_id(&put);
     w.on_broker_message(Message::error(id, ErrorCode::BadName, "no"), t0);
     w.table.mark("a.txt", t0);
     w.tick(t0 + Duration::from_secs(60));
