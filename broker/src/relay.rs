@@ -236,16 +236,7 @@ impl Relay {
             Front::Ingest => &self.ingest,
             Front::Fetch => &self.fetch,
         };
-        let flags = zmq::DONTWAIT;
-        let sent = sock
-            .send(peer, flags | zmq::SNDMORE)
-            .and_then(|()| match data {
-                None => sock.send(header, flags),
-                Some(d) => sock
-                    .send(header, flags | zmq::SNDMORE)
-                    .and_then(|()| sock.send(d, flags)),
-            });
-        match sent {
+        match schema::codec::send_encoded(sock, Some(peer), header, data) {
             Ok(()) => {}
             Err(zmq::Error::EHOSTUNREACH) => {
                 tracing::debug!("{} peer went away; dropping its transfers", front.as_str());

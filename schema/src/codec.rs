@@ -237,11 +237,21 @@ pub fn send(
     msg: &Message,
     data: Option<zmq::Message>,
 ) -> zmq::Result<()> {
+    send_encoded(sock, peer, encode(msg), data)
+}
+
+/// Sends a header already encoded with [`encode`] (a reply made on another thread, a listing
+/// page encoded once), as [`send`] does.
+pub fn send_encoded(
+    sock: &zmq::Socket,
+    peer: Option<&[u8]>,
+    header: Vec<u8>,
+    data: Option<zmq::Message>,
+) -> zmq::Result<()> {
     let flags = zmq::DONTWAIT;
     if let Some(p) = peer {
         sock.send(p, flags | zmq::SNDMORE)?;
     }
-    let header = encode(msg);
     match data {
         None => sock.send(header, flags),
         Some(d) => {

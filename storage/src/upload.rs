@@ -353,10 +353,7 @@ impl Server {
             return;
         };
         let sock = &self.sockets[p.sock];
-        let sent = sock
-            .send(&p.peer, zmq::SNDMORE | zmq::DONTWAIT)
-            .and_then(|()| sock.send(reply, zmq::DONTWAIT));
-        if let Err(e) = sent {
+        if let Err(e) = schema::codec::send_encoded(sock, Some(&p.peer), reply, None) {
             tracing::debug!(peer = %hex(&p.peer), "cannot send the result of an upload: {e}");
         }
     }
