@@ -7,15 +7,15 @@ use crate::fsck::{self, Audit, CHECK_LIMIT};
 use crate::index::Index;
 use crate::IndexError;
 use daemon::host_port;
-use net::security::{client_auth, ClientAuth, ClientOptions, HandshakeProbe};
-use net::socket::{dealer_probed, endpoint};
-use schema::codec;
+use net::client::{Client, ClientError};
+use net::security::{client_auth, ClientAuth, ClientOptions};
+use net::socket::endpoint;
 use schema::route::SERVE_OFFSET;
 use schema::{Class, Finding, FindingKind, Message};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Options of `dfs fsck`.
 #[derive(clap::Args, Debug, Clone)]
@@ -213,107 +213,59 @@ fn link_auth(
     })
 }
 
-/// A DEALER to one peer with bounded waits.
+/// A link to one peer with bounded waits (`net::client`), its failures as fsck's.
 struct Peer {
-    sock: zmq::Socket,
+    client: Client,
     endpoint: String,
-    timeout: Duration,
-    next_id: u64,
 }
 
 impl Peer {
     /// Connects with the security `auth` and waits (at most the timeout) until the connection
     /// is up; a refused handshake is named in the failure.
-    fn connect(
-        ctx: &zmq::Context,
-        ep: String,
-        auth: &ClientAuth,
-        timeout: Duration,
-    ) -> Result<Peer, Failure> {
-        let (sock, mut probe): (zmq::Socket, HandshakeProbe) = dealer_probed(ctx, &ep, auth)
-            .map_err(|e| Failure {
-                code: EXIT_UNREACHABLE,
-                text: format!("cannot connect to {ep}: {e}"),
-            })?;
-        let peer = Peer {
-            sock,
-            endpoint: ep,
-            timeout,
-            next_id: 1,
-        };
-        if !peer.wait(zmq::POLLOUT)? {
-            return Err(match probe.failure() {
-                Some(why) => Failure {
-                    code: EXIT_UNREACHABLE,
-                    text: format!("cannot connect to {}: {why}", peer.endpoint),
+    fn connect(ep: String, auth: &ClientAuth, timeout: Duration) -> Result<Peer, Failure> {
+        match Client::connect(&ep, auth, timeout, None) {
+            Ok(client) => Ok(Peer {
+                client,
+                endpoint: ep,
+            }),
+            Err(e) => Err(Peer::failure(&ep, e)),
+        }
+    }
+
+    /// A failure of a request to the peer at `ep`: exit 3 where the peer or the store behind it
+    /// is away or busy, 1 otherwise.
+    fn failure(ep: &str, e: ClientError) -> Failure {
+        match e {
+            ClientError::Remote { code, message } => Failure {
+                code: match code.retry() {
+                    schema::Retry::StoreWide => EXIT_UNREACHABLE,
+                    _ => 1,
                 },
-                None => peer.unreachable("no connection"),
-            });
-        }
-        Ok(peer)
-    }
-
-    fn unreachable(&self, why: &str) -> Failure {
-        Failure {
-            code: EXIT_UNREACHABLE,
-            text: format!(
-                "{} is unreachable: {why} within {} s",
-                self.endpoint,
-                self.timeout.as_secs_f64()
-            ),
-        }
-    }
-
-    fn wait(&self, events: zmq::PollEvents) -> Result<bool, Failure> {
-        let deadline = Instant::now() + self.timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.sock.poll(events, (left.as_millis() as i64).min(100)) {
-                Ok(n) if n > 0 => return Ok(true),
-                Ok(_) | Err(zmq::Error::EINTR) => {}
-                Err(e) => return Err(self.unreachable(&e.to_string())),
-            }
-            if left.is_zero() {
-                return Ok(false);
-            }
+                text: format!("{ep}: {message}"),
+            },
+            e @ ClientError::BadReply { .. } => Failure {
+                code: 1,
+                text: e.to_string(),
+            },
+            e => Failure {
+                code: EXIT_UNREACHABLE,
+                text: e.to_string(),
+            },
         }
     }
 
     /// Sends `msg` with a fresh id; returns the id.
     fn send(&mut self, msg: Message) -> Result<u64, Failure> {
-        let id = self.next_id;
-        self.next_id += 1;
-        codec::send(&self.sock, None, &msg.with_id(id), None)
-            .map_err(|e| self.unreachable(&format!("cannot send ({e})")))?;
-        Ok(id)
+        let ep = &self.endpoint;
+        self.client.request(msg).map_err(|e| Peer::failure(ep, e))
     }
 
     /// The next reply to `id`; an `error` reply becomes a failure naming the peer.
     fn reply(&self, id: u64) -> Result<Message, Failure> {
-        loop {
-            if !self.wait(zmq::POLLIN)? {
-                return Err(self.unreachable("no answer"));
-            }
-            let inbound = codec::recv(&self.sock, false, zmq::DONTWAIT)
-                .map_err(|e| self.unreachable(&e.to_string()))?;
-            let msg = inbound.msg.map_err(|r| Failure {
-                code: 1,
-                text: format!("bad reply from {}: {}", self.endpoint, r.error),
-            })?;
-            if msg.id() != id {
-                continue;
-            }
-            return match msg {
-                Message::Error { code, message, .. } => Err(Failure {
-                    code: match code.retry() {
-                        schema::Retry::StoreWide => EXIT_UNREACHABLE,
-                        _ => 1,
-                    },
-                    text: format!("{}: {message}", self.endpoint),
-                }),
-                other => Ok(other),
-            };
-        }
+        self.client
+            .reply(id)
+            .map(|r| r.msg)
+            .map_err(|e| Peer::failure(&self.endpoint, e))
     }
 }
 
@@ -345,9 +297,8 @@ fn ask_broker<W: Write>(
         args.broker_key.as_deref(),
         "--broker-key",
     )?;
-    let ctx = net::socket::context();
     let timeout = Duration::from_secs_f64(args.timeout);
-    let mut peer = Peer::connect(&ctx, endpoint(&host, u32::from(port)), &auth, timeout)?;
+    let mut peer = Peer::connect(endpoint(&host, u32::from(port)), &auth, timeout)?;
     let id = peer.send(Message::Fsck {
         id: 0,
         repair: args.repair,
@@ -408,10 +359,9 @@ fn check_offline<W: Write>(
         args.storage_key.as_deref(),
         "--storage-key",
     )?;
-    let ctx = net::socket::context();
     let timeout = Duration::from_secs_f64(args.timeout);
     let port = |offset: u16| endpoint(&host, u32::from(base) + u32::from(offset));
-    let mut serve = Peer::connect(&ctx, port(SERVE_OFFSET), &auth, timeout)?;
+    let mut serve = Peer::connect(port(SERVE_OFFSET), &auth, timeout)?;
     let mut class_ports: BTreeMap<Class, Peer> = BTreeMap::new();
     let mut audit = Audit::default();
     let mut after: Option<String> = None;
@@ -438,12 +388,9 @@ fn check_offline<W: Write>(
                 let class = file.entry.class;
                 let peer = match class_ports.entry(class) {
                     std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
-                    std::collections::btree_map::Entry::Vacant(v) => v.insert(Peer::connect(
-                        &ctx,
-                        port(class.port_offset()),
-                        &auth,
-                        timeout,
-                    )?),
+                    std::collections::btree_map::Entry::Vacant(v) => {
+                        v.insert(Peer::connect(port(class.port_offset()), &auth, timeout)?)
+                    }
                 };
                 let id = peer.send(Message::Quarantine {
                     id: 0,

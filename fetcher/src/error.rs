@@ -32,6 +32,36 @@ impl fmt::Display for Secs {
     }
 }
 
+impl From<net::client::ClientError> for FetchError {
+    fn from(e: net::client::ClientError) -> FetchError {
+        use net::client::ClientError as C;
+        match e {
+            C::Socket(e) => FetchError::Socket(e),
+            C::Unreachable { endpoint, secs } => FetchError::Unreachable {
+                endpoint,
+                secs: Secs(secs),
+            },
+            C::Refused {
+                endpoint,
+                secs,
+                why,
+            } => FetchError::Refused {
+                endpoint,
+                secs: Secs(secs),
+                why,
+            },
+            C::Timeout { endpoint, secs } => FetchError::Timeout {
+                endpoint,
+                secs: Secs(secs),
+            },
+            C::Disconnected { endpoint, reason } => FetchError::Disconnected { endpoint, reason },
+            C::Interrupted => FetchError::Interrupted,
+            C::BadReply { error, .. } => FetchError::Protocol(error),
+            C::Remote { code, message } => FetchError::Remote { code, message },
+        }
+    }
+}
+
 /// One failure of the fetcher. The `Display` text is the reason; [`FetchError::exit_code`] is
 /// what it costs.
 #[derive(Debug, thiserror::Error)]

@@ -184,7 +184,7 @@ pub fn execute(args: &Args, out: &mut dyn Write, err: &mut dyn Write, stop: &Shu
         Ok(auth) => auth,
         Err(e) => return code.max(report(None, &e, &endpoint)),
     };
-    let mut client = match Client::connect(&endpoint, &auth, args.timeout, stop.clone()) {
+    let mut client = match client::connect(&endpoint, &auth, args.timeout, stop.clone()) {
         Ok(c) => c,
         Err(e) => return code.max(report(None, &e, &endpoint)),
     };

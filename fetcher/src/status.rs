@@ -7,7 +7,6 @@
 //! reporting an error; the index being rebuilt; a full disk); 2 usage error. Each problem is
 //! also one line on stderr naming the daemon and the reason.
 
-use crate::client::Client;
 use crate::error::{FetchError, EXIT_FILE, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE};
 use crate::human::{age, Size};
 use daemon::Shutdown;
@@ -205,16 +204,17 @@ fn ask_broker(
     found.broker = json!({"address": endpoint, "reachable": false});
     found.storage = json!({"address": null, "reachable": null});
     let subject = format!("broker {endpoint}");
-    let asked = Client::connect(endpoint, auth, secs, stop.clone()).and_then(|mut client| {
-        let id = client.new_id();
-        // Leave the broker room to answer about a slow node before this side gives up.
-        let wait_ms = (secs * 800.0).clamp(1.0, 60_000.0) as u32;
-        client.send(&Message::Status {
-            id,
-            wait_ms: Some(wait_ms),
-        })?;
-        client.reply(id)
-    });
+    let asked =
+        crate::client::connect(endpoint, auth, secs, stop.clone()).and_then(|mut client| {
+            let id = client.new_id();
+            // Leave the broker room to answer about a slow node before this side gives up.
+            let wait_ms = (secs * 800.0).clamp(1.0, 60_000.0) as u32;
+            client.send(&Message::Status {
+                id,
+                wait_ms: Some(wait_ms),
+            })?;
+            Ok(client.reply(id)?)
+        });
     let reply = match asked {
         Ok(reply) => reply.msg,
         Err(FetchError::Remote {
