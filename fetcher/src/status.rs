@@ -10,7 +10,7 @@
 use crate::error::{FetchError, EXIT_FILE, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE};
 use crate::human::{age, Size};
 use daemon::Shutdown;
-use schema::status::{BrokerReport, DiskSpace, NodeReport};
+use schema::status::{BrokerReport, DiskSpace, NodeReport, WatcherReport};
 use schema::{ErrorCode, Message};
 use serde_json::{json, Value};
 use std::io::Write;
@@ -329,14 +329,19 @@ fn read_watcher(path: &Path, stale_after: Duration, found: &mut Findings) -> Val
         found.problem(Severity::Unhealthy, subject, why.clone());
         return json!({"file": file, "healthy": false, "error": why});
     }
-    let subject = format!(
-        "watcher {} (pid {}, {file})",
-        v["source"].as_str().unwrap_or("?"),
-        v["pid"]
-    );
+    let report: WatcherReport = match serde_json::from_value(v.clone()) {
+        Ok(r) => r,
+        Err(e) => {
+            let why = format!("not a status file: {e}");
+            found.problem(Severity::Unhealthy, subject, why.clone());
+            return json!({"file": file, "healthy": false, "error": why});
+        }
+    };
+    let subject = format!("watcher {} (pid {}, {file})", report.source, report.pid);
     let mut problems = Vec::new();
-    let updated = v["updated_at"]
-        .as_str()
+    let updated = report
+        .updated_at
+        .as_deref()
         .and_then(|t| humantime::parse_rfc3339(t).ok());
     let age_secs = updated.map(|t| {
         SystemTime::now()
@@ -354,12 +359,12 @@ fn read_watcher(path: &Path, stale_after: Duration, found: &mut Findings) -> Val
     }
     let stale = age_secs.is_none_or(|a| a > stale_after.as_secs());
     if !stale {
-        if v["running"] == false {
+        if !report.running {
             problems.push("stopped".to_string());
-        } else if let Some(e) = v["error"].as_str() {
-            problems.push(e.to_string());
+        } else if let Some(e) = &report.error {
+            problems.push(e.clone());
         }
-        let refused = v["refused"].as_u64().unwrap_or(0);
+        let refused = report.refused;
         if refused > 0 {
             problems.push(format!(
                 "{refused} file(s) refused by the broker, not retried until they change \

@@ -70,6 +70,58 @@ pub struct BrokerReport {
     pub storage: String,
 }
 
+/// What a watcher writes to its `--status-file` and `dfs status` reads back: one JSON object,
+/// rewritten atomically at least every `heartbeat_secs`. Fields a reader does not find take
+/// their defaults, so a file of an older watcher still reads.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WatcherReport {
+    /// The watcher's process id.
+    pub pid: u32,
+    /// The folder it syncs.
+    pub source: String,
+    /// The broker's ingest endpoint.
+    pub broker: String,
+    /// False in the last write of a watcher that stopped (true when absent).
+    #[serde(default = "running_by_default")]
+    pub running: bool,
+    /// Whether the broker answers.
+    pub connected: bool,
+    /// The condition in effect now that keeps files from syncing, if any.
+    pub error: Option<String>,
+    /// Names waiting for a look, and the first few of them.
+    pub pending: u64,
+    pub pending_names: Vec<String>,
+    /// Changes sent and not yet acknowledged, and the first few names.
+    pub in_flight: u64,
+    pub in_flight_names: Vec<String>,
+    /// Names the broker refused for good (not retried until the file changes).
+    pub refused: u64,
+    /// Uploads of new content acknowledged since start, and their bytes.
+    pub files_synced: u64,
+    pub bytes_sent: u64,
+    /// When the last change was acknowledged (RFC 3339).
+    pub last_sync: Option<String>,
+    /// The last error and when (RFC 3339).
+    pub last_error: Option<TimedMessage>,
+    /// The longest gap between two writes.
+    pub heartbeat_secs: u64,
+    /// When the file was written (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
+}
+
+fn running_by_default() -> bool {
+    true
+}
+
+/// A message and when it was said (RFC 3339).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TimedMessage {
+    pub time: String,
+    pub message: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,5 +187,21 @@ mod tests {
         ] {
             assert_eq!(decode(&encode(&m)).unwrap(), m);
         }
+    }
+
+    #[test]
+    fn a_watcher_report_reads_back_and_an_older_file_takes_defaults() {
+        let r = WatcherReport {
+            pid: 7,
+            source: "/src".into(),
+            running: true,
+            pending_names: vec!["a.txt".into()],
+            ..WatcherReport::default()
+        };
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(!text.contains("updated_at"), "{text}");
+        assert_eq!(serde_json::from_str::<WatcherReport>(&text).unwrap(), r);
+        let old: WatcherReport = serde_json::from_str(r#"{"pid": 3, "refused": 2}"#).unwrap();
+        assert!(old.running && old.refused == 2 && old.pending_names.is_empty());
     }
 }

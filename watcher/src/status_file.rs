@@ -3,7 +3,8 @@
 //!
 //! The file is rewritten atomically (a temporary file beside it, then a rename), at most once a
 //! second when something changed and at least every [`HEARTBEAT`] even when nothing did, so a
-//! reader can tell a stopped or stuck watcher by its `updated_at`. Its fields:
+//! reader can tell a stopped or stuck watcher by its `updated_at`. Its fields
+//! (`schema::status::WatcherReport`, which `dfs status` reads it back into):
 //!
 //! | key | meaning |
 //! |---|---|
@@ -21,7 +22,7 @@
 //! | `updated_at` | when this was written (RFC 3339) |
 
 use crate::watcher::Watcher;
-use serde::Serialize;
+use schema::status::{TimedMessage, WatcherReport};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -48,13 +49,6 @@ pub struct StatusFile {
     /// The last content written, without `updated_at`, to see whether anything changed.
     last: Option<serde_json::Value>,
     written: Option<Instant>,
-}
-
-/// One `last_error` of the file.
-#[derive(Serialize)]
-struct ErrorAt {
-    time: String,
-    message: String,
 }
 
 impl StatusFile {
@@ -163,34 +157,50 @@ impl Watcher {
     /// The status file's content, without `updated_at`.
     fn status_content(&self, running: bool) -> serde_json::Value {
         let held = self.store_outage.as_ref().map_or(0, |o| o.held_count());
-        let in_flight_names: Vec<&str> = self
+        let in_flight_names = self
             .flights
             .iter()
             .flat_map(|(_, f)| f.change.names())
             .take(SAMPLE)
+            .map(str::to_string)
             .collect();
-        let last_error = self.progress.last_error.as_ref().map(|(t, m)| ErrorAt {
-            time: rfc3339(*t),
-            message: m.clone(),
-        });
-        serde_json::json!({
-            "pid": std::process::id(),
-            "source": self.root.display().to_string(),
-            "broker": self.link.endpoint(),
-            "running": running,
-            "connected": self.link.is_up(),
-            "error": if running { self.current_error() } else { Some("the watcher stopped".into()) },
-            "pending": self.table.due_count() + held,
-            "pending_names": self.table.due_names(SAMPLE),
-            "in_flight": self.flights.len(),
-            "in_flight_names": in_flight_names,
-            "refused": self.table.refused_count(),
-            "files_synced": self.progress.files_synced,
-            "bytes_sent": self.progress.bytes_sent,
-            "last_sync": self.progress.last_sync.map(rfc3339),
-            "last_error": last_error,
-            "heartbeat_secs": HEARTBEAT.as_secs(),
-        })
+        let last_error = self
+            .progress
+            .last_error
+            .as_ref()
+            .map(|(t, m)| TimedMessage {
+                time: rfc3339(*t),
+                message: m.clone(),
+            });
+        let report = WatcherReport {
+            pid: std::process::id(),
+            source: self.root.display().to_string(),
+            broker: self.link.endpoint().to_string(),
+            running,
+            connected: self.link.is_up(),
+            error: if running {
+                self.current_error()
+            } else {
+                Some("the watcher stopped".into())
+            },
+            pending: (self.table.due_count() + held) as u64,
+            pending_names: self
+                .table
+                .due_names(SAMPLE)
+                .into_iter()
+                .map(str::to_string)
+                .collect(),
+            in_flight: self.flights.len() as u64,
+            in_flight_names,
+            refused: self.table.refused_count() as u64,
+            files_synced: self.progress.files_synced,
+            bytes_sent: self.progress.bytes_sent,
+            last_sync: self.progress.last_sync.map(rfc3339),
+            last_error,
+            heartbeat_secs: HEARTBEAT.as_secs(),
+            updated_at: None,
+        };
+        serde_json::to_value(report).unwrap_or_default()
     }
 }
 
