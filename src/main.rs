@@ -81,13 +81,15 @@ fn main() -> ExitCode {
         Err(config::ParseError::Cli(e)) => {
             let _ = e.print();
             return ExitCode::from(match e.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
-                _ => 2,
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    daemon::exit::OK
+                }
+                _ => daemon::exit::USAGE,
             });
         }
         Err(config::ParseError::Config(e)) => {
             eprintln!("dfs: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(daemon::exit::USAGE);
         }
     };
     keep_transfer_buffers();
@@ -148,10 +150,10 @@ fn daemon(body: impl FnOnce(Shutdown) -> anyhow::Result<()>) -> u8 {
 /// Prints a fatal error as one line (`dfs: what: why: cause`) and returns the exit code.
 fn report(result: anyhow::Result<()>) -> u8 {
     match result {
-        Ok(()) => 0,
+        Ok(()) => daemon::exit::OK,
         Err(e) => {
             eprintln!("dfs: {e:#}");
-            1
+            daemon::exit::FAILURE
         }
     }
 }

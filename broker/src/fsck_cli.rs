@@ -63,8 +63,7 @@ pub struct FsckArgs {
     pub storage_key: Option<PathBuf>,
 }
 
-/// Exit code: a peer is unreachable or timed out.
-const EXIT_UNREACHABLE: u8 = 3;
+use daemon::exit::{FAILURE, UNREACHABLE as EXIT_UNREACHABLE, USAGE};
 
 /// Why the check could not finish: its exit code and one line.
 struct Failure {
@@ -75,7 +74,7 @@ struct Failure {
 impl From<IndexError> for Failure {
     fn from(e: IndexError) -> Failure {
         Failure {
-            code: 1,
+            code: FAILURE,
             text: e.to_string(),
         }
     }
@@ -87,7 +86,7 @@ pub fn fsck(args: FsckArgs) -> u8 {
     let mut report = Report::new(args.json, stdout.lock());
     let result = if !(args.timeout.is_finite() && args.timeout > 0.0) {
         Err(Failure {
-            code: 2,
+            code: USAGE,
             text: format!(
                 "--timeout {} is not a positive number of seconds",
                 args.timeout
@@ -98,7 +97,7 @@ pub fn fsck(args: FsckArgs) -> u8 {
             (Some(broker), None, None) => ask_broker(&args, broker, &mut report),
             (None, Some(data), Some(storage)) => check_offline(&args, data, storage, &mut report),
             _ => Err(Failure {
-                code: 2,
+                code: USAGE,
                 text: "give --broker HOST[:PORT], or --data DIR --storage HOST[:BASEPORT]".into(),
             }),
         }
@@ -187,7 +186,11 @@ impl<W: Write> Report<W> {
         };
         let _ = writeln!(self.out, "{summary}");
         let _ = self.out.flush();
-        u8::from(found > 0)
+        if found > 0 {
+            FAILURE
+        } else {
+            daemon::exit::OK
+        }
     }
 }
 
@@ -208,7 +211,7 @@ fn link_auth(
         insecure: None,
     })
     .map_err(|e| Failure {
-        code: 2,
+        code: USAGE,
         text: e.to_string(),
     })
 }
@@ -239,12 +242,12 @@ impl Peer {
             ClientError::Remote { code, message } => Failure {
                 code: match code.retry() {
                     schema::Retry::StoreWide => EXIT_UNREACHABLE,
-                    _ => 1,
+                    _ => FAILURE,
                 },
                 text: format!("{ep}: {message}"),
             },
             e @ ClientError::BadReply { .. } => Failure {
-                code: 1,
+                code: FAILURE,
                 text: e.to_string(),
             },
             e => Failure {
@@ -281,12 +284,12 @@ fn ask_broker<W: Write>(
         schema::ports::FETCH_PORT
     };
     let (host, port) = host_port(broker, default).map_err(|e| Failure {
-        code: 2,
+        code: USAGE,
         text: format!("bad --broker: {e}"),
     })?;
     if args.storage_key.is_some() {
         return Err(Failure {
-            code: 2,
+            code: USAGE,
             text: "--storage-key goes with --storage; with --broker give --broker-key".into(),
         });
     }
@@ -319,7 +322,7 @@ fn ask_broker<W: Write>(
             }
             other => {
                 return Err(Failure {
-                    code: 1,
+                    code: FAILURE,
                     text: format!("{} answered fsck with {}", peer.endpoint, other.kind()),
                 })
             }
@@ -336,19 +339,19 @@ fn check_offline<W: Write>(
 ) -> Result<(), Failure> {
     let index = Index::open_existing(&data.join("index.db")).map_err(|e| match e {
         IndexError::Locked { .. } => Failure {
-            code: 2,
+            code: USAGE,
             text: format!("{e}; while the broker runs, use dfs fsck --broker"),
         },
         e => e.into(),
     })?;
     let (host, base) =
         host_port(storage, schema::ports::STORAGE_BASE_PORT).map_err(|e| Failure {
-            code: 2,
+            code: USAGE,
             text: format!("bad --storage: {e}"),
         })?;
     if args.broker_key.is_some() {
         return Err(Failure {
-            code: 2,
+            code: USAGE,
             text: "--broker-key goes with --broker; with --storage give --storage-key".into(),
         });
     }
@@ -375,7 +378,7 @@ fn check_offline<W: Write>(
             Message::Checked { files, more, .. } => (files, more),
             other => {
                 return Err(Failure {
-                    code: 1,
+                    code: FAILURE,
                     text: format!("{} answered check with {}", serve.endpoint, other.kind()),
                 })
             }
@@ -423,7 +426,7 @@ fn check_offline<W: Write>(
         index.flush()?;
         let out = crate::default_export_path(data);
         crate::export(&index, &out).map_err(|e| Failure {
-            code: 1,
+            code: FAILURE,
             text: format!("repaired, but cannot rewrite {}: {e:#}", out.display()),
         })?;
     }

@@ -1,7 +1,9 @@
-//! Runtime pieces every dfs daemon shares, none of them protocol: the stop signal, the ready
-//! file and the service manager's readiness notifications, `HOST[:PORT]` parsing, and
-//! ([`metrics`]) the `--metrics` endpoint with the metric types every role uses.
+//! Runtime pieces every dfs process shares, none of them protocol: the exit codes of every
+//! command ([`exit`]), the stop signal, the ready file and the service manager's readiness
+//! notifications, `HOST[:PORT]` parsing, and ([`metrics`]) the `--metrics` endpoint with the
+//! metric types every role uses.
 
+pub mod exit;
 pub mod metrics;
 
 use std::io::Write;

@@ -10,17 +10,17 @@ use std::fmt;
 use std::path::PathBuf;
 
 /// Exit code: success.
-pub const EXIT_OK: u8 = 0;
+pub const EXIT_OK: u8 = daemon::exit::OK;
 /// Exit code: a named file could not be retrieved (not found, refused, written, ...).
-pub const EXIT_FILE: u8 = 1;
+pub const EXIT_FILE: u8 = daemon::exit::FAILURE;
 /// Exit code: the command line is wrong.
-pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_USAGE: u8 = daemon::exit::USAGE;
 /// Exit code: the broker or the storage behind it is unreachable, timed out, or asks to retry.
-pub const EXIT_UNREACHABLE: u8 = 3;
+pub const EXIT_UNREACHABLE: u8 = daemon::exit::UNREACHABLE;
 /// Exit code: content did not match its BLAKE3 hash.
-pub const EXIT_INTEGRITY: u8 = 4;
-/// Exit code: stopped by SIGINT or SIGTERM (the shell convention 128 + SIGINT).
-pub const EXIT_INTERRUPTED: u8 = 130;
+pub const EXIT_INTEGRITY: u8 = daemon::exit::INTEGRITY;
+/// Exit code: stopped by SIGINT or SIGTERM.
+pub const EXIT_INTERRUPTED: u8 = daemon::exit::INTERRUPTED;
 
 /// A duration in seconds as the user gave it (`5`, `0.5`), for messages.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -71,7 +71,7 @@ impl Watcher {
         };
         match finished {
             Ok(()) => self.pump_upload(id, now),
-            Err(why) => self.tear(id, &why, now),
+            Err(why) => self.tear(id, &why.to_string(), now),
         }
     }
 

@@ -321,7 +321,7 @@ impl Watcher {
                         self.flights.heard(id, now);
                     }
                 }
-                Next::Torn(why) => return self.tear(id, &why, now),
+                Next::Torn(why) => return self.tear(id, &why.to_string(), now),
             }
         }
     }

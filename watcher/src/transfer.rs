@@ -7,6 +7,7 @@
 //! have changed bytes behind the read position, and then the upload is torn and sent again as
 //! usual. So what is stored is always the file as it was at the end, never a mix.
 
+use crate::error::Torn;
 use crate::local::{read_up_to, Stamp};
 use crate::state::Stored;
 use schema::limits::CHUNK_SIZE;
@@ -69,7 +70,7 @@ pub struct Upload {
     /// when the upload began.
     growing: Option<Growing>,
     /// A finished growing upload's check of the part it sent while the file was open.
-    check: Option<std::thread::JoinHandle<Result<(), String>>>,
+    check: Option<std::thread::JoinHandle<Result<(), Torn>>>,
 }
 
 /// A growing upload's progress while the file is still open.
@@ -102,7 +103,7 @@ pub enum Next {
     /// Send this chunk (header and content).
     Chunk(Message, Vec<u8>),
     /// The file changed or came up short while being read: abort, try again later.
-    Torn(String),
+    Torn(Torn),
 }
 
 impl Upload {
@@ -205,7 +206,7 @@ impl Upload {
     /// read again and must hash as it did when it was sent; then the upload goes on as a plain
     /// chunked one with the file as it looks now. Returns why not when the file shrank or was
     /// changed behind the part sent (the upload is torn).
-    pub fn finish(&mut self) -> Result<(), String> {
+    pub fn finish(&mut self) -> Result<(), Torn> {
         let Some(g) = self.growing.as_mut() else {
             return Ok(());
         };
@@ -213,30 +214,39 @@ impl Upload {
             return Ok(());
         }
         let Some(file) = self.file.as_ref() else {
-            return Err("no open file".into());
+            return Err(Torn::NoFile);
         };
         let stamp = match file.metadata() {
             Ok(m) => Stamp::of(&m),
-            Err(e) => return Err(format!("cannot stat it again: {e}")),
+            Err(source) => {
+                return Err(Torn::Io {
+                    what: "stat it again",
+                    source,
+                })
+            }
         };
         // The upload holds back the end of the file: the last chunk comes from what is left.
         if stamp.size <= self.offset {
-            return Err(format!(
-                "it shrank to {} bytes, below the {} already sent",
-                stamp.size, self.offset
-            ));
+            return Err(Torn::Shrank {
+                size: stamp.size,
+                sent: self.offset,
+            });
         }
         // The check reads on its own thread while the rest of the file goes out; the last
         // chunk waits for it.
         let sent = Hash::from(self.hasher.finalize());
-        let copy = file
-            .try_clone()
-            .map_err(|e| format!("cannot open it again: {e}"))?;
+        let copy = file.try_clone().map_err(|source| Torn::Io {
+            what: "open it again",
+            source,
+        })?;
         let upto = self.offset;
         let check = std::thread::Builder::new()
             .name("follow-check".into())
             .spawn(move || check_sent(&copy, upto, sent))
-            .map_err(|e| format!("cannot start the check of the part sent: {e}"))?;
+            .map_err(|source| Torn::Io {
+                what: "start the check of the part sent",
+                source,
+            })?;
         g.finished = true;
         self.check = Some(check);
         self.stamp = stamp;
@@ -275,7 +285,7 @@ impl Upload {
                 match check.join() {
                     Ok(Ok(())) => {}
                     Ok(Err(why)) => return Next::Torn(why),
-                    Err(_) => return Next::Torn("the check of the part sent failed".into()),
+                    Err(_) => return Next::Torn(Torn::CheckFailed),
                 }
             }
         }
@@ -291,12 +301,17 @@ impl Upload {
             };
             match file.metadata() {
                 Ok(m) if Stamp::of(&m) == self.stamp => {}
-                Ok(_) => return Next::Torn("the file changed while it was being sent".into()),
-                Err(e) => return Next::Torn(format!("cannot stat it again: {e}")),
+                Ok(_) => return Next::Torn(Torn::Changed),
+                Err(source) => {
+                    return Next::Torn(Torn::Io {
+                        what: "stat it again",
+                        source,
+                    })
+                }
             }
             let hash: Hash = self.hasher.finalize().into();
             if self.blake3.is_some_and(|h| h != hash) {
-                return Next::Torn("the file changed since it was hashed".into());
+                return Next::Torn(Torn::ChangedSinceHashed);
             }
             self.blake3 = Some(hash);
             blake3 = Some(hash);
@@ -318,20 +333,21 @@ impl Upload {
 
     /// Reads the next `len` bytes (the file's position is the offset), hashes them and spends
     /// one credit; a short read means the file shrank.
-    fn read_chunk(&mut self, len: usize) -> Result<Vec<u8>, String> {
+    fn read_chunk(&mut self, len: usize) -> Result<Vec<u8>, Torn> {
         let Some(file) = self.file.as_mut() else {
-            return Err("no open file".into());
+            return Err(Torn::NoFile);
         };
+        let offset = self.offset;
         let data = match read_up_to(file, len) {
             Ok(data) if data.len() == len => data,
             Ok(data) => {
-                let n = data.len();
-                return Err(format!(
-                    "read {n} of {len} bytes at offset {} (the file shrank)",
-                    self.offset
-                ));
+                return Err(Torn::ShortRead {
+                    got: data.len(),
+                    want: len,
+                    offset,
+                })
             }
-            Err(e) => return Err(format!("read failed at offset {}: {e}", self.offset)),
+            Err(source) => return Err(Torn::Read { offset, source }),
         };
         self.hasher.update(&data);
         self.offset += len as u64;
@@ -350,13 +366,18 @@ impl Upload {
         }
         let stamp = match file.metadata() {
             Ok(m) => Stamp::of(&m),
-            Err(e) => return Next::Torn(format!("cannot stat it: {e}")),
+            Err(source) => {
+                return Next::Torn(Torn::Io {
+                    what: "stat it",
+                    source,
+                })
+            }
         };
         if stamp.size < self.offset {
-            return Next::Torn(format!(
-                "it shrank to {} bytes, below the {} already sent",
-                stamp.size, self.offset
-            ));
+            return Next::Torn(Torn::Shrank {
+                size: stamp.size,
+                sent: self.offset,
+            });
         }
         if stamp.size - self.offset <= CHUNK_SIZE as u64 {
             if let Some(g) = self.growing.as_mut() {
@@ -388,20 +409,20 @@ impl Upload {
 }
 
 /// Reads the first `upto` bytes of `file` again: Ok if they hash to `sent`, else why not.
-fn check_sent(file: &File, upto: u64, sent: Hash) -> Result<(), String> {
+fn check_sent(file: &File, upto: u64, sent: Hash) -> Result<(), Torn> {
     let mut again = blake3::Hasher::new();
     let mut buf = vec![0u8; CHUNK_SIZE];
     let mut at = 0;
     while at < upto {
         let n = usize::try_from((upto - at).min(CHUNK_SIZE as u64)).unwrap_or(0);
-        if let Err(e) = file.read_exact_at(&mut buf[..n], at) {
-            return Err(format!("cannot read it again at offset {at}: {e}"));
+        if let Err(source) = file.read_exact_at(&mut buf[..n], at) {
+            return Err(Torn::Reread { offset: at, source });
         }
         again.update(&buf[..n]);
         at += n as u64;
     }
     if Hash::from(again.finalize()) != sent {
-        return Err("bytes already sent were rewritten".into());
+        return Err(Torn::Rewritten);
     }
     Ok(())
 }
@@ -578,7 +599,7 @@ mod tests {
         let Next::Torn(why) = up.next(1, Instant::now()) else {
             panic!("the last chunk went out")
         };
-        assert!(why.contains("rewritten"), "{why}");
+        assert!(matches!(why, Torn::Rewritten), "{why}");
     }
 
     #[test]
@@ -588,7 +609,7 @@ mod tests {
         let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         f.set_len(CHUNK_SIZE as u64).unwrap();
         assert!(matches!(up.next(1, Instant::now()), Next::Torn(_)));
-        assert!(up.finish().unwrap_err().contains("shrank"));
+        assert!(matches!(up.finish(), Err(Torn::Shrank { .. })));
     }
 
     #[test]
