@@ -227,12 +227,19 @@ fn kill_each_role_mid_way_through_a_large_file() {
             .entry(name.to_string())
             .or_default()
             .insert(hash.clone());
-        assert_eq!(write_big_file(&path, seed, BIG), hash);
-        wait_until(&format!("{name} about half transferred"), SYNC, || {
-            c.node_tmp_bytes() >= (BIG / 2) as u64
+        // The file is written on a thread while this one watches the node: the watcher may
+        // send a large file while it is being written (it follows it), so the half-way point can
+        // come before the write ends, and the transfer may be done soon after.
+        let at = std::thread::scope(|scope| {
+            let writer = scope.spawn(|| write_big_file(&path, seed, BIG));
+            wait_until(&format!("{name} about half transferred"), SYNC, || {
+                c.node_tmp_bytes() >= (BIG / 2) as u64
+            });
+            let at = c.node_tmp_bytes();
+            c.kill9(role);
+            assert_eq!(writer.join().expect("the writer thread failed"), hash);
+            at
         });
-        let at = c.node_tmp_bytes();
-        c.kill9(role);
         println!("killed {role:?} with {at} bytes of {BIG} on the node");
         c.restart(role);
         c.wait_all_agree(SYNC);
