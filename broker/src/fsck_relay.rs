@@ -6,9 +6,11 @@
 //! name being set aside refuses changes (`busy`) until the node answered.
 
 use crate::fsck::{self, Audit, CHECK_LIMIT, FINDINGS_PAGE};
-use crate::links::Link;
-use crate::relay::Relay;
-use crate::table::{Front, Requester};
+use crate::index::Index;
+use crate::links::{Link, ToNode};
+use crate::outbox::Outbox;
+use crate::peer::{Bids, Front, Requester};
+use crate::table::Table;
 use schema::{CheckedFile, ErrorCode, Finding, FindingKind, Message};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -16,8 +18,24 @@ use std::time::{Duration, Instant};
 /// How long to wait for one node answer before the fsck fails as unavailable.
 const NODE_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// The fsck of a running broker: none, or the one running.
+#[derive(Default)]
+pub struct Fsck {
+    run: Option<FsckRun>,
+}
+
+/// What an fsck step may use: the index to judge and repair, the requests in flight (their
+/// names are left out), bids and the node for its requests, the outbox for its pages.
+pub struct Ctx<'a> {
+    pub index: &'a Index,
+    pub table: &'a Table,
+    pub bids: &'a mut Bids,
+    pub node: &'a mut dyn ToNode,
+    pub out: &'a mut Outbox,
+}
+
 /// A running fsck.
-pub struct FsckRun {
+struct FsckRun {
     req: Requester,
     repair: bool,
     audit: Audit,
@@ -32,26 +50,27 @@ pub struct FsckRun {
 
 impl FsckRun {
     /// Whether `name` is being set aside on the node.
-    pub fn is_quarantining(&self, name: &str) -> bool {
+    fn is_quarantining(&self, name: &str) -> bool {
         self.quarantines.values().any(|(f, _)| f.name == name)
     }
 }
 
-impl Relay {
+impl Fsck {
     /// An `fsck` request from a front port.
-    pub(crate) fn fsck_request(&mut self, req: Requester, repair: bool) {
+    /// Refused while the index is `rebuilding`.
+    pub fn request(&mut self, req: Requester, repair: bool, rebuilding: bool, cx: &mut Ctx) {
         let refusal = if repair && req.front == Front::Fetch {
             Some((
                 ErrorCode::Unexpected,
                 "the fetch port never writes: send fsck with repair to the ingest port".into(),
             ))
-        } else if self.rebuild.is_active() {
+        } else if rebuilding {
             Some((
                 ErrorCode::Busy,
                 "the broker is rebuilding its index from the storage node; try again shortly"
                     .to_string(),
             ))
-        } else if self.fsck.is_some() {
+        } else if self.run.is_some() {
             Some((
                 ErrorCode::Busy,
                 "another fsck is running on this broker; try again when it is done".to_string(),
@@ -60,7 +79,7 @@ impl Relay {
             None
         };
         if let Some((code, text)) = refusal {
-            self.answer(&req, Message::error(0, code, text), None);
+            cx.out.answer(&req, Message::error(0, code, text), None);
             return;
         }
         tracing::info!(
@@ -68,7 +87,7 @@ impl Relay {
             if repair { " --repair" } else { "" },
             req.front.as_str()
         );
-        self.fsck = Some(FsckRun {
+        self.run = Some(FsckRun {
             req,
             repair,
             audit: Audit::default(),
@@ -77,31 +96,31 @@ impl Relay {
             listed: false,
             quarantines: HashMap::new(),
         });
-        self.fsck_tick();
+        self.tick(cx);
     }
 
     /// Whether `bid` is a request of the running fsck.
-    pub(crate) fn fsck_owns(&self, bid: u64) -> bool {
-        self.fsck.as_ref().is_some_and(|run| {
+    pub fn owns(&self, bid: u64) -> bool {
+        self.run.as_ref().is_some_and(|run| {
             run.asked.is_some_and(|(b, _)| b == bid) || run.quarantines.contains_key(&bid)
         })
     }
 
     /// Whether a change of `name` must wait for the running fsck.
-    pub(crate) fn fsck_holds(&self, name: &str) -> bool {
-        self.fsck.as_ref().is_some_and(|r| r.is_quarantining(name))
+    pub fn holds(&self, name: &str) -> bool {
+        self.run.as_ref().is_some_and(|r| r.is_quarantining(name))
     }
 
     /// Notes a change of `name` that committed while an fsck runs (it is not missing).
-    pub(crate) fn fsck_saw(&mut self, name: &str) {
-        if let Some(run) = &mut self.fsck {
+    pub fn saw(&mut self, name: &str) {
+        if let Some(run) = &mut self.run {
             run.audit.saw(name);
         }
     }
 
     /// Asks for the next `check` page when none is in flight; fails the fsck on a node timeout.
-    pub(crate) fn fsck_tick(&mut self) {
-        let Some(run) = &self.fsck else { return };
+    pub fn tick(&mut self, cx: &mut Ctx) {
+        let Some(run) = &self.run else { return };
         let now = Instant::now();
         let timed_out = run
             .asked
@@ -112,54 +131,46 @@ impl Relay {
         if timed_out {
             let text = format!(
                 "storage node {} did not answer the fsck within {} s",
-                self.node.endpoint(Link::Serve),
+                cx.node.endpoint(Link::Serve),
                 NODE_TIMEOUT.as_secs()
             );
-            return self.fsck_fail(ErrorCode::Unavailable, text);
+            return self.fail(ErrorCode::Unavailable, text, cx);
         }
         if run.listed || run.asked.is_some() {
             return;
         }
-        let bid = self.table.alloc();
+        let bid = cx.bids.next();
         let msg = Message::Check {
             id: bid,
             after: run.after.clone(),
             limit: CHECK_LIMIT,
         };
-        match self.node.send(Link::Serve, &msg, None) {
+        match cx.node.send(Link::Serve, &msg, None) {
             Ok(()) => {
-                if let Some(run) = &mut self.fsck {
+                if let Some(run) = &mut self.run {
                     run.asked = Some((bid, now));
                 }
             }
-            Err(e) => self.fsck_fail(ErrorCode::Unavailable, e.to_string()),
+            Err(e) => self.fail(ErrorCode::Unavailable, e.to_string(), cx),
         }
     }
 
     /// Ends the fsck with an error reply.
-    fn fsck_fail(&mut self, code: ErrorCode, text: String) {
-        if let Some(run) = self.fsck.take() {
+    fn fail(&mut self, code: ErrorCode, text: String, cx: &mut Ctx) {
+        if let Some(run) = self.run.take() {
             tracing::warn!("fsck failed: {text}");
-            self.answer(&run.req, Message::error(0, code, text), None);
-            self.fsck_flush();
+            cx.out.answer(&run.req, Message::error(0, code, text), None);
+            flush(cx.index, cx.out);
         }
-    }
-
-    /// Makes the repairs so far durable and asks for a new export.
-    fn fsck_flush(&mut self) {
-        if let Err(e) = self.index.flush() {
-            tracing::error!("fsck: flushing the index failed: {e}");
-        }
-        self.changed();
     }
 
     /// A node answer to the fsck's request `bid`.
-    pub(crate) fn on_fsck_reply(&mut self, bid: u64, msg: Message) {
-        let Some(run) = &mut self.fsck else { return };
+    pub fn on_reply(&mut self, bid: u64, msg: Message, cx: &mut Ctx) {
+        let Some(run) = &mut self.run else { return };
         if let Some((mut finding, _)) = run.quarantines.remove(&bid) {
             match msg {
                 Message::Done { .. } => {
-                    if let Err(e) = fsck::forget(&self.index, &mut finding) {
+                    if let Err(e) = fsck::forget(cx.index, &mut finding) {
                         finding.note = Some(format!("set aside, but {e}"));
                     }
                 }
@@ -169,19 +180,19 @@ impl Relay {
                 other => finding.note = Some(format!("the node answered {}", other.kind())),
             }
             tracing::info!("fsck: {}", fsck::line(&finding));
-            self.fsck_send(vec![finding], false);
-            return self.fsck_maybe_finish();
+            self.send(vec![finding], false, cx.out);
+            return self.maybe_finish(cx);
         }
         run.asked = None;
         let (files, more) = match msg {
             Message::Checked { files, more, .. } => (files, more),
             Message::Error { code, message, .. } => {
                 let text = format!("the storage node refused to check: {message}");
-                return self.fsck_fail(code, text);
+                return self.fail(code, text, cx);
             }
             other => {
                 let text = format!("the storage node answered check with {}", other.kind());
-                return self.fsck_fail(ErrorCode::Io, text);
+                return self.fail(ErrorCode::Io, text, cx);
             }
         };
         if let Some(last) = files.last() {
@@ -192,23 +203,23 @@ impl Relay {
         }
         let mut found = Vec::new();
         for file in &files {
-            if self.table.is_changing(&file.entry.name) {
-                if let Some(run) = &mut self.fsck {
+            if cx.table.is_changing(&file.entry.name) {
+                if let Some(run) = &mut self.run {
                     run.audit.saw(&file.entry.name);
                 }
                 continue;
             }
-            let Some(run) = &mut self.fsck else { return };
-            match run.audit.judge(&self.index, file) {
+            let Some(run) = &mut self.run else { return };
+            match run.audit.judge(cx.index, file) {
                 Ok(Some(f)) => found.push((f, file)),
                 Ok(None) => {}
-                Err(e) => return self.fsck_fail(ErrorCode::Io, format!("fsck: {e}")),
+                Err(e) => return self.fail(ErrorCode::Io, format!("fsck: {e}"), cx),
             }
         }
         let mut page = Vec::with_capacity(found.len());
         for (mut finding, file) in found {
-            if self.fsck.as_ref().is_some_and(|r| r.repair) {
-                self.fsck_repair(&mut finding, file);
+            if self.run.as_ref().is_some_and(|r| r.repair) {
+                self.repair(&mut finding, file, cx);
                 if finding.kind == FindingKind::Corrupt && finding.note.is_none() {
                     continue; // its verdict comes with the node's answer
                 }
@@ -216,31 +227,31 @@ impl Relay {
             tracing::info!("fsck: {}", fsck::line(&finding));
             page.push(finding);
         }
-        self.fsck_send(page, false);
-        if self.fsck.as_ref().is_some_and(|r| r.listed) {
-            self.fsck_missing();
+        self.send(page, false, cx.out);
+        if self.run.as_ref().is_some_and(|r| r.listed) {
+            self.missing(cx);
         }
-        self.fsck_maybe_finish();
+        self.maybe_finish(cx);
     }
 
     /// Repairs one finding: the index directly, a corrupt file through the node.
-    fn fsck_repair(&mut self, finding: &mut Finding, file: &CheckedFile) {
+    fn repair(&mut self, finding: &mut Finding, file: &CheckedFile, cx: &mut Ctx) {
         if finding.kind != FindingKind::Corrupt {
-            if let Err(e) = fsck::repair_index(&self.index, finding, Some(file)) {
+            if let Err(e) = fsck::repair_index(cx.index, finding, Some(file)) {
                 finding.note = Some(format!("not repaired: {e}"));
             }
             return;
         }
-        let bid = self.table.alloc();
+        let bid = cx.bids.next();
         let class = file.entry.class;
         let msg = Message::Quarantine {
             id: bid,
             class,
             name: finding.name.clone(),
         };
-        match self.node.send(Link::Class(class), &msg, None) {
+        match cx.node.send(Link::Class(class), &msg, None) {
             Ok(()) => {
-                if let Some(run) = &mut self.fsck {
+                if let Some(run) = &mut self.run {
                     run.quarantines
                         .insert(bid, (finding.clone(), Instant::now()));
                 }
@@ -250,33 +261,33 @@ impl Relay {
     }
 
     /// The node listed everything: report (and repair) the indexed names it does not hold.
-    fn fsck_missing(&mut self) {
-        let Some(run) = &self.fsck else { return };
-        let table = &self.table;
-        let missing = match run.audit.missing(&self.index, |n| table.is_changing(n)) {
+    fn missing(&mut self, cx: &mut Ctx) {
+        let Some(run) = &self.run else { return };
+        let table = cx.table;
+        let missing = match run.audit.missing(cx.index, |n| table.is_changing(n)) {
             Ok(m) => m,
-            Err(e) => return self.fsck_fail(ErrorCode::Io, format!("fsck: {e}")),
+            Err(e) => return self.fail(ErrorCode::Io, format!("fsck: {e}"), cx),
         };
         let repair = run.repair;
         let mut page = Vec::new();
         for mut finding in missing {
             if repair {
-                if let Err(e) = fsck::repair_index(&self.index, &mut finding, None) {
+                if let Err(e) = fsck::repair_index(cx.index, &mut finding, None) {
                     finding.note = Some(format!("not repaired: {e}"));
                 }
             }
             tracing::info!("fsck: {}", fsck::line(&finding));
             page.push(finding);
             if page.len() >= FINDINGS_PAGE {
-                self.fsck_send(std::mem::take(&mut page), false);
+                self.send(std::mem::take(&mut page), false, cx.out);
             }
         }
-        self.fsck_send(page, false);
+        self.send(page, false, cx.out);
     }
 
     /// Sends a `findings` page (nothing when empty, unless it is the `last`).
-    fn fsck_send(&mut self, findings: Vec<Finding>, last: bool) {
-        let Some(run) = &self.fsck else { return };
+    fn send(&self, findings: Vec<Finding>, last: bool, out: &mut Outbox) {
+        let Some(run) = &self.run else { return };
         if findings.is_empty() && !last {
             return;
         }
@@ -286,23 +297,30 @@ impl Relay {
             checked: run.audit.checked,
             more: !last,
         };
-        let req = run.req.clone();
-        self.answer(&req, msg, None);
+        out.answer(&run.req, msg, None);
     }
 
     /// Ends the fsck once the node listed everything and answered every quarantine.
-    fn fsck_maybe_finish(&mut self) {
+    fn maybe_finish(&mut self, cx: &mut Ctx) {
         let finished = self
-            .fsck
+            .run
             .as_ref()
             .is_some_and(|r| r.listed && r.asked.is_none() && r.quarantines.is_empty());
         if !finished {
             return;
         }
-        self.fsck_flush();
-        self.fsck_send(Vec::new(), true);
-        if let Some(run) = self.fsck.take() {
+        flush(cx.index, cx.out);
+        self.send(Vec::new(), true, cx.out);
+        if let Some(run) = self.run.take() {
             tracing::info!("fsck done: {} files on the node checked", run.audit.checked);
         }
     }
+}
+
+/// Makes the repairs so far durable and asks for a new export.
+fn flush(index: &Index, out: &mut Outbox) {
+    if let Err(e) = index.flush() {
+        tracing::error!("fsck: flushing the index failed: {e}");
+    }
+    out.changed();
 }

@@ -4,14 +4,17 @@
 //!
 //! # Layout
 //! * [`Broker`] (this file): start-up (open or rebuild the index, bind, connect) and shutdown.
-//! * `relay`: the serving loop and group commit; `requests`: front-port messages; `replies`:
-//!   node messages; `table`: forwarded requests in flight; `links`: the node's sockets;
-//!   `rebuild`: refilling the index from the node; `fsck_relay`: `fsck` requests; `status`:
-//!   `status` requests (`dfs status`).
+//! * `serve`: the serving loop, the only code that touches the front sockets; `commit`: group
+//!   commit of index changes; `links`: the node's sockets.
+//! * `relay`: the decisions, without sockets (`relay/requests.rs`: front-port messages,
+//!   `relay/replies.rs`: node messages), saying what to send through an `outbox`; `peer`: who a
+//!   reply goes to, broker ids; `table`: forwarded requests in flight; `rebuild`: refilling the
+//!   index from the node; `fsck_relay`: `fsck` requests; `status`: `status` requests.
 //! * `fsck`: the comparison of index and node behind `dfs fsck`; `fsck_cli`: the command.
 //! * `index`, `record`: the sled index; `export`, `flusher`: `index.txt` and when it is
 //!   written; [`metrics`]: `--metrics`.
 
+mod commit;
 mod error;
 mod export;
 mod flusher;
@@ -21,11 +24,12 @@ mod fsck_relay;
 mod index;
 mod links;
 pub mod metrics;
+mod outbox;
+mod peer;
 mod rebuild;
 mod record;
 mod relay;
-mod replies;
-mod requests;
+mod serve;
 mod status;
 mod table;
 
@@ -48,6 +52,7 @@ use rebuild::Rebuild;
 use relay::Relay;
 use schema::route::SERVE_OFFSET;
 use schema::Routes;
+use serve::Serve;
 use std::path::PathBuf;
 
 /// Options of `dfs broker`.
@@ -119,7 +124,7 @@ pub fn default_export_path(data: &std::path::Path) -> PathBuf {
 
 /// A broker with its index open and its sockets bound, ready to [`serve`](Broker::serve).
 pub struct Broker {
-    relay: Relay,
+    serve: Serve,
     ingest_port: u16,
     fetch_port: u16,
     export_path: PathBuf,
@@ -205,14 +210,15 @@ impl Broker {
         );
         let rebuild = Rebuild::new(opened.needs_rebuild());
         let flusher = flusher::Flusher::start(ctx, index.syncer())?;
-        let mut relay = Relay::new(ingest, fetch, node, index, flusher, routes, rebuild);
+        let mut relay = Relay::new(index, routes, rebuild);
         relay.status.data = args
             .data
             .canonicalize()
             .unwrap_or_else(|_| args.data.clone());
-        relay.gates = [security.gate(Domain::Ingest), security.gate(Domain::Fetch)];
+        let gates = [security.gate(Domain::Ingest), security.gate(Domain::Fetch)];
+        let commit = commit::GroupCommit::new(flusher);
         Ok(Broker {
-            relay,
+            serve: Serve::new((ingest, fetch), gates, node, commit, relay),
             ingest_port,
             fetch_port,
             export_path: default_export_path(&args.data),
@@ -227,7 +233,7 @@ impl Broker {
 
     /// The broker's metrics (served with `--metrics`).
     pub fn metrics(&self) -> &metrics::Metrics {
-        &self.relay.metrics
+        &self.serve.relay.metrics
     }
 
     /// The bound fetch (fetcher) port.
@@ -239,26 +245,28 @@ impl Broker {
     /// flushes the index and writes the export.
     pub fn serve(mut self, stop: Shutdown) -> anyhow::Result<()> {
         let _security = self.security;
-        let exporter = Exporter::start(self.relay.index.clone(), self.export_path.clone())
+        let relay = &mut self.serve.relay;
+        let exporter = Exporter::start(relay.index.clone(), self.export_path.clone())
             .context("cannot start the index export thread")?;
-        self.relay.status.totals = exporter.totals();
-        if self.relay.rebuild.is_active() {
+        relay.status.totals = exporter.totals();
+        if relay.is_rebuilding() {
             // The export follows once the rebuild is done.
-        } else if let Some((files, bytes)) = self.relay.index.current_export(&self.export_path) {
+        } else if let Some((files, bytes)) = relay.index.current_export(&self.export_path) {
             tracing::info!(
                 "{} is current (written at the last clean stop)",
                 self.export_path.display()
             );
-            self.relay.status.totals.set(files as usize, bytes);
+            relay.status.totals.set(files as usize, bytes);
         } else {
             exporter.request();
         }
-        self.relay.run(&stop, &exporter);
+        self.serve.run(&stop, &exporter);
         let (files, bytes) = exporter
             .finish()
             .context("cannot write the index export at stop")?;
         // Nothing changes the index any more: the next start can trust this export.
         if let Err(e) = self
+            .serve
             .relay
             .index
             .mark_exported(&self.export_path, files as u64, bytes)
@@ -274,7 +282,7 @@ impl Broker {
 
     #[cfg(test)]
     pub(crate) fn relay_mut(&mut self) -> &mut Relay {
-        &mut self.relay
+        &mut self.serve.relay
     }
 }
 

@@ -5,11 +5,11 @@ use net::security::{ClientAuth, HandshakeProbe};
 use net::socket::{dealer_probed, endpoint, reconnect, SocketError};
 use schema::codec;
 use schema::route::SERVE_OFFSET;
+use schema::{Class, Message};
 use std::time::{Duration, Instant};
 
 /// How long after a refused handshake the broker connects to that node port again.
 const HANDSHAKE_RETRY: Duration = Duration::from_secs(2);
-use schema::{Class, Message};
 
 /// Which of the node's sockets a request goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -44,6 +44,21 @@ impl Link {
 pub struct Unreachable {
     pub endpoint: String,
     pub reason: String,
+}
+
+/// Where the relay's messages to the storage node go: the node's sockets ([`NodeLinks`]) when
+/// serving, a recording stand-in when its decisions are tested without sockets.
+pub trait ToNode {
+    /// Sends `msg` (and `data`) on `link` without blocking; fails when the node is away.
+    fn send(
+        &mut self,
+        link: Link,
+        msg: &Message,
+        data: Option<zmq::Message>,
+    ) -> Result<(), Unreachable>;
+
+    /// The address of `link`, for logs and error messages.
+    fn endpoint(&self, link: Link) -> &str;
 }
 
 /// The DEALERs connected to one storage node.
@@ -118,16 +133,18 @@ impl NodeLinks {
     pub fn sockets(&self) -> &[zmq::Socket] {
         &self.sockets
     }
+}
 
+impl ToNode for NodeLinks {
     /// The address of `link`.
-    pub fn endpoint(&self, link: Link) -> &str {
+    fn endpoint(&self, link: Link) -> &str {
         &self.endpoints[link.slot()]
     }
 
     /// Sends `msg` (and `data`) on `link` without blocking. A failure means the node is away;
     /// the first failure after a success is logged as an outage, the first success after an
     /// outage as a recovery.
-    pub fn send(
+    fn send(
         &mut self,
         link: Link,
         msg: &Message,

@@ -2,9 +2,10 @@
 //! through the node's serve port with `list` and insert every entry, without blocking the
 //! serving loop (one page request in flight at a time, retried while the node is away).
 
-use crate::links::Link;
+use crate::index::Index;
+use crate::links::{Link, ToNode};
+use crate::peer::Bids;
 use crate::record::Record;
-use crate::relay::Relay;
 use schema::{names, Message};
 use std::time::{Duration, Instant};
 
@@ -69,51 +70,51 @@ impl Rebuild {
     }
 }
 
-impl Relay {
+impl Rebuild {
     /// Asks the node for the next page when none is in flight (or the last one timed out).
-    pub(crate) fn rebuild_tick(&mut self) {
+    pub fn tick(&mut self, bids: &mut Bids, node: &mut dyn ToNode) {
         let now = Instant::now();
-        if let Some((_, sent)) = self.rebuild.asked {
+        if let Some((_, sent)) = self.asked {
             if now.duration_since(sent) < PAGE_TIMEOUT {
                 return;
             }
             tracing::debug!("index rebuild: no answer to a page request; asking again");
-            self.rebuild.asked = None;
+            self.asked = None;
         }
-        if self.rebuild.next_try.is_some_and(|t| now < t) {
+        if self.next_try.is_some_and(|t| now < t) {
             return;
         }
-        let bid = self.table.alloc();
+        let bid = bids.next();
         let msg = Message::List {
             id: bid,
-            after: self.rebuild.after.clone(),
+            after: self.after.clone(),
             limit: REBUILD_PAGE,
         };
-        match self.node.send(Link::Serve, &msg, None) {
+        match node.send(Link::Serve, &msg, None) {
             Ok(()) => {
-                self.rebuild.asked = Some((bid, now));
-                self.rebuild.retry = None;
+                self.asked = Some((bid, now));
+                self.retry = None;
             }
             Err(e) => {
-                if !std::mem::replace(&mut self.rebuild.told_unreachable, true) {
+                if !std::mem::replace(&mut self.told_unreachable, true) {
                     tracing::warn!(
                         "cannot rebuild the index yet: {e}; will keep trying (uploads are \
                          refused as busy until it is done)"
                     );
                 }
-                self.rebuild.retry_later();
+                self.retry_later();
             }
         }
     }
 
     /// Takes a page from the node.
-    pub(crate) fn on_rebuild_reply(&mut self, msg: Message) {
-        self.rebuild.asked = None;
+    pub fn on_reply(&mut self, msg: Message, index: &Index, storage: &str) {
+        self.asked = None;
         let (entries, more) = match msg {
             Message::Listing { entries, more, .. } => (entries, more),
             Message::Error { message, .. } => {
                 tracing::warn!("index rebuild: the storage node refused to list: {message}");
-                self.rebuild.retry_later();
+                self.retry_later();
                 return;
             }
             other => {
@@ -122,19 +123,19 @@ impl Relay {
             }
         };
         if let Some(last) = entries.last() {
-            self.rebuild.after = Some(schema::page::node_cursor(last));
+            self.after = Some(schema::page::node_cursor(last));
         }
         for e in &entries {
             if let Err(err) = names::check(&e.name) {
                 tracing::warn!("index rebuild: skipping an entry the node listed: {err}");
                 continue;
             }
-            match self.index.put_if_absent(&e.name, &Record::from_entry(e)) {
-                Ok(true) => self.rebuild.inserted += 1,
+            match index.put_if_absent(&e.name, &Record::from_entry(e)) {
+                Ok(true) => self.inserted += 1,
                 Ok(false) => {}
                 Err(err) => {
                     tracing::error!("index rebuild: {err}");
-                    self.rebuild.retry_later();
+                    self.retry_later();
                     return;
                 }
             }
@@ -142,18 +143,18 @@ impl Relay {
         if more && !entries.is_empty() {
             return;
         }
-        if let Err(e) = self.index.mark_complete() {
+        if let Err(e) = index.mark_complete() {
             tracing::error!("index rebuild: flushing failed: {e}; starting over");
-            self.rebuild.after = None;
-            self.rebuild.retry_later();
+            self.after = None;
+            self.retry_later();
             return;
         }
-        self.rebuild.active = false;
-        self.rebuild.finished = true;
+        self.active = false;
+        self.finished = true;
         tracing::info!(
             "rebuilt the index from the storage node {}: {} files",
-            self.node.endpoint(Link::Serve),
-            self.rebuild.inserted
+            storage,
+            self.inserted
         );
     }
 }

@@ -3,9 +3,9 @@
 //! `broker_status` with its own report and the node's, or why the node gave none.
 
 use crate::export::Totals;
-use crate::links::Link;
-use crate::relay::Relay;
-use crate::table::Requester;
+use crate::links::{Link, ToNode};
+use crate::outbox::Outbox;
+use crate::peer::{Bids, Requester};
 use schema::status::{BrokerReport, DiskSpace, NodeReport, SOFTWARE_VERSION};
 use schema::Message;
 use std::collections::HashMap;
@@ -32,6 +32,17 @@ pub struct StatusDesk {
     waiting: HashMap<u64, (Requester, Instant)>,
 }
 
+/// What the status report says about the rest of the broker, gathered when one is answered.
+#[derive(Debug, Clone)]
+pub struct Facts {
+    /// Requests forwarded to the node and not finished.
+    pub in_flight: u64,
+    /// Whether the index is being rebuilt from the node.
+    pub rebuilding: bool,
+    /// The node's serve address.
+    pub storage: String,
+}
+
 impl Default for StatusDesk {
     fn default() -> StatusDesk {
         StatusDesk {
@@ -43,18 +54,26 @@ impl Default for StatusDesk {
     }
 }
 
-impl Relay {
+impl StatusDesk {
     /// A `status` request from a front peer: ask the node, or answer at once without it.
-    pub(crate) fn status_request(&mut self, req: Requester, wait_ms: Option<u32>) {
+    pub fn request(
+        &mut self,
+        req: Requester,
+        wait_ms: Option<u32>,
+        facts: &Facts,
+        bids: &mut Bids,
+        node: &mut dyn ToNode,
+        out: &mut Outbox,
+    ) {
         let wait = wait_ms.map_or(DEFAULT_WAIT, |ms| {
             Duration::from_millis(u64::from(ms)).min(MAX_WAIT)
         });
-        if self.status.waiting.len() >= MAX_WAITING {
+        if self.waiting.len() >= MAX_WAITING {
             let why = "the broker has too many status requests waiting; try again".to_string();
-            return self.status_answer(&req, None, Some(why));
+            return self.answer(&req, facts, None, Some(why), out);
         }
-        let bid = self.table.alloc();
-        match self.node.send(
+        let bid = bids.next();
+        match node.send(
             Link::Serve,
             &Message::Status {
                 id: bid,
@@ -64,111 +83,113 @@ impl Relay {
         ) {
             Ok(()) => {
                 let deadline = Instant::now() + wait;
-                self.status.waiting.insert(bid, (req, deadline));
+                self.waiting.insert(bid, (req, deadline));
             }
-            Err(e) => self.status_answer(&req, None, Some(e.to_string())),
+            Err(e) => self.answer(&req, facts, None, Some(e.to_string()), out),
         }
     }
 
     /// Whether `bid` is a `status` this broker sent to the node.
-    pub(crate) fn status_owns(&self, bid: u64) -> bool {
-        self.status.waiting.contains_key(&bid)
+    pub fn owns(&self, bid: u64) -> bool {
+        self.waiting.contains_key(&bid)
     }
 
     /// The node's answer to status request `bid`.
-    pub(crate) fn on_status_reply(&mut self, bid: u64, msg: Message) {
-        let Some((req, _)) = self.status.waiting.remove(&bid) else {
+    pub fn on_reply(&mut self, bid: u64, msg: Message, facts: &Facts, out: &mut Outbox) {
+        let Some((req, _)) = self.waiting.remove(&bid) else {
             return;
         };
-        let endpoint = self.node.endpoint(Link::Serve).to_string();
+        let endpoint = &facts.storage;
         match msg {
-            Message::NodeStatus { node, .. } => self.status_answer(&req, Some(node), None),
+            Message::NodeStatus { node, .. } => self.answer(&req, facts, Some(node), None, out),
             Message::Error { message, .. } => {
                 let why = format!("storage node {endpoint} refused status: {message}");
-                self.status_answer(&req, None, Some(why));
+                self.answer(&req, facts, None, Some(why), out);
             }
             other => {
                 let why = format!(
                     "storage node {endpoint} answered status with {}",
                     other.kind()
                 );
-                self.status_answer(&req, None, Some(why));
+                self.answer(&req, facts, None, Some(why), out);
             }
         }
     }
 
+    /// Whether requests wait for the node.
+    pub fn is_waiting(&self) -> bool {
+        !self.waiting.is_empty()
+    }
+
     /// Answers the status requests whose node did not answer in time.
-    pub(crate) fn status_tick(&mut self) {
-        if self.status.waiting.is_empty() {
+    pub fn tick(&mut self, facts: &Facts, out: &mut Outbox) {
+        if self.waiting.is_empty() {
             return;
         }
         let now = Instant::now();
         let late: Vec<u64> = self
-            .status
             .waiting
             .iter()
             .filter(|(_, (_, deadline))| now >= *deadline)
             .map(|(bid, _)| *bid)
             .collect();
         for bid in late {
-            if let Some((req, _)) = self.status.waiting.remove(&bid) {
+            if let Some((req, _)) = self.waiting.remove(&bid) {
                 let why = format!(
                     "storage node {} did not answer status in time",
-                    self.node.endpoint(Link::Serve)
+                    facts.storage
                 );
-                self.status_answer(&req, None, Some(why));
+                self.answer(&req, facts, None, Some(why), out);
             }
         }
     }
 
     /// On stop: answers every status request still waiting, so no client waits in vain.
-    pub(crate) fn status_stop(&mut self) {
-        let waiting: Vec<Requester> = self.status.waiting.drain().map(|(_, (r, _))| r).collect();
+    pub fn stop(&mut self, facts: &Facts, out: &mut Outbox) {
+        let waiting: Vec<Requester> = self.waiting.drain().map(|(_, (r, _))| r).collect();
         for req in waiting {
             let why = "the broker is stopping before its storage node answered".to_string();
-            self.status_answer(&req, None, Some(why));
+            self.answer(&req, facts, None, Some(why), out);
         }
     }
 
     /// Sends `broker_status` to `req`.
-    fn status_answer(
-        &mut self,
+    fn answer(
+        &self,
         req: &Requester,
+        facts: &Facts,
         node: Option<Box<NodeReport>>,
         why: Option<String>,
+        out: &mut Outbox,
     ) {
-        let broker = self.broker_report();
+        let broker = self.broker_report(facts);
         let msg = Message::BrokerStatus {
             id: req.id,
             broker: Box::new(broker),
             node,
             node_error: why,
         };
-        self.answer(req, msg, None);
+        out.answer(req, msg, None);
     }
 
     /// The broker's own report.
-    fn broker_report(&self) -> BrokerReport {
-        let (index_entries, index_bytes) = self.status.totals.get();
-        let disk =
-            disk::space::of(&self.status.data).map(|(free, total)| DiskSpace { free, total });
+    fn broker_report(&self, facts: &Facts) -> BrokerReport {
+        let (index_entries, index_bytes) = self.totals.get();
+        let disk = disk::space::of(&self.data).map(|(free, total)| DiskSpace { free, total });
         let disk = disk.unwrap_or_else(|e| {
-            tracing::warn!(
-                "cannot read the free space of {}: {e}",
-                self.status.data.display()
-            );
+            tracing::warn!("cannot read the free space of {}: {e}", self.data.display());
             DiskSpace::default()
         });
         BrokerReport {
             version: SOFTWARE_VERSION.to_string(),
-            uptime: self.status.started.elapsed().as_secs(),
-            data: self.status.data.display().to_string(),
+            uptime: self.started.elapsed().as_secs(),
+            data: self.data.display().to_string(),
             index_entries,
             index_bytes,
             disk,
-            in_flight: self.table.len() as u64,
-            rebuilding: self.rebuild.is_active(),
-            storage: self.node.endpoint(Link::Serve).to_string(),
+            in_flight: facts.in_flight,
+            rebuilding: facts.rebuilding,
+            storage: facts.storage.clone(),
         }
     }
 }

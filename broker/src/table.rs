@@ -5,6 +5,7 @@
 //! per name in flight.
 
 use crate::links::Link;
+use crate::peer::{Front, Requester};
 use crate::record::Record;
 use schema::{Class, Hash};
 use std::collections::HashMap;
@@ -12,33 +13,6 @@ use std::time::{Duration, Instant};
 
 /// Most requests in flight at once; more get `busy`.
 pub const MAX_IN_FLIGHT: usize = 10_000;
-
-/// Which front port a request came in on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Front {
-    /// Watchers: uploads, deletes, renames.
-    Ingest,
-    /// Fetchers: reads.
-    Fetch,
-}
-
-impl Front {
-    /// The port's name in logs and error messages.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Front::Ingest => "ingest",
-            Front::Fetch => "fetch",
-        }
-    }
-}
-
-/// Who asked: the front port, the peer's ROUTER identity and the peer's request id.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Requester {
-    pub front: Front,
-    pub peer: Vec<u8>,
-    pub id: u64,
-}
 
 /// What was forwarded.
 #[derive(Debug, Clone)]
@@ -125,18 +99,17 @@ pub struct Table {
     by_bid: HashMap<u64, Pending>,
     by_req: HashMap<Requester, u64>,
     changing: HashMap<String, u64>,
-    last_bid: u64,
 }
 
 impl Table {
-    /// A fresh broker id (also used for the broker's own requests, such as rebuild listings).
-    pub fn alloc(&mut self) -> u64 {
-        self.last_bid += 1;
-        self.last_bid
-    }
-
-    /// Admits a request; returns its bid.
-    pub fn insert(&mut self, req: Requester, link: Link, job: Job) -> Result<u64, Refusal> {
+    /// Admits a request under the fresh broker id `bid` (see [`Bids`](crate::peer::Bids)).
+    pub fn insert(
+        &mut self,
+        bid: u64,
+        req: Requester,
+        link: Link,
+        job: Job,
+    ) -> Result<(), Refusal> {
         if self.by_req.contains_key(&req) {
             return Err(Refusal::IdInUse);
         }
@@ -150,7 +123,6 @@ impl Table {
         if self.by_bid.len() >= MAX_IN_FLIGHT {
             return Err(Refusal::Full);
         }
-        let bid = self.alloc();
         for n in job.names() {
             self.changing.insert(n.to_string(), bid);
         }
@@ -165,7 +137,7 @@ impl Table {
                 started: Instant::now(),
             },
         );
-        Ok(bid)
+        Ok(())
     }
 
     /// The bid of a peer's request.
@@ -268,10 +240,15 @@ mod tests {
     fn one_change_per_name_and_unique_ids() {
         let mut t = Table::default();
         let link = Link::Class(Class::Txt);
-        let a = t.insert(req(1), link, put("a.txt")).unwrap();
-        assert_eq!(t.insert(req(1), link, put("b.txt")), Err(Refusal::IdInUse));
+        let a = 1;
+        t.insert(a, req(1), link, put("a.txt")).unwrap();
+        assert_eq!(
+            t.insert(2, req(1), link, put("b.txt")),
+            Err(Refusal::IdInUse)
+        );
         assert_eq!(
             t.insert(
+                3,
                 req(2),
                 link,
                 Job::Delete {
@@ -287,17 +264,18 @@ mod tests {
             to: "a.txt".into(),
             rec,
         };
-        assert!(t.insert(req(3), link, job).is_err());
+        assert!(t.insert(4, req(3), link, job).is_err());
         // reads never lock a name
         let get = Job::Get {
             name: "a.txt".into(),
             size: None,
         };
-        let g = t.insert(req(4), Link::Serve, get).unwrap();
+        let g = 5;
+        t.insert(g, req(4), Link::Serve, get).unwrap();
         assert_eq!(t.bid_of(&req(1)), Some(a));
         assert_eq!(t.remove(a).unwrap().req, req(1));
         assert!(!t.is_uploading("a.txt"));
-        assert!(t.insert(req(1), link, put("a.txt")).is_ok());
+        assert!(t.insert(6, req(1), link, put("a.txt")).is_ok());
         assert_eq!(t.of_peer(Front::Ingest, b"w1").len(), 2);
         assert!(t.remove(g).is_some());
         assert_eq!(t.len(), 1);
@@ -306,7 +284,7 @@ mod tests {
     #[test]
     fn idle_requests_are_found() {
         let mut t = Table::default();
-        t.insert(req(1), Link::Serve, Job::Delete { name: "x".into() })
+        t.insert(1, req(1), Link::Serve, Job::Delete { name: "x".into() })
             .unwrap();
         assert!(t.idle(Duration::from_secs(30)).is_empty());
         assert_eq!(t.idle(Duration::ZERO).len(), 1);

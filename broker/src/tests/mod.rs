@@ -10,6 +10,7 @@ use schema::{Class, Entry, ErrorCode, Hash, Message};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+mod decisions;
 mod faults;
 mod reads;
 mod speed;

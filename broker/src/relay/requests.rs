@@ -2,10 +2,11 @@
 //! port): check it, answer from the index where it can, else forward it to the node under a
 //! fresh broker id.
 
-use crate::links::Link;
+use super::{fsck_cx, Relay};
+use crate::links::{Link, ToNode};
+use crate::peer::{Front, Requester};
 use crate::record::Record;
-use crate::relay::Relay;
-use crate::table::{Front, Job, Refusal, Requester};
+use crate::table::{Job, Refusal};
 use schema::codec::Inbound;
 use schema::limits::INLINE_MAX;
 use schema::{names, ErrorCode, Hash, Message};
@@ -21,15 +22,8 @@ struct NewPut {
 }
 
 impl Relay {
-    /// Handles one message from a front port.
-    pub(crate) fn on_front(&mut self, front: Front, inbound: Inbound) {
-        let gate = match front {
-            Front::Ingest => &self.gates[0],
-            Front::Fetch => &self.gates[1],
-        };
-        if !gate.admits(&inbound) {
-            return;
-        }
+    /// Handles one message from a front port (its sender already admitted by the port's gate).
+    pub fn on_front(&mut self, front: Front, inbound: Inbound, node: &mut dyn ToNode) {
         let Some(peer) = inbound.peer else {
             return;
         };
@@ -41,7 +35,7 @@ impl Relay {
                     front.as_str(),
                     rejected.error
                 );
-                self.reply(front, &peer, &rejected.reply(), None);
+                self.out.reply(front, peer, rejected.reply());
                 return;
             }
         };
@@ -54,7 +48,7 @@ impl Relay {
         match (front, msg) {
             (_, Message::Ping { id }) => self.answer(&req, Message::Pong { id }, None),
             (_, Message::List { after, limit, .. }) => self.list(&req, after.as_deref(), limit),
-            (_, Message::Abort { .. }) => self.abort(&req),
+            (_, Message::Abort { .. }) => self.abort(&req, node),
             (
                 Front::Ingest,
                 Message::Put {
@@ -73,7 +67,7 @@ impl Relay {
                     blake3,
                     growing,
                 };
-                self.put(req, put, data)
+                self.put(req, put, data, node)
             }
             (
                 Front::Ingest,
@@ -83,18 +77,27 @@ impl Relay {
                     modified,
                     ..
                 },
-            ) => self.upload_chunk(&req, offset, blake3, modified, data),
-            (Front::Ingest, Message::Delete { name, .. }) => self.delete(req, name),
+            ) => self.upload_chunk(&req, offset, blake3, modified, data, node),
+            (Front::Ingest, Message::Delete { name, .. }) => self.delete(req, name, node),
             (
                 Front::Ingest,
                 Message::Rename {
                     from, to, blake3, ..
                 },
-            ) => self.rename(req, from, to, blake3),
-            (Front::Fetch, Message::Get { name, .. }) => self.get(req, name),
-            (_, Message::Fsck { repair, .. }) => self.fsck_request(req, repair),
-            (_, Message::Status { wait_ms, .. }) => self.status_request(req, wait_ms),
-            (Front::Fetch, Message::Credit { chunks, .. }) => self.read_credit(&req, chunks),
+            ) => self.rename(req, from, to, blake3, node),
+            (Front::Fetch, Message::Get { name, .. }) => self.get(req, name, node),
+            (_, Message::Fsck { repair, .. }) => {
+                let rebuilding = self.rebuild.is_active();
+                self.fsck
+                    .request(req, repair, rebuilding, &mut fsck_cx!(self, node));
+            }
+            (_, Message::Status { wait_ms, .. }) => {
+                let facts = self.facts(node);
+                let out = &mut self.out;
+                self.status
+                    .request(req, wait_ms, &facts, &mut self.bids, node, out);
+            }
+            (Front::Fetch, Message::Credit { chunks, .. }) => self.read_credit(&req, chunks, node),
             (front, other) => {
                 let text = format!(
                     "the broker's {} port does not take {} messages",
@@ -129,7 +132,7 @@ impl Relay {
     /// A change of a name that a running fsck is setting aside on the node is refused
     /// (`busy`), so the node never moves a version stored meanwhile.
     fn refuse_while_quarantining(&mut self, req: &Requester, names: &[&str]) -> bool {
-        let Some(name) = names.iter().find(|n| self.fsck_holds(n)) else {
+        let Some(name) = names.iter().find(|n| self.fsck.holds(n)) else {
             return false;
         };
         let text = format!("fsck is setting {name} aside on the storage node; try again shortly");
@@ -139,13 +142,13 @@ impl Relay {
 
     /// A change arriving while the index is still being rebuilt is refused (`busy`), so an
     /// entry rebuilt from the node never overwrites a newer change.
-    fn refuse_while_rebuilding(&mut self, req: &Requester) -> bool {
+    fn refuse_while_rebuilding(&mut self, req: &Requester, node: &dyn ToNode) -> bool {
         if !self.rebuild.is_active() {
             return false;
         }
         let text = format!(
             "the broker is rebuilding its index from the storage node {}; try again shortly",
-            self.node.endpoint(Link::Serve)
+            node.endpoint(Link::Serve)
         );
         self.refuse(req, ErrorCode::Busy, text);
         true
@@ -160,9 +163,11 @@ impl Relay {
         job: Job,
         msg: Message,
         data: Option<zmq::Message>,
+        node: &mut dyn ToNode,
     ) {
-        let bid = match self.table.insert(req.clone(), link, job) {
-            Ok(bid) => bid,
+        let bid = self.bids.next();
+        match self.table.insert(bid, req.clone(), link, job) {
+            Ok(()) => {}
             Err(refusal) => {
                 let (code, text) = match refusal {
                     Refusal::IdInUse => (
@@ -181,8 +186,8 @@ impl Relay {
                 self.refuse(&req, code, text);
                 return;
             }
-        };
-        if let Err(e) = self.node.send(link, &msg.with_id(bid), data) {
+        }
+        if let Err(e) = node.send(link, &msg.with_id(bid), data) {
             self.table.remove(bid);
             self.refuse(&req, ErrorCode::Unavailable, e.to_string());
         }
@@ -199,7 +204,13 @@ impl Relay {
         })
     }
 
-    fn put(&mut self, req: Requester, put: NewPut, data: Option<zmq::Message>) {
+    fn put(
+        &mut self,
+        req: Requester,
+        put: NewPut,
+        data: Option<zmq::Message>,
+        node: &mut dyn ToNode,
+    ) {
         let NewPut {
             name,
             size,
@@ -208,7 +219,7 @@ impl Relay {
             growing,
         } = put;
         if !self.check_name(&req, &name)
-            || self.refuse_while_rebuilding(&req)
+            || self.refuse_while_rebuilding(&req, node)
             || self.refuse_while_quarantining(&req, &[&name])
         {
             return;
@@ -252,7 +263,7 @@ impl Relay {
             last_sent: size <= INLINE_MAX,
             growing,
         };
-        self.forward(req, Link::Class(class), job, msg, data);
+        self.forward(req, Link::Class(class), job, msg, data, node);
     }
 
     fn upload_chunk(
@@ -262,6 +273,7 @@ impl Relay {
         blake3: Option<Hash>,
         modified: Option<i64>,
         data: Option<zmq::Message>,
+        node: &mut dyn ToNode,
     ) {
         let len = data.as_ref().map_or(0, |d| d.len() as u64);
         let found = self.table.bid_of(req).and_then(|bid| {
@@ -308,12 +320,12 @@ impl Relay {
             blake3,
             modified,
         };
-        if let Err(e) = self.node.send(link, &chunk, data) {
-            self.fail(bid, ErrorCode::Unavailable, e.to_string());
+        if let Err(e) = node.send(link, &chunk, data) {
+            self.fail(bid, ErrorCode::Unavailable, e.to_string(), node);
         }
     }
 
-    fn abort(&mut self, req: &Requester) {
+    fn abort(&mut self, req: &Requester, node: &mut dyn ToNode) {
         let Some(bid) = self.table.bid_of(req) else {
             tracing::debug!("abort of unknown transfer {} ignored", req.id);
             return;
@@ -329,13 +341,13 @@ impl Relay {
                 req.id,
                 req.front.as_str()
             );
-            let _ = self.node.send(p.link, &Message::Abort { id: bid }, None);
+            let _ = node.send(p.link, &Message::Abort { id: bid }, None);
         }
     }
 
-    fn delete(&mut self, req: Requester, name: String) {
+    fn delete(&mut self, req: Requester, name: String, node: &mut dyn ToNode) {
         if !self.check_name(&req, &name)
-            || self.refuse_while_rebuilding(&req)
+            || self.refuse_while_rebuilding(&req, node)
             || self.refuse_while_quarantining(&req, &[&name])
         {
             return;
@@ -362,13 +374,21 @@ impl Relay {
             id: 0,
             name: name.clone(),
         };
-        self.forward(req, Link::Class(rec.class), Job::Delete { name }, msg, None);
+        let job = Job::Delete { name };
+        self.forward(req, Link::Class(rec.class), job, msg, None, node);
     }
 
-    fn rename(&mut self, req: Requester, from: String, to: String, blake3: Hash) {
+    fn rename(
+        &mut self,
+        req: Requester,
+        from: String,
+        to: String,
+        blake3: Hash,
+        node: &mut dyn ToNode,
+    ) {
         if !self.check_name(&req, &from)
             || !self.check_name(&req, &to)
-            || self.refuse_while_rebuilding(&req)
+            || self.refuse_while_rebuilding(&req, node)
             || self.refuse_while_quarantining(&req, &[&from, &to])
         {
             return;
@@ -405,18 +425,18 @@ impl Relay {
             version: Some(version),
         };
         let job = Job::Rename { from, to, rec };
-        self.forward(req, Link::Class(source.class), job, msg, None);
+        self.forward(req, Link::Class(source.class), job, msg, None, node);
     }
 
     fn list(&mut self, req: &Requester, after: Option<&str>, limit: u32) {
         match self.index.page(after, limit) {
             Ok((entries, more)) => {
-                let header = schema::codec::encode(&Message::Listing {
-                    id: req.id,
+                let listing = Message::Listing {
+                    id: 0,
                     entries,
                     more,
-                });
-                self.send_frames(req.front, &req.peer, header, None, "listing");
+                };
+                self.answer(req, listing, None);
             }
             Err(e) => {
                 tracing::error!("{e}");
@@ -429,7 +449,7 @@ impl Relay {
         }
     }
 
-    fn get(&mut self, req: Requester, name: String) {
+    fn get(&mut self, req: Requester, name: String, node: &mut dyn ToNode) {
         if !self.check_name(&req, &name) {
             return;
         }
@@ -448,7 +468,7 @@ impl Relay {
                     format!(
                         "the broker is rebuilding its index from the storage node {}; try \
                          again shortly",
-                        self.node.endpoint(Link::Serve)
+                        node.endpoint(Link::Serve)
                     ),
                 )
             } else {
@@ -463,10 +483,10 @@ impl Relay {
             class: Some(rec.class),
         };
         let job = Job::Get { name, size: None };
-        self.forward(req, Link::Serve, job, msg, None);
+        self.forward(req, Link::Serve, job, msg, None, node);
     }
 
-    fn read_credit(&mut self, req: &Requester, chunks: u32) {
+    fn read_credit(&mut self, req: &Requester, chunks: u32, node: &mut dyn ToNode) {
         let bid = self.table.bid_of(req).filter(|bid| {
             self.table
                 .touch(*bid)
@@ -481,8 +501,8 @@ impl Relay {
             return;
         };
         let credit = Message::Credit { id: bid, chunks };
-        if let Err(e) = self.node.send(Link::Serve, &credit, None) {
-            self.fail(bid, ErrorCode::Unavailable, e.to_string());
+        if let Err(e) = node.send(Link::Serve, &credit, None) {
+            self.fail(bid, ErrorCode::Unavailable, e.to_string(), node);
         }
     }
 }

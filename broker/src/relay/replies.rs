@@ -2,9 +2,9 @@
 //! requester's id and relay it, and record finished changes in the index (their `done` waits
 //! for the round's flush).
 
-use crate::links::Link;
+use super::{fsck_cx, Relay};
+use crate::links::{Link, ToNode};
 use crate::record::Record;
-use crate::relay::Relay;
 use crate::table::Job;
 use schema::codec::Inbound;
 use schema::limits::INLINE_MAX;
@@ -13,37 +13,39 @@ use schema::{ErrorCode, Message};
 
 impl Relay {
     /// Handles one message from the node on `link`.
-    pub(crate) fn on_node(&mut self, link: Link, inbound: Inbound) {
+    pub fn on_node(&mut self, link: Link, inbound: Inbound, node: &mut dyn ToNode) {
         let msg = match inbound.msg {
             Ok(m) => m,
             Err(rejected) => {
                 tracing::warn!(
                     "storage node {} sent a malformed message: {}",
-                    self.node.endpoint(link),
+                    node.endpoint(link),
                     rejected.error
                 );
                 if rejected.id != 0 {
                     let text = format!(
                         "storage node {} sent a malformed reply: {}",
-                        self.node.endpoint(link),
+                        node.endpoint(link),
                         rejected.error
                     );
-                    self.fail(rejected.id, ErrorCode::Io, text);
+                    self.fail(rejected.id, ErrorCode::Io, text, node);
                 }
                 return;
             }
         };
         let bid = msg.id();
         if self.rebuild.owns(bid) {
-            self.on_rebuild_reply(msg);
+            let storage = node.endpoint(Link::Serve).to_string();
+            self.rebuild.on_reply(msg, &self.index, &storage);
             return;
         }
-        if self.fsck_owns(bid) {
-            self.on_fsck_reply(bid, msg);
+        if self.fsck.owns(bid) {
+            self.fsck.on_reply(bid, msg, &mut fsck_cx!(self, node));
             return;
         }
-        if self.status_owns(bid) {
-            self.on_status_reply(bid, msg);
+        if self.status.owns(bid) {
+            let facts = self.facts(node);
+            self.status.on_reply(bid, msg, &facts, &mut self.out);
             return;
         }
         let Some(pending) = self.table.touch(bid) else {
@@ -113,7 +115,7 @@ impl Relay {
                 tracing::debug!(
                     "ignoring an unexpected {} from the storage node {} (id {bid})",
                     other.kind(),
-                    self.node.endpoint(link)
+                    node.endpoint(link)
                 );
             }
         }
@@ -126,7 +128,7 @@ impl Relay {
         };
         self.observe_done(&p);
         if let Job::Put { name, .. } | Job::Rename { to: name, .. } = &p.job {
-            self.fsck_saw(name);
+            self.fsck.saw(name);
         }
         let done = Message::Done {
             id: 0,
@@ -206,8 +208,8 @@ impl Relay {
         };
         match written {
             Ok(()) => {
-                self.changed();
-                self.ack_after_flush(&p.req, done);
+                self.out.changed();
+                self.out.after_flush(&p.req, done);
             }
             Err(e) => {
                 tracing::error!("{e}");
