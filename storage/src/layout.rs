@@ -15,7 +15,10 @@ use std::fs::{self, File, OpenOptions};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
-/// The folders of one storage root.
+/// The folders of one storage root: the node's local-folder backend. The components
+/// (`upload::Uploads`, `read::Reads`, the sync pool, listings, deletes and
+/// renames) reach the stored bytes through it, so it is the seam where an object-store backend
+/// (S3) would go later; today there is only this one, and no trait in front of it.
 #[derive(Debug, Clone)]
 pub struct Layout {
     root: PathBuf,
@@ -44,6 +47,26 @@ impl Layout {
     /// The final path of `name` in `class`, after checking the name.
     pub fn file_path(&self, class: Class, name: &str) -> Result<PathBuf, NameError> {
         names::to_path(&self.class_dir(class), name)
+    }
+
+    /// Opens the stored file `name` of `class`: the open file and its path, or `None` when there
+    /// is no regular file of that name.
+    pub fn open_file(
+        &self,
+        class: Class,
+        name: &str,
+    ) -> Result<Option<(File, PathBuf)>, StoreError> {
+        let path = self.file_path(class, name)?;
+        match File::open(&path) {
+            Ok(f) => match f.metadata() {
+                Ok(m) if m.is_file() => Ok(Some((f, path))),
+                Ok(_) => Ok(None),
+                Err(e) => Err(StoreError::io("read the metadata of", &path, e)),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => Ok(None),
+            Err(e) => Err(StoreError::io("open", &path, e)),
+        }
     }
 
     /// A new, empty temporary file in `ROOT/.dfs/tmp`, removed again when dropped: unnamed where

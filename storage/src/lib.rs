@@ -8,11 +8,15 @@
 //! of sync workers makes finished uploads durable beside it ([`sync`]).
 //!
 //! # Files
-//! `lib.rs` (options, entry point), [`node`] (binding, the socket loop, dispatch),
-//! [`upload`] (puts and chunks), [`credit`] (flow control of uploads), [`sync`] (the durable
-//! write pool), [`durable`] (the metadata attribute, then `disk::atomic`'s durable write), [`read`] (gets), [`list`] (listings),
-//! [`change`] (deletes, renames), [`metrics`] (`--metrics`), [`check`] (re-hashing and quarantine for `dfs fsck`), [`status`] (the answer to `status`), [`meta`] (the `user.dfs.meta` attribute), [`layout`] (the
-//! folders under the root), [`error`] (routine errors and their reply codes).
+//! `lib.rs` (options, entry point), [`node`] (binding, the socket loop, dispatch: the only code
+//! that touches sockets), [`upload`] (the uploads component: puts, chunks, sync jobs),
+//! [`read`] (the reads component: gets), [`outbox`] (how components say what to send),
+//! [`peer`] (transfer keys, peer ids in logs), [`credit`] (flow control of uploads), [`sync`]
+//! (the durable write pool), [`durable`] (the metadata attribute, then `disk::atomic`'s durable
+//! write), [`list`] (listings), [`change`] (deletes, renames), [`metrics`] (`--metrics`),
+//! [`check`] (re-hashing and quarantine for `dfs fsck`), [`status`] (the answer to `status`),
+//! [`meta`] (the `user.dfs.meta` attribute), [`layout`] (the folders under the root: the
+//! local-folder backend), [`error`] (routine errors and their reply codes).
 
 pub mod change;
 pub mod check;
@@ -24,6 +28,8 @@ pub mod list;
 pub mod meta;
 pub mod metrics;
 pub mod node;
+pub mod outbox;
+pub mod peer;
 pub mod read;
 pub mod status;
 pub mod sync;

@@ -1,30 +1,29 @@
 //! The node: its sockets, the loop that owns them, and the dispatch of each message.
+//!
+//! The loop is the only code that touches a socket. It decodes each message and hands its
+//! fields to the component that owns the state ([`Uploads`], [`Reads`]), with the node's ports
+//! as the [`Outbox`] their replies go out through; deletes, renames and listings it answers
+//! itself (one call each, no state).
 
-use crate::credit::Ledger;
 use crate::layout::Layout;
 use crate::metrics::Metrics;
-use crate::read::Read;
+use crate::outbox::Outbox;
+use crate::peer::hex;
+use crate::read::Reads;
 use crate::sync::{self, SyncPool, Work};
-use crate::upload::{Pending, Upload};
+use crate::upload::Uploads;
 use crate::{change, list, Args, StoreError};
 use anyhow::Context as _;
 use daemon::{Shutdown, POLL_MS};
 use net::security::{Domain, Gate, ServerOptions, ServerSecurity};
 use schema::codec::{self, Inbound};
-use schema::limits::IDLE_TIMEOUT;
-use schema::route::SERVE_OFFSET;
 use schema::{Class, ErrorCode, Message};
-use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Index of the serve socket among the node's sockets (after the four class sockets).
-pub const SERVE: usize = SERVE_OFFSET as usize;
-
-/// A transfer is named by the socket it runs on, the peer's identity and the request id.
-pub type Key = (usize, Vec<u8>, u64);
+pub use crate::peer::{Key, SERVE};
 
 /// Most messages read from one socket before looking at the others.
 const BATCH: usize = 256;
@@ -141,96 +140,34 @@ impl Node {
         let _security = self.security;
         let mut server = Server {
             gate: self.gate,
-            sockets: self.sockets,
-            layout: self.layout,
-            pool: Some(pool),
-            uploads: HashMap::new(),
-            ledger: Ledger::default(),
-            pending: HashMap::new(),
-            next_ticket: 0,
-            reads: HashMap::new(),
+            ports: Ports {
+                sockets: self.sockets,
+                metrics: self.metrics.clone(),
+            },
+            results: self.results,
+            layout: self.layout.clone(),
+            uploads: Uploads::new(self.layout.clone(), Some(pool)),
+            reads: Reads::new(self.layout, self.metrics),
             started: Instant::now(),
-            metrics: self.metrics,
         };
-        let result = server.run(&self.results, &stop);
-        if let Some(pool) = server.pool.take() {
-            pool.stop();
-        }
+        let result = server.run(&stop);
+        server.uploads.stop();
         tracing::info!("storage node stopped");
         result
     }
 }
 
-/// The state owned by the socket thread.
-pub(crate) struct Server {
-    /// Who may send on the node's ports (every port serves the broker only).
-    pub(crate) gate: Gate,
-    pub(crate) sockets: Vec<zmq::Socket>,
-    pub(crate) layout: Arc<Layout>,
-    pub(crate) pool: Option<SyncPool>,
-    pub(crate) uploads: HashMap<Key, Upload>,
-    pub(crate) ledger: Ledger<Key>,
-    pub(crate) pending: HashMap<u64, Pending>,
-    pub(crate) next_ticket: u64,
-    pub(crate) reads: HashMap<Key, Read>,
-    /// When the node started serving (for its uptime).
-    pub(crate) started: Instant,
-    pub(crate) metrics: Metrics,
+/// The node's five ROUTERs, as the [`Outbox`] of the components: every reply leaves here.
+struct Ports {
+    sockets: Vec<zmq::Socket>,
+    /// Counts the error replies sent.
+    metrics: Metrics,
 }
 
-impl Server {
-    /// The poll loop: the five ROUTERs and the sync workers' results.
-    fn run(&mut self, results: &zmq::Socket, stop: &Shutdown) -> anyhow::Result<()> {
-        let mut last_sweep = Instant::now();
-        while !stop.is_triggered() {
-            let mut readable = [false; SERVE + 2];
-            {
-                let mut items: Vec<zmq::PollItem> = self
-                    .sockets
-                    .iter()
-                    .chain(std::iter::once(results))
-                    .map(|s| s.as_poll_item(zmq::POLLIN))
-                    .collect();
-                match zmq::poll(&mut items, POLL_MS) {
-                    Ok(_) => {}
-                    Err(zmq::Error::EINTR) => continue,
-                    Err(e) => return Err(e).context("cannot poll the storage node's sockets"),
-                }
-                for (flag, item) in readable.iter_mut().zip(&items) {
-                    *flag = item.is_readable();
-                }
-            }
-            // Results first: a finished upload's `done` is the latency a sender waits on.
-            if readable[SERVE + 1] {
-                while let Some((ticket, reply)) = sync::read_result(results) {
-                    self.on_result(ticket, reply);
-                }
-            }
-            for (sock, _) in readable[..=SERVE].iter().enumerate().filter(|(_, r)| **r) {
-                for _ in 0..BATCH {
-                    match codec::recv(&self.sockets[sock], true, zmq::DONTWAIT) {
-                        Ok(inbound) => self.handle(sock, inbound),
-                        Err(zmq::Error::EAGAIN) => break,
-                        Err(e) => {
-                            tracing::warn!("cannot read from socket {sock}: {e}");
-                            break;
-                        }
-                    }
-                }
-            }
-            if last_sweep.elapsed() >= Duration::from_secs(1) {
-                self.sweep();
-                last_sweep = Instant::now();
-            }
-            self.metrics.uploads.set(self.uploads.len() as i64);
-            self.metrics.reads.set(self.reads.len() as i64);
-        }
-        Ok(())
-    }
-
+impl Outbox for Ports {
     /// Sends `msg` (and `data`) to `peer` on socket `sock`; `false` when the peer is gone.
-    pub(crate) fn send(
-        &self,
+    fn send(
+        &mut self,
         sock: usize,
         peer: &[u8],
         msg: &Message,
@@ -247,11 +184,87 @@ impl Server {
             }
         }
     }
+}
 
-    /// Replies to request `id` with the error `e`.
-    pub(crate) fn send_error(&self, sock: usize, peer: &[u8], id: u64, e: &StoreError) {
-        tracing::debug!(peer = %hex(peer), id, "refused: {e}");
-        self.send(sock, peer, &e.reply(id, self.layout.root()), None);
+/// The socket loop: owns the sockets and the gate, and drives the components that own the
+/// state of uploads and reads.
+struct Server {
+    /// Who may send on the node's ports (every port serves the broker only).
+    gate: Gate,
+    ports: Ports,
+    /// The sync workers' results.
+    results: zmq::Socket,
+    layout: Arc<Layout>,
+    uploads: Uploads,
+    reads: Reads,
+    /// When the node started serving (for its uptime).
+    started: Instant,
+}
+
+impl Server {
+    /// The poll loop: the five ROUTERs and the sync workers' results.
+    fn run(&mut self, stop: &Shutdown) -> anyhow::Result<()> {
+        let mut last_sweep = Instant::now();
+        while !stop.is_triggered() {
+            let mut readable = [false; SERVE + 2];
+            {
+                let mut items: Vec<zmq::PollItem> = self
+                    .ports
+                    .sockets
+                    .iter()
+                    .chain(std::iter::once(&self.results))
+                    .map(|s| s.as_poll_item(zmq::POLLIN))
+                    .collect();
+                match zmq::poll(&mut items, POLL_MS) {
+                    Ok(_) => {}
+                    Err(zmq::Error::EINTR) => continue,
+                    Err(e) => return Err(e).context("cannot poll the storage node's sockets"),
+                }
+                for (flag, item) in readable.iter_mut().zip(&items) {
+                    *flag = item.is_readable();
+                }
+            }
+            // Results first: a finished upload's `done` is the latency a sender waits on.
+            if readable[SERVE + 1] {
+                while let Some((ticket, reply)) = sync::read_result(&self.results) {
+                    self.on_result(ticket, reply);
+                }
+            }
+            for (sock, _) in readable[..=SERVE].iter().enumerate().filter(|(_, r)| **r) {
+                for _ in 0..BATCH {
+                    match codec::recv(&self.ports.sockets[sock], true, zmq::DONTWAIT) {
+                        Ok(inbound) => self.handle(sock, inbound),
+                        Err(zmq::Error::EAGAIN) => break,
+                        Err(e) => {
+                            tracing::warn!("cannot read from socket {sock}: {e}");
+                            break;
+                        }
+                    }
+                }
+            }
+            if last_sweep.elapsed() >= Duration::from_secs(1) {
+                // Drops transfers idle for longer than `IDLE_TIMEOUT`.
+                let now = Instant::now();
+                self.uploads.sweep(now, &mut self.ports);
+                self.reads.sweep(now);
+                last_sweep = Instant::now();
+            }
+            let metrics = &self.ports.metrics;
+            metrics.uploads.set(self.uploads.len() as i64);
+            metrics.reads.set(self.reads.len() as i64);
+        }
+        Ok(())
+    }
+
+    /// A sync worker finished job `ticket`: forward its reply header to the requester.
+    fn on_result(&mut self, ticket: u64, reply: Vec<u8>) {
+        let Some(p) = self.uploads.on_result(ticket) else {
+            return;
+        };
+        let sock = &self.ports.sockets[p.sock];
+        if let Err(e) = codec::send_encoded(sock, Some(&p.peer), reply, None) {
+            tracing::debug!(peer = %hex(&p.peer), "cannot send the result of an upload: {e}");
+        }
     }
 
     /// Dispatches one inbound message.
@@ -260,31 +273,36 @@ impl Server {
             return;
         }
         let Some(peer) = inbound.peer else { return };
+        let out = &mut self.ports;
         let msg = match inbound.msg {
             Ok(msg) => msg,
             Err(rejected) => {
                 tracing::warn!(peer = %hex(&peer), "refused a message: {}", rejected.error);
-                self.send(sock, &peer, &rejected.reply(), None);
+                out.send(sock, &peer, &rejected.reply(), None);
                 return;
             }
         };
         let data = inbound.data;
+        let root = self.layout.root();
         match (sock, msg) {
             (_, Message::Ping { id }) => {
-                self.send(sock, &peer, &Message::Pong { id }, None);
+                out.send(sock, &peer, &Message::Pong { id }, None);
             }
-            (SERVE, Message::Get { id, name, class }) => self.on_get(peer, id, &name, class),
-            (SERVE, Message::Credit { id, chunks }) => self.on_credit(peer, id, chunks),
-            (SERVE, Message::Abort { id }) => self.on_read_abort(peer, id),
+            (SERVE, Message::Get { id, name, class }) => {
+                self.reads.on_get(peer, id, &name, class, out)
+            }
+            (SERVE, Message::Credit { id, chunks }) => self.reads.on_credit(peer, id, chunks, out),
+            (SERVE, Message::Abort { id }) => self.reads.on_abort(peer, id),
             (SERVE, Message::List { id, after, limit }) => {
                 let reply = match list::page(&self.layout, after.as_deref(), limit) {
                     Ok((entries, more)) => Message::Listing { id, entries, more },
-                    Err(e) => e.reply(id, self.layout.root()),
+                    Err(e) => e.reply(id, root),
                 };
-                self.send(sock, &peer, &reply, None);
+                out.send(sock, &peer, &reply, None);
             }
             (SERVE, Message::Check { id, after, limit }) => {
-                self.submit((sock, peer, id), Work::Check { after, limit });
+                self.uploads
+                    .submit((sock, peer, id), Work::Check { after, limit }, out);
             }
             (SERVE, Message::Status { id, .. }) => {
                 let snapshot = crate::status::Snapshot {
@@ -292,18 +310,20 @@ impl Server {
                     reads: self.reads.len() as u64,
                     uptime: self.started.elapsed().as_secs(),
                 };
-                self.submit((sock, peer, id), Work::Status(snapshot));
+                self.uploads
+                    .submit((sock, peer, id), Work::Status(snapshot), out);
             }
-            (SERVE, other) => self.unexpected(sock, &peer, &other),
+            (SERVE, other) => unexpected(out, sock, &peer, &other),
             (_, Message::Quarantine { id, class, name }) => {
                 if class == Class::ALL[sock] {
-                    self.submit((sock, peer, id), Work::Quarantine { class, name });
+                    let work = Work::Quarantine { class, name };
+                    self.uploads.submit((sock, peer, id), work, out);
                 } else {
                     let e = StoreError::Protocol(format!(
                         "quarantine of {name} ({class}) sent to the {} upload port",
                         Class::ALL[sock]
                     ));
-                    self.send_error(sock, &peer, id, &e);
+                    out.send_error(sock, &peer, id, &e, root);
                 }
             }
             (
@@ -327,7 +347,7 @@ impl Server {
                     blake3,
                     version,
                 };
-                self.on_put(sock, peer, put, data);
+                self.uploads.on_put(sock, peer, put, data, out);
             }
             (
                 _,
@@ -340,10 +360,11 @@ impl Server {
             ) => {
                 if let Some(data) = data {
                     let end = crate::upload::ChunkEnd { blake3, modified };
-                    self.on_chunk(sock, peer, id, offset, end, &data);
+                    self.uploads
+                        .on_chunk((sock, peer, id), offset, end, &data, out);
                 }
             }
-            (_, Message::Abort { id }) => self.on_upload_abort(sock, peer, id),
+            (_, Message::Abort { id }) => self.uploads.on_abort(sock, peer, id, out),
             (_, Message::Delete { id, name }) => {
                 let class = Class::ALL[sock];
                 let reply = match change::delete(&self.layout, class, &name) {
@@ -352,9 +373,9 @@ impl Server {
                         version: 0,
                         unchanged: false,
                     },
-                    Err(e) => e.reply(id, self.layout.root()),
+                    Err(e) => e.reply(id, root),
                 };
-                self.send(sock, &peer, &reply, None);
+                out.send(sock, &peer, &reply, None);
             }
             (
                 _,
@@ -382,55 +403,27 @@ impl Server {
                         version,
                         unchanged: false,
                     },
-                    Err(e) => e.reply(id, self.layout.root()),
+                    Err(e) => e.reply(id, root),
                 };
-                self.send(sock, &peer, &reply, None);
+                out.send(sock, &peer, &reply, None);
             }
-            (_, other) => self.unexpected(sock, &peer, &other),
+            (_, other) => unexpected(out, sock, &peer, &other),
         }
-    }
-
-    /// Answers a message type this socket does not take.
-    fn unexpected(&self, sock: usize, peer: &[u8], msg: &Message) {
-        let port = if sock == SERVE {
-            "serve port".to_string()
-        } else {
-            format!("{} upload port", Class::ALL[sock])
-        };
-        tracing::warn!(peer = %hex(peer), "refused `{}` on the {port}", msg.kind());
-        let reply = Message::error(
-            msg.id(),
-            ErrorCode::Unexpected,
-            format!("the storage node's {port} does not take `{}`", msg.kind()),
-        );
-        self.send(sock, peer, &reply, None);
-    }
-
-    /// Drops transfers idle for longer than [`IDLE_TIMEOUT`].
-    fn sweep(&mut self) {
-        let now = Instant::now();
-        let idle: Vec<Key> = self
-            .uploads
-            .iter()
-            .filter(|(_, u)| now.duration_since(u.last_seen) > IDLE_TIMEOUT)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in idle {
-            tracing::warn!(peer = %hex(&key.1), id = key.2, "upload idle for 30 s: dropped");
-            self.drop_upload(&key);
-        }
-        self.grant();
-        self.reads.retain(|key, r| {
-            let keep = now.duration_since(r.last_seen) <= IDLE_TIMEOUT;
-            if !keep {
-                tracing::warn!(peer = %hex(&key.1), id = key.2, name = %r.name, "read idle for 30 s: dropped");
-            }
-            keep
-        });
     }
 }
 
-/// A peer identity in hex, for logs.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// Answers a message type this socket does not take.
+fn unexpected(out: &mut impl Outbox, sock: usize, peer: &[u8], msg: &Message) {
+    let port = if sock == SERVE {
+        "serve port".to_string()
+    } else {
+        format!("{} upload port", Class::ALL[sock])
+    };
+    tracing::warn!(peer = %hex(peer), "refused `{}` on the {port}", msg.kind());
+    let reply = Message::error(
+        msg.id(),
+        ErrorCode::Unexpected,
+        format!("the storage node's {port} does not take `{}`", msg.kind()),
+    );
+    out.send(sock, peer, &reply, None);
 }

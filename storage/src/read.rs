@@ -7,15 +7,23 @@
 //!
 //! A read keeps its file open: a new version renamed over the name while the read runs replaces
 //! the folder entry, not the open file, so the reader gets the whole version it started with.
+//!
+//! [`Reads`] owns the open reads; it opens files through the [`Layout`] and sends through an
+//! [`Outbox`], so it runs without sockets (the socket loop in `node` drives it).
 
 use crate::error::StoreError;
+use crate::layout::Layout;
 use crate::meta::StoredMeta;
-use crate::node::{hex, Key, Server, SERVE};
-use schema::limits::{CHUNK_SIZE, INLINE_MAX};
+use crate::metrics::Metrics;
+use crate::outbox::Outbox;
+use crate::peer::{hex, Key, SERVE};
+use schema::limits::{CHUNK_SIZE, IDLE_TIMEOUT, INLINE_MAX};
 use schema::{Class, ErrorCode, Hash, Message};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read as _, Seek as _, SeekFrom};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Most reads open at once; more get `error busy`.
@@ -40,7 +48,7 @@ pub struct Read {
 /// Opens the stored file `name`, looking in `class` or, when the reader gives none, in every
 /// class in turn. Returns the open file and its entry.
 pub fn open(
-    layout: &crate::layout::Layout,
+    layout: &Layout,
     name: &str,
     class: Option<Class>,
 ) -> Result<(File, schema::Entry), StoreError> {
@@ -49,8 +57,7 @@ pub fn open(
         None => Class::ALL.to_vec(),
     };
     for class in classes {
-        let path = layout.file_path(class, name)?;
-        let Some(file) = open_regular(&path)? else {
+        let Some((file, path)) = layout.open_file(class, name)? else {
             continue;
         };
         let meta = StoredMeta::read(&file, name)
@@ -68,20 +75,6 @@ pub fn open(
     Err(StoreError::NotFound(format!(
         "{name}: not stored on this node"
     )))
-}
-
-/// The regular file at `path`, or `None` when there is none.
-fn open_regular(path: &Path) -> Result<Option<File>, StoreError> {
-    match File::open(path) {
-        Ok(f) => match f.metadata() {
-            Ok(m) if m.is_file() => Ok(Some(f)),
-            Ok(_) => Ok(None),
-            Err(e) => Err(StoreError::io("read the metadata of", path, e)),
-        },
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => Ok(None),
-        Err(e) => Err(StoreError::io("open", path, e)),
-    }
 }
 
 /// The error that ends a read whose content hashes to `actual` instead of `expected`.
@@ -123,19 +116,54 @@ fn read_frame(
     Ok(zmq::Message::from(data))
 }
 
-impl Server {
-    /// A `get`: answer `meta` and, for small files, the content.
-    pub(crate) fn on_get(&mut self, peer: Vec<u8>, id: u64, name: &str, class: Option<Class>) {
-        let key: Key = (SERVE, peer, id);
-        if self.reads.contains_key(&key) {
-            let e = StoreError::Protocol(format!("read id {id} is already in use"));
-            return self.send_error(SERVE, &key.1, id, &e);
+/// The open reads of one node, and the counters of what they served.
+pub struct Reads {
+    layout: Arc<Layout>,
+    /// Shares its values with the node's metrics (`files_served`, `bytes_served`).
+    metrics: Metrics,
+    open: HashMap<Key, Read>,
+}
+
+impl Reads {
+    /// No reads open yet.
+    pub fn new(layout: Arc<Layout>, metrics: Metrics) -> Reads {
+        Reads {
+            layout,
+            metrics,
+            open: HashMap::new(),
         }
-        if self.reads.len() >= MAX_READS {
+    }
+
+    /// Reads open now.
+    pub fn len(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Whether no read is open.
+    pub fn is_empty(&self) -> bool {
+        self.open.is_empty()
+    }
+
+    /// A `get`: answer `meta` and, for small files, the content.
+    pub fn on_get(
+        &mut self,
+        peer: Vec<u8>,
+        id: u64,
+        name: &str,
+        class: Option<Class>,
+        out: &mut impl Outbox,
+    ) {
+        let root = self.layout.root();
+        let key: Key = (SERVE, peer, id);
+        if self.open.contains_key(&key) {
+            let e = StoreError::Protocol(format!("read id {id} is already in use"));
+            return out.send_error(SERVE, &key.1, id, &e, root);
+        }
+        if self.open.len() >= MAX_READS {
             let e = StoreError::Busy(format!(
                 "{name}: the node has {MAX_READS} reads open; try again later"
             ));
-            return self.send_error(SERVE, &key.1, id, &e);
+            return out.send_error(SERVE, &key.1, id, &e, root);
         }
         let (file, entry) = match open(&self.layout, name, class) {
             Ok(found) => found,
@@ -143,7 +171,7 @@ impl Server {
                 if e.code() != ErrorCode::NotFound && e.code() != ErrorCode::BadName {
                     tracing::warn!("read of {name} failed: {e}");
                 }
-                return self.send_error(SERVE, &key.1, id, &e);
+                return out.send_error(SERVE, &key.1, id, &e, root);
             }
         };
         let size = entry.size;
@@ -158,17 +186,17 @@ impl Server {
             });
             match read {
                 Ok(data) => {
-                    if self.send(SERVE, &key.1, &Message::Meta { id, entry }, Some(data)) {
+                    if out.send(SERVE, &key.1, &Message::Meta { id, entry }, Some(data)) {
                         self.metrics.files_served.inc();
                         self.metrics.bytes_served.inc_by(size);
                     }
                 }
-                Err(e) => self.send_error(SERVE, &key.1, id, &e),
+                Err(e) => out.send_error(SERVE, &key.1, id, &e, root),
             }
             return;
         }
         let expected = entry.blake3;
-        if self.send(SERVE, &key.1, &Message::Meta { id, entry }, None) {
+        if out.send(SERVE, &key.1, &Message::Meta { id, entry }, None) {
             tracing::debug!(peer = %hex(&key.1), id, name, size, "read started");
             let read = Read {
                 file,
@@ -179,21 +207,22 @@ impl Server {
                 hasher: blake3::Hasher::new(),
                 last_seen: Instant::now(),
             };
-            self.reads.insert(key, read);
+            self.open.insert(key, read);
         }
     }
 
     /// A `credit` of a read: send up to `chunks` more chunks.
-    pub(crate) fn on_credit(&mut self, peer: Vec<u8>, id: u64, chunks: u32) {
+    pub fn on_credit(&mut self, peer: Vec<u8>, id: u64, chunks: u32, out: &mut impl Outbox) {
+        let root = self.layout.root();
         let key: Key = (SERVE, peer, id);
         // Taken out of the map while chunks go out; put back unless the read is over.
-        let Some(mut read) = self.reads.remove(&key) else {
+        let Some(mut read) = self.open.remove(&key) else {
             let reply = Message::error(
                 id,
                 ErrorCode::UnknownTransfer,
                 format!("no read {id} open for this peer (finished, dropped or never started)"),
             );
-            self.send(SERVE, &key.1, &reply, None);
+            out.send(SERVE, &key.1, &reply, None);
             return;
         };
         read.last_seen = Instant::now();
@@ -206,7 +235,7 @@ impl Server {
                 Ok(frame) => frame,
                 Err(e) => {
                     tracing::warn!("read of {} failed: {e}", read.name);
-                    return self.send_error(SERVE, &key.1, id, &e);
+                    return out.send_error(SERVE, &key.1, id, &e, root);
                 }
             };
             read.hasher.update(&frame);
@@ -214,7 +243,7 @@ impl Server {
                 let actual = Hash::from(read.hasher.finalize());
                 if actual != read.expected {
                     let e = changed(&read.name, read.expected, actual);
-                    return self.send_error(SERVE, &key.1, id, &e);
+                    return out.send_error(SERVE, &key.1, id, &e, root);
                 }
             }
             let chunk = Message::Chunk {
@@ -223,7 +252,7 @@ impl Server {
                 blake3: None,
                 modified: None,
             };
-            if !self.send(SERVE, &key.1, &chunk, Some(frame)) {
+            if !out.send(SERVE, &key.1, &chunk, Some(frame)) {
                 tracing::debug!(peer = %hex(&key.1), id, "reader gone: read dropped");
                 return;
             }
@@ -234,14 +263,162 @@ impl Server {
             self.metrics.files_served.inc();
             tracing::debug!(peer = %hex(&key.1), id, name = %read.name, "read finished");
         } else {
-            self.reads.insert(key, read);
+            self.open.insert(key, read);
         }
     }
 
     /// An `abort` of a read. No reply.
-    pub(crate) fn on_read_abort(&mut self, peer: Vec<u8>, id: u64) {
-        if self.reads.remove(&(SERVE, peer, id)).is_some() {
+    pub fn on_abort(&mut self, peer: Vec<u8>, id: u64) {
+        if self.open.remove(&(SERVE, peer, id)).is_some() {
             tracing::debug!(id, "read aborted by the reader");
         }
+    }
+
+    /// Drops reads idle for longer than [`IDLE_TIMEOUT`] at `now`.
+    pub fn sweep(&mut self, now: Instant) {
+        self.open.retain(|key, r| {
+            let keep = now.duration_since(r.last_seen) <= IDLE_TIMEOUT;
+            if !keep {
+                tracing::warn!(peer = %hex(&key.1), id = key.2, name = %r.name, "read idle for 30 s: dropped");
+            }
+            keep
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The decisions of [`Reads`], without sockets: a recording outbox over a temporary root.
+
+    use super::*;
+    use crate::outbox::{Recorder, Sent};
+
+    const PEER: &[u8] = b"broker";
+
+    /// Reads on a prepared root in `dir`, with `files` stored in class txt.
+    fn reads(dir: &tempfile::TempDir, files: &[(&str, &[u8])]) -> (Reads, std::fs::File) {
+        let layout = Arc::new(Layout::new(dir.path()));
+        let lock = layout.prepare().unwrap();
+        for (name, bytes) in files {
+            crate::tests::store(&layout, Class::Txt, name, bytes);
+        }
+        (Reads::new(layout, Metrics::default()), lock)
+    }
+
+    fn bytes(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    fn error_code(sent: &[Sent]) -> ErrorCode {
+        match sent {
+            [(_, _, Message::Error { code, .. }, None)] => *code,
+            other => panic!("expected one error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_small_file_is_answered_inline() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = bytes(1000);
+        let (mut reads, _lock) = reads(&dir, &[("a.txt", &data)]);
+        let mut out = Recorder::default();
+        reads.on_get(PEER.to_vec(), 1, "a.txt", None, &mut out);
+        match out.take().as_slice() {
+            [(SERVE, peer, Message::Meta { id: 1, entry }, Some(d))] => {
+                assert_eq!(peer, PEER);
+                assert_eq!((entry.class, entry.size), (Class::Txt, 1000));
+                assert_eq!(d, &data);
+            }
+            other => panic!("expected meta with the content, got {other:?}"),
+        }
+        assert_eq!(reads.len(), 0);
+        assert_eq!(reads.metrics.files_served.get(), 1);
+        assert_eq!(reads.metrics.bytes_served.get(), 1000);
+        reads.on_get(PEER.to_vec(), 2, "missing.txt", None, &mut out);
+        assert_eq!(error_code(&out.take()), ErrorCode::NotFound);
+    }
+
+    #[test]
+    fn a_large_file_goes_out_in_chunks_as_credit_comes() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = bytes(2 * CHUNK_SIZE + 5);
+        let (mut reads, _lock) = reads(&dir, &[("big.txt", &data)]);
+        let mut out = Recorder::default();
+        reads.on_get(PEER.to_vec(), 3, "big.txt", Some(Class::Txt), &mut out);
+        match out.take().as_slice() {
+            [(SERVE, _, Message::Meta { id: 3, entry }, None)] => {
+                assert_eq!(entry.size, data.len() as u64)
+            }
+            other => panic!("expected meta alone, got {other:?}"),
+        }
+        assert_eq!(reads.len(), 1);
+        let mut got = Vec::new();
+        for (credit, chunks, open) in [(2, 2, 1), (5, 1, 0)] {
+            reads.on_credit(PEER.to_vec(), 3, credit, &mut out);
+            let sent = out.take();
+            assert_eq!(sent.len(), chunks, "{sent:?}");
+            for (_, _, msg, frame) in sent {
+                let Message::Chunk { id: 3, offset, .. } = msg else {
+                    panic!("expected a chunk, got {msg:?}");
+                };
+                assert_eq!(offset, got.len() as u64);
+                got.extend(frame.unwrap());
+            }
+            assert_eq!(reads.len(), open);
+        }
+        assert_eq!(got, data);
+        assert_eq!(reads.metrics.files_served.get(), 1);
+        assert_eq!(reads.metrics.bytes_served.get(), data.len() as u64);
+        // The read is over: more credit is for an unknown transfer.
+        reads.on_credit(PEER.to_vec(), 3, 1, &mut out);
+        assert_eq!(error_code(&out.take()), ErrorCode::UnknownTransfer);
+    }
+
+    #[test]
+    fn a_reader_that_cannot_be_reached_loses_its_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = bytes(3 * CHUNK_SIZE);
+        let (mut reads, _lock) = reads(&dir, &[("big.txt", &data)]);
+        let mut out = Recorder::default();
+        reads.on_get(PEER.to_vec(), 4, "big.txt", None, &mut out);
+        assert_eq!(reads.len(), 1);
+        out.take();
+        out.gone.push(PEER.to_vec());
+        reads.on_credit(PEER.to_vec(), 4, 3, &mut out);
+        assert!(out.sent.is_empty());
+        assert_eq!(
+            reads.len(),
+            0,
+            "the read stops at the first chunk that cannot be sent"
+        );
+        assert_eq!(reads.metrics.bytes_served.get(), 0);
+        // Nor is a read opened for a reader that cannot get its `meta`.
+        reads.on_get(PEER.to_vec(), 5, "big.txt", None, &mut out);
+        assert_eq!(reads.len(), 0);
+    }
+
+    #[test]
+    fn content_changed_behind_the_node_ends_with_an_error_instead_of_the_last_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = bytes(2 * CHUNK_SIZE);
+        let (mut reads, _lock) = reads(&dir, &[("big.txt", &data)]);
+        let mut out = Recorder::default();
+        reads.on_get(PEER.to_vec(), 6, "big.txt", None, &mut out);
+        out.take();
+        // Same size, other bytes, same inode (the metadata attribute stays).
+        let path = dir.path().join("txt/big.txt");
+        let mut other = data.clone();
+        other[CHUNK_SIZE + 1] ^= 0xff;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, &other))
+            .unwrap();
+        reads.on_credit(PEER.to_vec(), 6, 2, &mut out);
+        let sent = out.take();
+        assert_eq!(sent.len(), 2, "{sent:?}");
+        assert!(matches!(sent[0].2, Message::Chunk { offset: 0, .. }));
+        assert_eq!(error_code(&sent[1..]), ErrorCode::Integrity);
+        assert_eq!(reads.len(), 0);
     }
 }

@@ -99,6 +99,17 @@ impl SyncPool {
         })
     }
 
+    /// A pool without workers, for tests: the jobs wait in the returned queue.
+    #[cfg(test)]
+    pub(crate) fn detached() -> (SyncPool, mpsc::Receiver<Job>) {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let pool = SyncPool {
+            tx: Some(tx),
+            workers: Vec::new(),
+        };
+        (pool, rx)
+    }
+
     /// Queues `job`; `false` if the workers are gone (the job is dropped with its temp file).
     pub fn submit(&self, job: Job) -> bool {
         match &self.tx {

@@ -1,15 +1,25 @@
 //! Uploads on the class ports: `put` (inline or chunked under credit), `chunk`, `abort`, and the
 //! `done` replies once the sync pool has made a file durable.
+//!
+//! [`Uploads`] owns every upload of the node and decides what each message means; it reaches
+//! the disk through the [`Layout`] and says what to send through an [`Outbox`], so it runs
+//! without sockets (the socket loop in `node` drives it).
 
+use crate::credit::Ledger;
 use crate::error::StoreError;
+use crate::layout::Layout;
 use crate::meta::{self, StoredMeta};
-use crate::node::{hex, Key, Server};
-use crate::sync::{Job, Work};
+use crate::outbox::Outbox;
+use crate::peer::{hex, Key};
+use crate::sync::{Job, SyncPool, Work};
 use disk::atomic::TempFile;
 use disk::direct::ContentWriter;
+use schema::limits::IDLE_TIMEOUT;
 use schema::limits::{CHUNK_SIZE, INLINE_MAX};
 use schema::transfer::PutKind;
 use schema::{Class, Hash, Message};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Most uploads in progress at once (receiving or syncing); more get `error busy`.
@@ -55,11 +65,13 @@ pub struct Upload {
     pub last_seen: Instant,
 }
 
-/// Where a durable-write job's reply goes.
+/// Where a sync job's reply goes.
 #[derive(Debug)]
 pub struct Pending {
-    sock: usize,
-    peer: Vec<u8>,
+    /// The socket the request came on.
+    pub sock: usize,
+    /// The requester's identity.
+    pub peer: Vec<u8>,
 }
 
 /// What one accepted chunk meant.
@@ -133,39 +145,84 @@ impl Upload {
     }
 }
 
-impl Server {
+/// The uploads of one node: those being received, their credit, and the jobs handed to the
+/// sync pool (finished uploads, and the checks and status walks that also run there) until
+/// their reply comes back.
+pub struct Uploads {
+    layout: Arc<Layout>,
+    /// `None` once stopped: jobs are then refused with `error busy`.
+    pool: Option<SyncPool>,
+    receiving: HashMap<Key, Upload>,
+    ledger: Ledger<Key>,
+    /// Jobs in the sync pool, by ticket.
+    pending: HashMap<u64, Pending>,
+    next_ticket: u64,
+}
+
+impl Uploads {
+    /// No uploads yet; jobs go to `pool`.
+    pub fn new(layout: Arc<Layout>, pool: Option<SyncPool>) -> Uploads {
+        Uploads {
+            layout,
+            pool,
+            receiving: HashMap::new(),
+            ledger: Ledger::default(),
+            pending: HashMap::new(),
+            next_ticket: 0,
+        }
+    }
+
+    /// Uploads being received (not counting those the sync pool is making durable).
+    pub fn len(&self) -> usize {
+        self.receiving.len()
+    }
+
+    /// Whether no upload is being received.
+    pub fn is_empty(&self) -> bool {
+        self.receiving.is_empty()
+    }
+
+    /// Stops the sync pool (see [`SyncPool::stop`]); later jobs are refused.
+    pub fn stop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            pool.stop();
+        }
+    }
+
     /// A `put` on the port of `sock`'s class.
-    pub(crate) fn on_put(
+    pub fn on_put(
         &mut self,
         sock: usize,
         peer: Vec<u8>,
         put: Put,
         data: Option<zmq::Message>,
+        out: &mut impl Outbox,
     ) {
+        let root = self.layout.root();
         let class = Class::ALL[sock];
         let id = put.id;
         let dest = match self.layout.file_path(class, &put.name) {
             Ok(p) => p,
-            Err(e) => return self.send_error(sock, &peer, id, &e.into()),
+            Err(e) => return out.send_error(sock, &peer, id, &e.into(), root),
         };
         let key: Key = (sock, peer, id);
-        if self.uploads.contains_key(&key) {
+        if self.receiving.contains_key(&key) {
             let e = StoreError::Protocol(format!("transfer id {id} is already in use"));
-            return self.send_error(sock, &key.1, id, &e);
+            return out.send_error(sock, &key.1, id, &e, root);
         }
-        if self.uploads.len() + self.pending.len() >= MAX_UPLOADS {
+        if self.receiving.len() + self.pending.len() >= MAX_UPLOADS {
             let e = StoreError::Busy(format!(
                 "{}: the node has {MAX_UPLOADS} uploads in progress; try again later",
                 put.name
             ));
-            return self.send_error(sock, &key.1, id, &e);
+            return out.send_error(sock, &key.1, id, &e, root);
         }
         let version = put.version.unwrap_or(1);
         let kind = match schema::transfer::put_kind(put.size, put.blake3, put.growing) {
             Ok(kind) => kind,
             Err(e) => {
                 let e = StoreError::Protocol(format!("{}: {e}", put.name));
-                return self.send_error(sock, &key.1, id, &e);
+                return out.send_error(sock, &key.1, id, &e, root);
             }
         };
         if let PutKind::Inline { blake3 } = kind {
@@ -174,14 +231,14 @@ impl Server {
                     "{}: a put of at most {INLINE_MAX} bytes carries its content",
                     put.name
                 ));
-                return self.send_error(sock, &key.1, id, &e);
+                return out.send_error(sock, &key.1, id, &e, root);
             };
             let meta = StoredMeta::new(&put.name, class, blake3, put.modified, version);
             let work = Work::Inline {
                 meta,
                 data: data.to_vec(),
             };
-            return self.submit(key, work);
+            return self.submit(key, work, out);
         }
         if let Some(h) = put.blake3 {
             if let Some(old) = meta::stored(&dest, &put.name).filter(|old| old.blake3 == h) {
@@ -191,7 +248,7 @@ impl Server {
                     version: old.version,
                     unchanged: true,
                 };
-                self.send(sock, &key.1, &done, None);
+                out.send(sock, &key.1, &done, None);
                 return;
             }
         }
@@ -199,7 +256,7 @@ impl Server {
             Ok(t) => t,
             Err(e) => {
                 tracing::warn!("upload of {} refused: {e}", put.name);
-                return self.send_error(sock, &key.1, id, &e);
+                return out.send_error(sock, &key.1, id, &e, root);
             }
         };
         // A growing upload takes credit until its last chunk comes.
@@ -230,29 +287,28 @@ impl Server {
             last_seen: Instant::now(),
         };
         tracing::debug!(peer = %hex(&key.1), id, name = %put.name, size = put.size, "upload started");
-        self.uploads.insert(key.clone(), upload);
+        self.receiving.insert(key.clone(), upload);
         self.ledger.open(key, chunks);
-        self.grant();
+        self.grant(out);
     }
 
     /// A `chunk` of an upload.
-    pub(crate) fn on_chunk(
+    pub fn on_chunk(
         &mut self,
-        sock: usize,
-        peer: Vec<u8>,
-        id: u64,
+        key: Key,
         offset: u64,
         end: ChunkEnd,
         data: &[u8],
+        out: &mut impl Outbox,
     ) {
-        let key: Key = (sock, peer, id);
-        let Some(upload) = self.uploads.get_mut(&key) else {
+        let (sock, id) = (key.0, key.2);
+        let Some(upload) = self.receiving.get_mut(&key) else {
             let reply = Message::error(
                 id,
                 schema::ErrorCode::UnknownTransfer,
                 format!("no upload {id} in progress from this peer (finished, dropped or never started)"),
             );
-            self.send(sock, &key.1, &reply, None);
+            out.send(sock, &key.1, &reply, None);
             return;
         };
         upload.last_seen = Instant::now();
@@ -266,7 +322,7 @@ impl Server {
         match result {
             Ok(Progress::More) => {}
             Ok(Progress::Complete(hash)) => {
-                if let Some(mut upload) = self.uploads.remove(&key) {
+                if let Some(mut upload) = self.receiving.remove(&key) {
                     self.ledger.close(&key);
                     upload.meta.blake3 = hash;
                     let work = Work::Finish {
@@ -275,37 +331,53 @@ impl Server {
                         meta: upload.meta,
                         size: upload.size,
                     };
-                    self.submit(key.clone(), work);
+                    self.submit(key.clone(), work, out);
                 }
             }
             Err(e) => {
                 tracing::warn!(peer = %hex(&key.1), id, "upload failed: {e}");
                 // Drop first: the temporary file is gone before the sender hears of the failure.
                 self.drop_upload(&key);
-                self.send_error(sock, &key.1, id, &e);
+                out.send_error(sock, &key.1, id, &e, self.layout.root());
             }
         }
-        self.grant();
+        self.grant(out);
     }
 
     /// An `abort` of an upload: drop it and its temporary file. No reply.
-    pub(crate) fn on_upload_abort(&mut self, sock: usize, peer: Vec<u8>, id: u64) {
+    pub fn on_abort(&mut self, sock: usize, peer: Vec<u8>, id: u64, out: &mut impl Outbox) {
         let key: Key = (sock, peer, id);
-        if self.uploads.contains_key(&key) {
+        if self.receiving.contains_key(&key) {
             tracing::debug!(peer = %hex(&key.1), id, "upload aborted by the sender");
             self.drop_upload(&key);
-            self.grant();
+            self.grant(out);
         }
     }
 
+    /// Drops uploads idle for longer than [`IDLE_TIMEOUT`] at `now`; their credit goes to the
+    /// others.
+    pub fn sweep(&mut self, now: Instant, out: &mut impl Outbox) {
+        let idle: Vec<Key> = self
+            .receiving
+            .iter()
+            .filter(|(_, u)| now.duration_since(u.last_seen) > IDLE_TIMEOUT)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in idle {
+            tracing::warn!(peer = %hex(&key.1), id = key.2, "upload idle for 30 s: dropped");
+            self.drop_upload(&key);
+        }
+        self.grant(out);
+    }
+
     /// Forgets an upload: its temporary file is removed, its credit returns to the budget.
-    pub(crate) fn drop_upload(&mut self, key: &Key) {
-        self.uploads.remove(key);
+    fn drop_upload(&mut self, key: &Key) {
+        self.receiving.remove(key);
         self.ledger.close(key);
     }
 
     /// Sends the credit the budget allows; a peer that cannot be reached loses its upload.
-    pub(crate) fn grant(&mut self) {
+    fn grant(&mut self, out: &mut impl Outbox) {
         loop {
             let grants = self.ledger.distribute();
             if grants.is_empty() {
@@ -314,7 +386,7 @@ impl Server {
             let mut lost = Vec::new();
             for (key, chunks) in grants {
                 let credit = Message::Credit { id: key.2, chunks };
-                if !self.send(key.0, &key.1, &credit, None) {
+                if !out.send(key.0, &key.1, &credit, None) {
                     lost.push(key);
                 }
             }
@@ -328,8 +400,9 @@ impl Server {
         }
     }
 
-    /// Hands a finished upload to the sync pool; its reply comes back through [`Server::on_result`].
-    pub(crate) fn submit(&mut self, key: Key, work: Work) {
+    /// Hands `work` for request `key` to the sync pool; its reply comes back through
+    /// [`Uploads::on_result`]. Refused with `error busy` once the pool is stopped.
+    pub fn submit(&mut self, key: Key, work: Work, out: &mut impl Outbox) {
         let (sock, peer, id) = key;
         let ticket = self.next_ticket;
         self.next_ticket += 1;
@@ -342,19 +415,240 @@ impl Server {
             self.pending.insert(ticket, Pending { sock, peer });
         } else {
             let e = StoreError::Busy("the node is stopping".into());
-            self.send_error(sock, &peer, id, &e);
+            out.send_error(sock, &peer, id, &e, self.layout.root());
         }
     }
 
-    /// A sync worker finished job `ticket`: forward its reply header to the requester.
-    pub(crate) fn on_result(&mut self, ticket: u64, reply: Vec<u8>) {
-        let Some(p) = self.pending.remove(&ticket) else {
+    /// A sync worker finished job `ticket`: where its reply goes (`None` for an unknown job).
+    pub fn on_result(&mut self, ticket: u64) -> Option<Pending> {
+        let pending = self.pending.remove(&ticket);
+        if pending.is_none() {
             tracing::warn!(ticket, "result of an unknown sync job");
-            return;
+        }
+        pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The decisions of [`Uploads`], without sockets: a recording outbox and a sync pool
+    //! without workers.
+
+    use super::*;
+    use crate::outbox::Recorder;
+    use schema::limits::{GLOBAL_WINDOW, TRANSFER_WINDOW};
+    use schema::ErrorCode;
+    use std::sync::mpsc;
+
+    const PEER: &[u8] = b"broker";
+
+    /// Uploads on a prepared root in `dir`; their jobs land in the returned queue.
+    fn uploads(dir: &tempfile::TempDir) -> (Uploads, mpsc::Receiver<Job>, std::fs::File) {
+        let layout = Arc::new(Layout::new(dir.path()));
+        let lock = layout.prepare().unwrap();
+        let (pool, jobs) = SyncPool::detached();
+        (Uploads::new(layout, Some(pool)), jobs, lock)
+    }
+
+    fn put(id: u64, name: &str, size: u64, blake3: Option<Hash>) -> Put {
+        Put {
+            id,
+            name: name.into(),
+            size,
+            modified: 1_700_000_000,
+            blake3,
+            version: None,
+            growing: false,
+        }
+    }
+
+    fn only_message(out: &mut Recorder) -> Message {
+        let mut sent = out.take();
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        sent.remove(0).2
+    }
+
+    #[test]
+    fn an_inline_put_becomes_a_durable_write_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut uploads, jobs, _lock) = uploads(&dir);
+        let mut out = Recorder::default();
+        let data = b"hello".to_vec();
+        let p = put(7, "a/b.mp3", 5, Some(Hash::of(&data)));
+        let frame = Some(zmq::Message::from(&data[..]));
+        uploads.on_put(0, PEER.to_vec(), p, frame, &mut out);
+        assert!(out.sent.is_empty(), "{:?}", out.sent);
+        assert_eq!(uploads.len(), 0, "an inline put is not received in chunks");
+        let job = jobs.try_recv().unwrap();
+        assert_eq!((job.ticket, job.id), (0, 7));
+        match job.work {
+            Work::Inline { meta, data: d } => {
+                assert_eq!(
+                    meta,
+                    StoredMeta::new("a/b.mp3", Class::Mp3, Hash::of(&data), 1_700_000_000, 1)
+                );
+                assert_eq!(d, data);
+            }
+            other => panic!("expected an inline job, got {other:?}"),
+        }
+        // The worker's reply goes back to the requester, once.
+        let p = uploads.on_result(0).unwrap();
+        assert_eq!((p.sock, p.peer.as_slice()), (0, PEER));
+        assert!(uploads.on_result(0).is_none());
+    }
+
+    #[test]
+    fn a_chunked_upload_gets_credit_up_to_the_window_and_finishes_as_a_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut uploads, jobs, _lock) = uploads(&dir);
+        let mut out = Recorder::default();
+        let big = 100 * CHUNK_SIZE as u64;
+        uploads.on_put(
+            1,
+            PEER.to_vec(),
+            put(1, "big.txt", big, None),
+            None,
+            &mut out,
+        );
+        let window = TRANSFER_WINDOW.min(GLOBAL_WINDOW);
+        assert_eq!(
+            only_message(&mut out),
+            Message::Credit {
+                id: 1,
+                chunks: window
+            }
+        );
+        assert_eq!(uploads.len(), 1);
+
+        // A small upload next to it: two chunks, the last with the hash.
+        let data: Vec<u8> = (0..CHUNK_SIZE + 10).map(|i| i as u8).collect();
+        let hash = Hash::of(&data);
+        let small = put(2, "small.txt", data.len() as u64, Some(hash));
+        uploads.on_put(1, PEER.to_vec(), small, None, &mut out);
+        let waiting = out.take();
+        if GLOBAL_WINDOW <= TRANSFER_WINDOW {
+            // The budget is spent on the first upload: the second waits for credit.
+            assert!(waiting.is_empty(), "{waiting:?}");
+        }
+        // Dropping the first upload returns its credit to the budget.
+        uploads.on_abort(1, PEER.to_vec(), 1, &mut out);
+        assert_eq!(uploads.len(), 1);
+        let credit: Vec<Message> = waiting.into_iter().chain(out.take()).map(|s| s.2).collect();
+        assert_eq!(credit, vec![Message::Credit { id: 2, chunks: 2 }]);
+        let first = ChunkEnd::default();
+        uploads.on_chunk(
+            (1, PEER.to_vec(), 2),
+            0,
+            first,
+            &data[..CHUNK_SIZE],
+            &mut out,
+        );
+        let last = ChunkEnd {
+            blake3: Some(hash),
+            modified: None,
         };
-        let sock = &self.sockets[p.sock];
-        if let Err(e) = schema::codec::send_encoded(sock, Some(&p.peer), reply, None) {
-            tracing::debug!(peer = %hex(&p.peer), "cannot send the result of an upload: {e}");
+        uploads.on_chunk(
+            (1, PEER.to_vec(), 2),
+            CHUNK_SIZE as u64,
+            last,
+            &data[CHUNK_SIZE..],
+            &mut out,
+        );
+        assert!(out.sent.is_empty(), "{:?}", out.sent);
+        assert_eq!(uploads.len(), 0);
+        let job = jobs.try_recv().unwrap();
+        assert_eq!(job.id, 2);
+        match job.work {
+            Work::Finish { meta, size, .. } => {
+                assert_eq!(
+                    (meta.name.as_str(), meta.class, meta.blake3),
+                    ("small.txt", Class::Txt, hash)
+                );
+                assert_eq!(size, data.len() as u64);
+            }
+            other => panic!("expected a finish job, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_chunk_at_a_wrong_offset_is_refused_and_drops_the_upload() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut uploads, jobs, _lock) = uploads(&dir);
+        let mut out = Recorder::default();
+        let size = 3 * CHUNK_SIZE as u64;
+        uploads.on_put(
+            2,
+            PEER.to_vec(),
+            put(5, "x.pdf", size, None),
+            None,
+            &mut out,
+        );
+        assert_eq!(only_message(&mut out), Message::Credit { id: 5, chunks: 3 });
+        let chunk = vec![0u8; CHUNK_SIZE];
+        let end = ChunkEnd::default();
+        uploads.on_chunk(
+            (2, PEER.to_vec(), 5),
+            CHUNK_SIZE as u64,
+            end,
+            &chunk,
+            &mut out,
+        );
+        match only_message(&mut out) {
+            Message::Error { id, code, message } => {
+                assert_eq!((id, code), (5, ErrorCode::BadMessage));
+                assert!(message.contains("expected 0"), "{message}");
+            }
+            other => panic!("expected an error, got {other:?}"),
+        }
+        assert_eq!(uploads.len(), 0);
+        assert!(jobs.try_recv().is_err());
+        // The upload is gone: its next chunk is for an unknown transfer.
+        uploads.on_chunk((2, PEER.to_vec(), 5), 0, end, &chunk, &mut out);
+        match only_message(&mut out) {
+            Message::Error { code, .. } => assert_eq!(code, ErrorCode::UnknownTransfer),
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_sender_that_cannot_be_reached_loses_its_upload() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut uploads, _jobs, _lock) = uploads(&dir);
+        let mut out = Recorder {
+            gone: vec![PEER.to_vec()],
+            ..Recorder::default()
+        };
+        let size = 2 * CHUNK_SIZE as u64;
+        uploads.on_put(
+            0,
+            PEER.to_vec(),
+            put(1, "a.mp3", size, None),
+            None,
+            &mut out,
+        );
+        assert!(out.sent.is_empty());
+        assert_eq!(
+            uploads.len(),
+            0,
+            "the credit could not be sent: upload dropped"
+        );
+    }
+
+    #[test]
+    fn a_stopped_node_refuses_jobs_as_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut uploads, _jobs, _lock) = uploads(&dir);
+        uploads.stop();
+        let mut out = Recorder::default();
+        let frame = Some(zmq::Message::from(&b"x"[..]));
+        let p = put(3, "a.txt", 1, Some(Hash::of(b"x")));
+        uploads.on_put(1, PEER.to_vec(), p, frame, &mut out);
+        match only_message(&mut out) {
+            Message::Error { id, code, message } => {
+                assert_eq!((id, code), (3, ErrorCode::Busy));
+                assert!(message.contains("stopping"), "{message}");
+            }
+            other => panic!("expected an error, got {other:?}"),
         }
     }
 }
