@@ -19,19 +19,16 @@
 //!    from the folder, is due. Events that came meanwhile are already queued.
 
 mod args;
+mod decide;
 mod error;
 pub mod events;
 mod flights;
 mod follow;
 pub mod ignore;
-mod intents;
 mod link;
-mod listing;
 pub mod local;
 pub mod metrics;
 mod outbox;
-mod reconcile;
-mod replies;
 pub mod scan;
 pub mod state;
 mod status_file;

@@ -4,7 +4,6 @@
 //! `pong` comes back; an outage is logged once when it starts and once when it ends.
 
 use crate::state::next_backoff;
-use crate::watcher::Watcher;
 use std::time::{Duration, Instant};
 
 /// First ping interval after an outage; doubles up to [`PING_MAX`].
@@ -167,21 +166,6 @@ impl Link {
 pub const CONNECTION_EVENTS: i32 = zmq::SocketEvent::HANDSHAKE_SUCCEEDED as i32
     | zmq::SocketEvent::DISCONNECTED as i32
     | net::security::HANDSHAKE_FAILURES;
-
-impl Watcher {
-    /// A connection event of the broker socket: a lost connection starts an outage at once
-    /// (changes in flight are due again); a new one is pinged at once; a refused handshake is
-    /// logged and the socket connects again.
-    pub(crate) fn on_connection_event(&mut self, e: net::inproc::MonitorEvent, now: Instant) {
-        if e.is(zmq::SocketEvent::DISCONNECTED) {
-            self.outage(now, "connection lost");
-        } else if e.is(zmq::SocketEvent::HANDSHAKE_SUCCEEDED) {
-            self.link.connected(now);
-        } else if let Some(why) = net::security::handshake_failure(e.event, e.value) {
-            self.link.handshake_failed(&why);
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {

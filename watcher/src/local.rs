@@ -1,7 +1,6 @@
 //! The source side: how a file looks now, what to do about it given what the store holds, and
 //! reading it without ever storing a torn copy.
 
-use crate::state::Stored;
 use schema::Hash;
 use std::fs::{File, Metadata};
 use std::io::{self, Read};
@@ -54,35 +53,6 @@ pub fn look(path: &Path) -> io::Result<Look> {
             Ok(Look::Missing)
         }
         Err(e) => Err(e),
-    }
-}
-
-/// What reconciling a name calls for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    /// The store is up to date.
-    Nothing,
-    /// Neither the source nor the store has it: forget the name.
-    Forget,
-    /// The file is gone from the source: delete the stored copy.
-    Delete,
-    /// Same size but another mtime: hash the file to tell a rewrite from a change.
-    Compare,
-    /// Send the file.
-    Upload,
-}
-
-/// Decides from what the store holds and what the source has now.
-pub fn decide(stored: Option<&Stored>, now: &Look, keep_deleted: bool) -> Decision {
-    match (stored, now) {
-        (None, Look::Missing) => Decision::Forget,
-        (Some(_), Look::Missing) if keep_deleted => Decision::Nothing,
-        (Some(_), Look::Missing) => Decision::Delete,
-        (Some(s), Look::File(f)) if s.size == f.size && s.modified == f.modified && !s.racy => {
-            Decision::Nothing
-        }
-        (Some(s), Look::File(f)) if s.size == f.size => Decision::Compare,
-        (_, Look::File(_)) => Decision::Upload,
     }
 }
 
@@ -167,66 +137,6 @@ pub fn hash_file(path: &Path, before: &Stamp) -> Result<Hash, ReadError> {
 mod tests {
     use super::*;
     use std::io::Write;
-
-    fn stored(size: u64, modified: i64) -> Stored {
-        Stored {
-            racy: false,
-            size,
-            modified,
-            blake3: Hash::of(b""),
-            version: 3,
-        }
-    }
-
-    fn file(size: u64, modified: i64) -> Look {
-        Look::File(Stamp {
-            size,
-            modified,
-            changed: 0,
-        })
-    }
-
-    #[test]
-    fn a_racy_stamp_is_compared_not_trusted() {
-        let racy = Stored {
-            racy: true,
-            ..stored(10, 5)
-        };
-        assert_eq!(decide(Some(&racy), &file(10, 5), false), Decision::Compare);
-        assert_eq!(
-            decide(Some(&stored(10, 5)), &file(10, 5), false),
-            Decision::Nothing
-        );
-        assert!(crate::state::is_racy(schema::time::to_ns(
-            std::time::SystemTime::now()
-        )));
-        assert!(!crate::state::is_racy(0));
-    }
-
-    #[test]
-    fn decisions_from_stored_and_local() {
-        use Decision::*;
-        let s = stored(10, 100);
-        let cases = [
-            (None, Look::Missing, false, Forget),
-            (None, Look::Missing, true, Forget),
-            (Some(s), Look::Missing, false, Delete),
-            (Some(s), Look::Missing, true, Nothing),
-            (Some(s), file(10, 100), false, Nothing),
-            (Some(s), file(10, 101), false, Compare),
-            (Some(s), file(11, 100), false, Upload),
-            (Some(s), file(0, 100), false, Upload),
-            (None, file(10, 100), false, Upload),
-            (None, file(0, 0), false, Upload),
-        ];
-        for (stored, now, keep, want) in cases {
-            assert_eq!(
-                decide(stored.as_ref(), &now, keep),
-                want,
-                "{stored:?} {now:?}"
-            );
-        }
-    }
 
     #[test]
     fn reads_and_hashes_detect_changes() {

@@ -6,7 +6,6 @@
 //! name through at once.
 
 use crate::state::next_backoff;
-use crate::watcher::Watcher;
 use schema::ErrorCode;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -33,6 +32,49 @@ pub struct StoreOutage {
 }
 
 impl StoreOutage {
+    /// An outage that began `now`.
+    pub fn new(now: Instant) -> StoreOutage {
+        StoreOutage {
+            since: now,
+            held: BTreeSet::new(),
+            backoff: None,
+            next_probe: now,
+        }
+    }
+
+    /// Holds `name` until a probe or the end of the outage; the first name held (or the first
+    /// after a probe went through) sets the next probe time.
+    pub fn hold(&mut self, name: &str, now: Instant) {
+        if self.held.is_empty() || self.backoff.is_none() {
+            let delay = next_backoff(self.backoff, PROBE_MIN, PROBE_MAX);
+            self.backoff = Some(delay);
+            self.next_probe = now + delay;
+        }
+        self.held.insert(name.to_string());
+    }
+
+    /// The held name to let through now as a probe, if its time came; the next waits twice as
+    /// long.
+    pub fn probe(&mut self, now: Instant) -> Option<String> {
+        if self.held.is_empty() || now < self.next_probe {
+            return None;
+        }
+        let delay = next_backoff(self.backoff, PROBE_MIN, PROBE_MAX);
+        self.backoff = Some(delay);
+        self.next_probe = now + delay;
+        self.held.pop_first()
+    }
+
+    /// Ends the outage: logs how long it lasted and returns the held names, due now.
+    pub fn end(self, now: Instant) -> BTreeSet<String> {
+        tracing::info!(
+            "the store takes changes again after {} s; sending the {} held changes",
+            now.duration_since(self.since).as_secs(),
+            self.held.len()
+        );
+        self.held
+    }
+
     /// When the next held name is let through.
     pub fn next_probe(&self) -> Option<Instant> {
         (!self.held.is_empty()).then_some(self.next_probe)
@@ -44,66 +86,24 @@ impl StoreOutage {
     }
 }
 
-impl Watcher {
-    /// A change of `name` was refused because the store is away: the first refusal of an
-    /// outage is logged, the name is held until the store answers again.
-    pub(crate) fn store_refused(&mut self, name: &str, code: ErrorCode, why: &str, now: Instant) {
-        self.table.finish(name);
-        if self.store_outage.is_none() {
-            self.note_error(format!("{}: {why}", schema::names::escape(name)));
-        }
-        let outage = self.store_outage.get_or_insert_with(|| {
-            tracing::warn!(
-                "{}: the store behind broker {} does not take changes: {why} ({code:?}); \
-                 holding changes and retrying with backoff",
-                schema::names::escape(name),
-                self.link.endpoint()
-            );
-            StoreOutage {
-                since: now,
-                held: BTreeSet::new(),
-                backoff: None,
-                next_probe: now,
-            }
-        });
-        if outage.held.is_empty() || outage.backoff.is_none() {
-            let delay = next_backoff(outage.backoff, PROBE_MIN, PROBE_MAX);
-            outage.backoff = Some(delay);
-            outage.next_probe = now + delay;
-        }
-        outage.held.insert(name.to_string());
-        tracing::debug!("{name}: {why} ({code:?}); held until the store is back");
-    }
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-    /// Lets one held name through when its probe time came; the next waits twice as long.
-    pub(crate) fn store_probe(&mut self, now: Instant) {
-        let Some(outage) = &mut self.store_outage else {
-            return;
-        };
-        if outage.held.is_empty() || now < outage.next_probe {
-            return;
-        }
-        let delay = next_backoff(outage.backoff, PROBE_MIN, PROBE_MAX);
-        outage.backoff = Some(delay);
-        outage.next_probe = now + delay;
-        if let Some(name) = outage.held.pop_first() {
-            tracing::debug!("probing the store with {name}");
-            self.table.mark(&name, now);
-        }
-    }
-
-    /// A change succeeded: an outage in progress is over, every held name is due now.
-    pub(crate) fn store_answered(&mut self, now: Instant) {
-        let Some(outage) = self.store_outage.take() else {
-            return;
-        };
-        tracing::info!(
-            "the store takes changes again after {} s; sending the {} held changes",
-            now.duration_since(outage.since).as_secs(),
-            outage.held.len()
-        );
-        for name in outage.held {
-            self.table.mark_by(&name, now);
-        }
+    #[test]
+    fn probes_back_off_and_the_end_releases_every_held_name() {
+        let t0 = Instant::now();
+        let mut outage = StoreOutage::new(t0);
+        outage.hold("a", t0);
+        outage.hold("b", t0);
+        assert_eq!(outage.next_probe(), Some(t0 + PROBE_MIN));
+        assert_eq!(outage.probe(t0), None, "not before its time");
+        let first = outage.probe(t0 + PROBE_MIN);
+        assert_eq!(first.as_deref(), Some("a"));
+        let wait = outage.next_probe().unwrap() - (t0 + PROBE_MIN);
+        assert_eq!(wait, PROBE_MIN * 2, "the next probe waits twice as long");
+        assert_eq!(outage.held_count(), 1);
+        let held: Vec<String> = outage.end(t0).into_iter().collect();
+        assert_eq!(held, ["b"]);
     }
 }

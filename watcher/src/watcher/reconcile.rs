@@ -1,10 +1,11 @@
 //! reconcile(name): look at the file now, compare with what the store holds, and start the
 //! change that brings the store in step (an upload, a delete or a rename), or none.
 
-use crate::local::{self, decide, hash_file, look, read_small, Decision, Look, ReadError, Stamp};
+use super::Watcher;
+use crate::decide::{decide, Decision};
+use crate::local::{self, hash_file, look, read_small, Look, ReadError, Stamp};
 use crate::state::Stored;
 use crate::transfer::{Change, Next, Upload};
-use crate::watcher::Watcher;
 use schema::limits::INLINE_MAX;
 use schema::{names, Hash, Message};
 use std::path::PathBuf;

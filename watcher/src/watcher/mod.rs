@@ -5,6 +5,22 @@
 //! broker in its [`Outbox`]. [`SocketLoop`] owns the sockets: it waits on the broker socket,
 //! the inotify wake socket and the connection monitor, hands what came to the state, and sends
 //! what the state left in its outbox after each step.
+//!
+//! The decisions are in the files of this folder, one per kind of input: `intents` (inotify
+//! events), `listing` (the broker's listing), `reconcile` (a due name: look and act),
+//! `replies` (the broker's answers), `follow` (files being written), `scan` (walks), `store`
+//! (store outages), `link` (connection events), `status` (the status file's report). The
+//! parts they drive are the crate's other modules, and none of those knows `Watcher`.
+
+mod follow;
+mod intents;
+mod link;
+mod listing;
+mod reconcile;
+mod replies;
+mod scan;
+mod status;
+mod store;
 
 use crate::events::Feed;
 use crate::flights::Flights;

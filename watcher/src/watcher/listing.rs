@@ -2,8 +2,8 @@
 //! scan, and again before each periodic rescan, so that what the watcher believes stored follows
 //! what the broker holds (a name it no longer lists is sent again).
 
+use super::{Phase, Watcher, LIST_RETRY};
 use crate::state::Stored;
-use crate::watcher::{Phase, Watcher, LIST_RETRY};
 use schema::limits::MAX_LIST_PAGE;
 use schema::{names, Message};
 use std::collections::HashSet;

@@ -1,8 +1,8 @@
 //! What the socket thread does with each inotify event: mark names due (now, or after the
 //! debounce), scan new folders, note renames.
 
+use super::Watcher;
 use crate::events::{classify, notify_error, Intent};
-use crate::watcher::Watcher;
 use schema::names::{self, NameError};
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -1,9 +1,9 @@
 //! What the broker's answers do: credit feeds uploads, `done` records what the store now
 //! holds, `error` retries or gives up.
 
+use super::Watcher;
 use crate::state::Stored;
 use crate::transfer::Change;
-use crate::watcher::Watcher;
 use schema::{ErrorCode, Message};
 use std::time::Instant;
 
