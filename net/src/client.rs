@@ -2,7 +2,7 @@
 //! requests with fresh ids, and waits for the matching reply that never last longer than the
 //! timeout and end early when the client is interrupted.
 
-use crate::security::{ClientAuth, HandshakeProbe};
+use crate::auth::{ClientAuth, HandshakeProbe};
 use crate::socket::SocketError;
 use schema::codec::{self, Rejected};
 use schema::{ErrorCode, Message};

@@ -4,6 +4,7 @@
 //! enforces it ([`zap`]); a one-shot client's link to a daemon ([`client`]); sockets between a process's threads and connection events
 //! ([`inproc`]).
 
+pub mod auth;
 pub mod client;
 pub mod inproc;
 pub mod keys;

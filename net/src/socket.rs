@@ -1,7 +1,8 @@
 //! How every role opens its sockets: bound ROUTERs with the protocol's limits, connecting
 //! DEALERs that fail fast while their peer is away.
 
-use crate::security::{ClientAuth, HandshakeProbe, ServerAuth};
+use crate::auth::{ClientAuth, HandshakeProbe};
+use crate::security::ServerAuth;
 use schema::limits::MAX_FRAME;
 use std::fmt;
 

@@ -5,15 +5,15 @@
 //! libzmq asks the handler bound at `inproc://zeromq.zap.01` in the socket's context about every
 //! CURVE handshake on a server socket with a ZAP domain: the request names the domain, the
 //! client's IP address and its public key; the answer `200` admits it with the key as its
-//! `User-Id` (which [`Gate`](crate::security::Gate) checks on every message), `400` refuses it.
+//! `User-Id` (which `Gate` checks on every message), `400` refuses it.
 //! Handshakes that fail before any key is known (a plaintext client, a client using a wrong
 //! server key) never reach the handler: the handler also reads each bound socket's monitor events
 //! (version 2, which carry the peer's address) to log those.
 
-use crate::keys::PublicKey;
-use crate::security::{
+use crate::auth::{
     AllowList, Domain, SecurityError, CRYPTOGRAPHIC, LOGGED_MAX, MECHANISM_MISMATCH,
 };
+use crate::keys::PublicKey;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
