@@ -51,10 +51,10 @@ enum Command {
     Up(up::Args),
     /// Checks the index against the storage node: names missing, extra or with a different
     /// hash (exit 1 if any); --repair makes the index agree with the node.
-    Fsck(broker::FsckArgs),
+    Fsck(fsck::FsckArgs),
     /// Is everything up and in sync: the broker, its storage node and (with --status-file)
     /// watchers; exit 0 healthy, 1 a problem, 3 broker or node unreachable.
-    Status(fetcher::status::StatusArgs),
+    Status(status::StatusArgs),
     /// Makes a CURVE key pair: DIR/NAME.key (secret, mode 600) and DIR/NAME.pub (public).
     Keygen(keygen::Args),
     /// Index maintenance.
@@ -100,8 +100,8 @@ fn main() -> ExitCode {
         Command::Broker(args) => daemon(|stop| broker::run(args, stop)),
         Command::Watch(args) => daemon(|stop| watcher::run(args, stop)),
         Command::Up(args) => daemon(|stop| up::run(args, stop)),
-        Command::Fsck(args) => broker::run_fsck(args),
-        Command::Status(args) => fetcher::status::run(args),
+        Command::Fsck(args) => fsck::run(args),
+        Command::Status(args) => status::run(args),
         Command::Keygen(args) => report(keygen::run(&args)),
         Command::Index {
             command: IndexCommand::Export(args),

@@ -10,7 +10,8 @@
 //!   `relay/replies.rs`: node messages), saying what to send through an `outbox`; `peer`: who a
 //!   reply goes to, broker ids; `table`: forwarded requests in flight; `rebuild`: refilling the
 //!   index from the node; `fsck_relay`: `fsck` requests; `status`: `status` requests.
-//! * `fsck`: the comparison of index and node behind `dfs fsck`; `fsck_cli`: the command.
+//! * `fsck`: the comparison of index and node behind `dfs fsck` (the command is the `fsck`
+//!   crate).
 //! * `index`, `record`: the sled index; `export`, `flusher`: `index.txt` and when it is
 //!   written; [`metrics`]: `--metrics`.
 
@@ -19,7 +20,6 @@ mod error;
 mod export;
 mod flusher;
 pub mod fsck;
-mod fsck_cli;
 mod fsck_relay;
 mod index;
 mod links;
@@ -38,7 +38,6 @@ mod tests;
 
 pub use error::IndexError;
 pub use export::{export, HEADER};
-pub use fsck_cli::{fsck as run_fsck, FsckArgs};
 pub use index::{Index, Opened};
 pub use record::Record;
 

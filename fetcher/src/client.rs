@@ -6,7 +6,7 @@ use daemon::Shutdown;
 use net::security::ClientAuth;
 use std::time::Duration;
 
-pub(crate) use net::client::Client;
+pub use net::client::Client;
 
 /// How a client of the broker's fetch port at `endpoint` authenticates: CURVE with the client's
 /// `secret_key` and the broker's public `broker_key` (`--secret-key`, `--broker-key`), or none
@@ -27,7 +27,7 @@ pub fn broker_auth(
 }
 
 /// Connects to the broker at `endpoint`, waiting at most `secs`; every wait ends at `stop`.
-pub(crate) fn connect(
+pub fn connect(
     endpoint: &str,
     auth: &ClientAuth,
     secs: f64,

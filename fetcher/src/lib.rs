@@ -9,16 +9,15 @@
 //! Files: `client.rs` (the link to the broker), `list.rs` (listing formats), `transfer.rs` (one
 //! read under credit), `save.rs` (temporary file, hash check, rename into the target),
 //! `select.rs` (glob patterns and `--class`), `progress.rs` (the bar on a terminal),
-//! `status.rs` (`dfs status`, the other read-side client), `human.rs` (sizes and ages).
+//! `human.rs` (sizes and ages, also used by `dfs status`).
 
-mod client;
+pub mod client;
 pub mod error;
-mod human;
+pub mod human;
 mod list;
 mod progress;
 mod save;
 mod select;
-pub mod status;
 mod transfer;
 
 #[cfg(test)]

@@ -7,9 +7,9 @@
 //! reporting an error; the index being rebuilt; a full disk); 2 usage error. Each problem is
 //! also one line on stderr naming the daemon and the reason.
 
-use crate::error::{FetchError, EXIT_FILE, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE};
-use crate::human::{age, Size};
 use daemon::Shutdown;
+use fetcher::error::{FetchError, EXIT_FILE, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE};
+use fetcher::human::{age, Size};
 use schema::status::{BrokerReport, DiskSpace, NodeReport, WatcherReport};
 use schema::{ErrorCode, Message};
 use serde_json::{json, Value};
@@ -158,7 +158,7 @@ pub fn execute(args: &StatusArgs, out: &mut dyn Write, err: &mut dyn Write, stop
             return EXIT_USAGE;
         }
     };
-    let auth = match crate::client::broker_auth(
+    let auth = match fetcher::client::broker_auth(
         &endpoint,
         args.secret_key.as_deref(),
         args.broker_key.as_deref(),
@@ -205,7 +205,7 @@ fn ask_broker(
     found.storage = json!({"address": null, "reachable": null});
     let subject = format!("broker {endpoint}");
     let asked =
-        crate::client::connect(endpoint, auth, secs, stop.clone()).and_then(|mut client| {
+        fetcher::client::connect(endpoint, auth, secs, stop.clone()).and_then(|mut client| {
             let id = client.new_id();
             // Leave the broker room to answer about a slow node before this side gives up.
             let wait_ms = (secs * 800.0).clamp(1.0, 60_000.0) as u32;

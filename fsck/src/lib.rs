@@ -3,9 +3,8 @@
 //! itself (`--data DIR --storage HOST[:BASEPORT]`). One line per finding and a summary on
 //! standard output; exit 0 clean, 1 findings, 2 usage, 3 a peer unreachable or timed out.
 
-use crate::fsck::{self, Audit, CHECK_LIMIT};
-use crate::index::Index;
-use crate::IndexError;
+use broker::fsck::{self, Audit, CHECK_LIMIT};
+use broker::{Index, IndexError};
 use daemon::host_port;
 use net::client::{Client, ClientError};
 use net::security::{client_auth, ClientAuth, ClientOptions};
@@ -81,7 +80,7 @@ impl From<IndexError> for Failure {
 }
 
 /// Runs `dfs fsck` and returns its exit code.
-pub fn fsck(args: FsckArgs) -> u8 {
+pub fn run(args: FsckArgs) -> u8 {
     let stdout = std::io::stdout();
     let mut report = Report::new(args.json, stdout.lock());
     let result = if !(args.timeout.is_finite() && args.timeout > 0.0) {
@@ -424,8 +423,8 @@ fn check_offline<W: Write>(
     }
     if args.repair {
         index.flush()?;
-        let out = crate::default_export_path(data);
-        crate::export(&index, &out).map_err(|e| Failure {
+        let out = broker::default_export_path(data);
+        broker::export(&index, &out).map_err(|e| Failure {
             code: FAILURE,
             text: format!("repaired, but cannot rewrite {}: {e:#}", out.display()),
         })?;
