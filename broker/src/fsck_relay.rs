@@ -6,11 +6,11 @@
 //! name being set aside refuses changes (`busy`) until the node answered.
 
 use crate::fsck::{self, Audit, CHECK_LIMIT, FINDINGS_PAGE};
+use crate::in_flight::InFlight;
 use crate::index::Index;
-use crate::links::{Link, ToNode};
+use crate::links::{NodePort, ToNode};
 use crate::outbox::Outbox;
 use crate::peer::{Bids, Front, Requester};
-use crate::table::Table;
 use schema::{CheckedFile, ErrorCode, Finding, FindingKind, Message};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -28,7 +28,7 @@ pub struct Fsck {
 /// names are left out), bids and the node for its requests, the outbox for its pages.
 pub struct Ctx<'a> {
     pub index: &'a Index,
-    pub table: &'a Table,
+    pub table: &'a InFlight,
     pub bids: &'a mut Bids,
     pub node: &'a mut dyn ToNode,
     pub out: &'a mut Outbox,
@@ -131,7 +131,7 @@ impl Fsck {
         if timed_out {
             let text = format!(
                 "storage node {} did not answer the fsck within {} s",
-                cx.node.endpoint(Link::Serve),
+                cx.node.endpoint(NodePort::Serve),
                 NODE_TIMEOUT.as_secs()
             );
             return self.fail(ErrorCode::Unavailable, text, cx);
@@ -145,7 +145,7 @@ impl Fsck {
             after: run.after.clone(),
             limit: CHECK_LIMIT,
         };
-        match cx.node.send(Link::Serve, &msg, None) {
+        match cx.node.send(NodePort::Serve, &msg, None) {
             Ok(()) => {
                 if let Some(run) = &mut self.run {
                     run.asked = Some((bid, now));
@@ -249,7 +249,7 @@ impl Fsck {
             class,
             name: finding.name.clone(),
         };
-        match cx.node.send(Link::Class(class), &msg, None) {
+        match cx.node.send(NodePort::Class(class), &msg, None) {
             Ok(()) => {
                 if let Some(run) = &mut self.run {
                     run.quarantines

@@ -8,7 +8,7 @@
 //!   commit of index changes; `links`: the node's sockets.
 //! * `relay`: the decisions, without sockets (`relay/requests.rs`: front-port messages,
 //!   `relay/replies.rs`: node messages), saying what to send through an `outbox`; `peer`: who a
-//!   reply goes to, broker ids; `table`: forwarded requests in flight; `rebuild`: refilling the
+//!   reply goes to, broker ids; `in_flight`: forwarded requests in flight; `rebuild`: refilling the
 //!   index from the node; `fsck_relay`: `fsck` requests; `status`: `status` requests.
 //! * `fsck`: the comparison of index and node behind `dfs fsck` (the command is the `fsck`
 //!   crate).
@@ -21,6 +21,7 @@ mod export;
 mod flusher;
 pub mod fsck;
 mod fsck_relay;
+mod in_flight;
 mod index;
 mod links;
 pub mod metrics;
@@ -31,7 +32,6 @@ mod record;
 mod relay;
 mod serve;
 mod status;
-mod table;
 
 #[cfg(test)]
 mod tests;

@@ -13,27 +13,27 @@ const HANDSHAKE_RETRY: Duration = Duration::from_secs(2);
 
 /// Which of the node's sockets a request goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Link {
+pub enum NodePort {
     /// The upload port of a class (puts, deletes, renames).
     Class(Class),
     /// The serve port (reads and listings).
     Serve,
 }
 
-impl Link {
+impl NodePort {
     /// Every link, in the order of [`NodeLinks::sockets`].
-    pub const ALL: [Link; 5] = [
-        Link::Class(Class::Mp3),
-        Link::Class(Class::Txt),
-        Link::Class(Class::Pdf),
-        Link::Class(Class::Others),
-        Link::Serve,
+    pub const ALL: [NodePort; 5] = [
+        NodePort::Class(Class::Mp3),
+        NodePort::Class(Class::Txt),
+        NodePort::Class(Class::Pdf),
+        NodePort::Class(Class::Others),
+        NodePort::Serve,
     ];
 
     fn slot(self) -> usize {
         match self {
-            Link::Class(c) => usize::from(c.port_offset()),
-            Link::Serve => usize::from(SERVE_OFFSET),
+            NodePort::Class(c) => usize::from(c.port_offset()),
+            NodePort::Serve => usize::from(SERVE_OFFSET),
         }
     }
 }
@@ -52,13 +52,13 @@ pub trait ToNode {
     /// Sends `msg` (and `data`) on `link` without blocking; fails when the node is away.
     fn send(
         &mut self,
-        link: Link,
+        link: NodePort,
         msg: &Message,
         data: Option<zmq::Message>,
     ) -> Result<(), Unreachable>;
 
     /// The address of `link`, for logs and error messages.
-    fn endpoint(&self, link: Link) -> &str;
+    fn endpoint(&self, link: NodePort) -> &str;
 }
 
 /// The DEALERs connected to one storage node.
@@ -87,7 +87,7 @@ impl NodeLinks {
         let mut sockets = Vec::with_capacity(5);
         let mut endpoints = Vec::with_capacity(5);
         let mut probes = Vec::with_capacity(5);
-        for link in Link::ALL {
+        for link in NodePort::ALL {
             let ep = endpoint(host, u32::from(base) + link.slot() as u32);
             let (sock, probe) = dealer_probed(ctx, &ep, auth)?;
             sockets.push(sock);
@@ -129,7 +129,7 @@ impl NodeLinks {
         }
     }
 
-    /// The sockets, in the order of [`Link::ALL`] (for polling).
+    /// The sockets, in the order of [`NodePort::ALL`] (for polling).
     pub fn sockets(&self) -> &[zmq::Socket] {
         &self.sockets
     }
@@ -137,7 +137,7 @@ impl NodeLinks {
 
 impl ToNode for NodeLinks {
     /// The address of `link`.
-    fn endpoint(&self, link: Link) -> &str {
+    fn endpoint(&self, link: NodePort) -> &str {
         &self.endpoints[link.slot()]
     }
 
@@ -146,7 +146,7 @@ impl ToNode for NodeLinks {
     /// outage as a recovery.
     fn send(
         &mut self,
-        link: Link,
+        link: NodePort,
         msg: &Message,
         data: Option<zmq::Message>,
     ) -> Result<(), Unreachable> {

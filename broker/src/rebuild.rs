@@ -3,7 +3,7 @@
 //! serving loop (one page request in flight at a time, retried while the node is away).
 
 use crate::index::Index;
-use crate::links::{Link, ToNode};
+use crate::links::{NodePort, ToNode};
 use crate::peer::Bids;
 use crate::record::Record;
 use schema::{names, Message};
@@ -90,7 +90,7 @@ impl Rebuild {
             after: self.after.clone(),
             limit: REBUILD_PAGE,
         };
-        match node.send(Link::Serve, &msg, None) {
+        match node.send(NodePort::Serve, &msg, None) {
             Ok(()) => {
                 self.asked = Some((bid, now));
                 self.retry = None;

@@ -5,7 +5,7 @@
 
 use crate::commit::GroupCommit;
 use crate::export::Exporter;
-use crate::links::{Link, NodeLinks};
+use crate::links::{NodeLinks, NodePort};
 use crate::outbox::Reply;
 use crate::peer::Front;
 use crate::relay::Relay;
@@ -119,7 +119,7 @@ impl Serve {
                         }
                         n => self
                             .relay
-                            .on_node(Link::ALL[n - 2], inbound, &mut self.node),
+                            .on_node(NodePort::ALL[n - 2], inbound, &mut self.node),
                     },
                     Err(zmq::Error::EAGAIN) => break,
                     Err(e) => {

@@ -3,7 +3,7 @@
 //! `broker_status` with its own report and the node's, or why the node gave none.
 
 use crate::export::Totals;
-use crate::links::{Link, ToNode};
+use crate::links::{NodePort, ToNode};
 use crate::outbox::Outbox;
 use crate::peer::{Bids, Requester};
 use schema::status::{BrokerReport, DiskSpace, NodeReport, SOFTWARE_VERSION};
@@ -74,7 +74,7 @@ impl StatusDesk {
         }
         let bid = bids.next();
         match node.send(
-            Link::Serve,
+            NodePort::Serve,
             &Message::Status {
                 id: bid,
                 wait_ms: None,

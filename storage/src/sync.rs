@@ -24,7 +24,7 @@ use std::thread::JoinHandle;
 
 /// A finished upload for a worker, and the ticket under which its result comes back.
 #[derive(Debug)]
-pub struct Job {
+pub struct SyncJob {
     /// Chosen by the socket thread to find the requester again.
     pub ticket: u64,
     /// The request id of the `put`, echoed in the reply.
@@ -56,7 +56,7 @@ pub enum Work {
 
 /// The running pool. [`SyncPool::stop`] ends it.
 pub struct SyncPool {
-    tx: Option<mpsc::Sender<Job>>,
+    tx: Option<mpsc::Sender<SyncJob>>,
     workers: Vec<JoinHandle<()>>,
 }
 
@@ -71,7 +71,7 @@ impl SyncPool {
         stop: Shutdown,
         metrics: &Metrics,
     ) -> anyhow::Result<SyncPool> {
-        let (tx, rx) = mpsc::channel::<Job>();
+        let (tx, rx) = mpsc::channel::<SyncJob>();
         let rx = Arc::new(Mutex::new(rx));
         // One set of folder fsyncs for all workers, so that they can share them.
         let folders = Arc::new(FolderSyncs::default());
@@ -101,8 +101,8 @@ impl SyncPool {
 
     /// A pool without workers, for tests: the jobs wait in the returned queue.
     #[cfg(test)]
-    pub(crate) fn detached() -> (SyncPool, mpsc::Receiver<Job>) {
-        let (tx, rx) = mpsc::channel::<Job>();
+    pub(crate) fn detached() -> (SyncPool, mpsc::Receiver<SyncJob>) {
+        let (tx, rx) = mpsc::channel::<SyncJob>();
         let pool = SyncPool {
             tx: Some(tx),
             workers: Vec::new(),
@@ -111,7 +111,7 @@ impl SyncPool {
     }
 
     /// Queues `job`; `false` if the workers are gone (the job is dropped with its temp file).
-    pub fn submit(&self, job: Job) -> bool {
+    pub fn submit(&self, job: SyncJob) -> bool {
         match &self.tx {
             Some(tx) => tx.send(job).is_ok(),
             None => false,
@@ -131,7 +131,7 @@ impl SyncPool {
 
 /// One worker: takes jobs until the queue closes.
 fn worker(
-    rx: &Mutex<mpsc::Receiver<Job>>,
+    rx: &Mutex<mpsc::Receiver<SyncJob>>,
     push: &zmq::Socket,
     layout: &Layout,
     stop: &Shutdown,

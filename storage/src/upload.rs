@@ -11,7 +11,7 @@ use crate::layout::Layout;
 use crate::meta::{self, StoredMeta};
 use crate::outbox::Outbox;
 use crate::peer::{hex, Key};
-use crate::sync::{Job, SyncPool, Work};
+use crate::sync::{SyncJob, SyncPool, Work};
 use disk::atomic::TempFile;
 use disk::direct::ContentWriter;
 use schema::limits::IDLE_TIMEOUT;
@@ -48,7 +48,7 @@ pub struct ChunkEnd {
 
 /// A chunked upload being received.
 #[derive(Debug)]
-pub struct Upload {
+pub struct Incoming {
     meta: StoredMeta,
     /// The hash the `put` announced, if any; the content must match it too.
     announced: Option<Hash>,
@@ -67,7 +67,7 @@ pub struct Upload {
 
 /// Where a sync job's reply goes.
 #[derive(Debug)]
-pub struct Pending {
+pub struct ReplyTo {
     /// The socket the request came on.
     pub sock: usize,
     /// The requester's identity.
@@ -81,7 +81,7 @@ enum Progress {
     Complete(Hash),
 }
 
-impl Upload {
+impl Incoming {
     /// Writes one chunk at `offset`; checks order, size and, on the last chunk, the hash.
     fn accept(&mut self, offset: u64, data: &[u8], end: ChunkEnd) -> Result<Progress, StoreError> {
         let name = &self.meta.name;
@@ -152,10 +152,10 @@ pub struct Uploads {
     layout: Arc<Layout>,
     /// `None` once stopped: jobs are then refused with `error busy`.
     pool: Option<SyncPool>,
-    receiving: HashMap<Key, Upload>,
+    receiving: HashMap<Key, Incoming>,
     ledger: Ledger<Key>,
     /// Jobs in the sync pool, by ticket.
-    pending: HashMap<u64, Pending>,
+    pending: HashMap<u64, ReplyTo>,
     next_ticket: u64,
 }
 
@@ -268,7 +268,7 @@ impl Uploads {
         // A file followed while written is large by the time its writer closes it.
         let expected = if put.growing { u64::MAX } else { put.size };
         let writer = ContentWriter::new(&temp.reopen_path(), expected);
-        let upload = Upload {
+        let upload = Incoming {
             // The hash is known once the last chunk is in; until then it holds the announced one.
             meta: StoredMeta::new(
                 &put.name,
@@ -406,13 +406,13 @@ impl Uploads {
         let (sock, peer, id) = key;
         let ticket = self.next_ticket;
         self.next_ticket += 1;
-        let job = Job { ticket, id, work };
+        let job = SyncJob { ticket, id, work };
         let submitted = match &self.pool {
             Some(pool) => pool.submit(job),
             None => false,
         };
         if submitted {
-            self.pending.insert(ticket, Pending { sock, peer });
+            self.pending.insert(ticket, ReplyTo { sock, peer });
         } else {
             let e = StoreError::Busy("the node is stopping".into());
             out.send_error(sock, &peer, id, &e, self.layout.root());
@@ -420,7 +420,7 @@ impl Uploads {
     }
 
     /// A sync worker finished job `ticket`: where its reply goes (`None` for an unknown job).
-    pub fn on_result(&mut self, ticket: u64) -> Option<Pending> {
+    pub fn on_result(&mut self, ticket: u64) -> Option<ReplyTo> {
         let pending = self.pending.remove(&ticket);
         if pending.is_none() {
             tracing::warn!(ticket, "result of an unknown sync job");
@@ -443,7 +443,7 @@ mod tests {
     const PEER: &[u8] = b"broker";
 
     /// Uploads on a prepared root in `dir`; their jobs land in the returned queue.
-    fn uploads(dir: &tempfile::TempDir) -> (Uploads, mpsc::Receiver<Job>, std::fs::File) {
+    fn uploads(dir: &tempfile::TempDir) -> (Uploads, mpsc::Receiver<SyncJob>, std::fs::File) {
         let layout = Arc::new(Layout::new(dir.path()));
         let lock = layout.prepare().unwrap();
         let (pool, jobs) = SyncPool::detached();

@@ -16,7 +16,7 @@ pub enum Decision {
     /// Same size but another mtime: hash the file to tell a rewrite from a change.
     Compare,
     /// Send the file.
-    Upload,
+    Outgoing,
 }
 
 /// Decides from what the store holds and what the source has now.
@@ -29,7 +29,7 @@ pub fn decide(stored: Option<&Stored>, now: &Look, keep_deleted: bool) -> Decisi
             Decision::Nothing
         }
         (Some(s), Look::File(f)) if s.size == f.size => Decision::Compare,
-        (_, Look::File(_)) => Decision::Upload,
+        (_, Look::File(_)) => Decision::Outgoing,
     }
 }
 
@@ -85,10 +85,10 @@ mod tests {
             (Some(s), Look::Missing, true, Nothing),
             (Some(s), file(10, 100), false, Nothing),
             (Some(s), file(10, 101), false, Compare),
-            (Some(s), file(11, 100), false, Upload),
-            (Some(s), file(0, 100), false, Upload),
-            (None, file(10, 100), false, Upload),
-            (None, file(0, 0), false, Upload),
+            (Some(s), file(11, 100), false, Outgoing),
+            (Some(s), file(0, 100), false, Outgoing),
+            (None, file(10, 100), false, Outgoing),
+            (None, file(0, 0), false, Outgoing),
         ];
         for (stored, now, keep, want) in cases {
             assert_eq!(

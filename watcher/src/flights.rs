@@ -1,7 +1,7 @@
 //! The changes in flight: each sent to the broker and not answered yet, by request id, with
 //! the bounds on how many may be out at once.
 
-use crate::transfer::{Change, InFlight, Upload};
+use crate::transfer::{Change, InFlight, Outgoing};
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -79,7 +79,7 @@ impl Flights {
     }
 
     /// The upload `id`, if it is one in flight.
-    pub fn upload(&self, id: u64) -> Option<&Upload> {
+    pub fn upload(&self, id: u64) -> Option<&Outgoing> {
         match self.by_id.get(&id) {
             Some(InFlight {
                 change: Change::Put(up),
@@ -90,7 +90,7 @@ impl Flights {
     }
 
     /// The upload `id`, if it is one in flight, to change.
-    pub fn upload_mut(&mut self, id: u64) -> Option<&mut Upload> {
+    pub fn upload_mut(&mut self, id: u64) -> Option<&mut Outgoing> {
         match self.by_id.get_mut(&id) {
             Some(InFlight {
                 change: Change::Put(up),
@@ -161,7 +161,7 @@ impl Flights {
             .growing
             .iter()
             .copied()
-            .filter(|id| self.upload(*id).is_some_and(Upload::is_starved))
+            .filter(|id| self.upload(*id).is_some_and(Outgoing::is_starved))
             .collect();
         ids.sort_unstable();
         ids
@@ -171,7 +171,7 @@ impl Flights {
     pub fn any_starved(&self) -> bool {
         self.growing
             .iter()
-            .any(|id| self.upload(*id).is_some_and(Upload::is_starved))
+            .any(|id| self.upload(*id).is_some_and(Outgoing::is_starved))
     }
 }
 
@@ -187,7 +187,11 @@ mod tests {
             modified: 1,
             changed: 1,
         };
-        Change::Put(Box::new(Upload::inline(name.into(), stamp, Hash::of(b"x"))))
+        Change::Put(Box::new(Outgoing::inline(
+            name.into(),
+            stamp,
+            Hash::of(b"x"),
+        )))
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! # How it works
 //!
 //! One thread owns the broker socket (a DEALER) and a table of every name it knows
-//! ([`state::Table`]): what the store holds, whether the name is due for a look, and whether a
+//! ([`state::Names`]): what the store holds, whether the name is due for a look, and whether a
 //! change of it is in flight. Everything that may call for a sync only marks names due: the
 //! start-up comparison of the broker's listing with a walk of the folder, inotify events
 //! (forwarded by `notify`'s thread, which wakes the socket thread's poll), retries, periodic

@@ -19,7 +19,7 @@ const START_GRACE: Duration = Duration::from_secs(1);
 
 /// The broker link's state and ping schedule.
 #[derive(Debug)]
-pub struct Link {
+pub struct BrokerLink {
     endpoint: String,
     up: bool,
     /// Interval before the next ping while down.
@@ -39,10 +39,10 @@ pub struct Link {
     probe: Option<Instant>,
 }
 
-impl Link {
+impl BrokerLink {
     /// A link to `endpoint`, down until the first `pong`.
-    pub fn new(endpoint: &str, now: Instant) -> Link {
-        Link {
+    pub fn new(endpoint: &str, now: Instant) -> BrokerLink {
+        BrokerLink {
             endpoint: endpoint.to_string(),
             up: false,
             backoff: None,
@@ -174,7 +174,7 @@ mod tests {
     #[test]
     fn pings_back_off_while_down_and_stop_when_up() {
         let t0 = Instant::now();
-        let mut link = Link::new("tcp://x:1", t0);
+        let mut link = BrokerLink::new("tcp://x:1", t0);
         assert!(!link.is_up());
         assert!(link.ping_due(t0));
         link.pinged(t0);

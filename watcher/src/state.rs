@@ -49,7 +49,7 @@ pub fn next_backoff(current: Option<Duration>, min: Duration, max: Duration) -> 
 #[derive(Debug, Default)]
 struct NameState {
     stored: Option<Stored>,
-    /// When the name is due for a look (also a key of `Table::queue`).
+    /// When the name is due for a look (also a key of `Names::queue`).
     due: Option<Instant>,
     /// The request id of the change in flight.
     in_flight: Option<u64>,
@@ -73,7 +73,7 @@ impl NameState {
 
 /// The map name → state, with the queue of due names in time order.
 #[derive(Debug, Default)]
-pub struct Table {
+pub struct Names {
     names: BTreeMap<String, NameState>,
     queue: BTreeSet<(Instant, String)>,
     /// Renames seen in the source, `to` → `from`, tried when `to` is reconciled.
@@ -88,10 +88,10 @@ pub struct Table {
     refused: usize,
 }
 
-impl Table {
+impl Names {
     /// An empty table.
-    pub fn new() -> Table {
-        Table::default()
+    pub fn new() -> Names {
+        Names::default()
     }
 
     /// What the store holds for `name`.
@@ -379,7 +379,7 @@ mod tests {
 
     #[test]
     fn due_names_come_out_in_time_order_and_marks_reset() {
-        let mut t = Table::new();
+        let mut t = Names::new();
         let now = Instant::now();
         t.mark("b", now + Duration::from_millis(10));
         t.mark("a", now + Duration::from_millis(20));
@@ -405,7 +405,7 @@ mod tests {
 
     #[test]
     fn one_change_per_name_in_flight() {
-        let mut t = Table::new();
+        let mut t = Names::new();
         let now = Instant::now();
         t.mark("a", now);
         assert_eq!(t.pop_due(now).as_deref(), Some("a"));
@@ -426,7 +426,7 @@ mod tests {
 
     #[test]
     fn backoff_doubles_to_its_cap_and_resets_on_success() {
-        let mut t = Table::new();
+        let mut t = Names::new();
         let now = Instant::now();
         let mut delays = Vec::new();
         for id in 0..12 {
@@ -454,7 +454,7 @@ mod tests {
 
     #[test]
     fn stored_names_and_prefixes() {
-        let mut t = Table::new();
+        let mut t = Names::new();
         for n in ["d/a", "d/b", "d/e/f", "d0", "dx/a", "e"] {
             t.set_stored(n, Some(stored(1)));
         }
@@ -485,7 +485,7 @@ mod tests {
 
     #[test]
     fn refusals_hold_until_the_file_changes() {
-        let mut t = Table::new();
+        let mut t = Names::new();
         let look = Stamp {
             size: 1,
             modified: 2,
@@ -507,7 +507,7 @@ mod tests {
 
     #[test]
     fn pending_renames() {
-        let mut t = Table::new();
+        let mut t = Names::new();
         t.note_rename("a", "b");
         assert_eq!(t.rename_target("a"), Some("b"));
         assert_eq!(t.take_rename("b").as_deref(), Some("a"));

@@ -30,7 +30,7 @@ pub struct InFlight {
 #[derive(Debug)]
 pub enum Change {
     /// An upload of a file.
-    Put(Box<Upload>),
+    Put(Box<Outgoing>),
     /// A delete of a name gone from the source.
     Delete { name: String },
     /// A move of the stored `from` (which the store holds as `stored`) to `to`.
@@ -54,7 +54,7 @@ impl Change {
 
 /// An upload: an inline one waits only for `done`; a chunked one reads the file as credit comes.
 #[derive(Debug)]
-pub struct Upload {
+pub struct Outgoing {
     pub name: String,
     /// How the file looked when the upload started; a change before the end aborts it.
     pub stamp: Stamp,
@@ -106,10 +106,10 @@ pub enum Next {
     Torn(Torn),
 }
 
-impl Upload {
+impl Outgoing {
     /// An upload whose content rides inline in the `put`.
-    pub fn inline(name: String, stamp: Stamp, blake3: Hash) -> Upload {
-        Upload {
+    pub fn inline(name: String, stamp: Stamp, blake3: Hash) -> Outgoing {
+        Outgoing {
             name,
             stamp,
             blake3: Some(blake3),
@@ -124,20 +124,20 @@ impl Upload {
 
     /// An upload of a file still being written, sent as it grows (see the module
     /// documentation); `stamp` is how it looks now.
-    pub fn growing(name: String, stamp: Stamp, file: File) -> Upload {
-        Upload {
+    pub fn growing(name: String, stamp: Stamp, file: File) -> Outgoing {
+        Outgoing {
             growing: Some(Growing {
                 finished: false,
                 starved: None,
                 seen: None,
             }),
-            ..Upload::chunked(name, stamp, file, None)
+            ..Outgoing::chunked(name, stamp, file, None)
         }
     }
 
     /// An upload read from `file` chunk by chunk as credit comes.
-    pub fn chunked(name: String, stamp: Stamp, file: File, blake3: Option<Hash>) -> Upload {
-        Upload {
+    pub fn chunked(name: String, stamp: Stamp, file: File, blake3: Option<Hash>) -> Outgoing {
+        Outgoing {
             name,
             stamp,
             blake3,
@@ -433,12 +433,12 @@ mod tests {
     use crate::local::{look, Look};
     use std::io::Write;
 
-    fn start(path: &std::path::Path) -> Upload {
+    fn start(path: &std::path::Path) -> Outgoing {
         let Look::File(stamp) = look(path).unwrap() else {
             panic!("no file")
         };
         let file = File::open(path).unwrap();
-        Upload::chunked("big".into(), stamp, file, None)
+        Outgoing::chunked("big".into(), stamp, file, None)
     }
 
     #[test]
@@ -498,18 +498,18 @@ mod tests {
         assert!(matches!(up.next(1, Instant::now()), Next::Torn(_)));
     }
 
-    fn start_growing(path: &std::path::Path) -> Upload {
+    fn start_growing(path: &std::path::Path) -> Outgoing {
         let Look::File(stamp) = look(path).unwrap() else {
             panic!("no file")
         };
-        Upload::growing("rec".into(), stamp, File::open(path).unwrap())
+        Outgoing::growing("rec".into(), stamp, File::open(path).unwrap())
     }
 
     /// A chunk sent: offset, bytes, blake3, modified.
     type Sent = (u64, Vec<u8>, Option<Hash>, Option<i64>);
 
     /// Takes every chunk the upload sends now.
-    fn drain(up: &mut Upload) -> Vec<Sent> {
+    fn drain(up: &mut Outgoing) -> Vec<Sent> {
         let mut out = Vec::new();
         loop {
             match up.next(1, Instant::now()) {
@@ -579,7 +579,7 @@ mod tests {
     }
 
     /// A growing upload of a file of two chunks and a byte in `dir`, with both chunks sent.
-    fn two_chunks_sent(dir: &std::path::Path) -> (std::path::PathBuf, Upload) {
+    fn two_chunks_sent(dir: &std::path::Path) -> (std::path::PathBuf, Outgoing) {
         let path = dir.join("rec");
         std::fs::write(&path, pattern(2 * CHUNK_SIZE + 1, 0)).unwrap();
         let mut up = start_growing(&path);

@@ -9,14 +9,14 @@ mod replies;
 mod requests;
 
 use crate::fsck_relay::Fsck;
+use crate::in_flight::{Forwarded, InFlight, Op};
 use crate::index::Index;
-use crate::links::{Link, ToNode};
+use crate::links::{NodePort, ToNode};
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::peer::{Bids, Front, Requester};
 use crate::rebuild::Rebuild;
 use crate::status::{Facts, StatusDesk};
-use crate::table::{Job, Pending, Table};
 use schema::{ErrorCode, Message, Routes};
 use std::time::Duration;
 
@@ -25,7 +25,7 @@ pub struct Relay {
     pub(crate) index: Index,
     routes: Routes,
     /// Requests forwarded to the node and not finished.
-    table: Table,
+    table: InFlight,
     bids: Bids,
     rebuild: Rebuild,
     /// The `fsck` running, if any.
@@ -61,7 +61,7 @@ impl Relay {
         Relay {
             index,
             routes,
-            table: Table::default(),
+            table: InFlight::default(),
             bids: Bids::default(),
             rebuild,
             fsck: Fsck::default(),
@@ -109,7 +109,7 @@ impl Relay {
     /// Abandons the streaming transfers of a vanished peer; changes already committing finish.
     pub fn drop_peer(&mut self, front: Front, peer: &[u8], node: &mut dyn ToNode) {
         for bid in self.table.of_peer(front, peer) {
-            let streaming = self.table.touch(bid).is_some_and(|p| p.job.is_streaming());
+            let streaming = self.table.touch(bid).is_some_and(|p| p.op.is_streaming());
             if streaming {
                 if let Some(p) = self.table.remove(bid) {
                     let _ = node.send(p.link, &Message::Abort { id: bid }, None);
@@ -124,7 +124,7 @@ impl Relay {
         let facts = self.facts(node);
         self.status.stop(&facts, &mut self.out);
         for bid in self.table.bids() {
-            if self.table.touch(bid).is_some_and(|p| p.job.is_streaming()) {
+            if self.table.touch(bid).is_some_and(|p| p.op.is_streaming()) {
                 self.fail(
                     bid,
                     ErrorCode::Unavailable,
@@ -152,7 +152,7 @@ impl Relay {
         let Some(p) = self.table.remove(bid) else {
             return;
         };
-        if p.job.is_streaming() {
+        if p.op.is_streaming() {
             let _ = node.send(p.link, &Message::Abort { id: bid }, None);
         }
         self.out
@@ -166,12 +166,12 @@ impl Relay {
                 continue;
             };
             let secs = self.idle_timeout.as_secs();
-            let (code, message) = match &p.job {
-                Job::Put { name, .. } | Job::Get { name, .. } => (
+            let (code, message) = match &p.op {
+                Op::Put { name, .. } | Op::Get { name, .. } => (
                     ErrorCode::UnknownTransfer,
                     format!("transfer of {name} had no message for {secs} s and was dropped"),
                 ),
-                Job::Delete { name } | Job::Rename { from: name, .. } => (
+                Op::Delete { name } | Op::Rename { from: name, .. } => (
                     ErrorCode::Unavailable,
                     format!(
                         "storage node {} did not answer about {name} within {secs} s",
@@ -189,7 +189,7 @@ impl Relay {
         Facts {
             in_flight: self.table.len() as u64,
             rebuilding: self.rebuild.is_active(),
-            storage: node.endpoint(Link::Serve).to_string(),
+            storage: node.endpoint(NodePort::Serve).to_string(),
         }
     }
 
@@ -204,8 +204,8 @@ impl Relay {
     }
 
     /// Notes in the metrics that request `p` got its final answer from the node.
-    fn observe_done(&self, p: &Pending) {
-        let op = p.job.op();
+    fn observe_done(&self, p: &Forwarded) {
+        let op = p.op.label();
         self.metrics
             .request_seconds
             .get_or_create(&[("op", op)])

@@ -3,9 +3,9 @@
 //! for the round's flush).
 
 use super::{fsck_cx, Relay};
-use crate::links::{Link, ToNode};
+use crate::in_flight::Op;
+use crate::links::{NodePort, ToNode};
 use crate::record::Record;
-use crate::table::Job;
 use schema::codec::Inbound;
 use schema::limits::INLINE_MAX;
 use schema::names;
@@ -13,7 +13,7 @@ use schema::{ErrorCode, Message};
 
 impl Relay {
     /// Handles one message from the node on `link`.
-    pub fn on_node(&mut self, link: Link, inbound: Inbound, node: &mut dyn ToNode) {
+    pub fn on_node(&mut self, link: NodePort, inbound: Inbound, node: &mut dyn ToNode) {
         let msg = match inbound.msg {
             Ok(m) => m,
             Err(rejected) => {
@@ -35,7 +35,7 @@ impl Relay {
         };
         let bid = msg.id();
         if self.rebuild.owns(bid) {
-            let storage = node.endpoint(Link::Serve).to_string();
+            let storage = node.endpoint(NodePort::Serve).to_string();
             self.rebuild.on_reply(msg, &self.index, &storage);
             return;
         }
@@ -57,10 +57,10 @@ impl Relay {
         };
         let req = pending.req.clone();
         match msg {
-            Message::Credit { chunks, .. } if matches!(pending.job, Job::Put { .. }) => {
+            Message::Credit { chunks, .. } if matches!(pending.op, Op::Put { .. }) => {
                 self.answer(&req, Message::Credit { id: 0, chunks }, None);
             }
-            Message::Meta { entry, .. } if matches!(pending.job, Job::Get { .. }) => {
+            Message::Meta { entry, .. } if matches!(pending.op, Op::Get { .. }) => {
                 let size = entry.size;
                 if size <= INLINE_MAX {
                     if let Some(p) = self.table.remove(bid) {
@@ -68,16 +68,16 @@ impl Relay {
                     }
                     self.metrics.files_served.inc();
                     self.metrics.bytes_served.inc_by(size);
-                } else if let Job::Get { size: s, .. } = &mut pending.job {
+                } else if let Op::Get { size: s, .. } = &mut pending.op {
                     *s = Some(size);
                 }
                 self.answer(&req, Message::Meta { id: 0, entry }, inbound.data);
             }
-            Message::Chunk { offset, .. } if matches!(pending.job, Job::Get { .. }) => {
+            Message::Chunk { offset, .. } if matches!(pending.op, Op::Get { .. }) => {
                 let len = inbound.data.as_ref().map_or(0, |d| d.len() as u64);
                 let end = offset.saturating_add(len);
                 self.metrics.bytes_served.inc_by(len);
-                if matches!(pending.job, Job::Get { size: Some(s), .. } if end >= s) {
+                if matches!(pending.op, Op::Get { size: Some(s), .. } if end >= s) {
                     if let Some(p) = self.table.remove(bid) {
                         self.observe_done(&p);
                     }
@@ -97,14 +97,14 @@ impl Relay {
             Message::Error { code, message, .. } => {
                 if let Some(p) = self.table.remove(bid) {
                     self.observe_done(&p);
-                    match &p.job {
-                        Job::Get { name, .. } => {
+                    match &p.op {
+                        Op::Get { name, .. } => {
                             tracing::debug!("read of {name} failed on the node: {message}")
                         }
-                        Job::Put { name, .. } => {
+                        Op::Put { name, .. } => {
                             tracing::warn!("upload of {name} failed on the node: {message}")
                         }
-                        Job::Delete { name } | Job::Rename { from: name, .. } => {
+                        Op::Delete { name } | Op::Rename { from: name, .. } => {
                             tracing::warn!("change of {name} failed on the node: {message}")
                         }
                     }
@@ -127,7 +127,7 @@ impl Relay {
             return;
         };
         self.observe_done(&p);
-        if let Job::Put { name, .. } | Job::Rename { to: name, .. } = &p.job {
+        if let Op::Put { name, .. } | Op::Rename { to: name, .. } = &p.op {
             self.fsck.saw(name);
         }
         let done = Message::Done {
@@ -135,8 +135,8 @@ impl Relay {
             version,
             unchanged,
         };
-        let written = match &p.job {
-            Job::Put {
+        let written = match &p.op {
+            Op::Put {
                 name,
                 class,
                 size,
@@ -178,14 +178,14 @@ impl Relay {
                 }
                 written
             }
-            Job::Delete { name } => {
+            Op::Delete { name } => {
                 let written = self.index.remove(name);
                 if written.is_ok() {
                     tracing::info!("deleted {}", names::escape(name));
                 }
                 written
             }
-            Job::Rename { from, to, rec } => {
+            Op::Rename { from, to, rec } => {
                 let mut rec = rec.clone();
                 if version != 0 {
                     rec.version = version;
@@ -201,7 +201,7 @@ impl Relay {
                 }
                 written
             }
-            Job::Get { .. } => {
+            Op::Get { .. } => {
                 tracing::debug!("ignoring a done for a read (id {bid})");
                 return;
             }

@@ -3,10 +3,10 @@
 //! fresh broker id.
 
 use super::{fsck_cx, Relay};
-use crate::links::{Link, ToNode};
+use crate::in_flight::{Op, Refusal};
+use crate::links::{NodePort, ToNode};
 use crate::peer::{Front, Requester};
 use crate::record::Record;
-use crate::table::{Job, Refusal};
 use schema::codec::Inbound;
 use schema::limits::INLINE_MAX;
 use schema::{names, ErrorCode, Hash, Message};
@@ -148,7 +148,7 @@ impl Relay {
         }
         let text = format!(
             "the broker is rebuilding its index from the storage node {}; try again shortly",
-            node.endpoint(Link::Serve)
+            node.endpoint(NodePort::Serve)
         );
         self.refuse(req, ErrorCode::Busy, text);
         true
@@ -159,8 +159,8 @@ impl Relay {
     fn forward(
         &mut self,
         req: Requester,
-        link: Link,
-        job: Job,
+        link: NodePort,
+        job: Op,
         msg: Message,
         data: Option<zmq::Message>,
         node: &mut dyn ToNode,
@@ -254,7 +254,7 @@ impl Relay {
             version: Some(version),
             growing,
         };
-        let job = Job::Put {
+        let job = Op::Put {
             name,
             class,
             size,
@@ -263,7 +263,7 @@ impl Relay {
             last_sent: size <= INLINE_MAX,
             growing,
         };
-        self.forward(req, Link::Class(class), job, msg, data, node);
+        self.forward(req, NodePort::Class(class), job, msg, data, node);
     }
 
     fn upload_chunk(
@@ -278,8 +278,8 @@ impl Relay {
         let len = data.as_ref().map_or(0, |d| d.len() as u64);
         let found = self.table.bid_of(req).and_then(|bid| {
             let p = self.table.touch(bid)?;
-            match &mut p.job {
-                Job::Put {
+            match &mut p.op {
+                Op::Put {
                     size,
                     modified: mtime,
                     blake3: hash,
@@ -330,7 +330,7 @@ impl Relay {
             tracing::debug!("abort of unknown transfer {} ignored", req.id);
             return;
         };
-        let streaming = self.table.touch(bid).is_some_and(|p| p.job.is_streaming());
+        let streaming = self.table.touch(bid).is_some_and(|p| p.op.is_streaming());
         if !streaming {
             // A delete or rename cannot be aborted; an upload already complete commits.
             return;
@@ -374,8 +374,8 @@ impl Relay {
             id: 0,
             name: name.clone(),
         };
-        let job = Job::Delete { name };
-        self.forward(req, Link::Class(rec.class), job, msg, None, node);
+        let job = Op::Delete { name };
+        self.forward(req, NodePort::Class(rec.class), job, msg, None, node);
     }
 
     fn rename(
@@ -424,8 +424,8 @@ impl Relay {
             to_class: Some(to_class),
             version: Some(version),
         };
-        let job = Job::Rename { from, to, rec };
-        self.forward(req, Link::Class(source.class), job, msg, None, node);
+        let job = Op::Rename { from, to, rec };
+        self.forward(req, NodePort::Class(source.class), job, msg, None, node);
     }
 
     fn list(&mut self, req: &Requester, after: Option<&str>, limit: u32) {
@@ -468,7 +468,7 @@ impl Relay {
                     format!(
                         "the broker is rebuilding its index from the storage node {}; try \
                          again shortly",
-                        node.endpoint(Link::Serve)
+                        node.endpoint(NodePort::Serve)
                     ),
                 )
             } else {
@@ -482,15 +482,15 @@ impl Relay {
             name: name.clone(),
             class: Some(rec.class),
         };
-        let job = Job::Get { name, size: None };
-        self.forward(req, Link::Serve, job, msg, None, node);
+        let job = Op::Get { name, size: None };
+        self.forward(req, NodePort::Serve, job, msg, None, node);
     }
 
     fn read_credit(&mut self, req: &Requester, chunks: u32, node: &mut dyn ToNode) {
         let bid = self.table.bid_of(req).filter(|bid| {
             self.table
                 .touch(*bid)
-                .is_some_and(|p| matches!(p.job, Job::Get { .. }))
+                .is_some_and(|p| matches!(p.op, Op::Get { .. }))
         });
         let Some(bid) = bid else {
             let text = format!(
@@ -501,7 +501,7 @@ impl Relay {
             return;
         };
         let credit = Message::Credit { id: bid, chunks };
-        if let Err(e) = node.send(Link::Serve, &credit, None) {
+        if let Err(e) = node.send(NodePort::Serve, &credit, None) {
             self.fail(bid, ErrorCode::Unavailable, e.to_string(), node);
         }
     }

@@ -3,7 +3,7 @@
 
 use super::put;
 use crate::index::Index;
-use crate::links::{Link, ToNode, Unreachable};
+use crate::links::{NodePort, ToNode, Unreachable};
 use crate::peer::Front;
 use crate::rebuild::Rebuild;
 use crate::relay::Relay;
@@ -13,14 +13,14 @@ use schema::{Class, Entry, ErrorCode, Hash, Message, Routes};
 /// The node as the relay sees it: records what is sent, or refuses everything while `down`.
 #[derive(Default)]
 struct FakeNode {
-    sent: Vec<(Link, Message)>,
+    sent: Vec<(NodePort, Message)>,
     down: bool,
 }
 
 impl ToNode for FakeNode {
     fn send(
         &mut self,
-        link: Link,
+        link: NodePort,
         msg: &Message,
         _data: Option<zmq::Message>,
     ) -> Result<(), Unreachable> {
@@ -34,7 +34,7 @@ impl ToNode for FakeNode {
         Ok(())
     }
 
-    fn endpoint(&self, _link: Link) -> &str {
+    fn endpoint(&self, _link: NodePort) -> &str {
         "tcp://node"
     }
 }
@@ -67,7 +67,7 @@ impl Desk {
         self.relay.on_front(front, inbound, &mut self.node);
     }
 
-    fn node_says(&mut self, link: Link, msg: Message) {
+    fn node_says(&mut self, link: NodePort, msg: Message) {
         let inbound = Inbound {
             peer: None,
             msg: Ok(msg),
@@ -119,7 +119,7 @@ fn a_put_is_forwarded_to_its_class_and_acked_after_the_flush() {
     else {
         panic!("expected one put to the node, got {:?}", d.node.sent);
     };
-    assert_eq!(*link, Link::Class(Class::Txt));
+    assert_eq!(*link, NodePort::Class(Class::Txt));
     assert_eq!(*version, Some(1));
     let bid = *bid;
     assert_ne!(bid, 7, "the node sees a broker id, not the watcher's");
@@ -141,7 +141,7 @@ fn a_put_is_forwarded_to_its_class_and_acked_after_the_flush() {
         version: 1,
         unchanged: false,
     };
-    d.node_says(Link::Class(Class::Txt), done);
+    d.node_says(NodePort::Class(Class::Txt), done);
     assert!(d.answers().is_empty(), "the done waits for the index flush");
     let held = d.held();
     assert!(
@@ -204,7 +204,7 @@ fn an_unreachable_node_refuses_the_change_and_frees_the_name() {
         Some(b"x"),
     );
     assert!(d.answers().is_empty());
-    assert_eq!(d.node.sent[0].0, Link::Class(Class::Pdf));
+    assert_eq!(d.node.sent[0].0, NodePort::Class(Class::Pdf));
 }
 
 #[test]
@@ -242,7 +242,7 @@ fn a_rebuild_pages_the_node_and_refuses_changes_until_done() {
     let mut d = Desk::new(true);
     d.relay.tick(false, &mut d.node);
     let [(
-        Link::Serve,
+        NodePort::Serve,
         Message::List {
             id: page,
             after: None,
@@ -270,7 +270,7 @@ fn a_rebuild_pages_the_node_and_refuses_changes_until_done() {
         version: 4,
     };
     d.node_says(
-        Link::Serve,
+        NodePort::Serve,
         Message::Listing {
             id: page,
             entries: vec![entry],

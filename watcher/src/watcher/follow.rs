@@ -4,7 +4,7 @@
 use super::Watcher;
 use crate::follow::{FollowLook, FOLLOW_LOOK, FOLLOW_MIN, FOLLOW_POLL};
 use crate::local::{look, Look};
-use crate::transfer::{Change, Stall, Upload};
+use crate::transfer::{Change, Outgoing, Stall};
 use schema::names;
 use std::time::Instant;
 
@@ -44,7 +44,7 @@ impl Watcher {
         let id = self.table.flight_of(name)?;
         self.flights
             .upload(id)
-            .is_some_and(Upload::is_open)
+            .is_some_and(Outgoing::is_open)
             .then_some(id)
     }
 
@@ -146,7 +146,7 @@ impl Watcher {
         let file = std::fs::File::open(&path).ok()?;
         tracing::debug!("{name} is being written: sending it as it grows");
         let id = self.next_id();
-        let up = Upload::growing(name.to_string(), stamp, file);
+        let up = Outgoing::growing(name.to_string(), stamp, file);
         let msg = up.put(id);
         self.start_change(id, Change::Put(Box::new(up)), msg, None, now);
         None

@@ -1,5 +1,5 @@
 //! The watcher's reaction to the connection monitor's events (the link's state is
-//! `crate::link::Link`).
+//! `crate::link::BrokerLink`).
 
 use super::Watcher;
 use std::time::Instant;

@@ -25,9 +25,9 @@ mod store;
 use crate::events::Feed;
 use crate::flights::Flights;
 use crate::ignore::Ignores;
-use crate::link::{Link, SILENCE_LIMIT};
+use crate::link::{BrokerLink, SILENCE_LIMIT};
 use crate::outbox::{Out, Outbox};
-use crate::state::Table;
+use crate::state::Names;
 use crate::transfer::Change;
 use crate::Args;
 use anyhow::Context as _;
@@ -82,12 +82,12 @@ pub(crate) struct Watcher {
     pub root: PathBuf,
     pub settings: Settings,
     pub ignores: Ignores,
-    pub table: Table,
+    pub table: Names,
     /// The changes sent and not answered yet.
     pub flights: Flights,
     /// What is to be sent to the broker (the socket loop sends it after each step).
     pub outbox: Outbox,
-    pub link: Link,
+    pub link: BrokerLink,
     pub phase: Phase,
     next_id: u64,
     /// When the folder is walked next, and what else is to be looked at again.
@@ -124,10 +124,10 @@ impl Watcher {
             root,
             settings,
             ignores,
-            table: Table::new(),
+            table: Names::new(),
             flights: Flights::new(max_in_flight),
             outbox: Outbox::default(),
-            link: Link::new(endpoint, now),
+            link: BrokerLink::new(endpoint, now),
             phase: Phase::Listing {
                 after: None,
                 pending: None,

@@ -5,7 +5,7 @@ use super::Watcher;
 use crate::decide::{decide, Decision};
 use crate::local::{self, hash_file, look, read_small, Look, ReadError, Stamp};
 use crate::state::Stored;
-use crate::transfer::{Change, Next, Upload};
+use crate::transfer::{Change, Next, Outgoing};
 use schema::limits::INLINE_MAX;
 use schema::{names, Hash, Message};
 use std::path::PathBuf;
@@ -86,7 +86,7 @@ impl Watcher {
                     self.compare(name, path, stamp, stored, now);
                 }
             }
-            Decision::Upload => {
+            Decision::Outgoing => {
                 if let Some(stamp) = stamp {
                     if stored.is_none() && self.moved_from_elsewhere(name, &path, &stamp, now) {
                         return;
@@ -178,7 +178,7 @@ impl Watcher {
                     return;
                 }
             }
-            let up = Upload::inline(name.to_string(), stamp, hash);
+            let up = Outgoing::inline(name.to_string(), stamp, hash);
             let msg = up.put(id);
             self.start_change(id, Change::Put(Box::new(up)), msg, Some(data), now);
             return;
@@ -200,7 +200,7 @@ impl Watcher {
                 return self.cannot_read(name, &format!("cannot stat {}: {e}", path.display()), now)
             }
         }
-        let up = Upload::chunked(name.to_string(), stamp, file, known);
+        let up = Outgoing::chunked(name.to_string(), stamp, file, known);
         let msg = up.put(id);
         self.start_change(id, Change::Put(Box::new(up)), msg, None, now);
     }

@@ -4,7 +4,7 @@
 //! (front port, peer identity, the peer's own id) and what was asked, and enforces one change
 //! per name in flight.
 
-use crate::links::Link;
+use crate::links::NodePort;
 use crate::peer::{Front, Requester};
 use crate::record::Record;
 use schema::{Class, Hash};
@@ -16,7 +16,7 @@ pub const MAX_IN_FLIGHT: usize = 10_000;
 
 /// What was forwarded.
 #[derive(Debug, Clone)]
-pub enum Job {
+pub enum Op {
     /// An upload. `blake3` is the hash given with the put or the last chunk; `last_sent` says
     /// the whole content has been relayed (the node is committing).
     Put {
@@ -41,22 +41,22 @@ pub enum Job {
     Get { name: String, size: Option<u64> },
 }
 
-impl Job {
+impl Op {
     fn names(&self) -> Vec<&str> {
         match self {
-            Job::Put { name, .. } | Job::Delete { name } => vec![name],
-            Job::Rename { from, to, .. } => vec![from, to],
-            Job::Get { .. } => vec![],
+            Op::Put { name, .. } | Op::Delete { name } => vec![name],
+            Op::Rename { from, to, .. } => vec![from, to],
+            Op::Get { .. } => vec![],
         }
     }
 
     /// The operation's name in metrics (`op` label).
-    pub fn op(&self) -> &'static str {
+    pub fn label(&self) -> &'static str {
         match self {
-            Job::Put { .. } => "put",
-            Job::Delete { .. } => "delete",
-            Job::Rename { .. } => "rename",
-            Job::Get { .. } => "get",
+            Op::Put { .. } => "put",
+            Op::Delete { .. } => "delete",
+            Op::Rename { .. } => "rename",
+            Op::Get { .. } => "get",
         }
     }
 
@@ -64,19 +64,19 @@ impl Job {
     /// such a job can be abandoned with an `abort`.
     pub fn is_streaming(&self) -> bool {
         match self {
-            Job::Put { last_sent, .. } => !last_sent,
-            Job::Get { .. } => true,
-            Job::Delete { .. } | Job::Rename { .. } => false,
+            Op::Put { last_sent, .. } => !last_sent,
+            Op::Get { .. } => true,
+            Op::Delete { .. } | Op::Rename { .. } => false,
         }
     }
 }
 
 /// One forwarded request.
 #[derive(Debug, Clone)]
-pub struct Pending {
+pub struct Forwarded {
     pub req: Requester,
-    pub link: Link,
-    pub job: Job,
+    pub link: NodePort,
+    pub op: Op,
     pub touched: Instant,
     /// When the request arrived (for the latency metrics).
     pub started: Instant,
@@ -95,20 +95,20 @@ pub enum Refusal {
 
 /// The in-flight requests.
 #[derive(Default)]
-pub struct Table {
-    by_bid: HashMap<u64, Pending>,
+pub struct InFlight {
+    by_bid: HashMap<u64, Forwarded>,
     by_req: HashMap<Requester, u64>,
     changing: HashMap<String, u64>,
 }
 
-impl Table {
+impl InFlight {
     /// Admits a request under the fresh broker id `bid` (see [`Bids`](crate::peer::Bids)).
     pub fn insert(
         &mut self,
         bid: u64,
         req: Requester,
-        link: Link,
-        job: Job,
+        link: NodePort,
+        job: Op,
     ) -> Result<(), Refusal> {
         if self.by_req.contains_key(&req) {
             return Err(Refusal::IdInUse);
@@ -129,10 +129,10 @@ impl Table {
         self.by_req.insert(req.clone(), bid);
         self.by_bid.insert(
             bid,
-            Pending {
+            Forwarded {
                 req,
                 link,
-                job,
+                op: job,
                 touched: Instant::now(),
                 started: Instant::now(),
             },
@@ -146,17 +146,17 @@ impl Table {
     }
 
     /// The request `bid`, marked as active now.
-    pub fn touch(&mut self, bid: u64) -> Option<&mut Pending> {
+    pub fn touch(&mut self, bid: u64) -> Option<&mut Forwarded> {
         let p = self.by_bid.get_mut(&bid)?;
         p.touched = Instant::now();
         Some(p)
     }
 
     /// Forgets request `bid` and returns it.
-    pub fn remove(&mut self, bid: u64) -> Option<Pending> {
+    pub fn remove(&mut self, bid: u64) -> Option<Forwarded> {
         let p = self.by_bid.remove(&bid)?;
         self.by_req.remove(&p.req);
-        for n in p.job.names() {
+        for n in p.op.names() {
             if self.changing.get(n) == Some(&bid) {
                 self.changing.remove(n);
             }
@@ -169,7 +169,7 @@ impl Table {
         self.changing
             .get(name)
             .and_then(|bid| self.by_bid.get(bid))
-            .is_some_and(|p| matches!(p.job, Job::Put { .. }))
+            .is_some_and(|p| matches!(p.op, Op::Put { .. }))
     }
 
     /// Whether a change of `name` is in flight.
@@ -224,8 +224,8 @@ mod tests {
         }
     }
 
-    fn put(name: &str) -> Job {
-        Job::Put {
+    fn put(name: &str) -> Op {
+        Op::Put {
             name: name.into(),
             class: Class::Txt,
             size: 1,
@@ -238,8 +238,8 @@ mod tests {
 
     #[test]
     fn one_change_per_name_and_unique_ids() {
-        let mut t = Table::default();
-        let link = Link::Class(Class::Txt);
+        let mut t = InFlight::default();
+        let link = NodePort::Class(Class::Txt);
         let a = 1;
         t.insert(a, req(1), link, put("a.txt")).unwrap();
         assert_eq!(
@@ -251,7 +251,7 @@ mod tests {
                 3,
                 req(2),
                 link,
-                Job::Delete {
+                Op::Delete {
                     name: "a.txt".into()
                 }
             ),
@@ -259,19 +259,19 @@ mod tests {
         );
         assert!(t.is_uploading("a.txt"));
         let rec = Record::stored(Class::Txt, 1, Hash::of(b""), 0, 1);
-        let job = Job::Rename {
+        let job = Op::Rename {
             from: "c.txt".into(),
             to: "a.txt".into(),
             rec,
         };
         assert!(t.insert(4, req(3), link, job).is_err());
         // reads never lock a name
-        let get = Job::Get {
+        let get = Op::Get {
             name: "a.txt".into(),
             size: None,
         };
         let g = 5;
-        t.insert(g, req(4), Link::Serve, get).unwrap();
+        t.insert(g, req(4), NodePort::Serve, get).unwrap();
         assert_eq!(t.bid_of(&req(1)), Some(a));
         assert_eq!(t.remove(a).unwrap().req, req(1));
         assert!(!t.is_uploading("a.txt"));
@@ -283,8 +283,8 @@ mod tests {
 
     #[test]
     fn idle_requests_are_found() {
-        let mut t = Table::default();
-        t.insert(1, req(1), Link::Serve, Job::Delete { name: "x".into() })
+        let mut t = InFlight::default();
+        t.insert(1, req(1), NodePort::Serve, Op::Delete { name: "x".into() })
             .unwrap();
         assert!(t.idle(Duration::from_secs(30)).is_empty());
         assert_eq!(t.idle(Duration::ZERO).len(), 1);
