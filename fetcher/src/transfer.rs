@@ -1,13 +1,13 @@
 //! One read (`get`): the `meta` answer, then the content, inline or in chunks under credit,
 //! checked for order and hashed as it arrives, handed to a [`Sink`].
 //!
-//! Flow control (PROTOCOL.md): the reader grants `TRANSFER_WINDOW` chunks at first and one more
-//! for every chunk received, never more than the file still needs, so at most
-//! `TRANSFER_WINDOW` chunks are ever outstanding and the window stays full while the file streams.
+//! Flow control and the checks of each chunk are the protocol's (`schema::transfer`:
+//! [`ReadWindow`], [`Receiver`]), the same the node applies to an upload.
 
 use crate::client::Client;
 use crate::error::FetchError;
-use schema::limits::{CHUNK_SIZE, INLINE_MAX, TRANSFER_WINDOW};
+use schema::limits::INLINE_MAX;
+use schema::transfer::{ReadWindow, Receiver, Step};
 use schema::{Entry, Hash, Message};
 use tracing::debug;
 
@@ -58,21 +58,22 @@ impl Started {
     /// Moves the content into `sink` and checks it against `entry.blake3`. On any failure of a
     /// chunked read the broker is told to drop the transfer.
     pub fn receive(self, client: &mut Client, sink: &mut dyn Sink) -> Result<(), FetchError> {
-        let mut hasher = blake3::Hasher::new();
-        if self.entry.size <= INLINE_MAX {
+        let actual = if self.entry.size <= INLINE_MAX {
             let data = self.inline.as_deref().unwrap_or_default();
-            hasher.update(data);
             sink.write_all(data)?;
+            Hash::of(data)
         } else {
-            let result = stream(client, self.id, &self.entry, &mut hasher, sink);
-            if let Err(e) = result {
-                if !matches!(e, FetchError::Remote { .. }) {
-                    client.abort(self.id);
+            match stream(client, self.id, &self.entry, sink) {
+                Ok(actual) => actual,
+                Err(e) => {
+                    if !matches!(e, FetchError::Remote { .. }) {
+                        client.abort(self.id);
+                    }
+                    return Err(e);
                 }
-                return Err(e);
             }
-        }
-        if Hash::from(hasher.finalize()) == self.entry.blake3 {
+        };
+        if actual == self.entry.blake3 {
             Ok(())
         } else {
             Err(FetchError::Integrity)
@@ -80,27 +81,19 @@ impl Started {
     }
 }
 
-/// Number of chunks a file of `size` bytes travels in.
-fn chunk_count(size: u64) -> u64 {
-    size.div_ceil(CHUNK_SIZE as u64)
-}
-
-/// Receives the chunks of transfer `id` in order, granting credit as they come.
+/// Receives the chunks of transfer `id` in order, granting credit as they come; returns the
+/// hash of the content.
 fn stream(
     client: &mut Client,
     id: u64,
     entry: &Entry,
-    hasher: &mut blake3::Hasher,
     sink: &mut dyn Sink,
-) -> Result<(), FetchError> {
-    let total = chunk_count(entry.size);
-    let mut granted = total.min(u64::from(TRANSFER_WINDOW));
-    client.send(&Message::Credit {
-        id,
-        chunks: granted as u32,
-    })?;
-    let mut offset = 0u64;
-    while offset < entry.size {
+) -> Result<Hash, FetchError> {
+    let (mut window, first) = ReadWindow::open(entry.size);
+    client.send(&Message::Credit { id, chunks: first })?;
+    let mut stream = Receiver::new(entry.size, false);
+    loop {
+        let offset = stream.received();
         let reply = client.reply(id)?;
         let Message::Chunk { offset: at, .. } = reply.msg else {
             return Err(FetchError::Protocol(format!(
@@ -109,38 +102,21 @@ fn stream(
             )));
         };
         let data = reply.data.as_deref().unwrap_or_default();
-        let end = at.saturating_add(data.len() as u64);
-        let last = schema::transfer::is_last_chunk(false, entry.size, end, false);
-        if at != offset || end > entry.size || !schema::transfer::chunk_len_ok(data.len(), last) {
-            return Err(FetchError::Protocol(format!(
+        let step = stream.accept(at, data, false).map_err(|_| {
+            FetchError::Protocol(format!(
                 "chunk of {} bytes at offset {at}, expected offset {offset} of {} bytes",
                 data.len(),
                 entry.size
-            )));
-        }
+            ))
+        })?;
         // Grant the next chunk before writing this one, so the window stays full.
-        if granted < total {
-            granted += 1;
+        if window.received() {
             client.send(&Message::Credit { id, chunks: 1 })?;
         }
-        hasher.update(data);
         sink.write_all(data)?;
-        offset = end;
-    }
-    debug!(id, size = entry.size, "transfer complete");
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chunk_counts() {
-        let c = CHUNK_SIZE as u64;
-        assert_eq!(chunk_count(INLINE_MAX + 1), 1);
-        assert_eq!(chunk_count(c), 1);
-        assert_eq!(chunk_count(c + 1), 2);
-        assert_eq!(chunk_count(9 * c), 9);
+        if let Step::Last { actual } = step {
+            debug!(id, size = entry.size, "transfer complete");
+            return Ok(actual);
+        }
     }
 }

@@ -1,9 +1,10 @@
 //! The rules of a file's transfer that every hop applies alike (watcher → broker → node for an
-//! upload, node → broker → fetcher for a read): how a `put` says its content travels, and which
-//! chunk ends the stream. The credit windows are in [`limits`](crate::limits).
+//! upload, node → broker → fetcher for a read): how a `put` says its content travels, which
+//! chunk ends the stream, what a receiver checks of each chunk ([`Receiver`]), and how a reader
+//! grants credit ([`ReadWindow`]). The credit windows are in [`limits`](crate::limits).
 
 use crate::hash::Hash;
-use crate::limits::{CHUNK_SIZE, INLINE_MAX};
+use crate::limits::{CHUNK_SIZE, INLINE_MAX, TRANSFER_WINDOW};
 
 /// How the content of a `put` travels, by its size and flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +53,126 @@ pub fn chunk_len_ok(len: usize, last: bool) -> bool {
     len == CHUNK_SIZE || (last && (1..=CHUNK_SIZE).contains(&len))
 }
 
+/// A chunk that breaks the stream rules, as the receiver saw it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChunkError {
+    #[error("chunk at offset {offset}, expected {expected}")]
+    OutOfOrder { offset: u64, expected: u64 },
+    #[error("chunk ends at {stop}, past the file size {size}")]
+    PastSize { stop: u64, size: u64 },
+    #[error("chunk of {len} bytes; every chunk but the last has {CHUNK_SIZE}")]
+    BadLength { len: usize },
+}
+
+/// What an accepted chunk meant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// More chunks follow.
+    More,
+    /// This chunk ended the stream; `actual` is the hash of everything received (compare it
+    /// with the hash the sender gave).
+    Last { actual: Hash },
+}
+
+/// The receiving end of one chunk stream (the node for an upload, the fetcher for a read):
+/// checks that each chunk comes in order, has the right length and stays within the size, and
+/// hashes the content as it comes.
+#[derive(Debug, Clone)]
+pub struct Receiver {
+    /// The file's size; for a growing upload, known once the last chunk is in.
+    size: u64,
+    growing: bool,
+    /// Bytes received so far: the offset the next chunk must have.
+    received: u64,
+    hasher: blake3::Hasher,
+}
+
+impl Receiver {
+    /// A stream of `size` bytes (`growing`: a file still being written, ended by the chunk that
+    /// carries the hash).
+    pub fn new(size: u64, growing: bool) -> Receiver {
+        Receiver {
+            size,
+            growing,
+            received: 0,
+            hasher: blake3::Hasher::new(),
+        }
+    }
+
+    /// Bytes received so far.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// The file's size (final once a growing stream ended).
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Checks the chunk of `data` at `offset` (`has_hash`: it carries a `blake3`) and hashes it.
+    /// A refused chunk changes nothing.
+    pub fn accept(&mut self, offset: u64, data: &[u8], has_hash: bool) -> Result<Step, ChunkError> {
+        if offset != self.received {
+            return Err(ChunkError::OutOfOrder {
+                offset,
+                expected: self.received,
+            });
+        }
+        let stop = offset + data.len() as u64;
+        if !self.growing && stop > self.size {
+            return Err(ChunkError::PastSize {
+                stop,
+                size: self.size,
+            });
+        }
+        let last = is_last_chunk(self.growing, self.size, stop, has_hash);
+        if !chunk_len_ok(data.len(), last) {
+            return Err(ChunkError::BadLength { len: data.len() });
+        }
+        self.hasher.update(data);
+        self.received = stop;
+        if !last {
+            return Ok(Step::More);
+        }
+        self.size = stop;
+        Ok(Step::Last {
+            actual: Hash::from(self.hasher.finalize()),
+        })
+    }
+}
+
+/// A reader's credit for one chunked read (PROTOCOL.md, flow control): [`TRANSFER_WINDOW`]
+/// chunks at first, then one more for every chunk received, never more than the file needs, so
+/// at most a window of chunks is ever outstanding and the window stays full.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadWindow {
+    total: u64,
+    granted: u64,
+}
+
+impl ReadWindow {
+    /// The window of a read of `size` bytes, and the credit to grant at once.
+    pub fn open(size: u64) -> (ReadWindow, u32) {
+        let total = size.div_ceil(CHUNK_SIZE as u64);
+        let first = total.min(u64::from(TRANSFER_WINDOW));
+        let window = ReadWindow {
+            total,
+            granted: first,
+        };
+        (window, first as u32)
+    }
+
+    /// A chunk arrived: whether to grant one more (before writing it, so the window stays full).
+    pub fn received(&mut self) -> bool {
+        if self.granted < self.total {
+            self.granted += 1;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,5 +216,75 @@ mod tests {
         assert!(chunk_len_ok(1, true));
         assert!(!chunk_len_ok(0, true));
         assert!(!chunk_len_ok(CHUNK_SIZE + 1, true));
+    }
+
+    #[test]
+    fn a_receiver_takes_chunks_in_order_and_hashes_them() {
+        let c = CHUNK_SIZE;
+        let data: Vec<u8> = (0..2 * c + 5).map(|i| i as u8).collect();
+        let mut r = Receiver::new(data.len() as u64, false);
+        assert_eq!(
+            r.accept(c as u64, &data[c..2 * c], false),
+            Err(ChunkError::OutOfOrder {
+                offset: c as u64,
+                expected: 0
+            })
+        );
+        assert_eq!(
+            r.accept(0, &data[..c - 1], false),
+            Err(ChunkError::BadLength { len: c - 1 })
+        );
+        assert_eq!(r.accept(0, &data[..c], false), Ok(Step::More));
+        assert_eq!(r.accept(c as u64, &data[c..2 * c], false), Ok(Step::More));
+        assert_eq!(r.received(), 2 * c as u64);
+        let mut long = data[2 * c..].to_vec();
+        long.push(0);
+        assert_eq!(
+            r.accept(2 * c as u64, &long, true),
+            Err(ChunkError::PastSize {
+                stop: 2 * c as u64 + 6,
+                size: data.len() as u64
+            })
+        );
+        let last = r.accept(2 * c as u64, &data[2 * c..], true);
+        assert_eq!(
+            last,
+            Ok(Step::Last {
+                actual: Hash::of(&data)
+            })
+        );
+    }
+
+    #[test]
+    fn a_growing_stream_ends_with_the_hash() {
+        let c = CHUNK_SIZE;
+        let data = vec![7u8; c + 3];
+        let mut r = Receiver::new(c as u64 + 1, true);
+        assert_eq!(r.accept(0, &data[..c], false), Ok(Step::More));
+        let end = r.accept(c as u64, &data[c..], true).unwrap();
+        assert_eq!(
+            end,
+            Step::Last {
+                actual: Hash::of(&data)
+            }
+        );
+        assert_eq!(r.size(), data.len() as u64, "the last chunk gives the size");
+    }
+
+    #[test]
+    fn a_read_window_keeps_a_window_outstanding() {
+        let c = CHUNK_SIZE as u64;
+        let (mut w, first) = ReadWindow::open(INLINE_MAX + 1);
+        assert_eq!(first, 1);
+        assert!(!w.received());
+        let chunks = u64::from(TRANSFER_WINDOW) + 3;
+        let (mut w2, first) = ReadWindow::open(chunks * c);
+        assert_eq!(first, TRANSFER_WINDOW);
+        let more: Vec<bool> = (0..chunks).map(|_| w2.received()).collect();
+        assert_eq!(more.iter().filter(|m| **m).count(), 3);
+        assert!(
+            more[..3].iter().all(|m| *m),
+            "granted as the first chunks come"
+        );
     }
 }

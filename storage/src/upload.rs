@@ -16,7 +16,7 @@ use disk::atomic::TempFile;
 use disk::direct::ContentWriter;
 use schema::limits::IDLE_TIMEOUT;
 use schema::limits::{CHUNK_SIZE, INLINE_MAX};
-use schema::transfer::PutKind;
+use schema::transfer::{PutKind, Receiver, Step};
 use schema::{Class, Hash, Message};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -52,15 +52,12 @@ pub struct Incoming {
     meta: StoredMeta,
     /// The hash the `put` announced, if any; the content must match it too.
     announced: Option<Hash>,
-    /// The file's size; for a growing upload, known once the last chunk is in.
-    size: u64,
+    /// The stream's checks (order, lengths, size) and the hash of what came so far.
+    stream: Receiver,
     growing: bool,
     temp: TempFile,
-    hasher: blake3::Hasher,
     /// Puts the content on disk while the rest arrives (directly, for large files).
     writer: ContentWriter,
-    /// Bytes received so far: the offset the next chunk must have.
-    received: u64,
     /// When the sender last spoke.
     pub last_seen: Instant,
 }
@@ -85,47 +82,30 @@ impl Incoming {
     /// Writes one chunk at `offset`; checks order, size and, on the last chunk, the hash.
     fn accept(&mut self, offset: u64, data: &[u8], end: ChunkEnd) -> Result<Progress, StoreError> {
         let name = &self.meta.name;
-        if offset != self.received {
-            return Err(StoreError::Protocol(format!(
-                "{name}: chunk at offset {offset}, expected {}",
-                self.received
-            )));
-        }
-        let stop = offset + data.len() as u64;
-        if !self.growing && stop > self.size {
-            return Err(StoreError::Protocol(format!(
-                "{name}: chunk ends at {stop}, past the file size {}",
-                self.size
-            )));
-        }
-        // The last chunk of a growing upload is the one with the hash; it ends the file.
-        let last =
-            schema::transfer::is_last_chunk(self.growing, self.size, stop, end.blake3.is_some());
-        if !schema::transfer::chunk_len_ok(data.len(), last) {
-            return Err(StoreError::Protocol(format!(
-                "{name}: chunk of {} bytes; every chunk but the last has {CHUNK_SIZE}",
-                data.len()
-            )));
-        }
-        if last && self.growing {
+        let step = self
+            .stream
+            .accept(offset, data, end.blake3.is_some())
+            .map_err(|e| StoreError::Protocol(format!("{name}: {e}")))?;
+        let actual = match step {
+            Step::More => None,
+            Step::Last { actual } => Some(actual),
+        };
+        if actual.is_some() && self.growing {
+            // The last chunk of a growing upload is the one with the hash; it ends the file.
             let Some(modified) = end.modified else {
                 return Err(StoreError::Protocol(format!(
                     "{name}: the last chunk of a growing upload gives no modification time"
                 )));
             };
-            self.size = stop;
             self.meta.modified = modified;
         }
         let blake3 = end.blake3;
         self.writer
             .write(self.temp.file(), data)
             .map_err(|e| StoreError::io("write", self.temp.path(), e))?;
-        self.hasher.update(data);
-        self.received = stop;
-        if !last {
+        let Some(actual) = actual else {
             return Ok(Progress::More);
-        }
-        let actual = Hash::from(self.hasher.finalize());
+        };
         let Some(expected) = blake3 else {
             return Err(StoreError::Unverified(format!(
                 "{name}: the last chunk carries no blake3, so the content cannot be verified; \
@@ -278,12 +258,10 @@ impl Uploads {
                 version,
             ),
             announced: put.blake3,
-            size: put.size,
+            stream: Receiver::new(put.size, put.growing),
             growing: put.growing,
             temp,
-            hasher: blake3::Hasher::new(),
             writer,
-            received: 0,
             last_seen: Instant::now(),
         };
         tracing::debug!(peer = %hex(&key.1), id, name = %put.name, size = put.size, "upload started");
@@ -329,7 +307,7 @@ impl Uploads {
                         temp: upload.temp,
                         writer: upload.writer,
                         meta: upload.meta,
-                        size: upload.size,
+                        size: upload.stream.size(),
                     };
                     self.submit(key.clone(), work, out);
                 }
