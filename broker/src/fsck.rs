@@ -1,5 +1,5 @@
 //! The comparison behind `dfs fsck`, shared by the running broker (`fsck_relay`) and the
-//! offline command (`fsck_cli`): each file of the node's `checked` pages is judged against the
+//! offline command (the `fsck` crate): each file of the node's `checked` pages is judged against the
 //! index, the names never seen on the node are missing, and a repair makes the index agree
 //! with what the node holds, never adopting bytes that do not match their recorded hash.
 //!
