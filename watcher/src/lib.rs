@@ -29,6 +29,7 @@ mod link;
 pub mod local;
 pub mod metrics;
 mod outbox;
+mod reporting;
 pub mod scan;
 pub mod state;
 mod status_file;

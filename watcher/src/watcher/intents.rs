@@ -22,7 +22,7 @@ impl Watcher {
             Ok(e) => e,
             Err(e) => {
                 let message = format!("{:#}", notify_error(e, &self.root));
-                if self.warned.insert(message.clone()) {
+                if self.report.first_warning(message.clone()) {
                     tracing::error!("{message}; changes there are found by rescans only");
                 }
                 self.scans.full_wanted = true;
@@ -46,7 +46,7 @@ impl Watcher {
             Ok(name) => Some(name),
             Err(NameError::Outside(..)) => None,
             Err(e) => {
-                if self.warned.insert(path.display().to_string()) {
+                if self.report.first_warning(path.display().to_string()) {
                     tracing::warn!("not syncing {}: {e}", path.display());
                 }
                 None

@@ -27,6 +27,7 @@ use crate::flights::Flights;
 use crate::ignore::Ignores;
 use crate::link::{BrokerLink, SILENCE_LIMIT};
 use crate::outbox::{Out, Outbox};
+use crate::reporting::Reporting;
 use crate::state::Names;
 use crate::transfer::Change;
 use crate::Args;
@@ -92,21 +93,12 @@ pub(crate) struct Watcher {
     next_id: u64,
     /// When the folder is walked next, and what else is to be looked at again.
     pub scans: crate::scan::Scans,
-    /// Paths already warned about (bad names, unreadable files), so each is warned once.
-    pub warned: HashSet<String>,
     /// Files being written, and those followed while they grow.
     pub follow: crate::follow::Follow,
     /// The store behind the broker refuses changes (its node is down, full or rebuilding).
     pub store_outage: Option<crate::store::StoreOutage>,
-    /// What was synced and the last error, for the status file.
-    pub progress: crate::status_file::Progress,
-    /// The status file (`--status-file`), if asked for.
-    pub status_file: Option<crate::status_file::StatusFile>,
-    /// Counters and histograms for `--metrics`.
-    pub metrics: crate::metrics::Metrics,
-    /// About when the watcher started (ns since the epoch, a second early): later
-    /// modifications feed the close-to-durable histogram.
-    pub started_ns: i64,
+    /// The status file, metrics and warnings.
+    pub report: Reporting,
 }
 
 impl Watcher {
@@ -137,15 +129,9 @@ impl Watcher {
             },
             next_id: 0,
             scans: crate::scan::Scans::new(now),
-            warned: HashSet::new(),
             follow: crate::follow::Follow::default(),
             store_outage: None,
-            progress: Default::default(),
-            status_file: None,
-            metrics: crate::metrics::Metrics::default(),
-            // File systems stamp mtimes with a coarse clock; a second of slack keeps files
-            // closed as the watcher starts among the ones whose sync lag is measured.
-            started_ns: schema::time::to_ns(std::time::SystemTime::now()) - 1_000_000_000,
+            report: Reporting::new(),
         }
     }
 }
@@ -188,12 +174,15 @@ pub fn run(args: Args, stop: Shutdown) -> anyhow::Result<()> {
         max_in_flight: args.max_in_flight as usize,
     };
     let mut w = Watcher::new(root, settings, ignores, &endpoint, Instant::now());
-    w.status_file = args
+    w.report.status_file = args
         .status_file
         .as_deref()
         .map(crate::status_file::StatusFile::new);
     let ready = serde_json::json!({"role": "watch", "source": w.root.display().to_string()});
-    let metrics = args.metrics.as_deref().map(|a| (a, w.metrics.registry()));
+    let metrics = args
+        .metrics
+        .as_deref()
+        .map(|a| (a, w.report.metrics.registry()));
     let _metrics = daemon::announce_ready(ready, args.ready_file.as_deref(), metrics)?;
     tracing::info!("watching {} for broker {endpoint}", w.root.display());
     let mut socket_loop = SocketLoop {
@@ -327,7 +316,7 @@ impl Watcher {
     /// Sets the gauges from the state now.
     pub fn update_gauges(&self) {
         let held = self.store_outage.as_ref().map_or(0, |o| o.held_count());
-        let m = &self.metrics;
+        let m = &self.report.metrics;
         m.pending.set((self.table.due_count() + held) as i64);
         m.in_flight.set(self.flights.len() as i64);
         m.connected.set(i64::from(self.link.is_up()));
@@ -339,7 +328,7 @@ impl Watcher {
         self.scans.rewatch_wanted = false;
         if let Err(e) = feed.rewatch() {
             let message = format!("{e:#}");
-            if self.warned.insert(message.clone()) {
+            if self.report.first_warning(message.clone()) {
                 tracing::error!("{message}; changes there are found by rescans only");
             }
         }
@@ -432,7 +421,7 @@ impl Watcher {
                 "broker {} unreachable ({why})",
                 self.link.endpoint()
             ));
-            daemon::metrics::count_error(&self.metrics.errors, "unreachable");
+            daemon::metrics::count_error(&self.report.metrics.errors, "unreachable");
         }
         self.link.down(now, why);
         for flight in self.flights.take_all() {

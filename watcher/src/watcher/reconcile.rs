@@ -24,10 +24,10 @@ impl Watcher {
         let path = match names::to_path(&self.root, name) {
             Ok(p) => p,
             Err(e) => {
-                if self.warned.insert(name.to_string()) {
+                if self.report.first_warning(name.to_string()) {
                     tracing::warn!("not syncing {name:?}: {e}");
                     self.note_error(format!("not syncing {name:?}: {e}"));
-                    daemon::metrics::count_error(&self.metrics.errors, "local");
+                    daemon::metrics::count_error(&self.report.metrics.errors, "local");
                 }
                 return;
             }
@@ -99,10 +99,10 @@ impl Watcher {
 
     /// A file that could not be read: warn once, try again with backoff.
     fn cannot_read(&mut self, name: &str, why: &str, now: Instant) {
-        if self.warned.insert(name.to_string()) {
+        if self.report.first_warning(name.to_string()) {
             tracing::warn!("{why}; will retry");
             self.note_error(why);
-            daemon::metrics::count_error(&self.metrics.errors, "local");
+            daemon::metrics::count_error(&self.report.metrics.errors, "local");
         } else {
             tracing::debug!("{why}; will retry");
         }

@@ -69,7 +69,7 @@ impl Watcher {
         // (a file renamed, then its folder renamed before the first rename was acknowledged).
         let recheck = now + self.settings.debounce;
         self.store_answered(now);
-        self.progress.last_sync = Some(std::time::SystemTime::now());
+        self.report.progress.last_sync = Some(std::time::SystemTime::now());
         match flight.change {
             Change::Put(up) => {
                 self.table.finish(&up.name);
@@ -91,8 +91,8 @@ impl Watcher {
                                 schema::names::escape(&up.name)
                             );
                         } else {
-                            self.progress.files_synced += 1;
-                            self.progress.bytes_sent += up.stamp.size;
+                            self.report.progress.files_synced += 1;
+                            self.report.progress.bytes_sent += up.stamp.size;
                             self.observe_upload(flight.sent, up.stamp.size, up.stamp.modified);
                             tracing::info!(
                                 "synced {} ({} bytes, version {version})",
@@ -116,7 +116,7 @@ impl Watcher {
                 self.table.mark_by(&name, recheck);
                 self.table.set_stored(&name, None);
                 self.table.succeeded(&name);
-                self.metrics.deletes.inc();
+                self.report.metrics.deletes.inc();
                 tracing::info!("deleted {}", schema::names::escape(&name));
             }
             Change::Rename { from, to, stored } => {
@@ -129,7 +129,7 @@ impl Watcher {
                     .set_stored(&to, Some(Stored { version, ..stored }));
                 self.table.succeeded(&from);
                 self.table.succeeded(&to);
-                self.metrics.renames.inc();
+                self.report.metrics.renames.inc();
                 tracing::info!(
                     "renamed {} to {} (version {version})",
                     schema::names::escape(&from),
@@ -142,11 +142,11 @@ impl Watcher {
     /// Notes an acknowledged upload of `size` bytes sent at `sent`, of a file last modified at
     /// `modified` (ns since the epoch), in the metrics.
     fn observe_upload(&self, sent: Instant, size: u64, modified: i64) {
-        let m = &self.metrics;
+        let m = &self.report.metrics;
         m.files_sent.inc();
         m.bytes_sent.inc_by(size);
         m.upload_seconds.observe(sent.elapsed().as_secs_f64());
-        if modified >= self.started_ns {
+        if modified >= self.report.started_ns {
             let now = schema::time::to_ns(std::time::SystemTime::now());
             let lag = now.saturating_sub(modified).max(0) as f64 / 1e9;
             m.close_to_durable_seconds.observe(lag);
@@ -154,7 +154,10 @@ impl Watcher {
     }
 
     fn on_error(&mut self, id: u64, code: ErrorCode, message: &str, now: Instant) {
-        daemon::metrics::count_error(&self.metrics.errors, daemon::metrics::code_kind(code));
+        daemon::metrics::count_error(
+            &self.report.metrics.errors,
+            daemon::metrics::code_kind(code),
+        );
         if self.listing_refused(id, message, now) {
             return;
         }

@@ -16,7 +16,7 @@ impl Watcher {
         if !self.root.is_dir() {
             // An unmounted or removed source must not read as "every file deleted".
             let what = format!("the source folder {} is gone", self.root.display());
-            if self.warned.insert(what.clone()) {
+            if self.report.first_warning(what.clone()) {
                 tracing::warn!("{what}; not syncing until it is back");
             }
             return;
@@ -57,17 +57,17 @@ impl Watcher {
             }
         });
         for (path, why) in walked.bad {
-            if self.warned.insert(path.clone()) {
+            if self.report.first_warning(path.clone()) {
                 tracing::warn!("not syncing {path}: {why}");
                 self.note_error(format!("not syncing {path}: {why}"));
-                daemon::metrics::count_error(&self.metrics.errors, "local");
+                daemon::metrics::count_error(&self.report.metrics.errors, "local");
             }
         }
         for what in walked.unreadable {
-            if self.warned.insert(what.clone()) {
+            if self.report.first_warning(what.clone()) {
                 tracing::warn!("cannot read {what}");
                 self.note_error(format!("cannot read {what}"));
-                daemon::metrics::count_error(&self.metrics.errors, "local");
+                daemon::metrics::count_error(&self.report.metrics.errors, "local");
             }
         }
     }

@@ -9,15 +9,19 @@ use std::time::{Instant, SystemTime};
 impl Watcher {
     /// Records an error for the status file (the log line is the caller's).
     pub(crate) fn note_error(&mut self, message: impl Into<String>) {
-        self.progress.last_error = Some((SystemTime::now(), message.into()));
+        self.report.progress.last_error = Some((SystemTime::now(), message.into()));
     }
 
     /// Writes the status file if a write is due (see [`StatusFile`]).
     pub(crate) fn write_status(&mut self, now: Instant) {
-        let due = self.status_file.as_ref().is_some_and(|f| f.may_write(now));
+        let due = self
+            .report
+            .status_file
+            .as_ref()
+            .is_some_and(|f| f.may_write(now));
         if due {
             let content = self.status_content(true);
-            if let Some(file) = &mut self.status_file {
+            if let Some(file) = &mut self.report.status_file {
                 file.offer(content, now, false);
             }
         }
@@ -26,7 +30,7 @@ impl Watcher {
     /// Writes the status file one last time, saying the watcher stopped.
     pub(crate) fn write_final_status(&mut self) {
         let content = self.status_content(false);
-        if let Some(file) = &mut self.status_file {
+        if let Some(file) = &mut self.report.status_file {
             file.offer(content, Instant::now(), true);
         }
     }
@@ -38,6 +42,7 @@ impl Watcher {
         }
         if self.store_outage.is_some() {
             let why = self
+                .report
                 .progress
                 .last_error
                 .as_ref()
@@ -61,6 +66,7 @@ impl Watcher {
             .map(str::to_string)
             .collect();
         let last_error = self
+            .report
             .progress
             .last_error
             .as_ref()
@@ -89,9 +95,9 @@ impl Watcher {
             in_flight: self.flights.len() as u64,
             in_flight_names,
             refused: self.table.refused_count() as u64,
-            files_synced: self.progress.files_synced,
-            bytes_sent: self.progress.bytes_sent,
-            last_sync: self.progress.last_sync.map(rfc3339),
+            files_synced: self.report.progress.files_synced,
+            bytes_sent: self.report.progress.bytes_sent,
+            last_sync: self.report.progress.last_sync.map(rfc3339),
             last_error,
             heartbeat_secs: HEARTBEAT.as_secs(),
             updated_at: None,
