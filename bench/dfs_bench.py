@@ -93,6 +93,12 @@ class Daemon:
                     return int(line.split()[1]) / 1024
         return float("nan")
 
+    def cpu_s(self):
+        """User + system CPU seconds used so far (from /proc/PID/stat)."""
+        with open(f"/proc/{self.p.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self):
         self.p.terminate()
         try:
@@ -253,6 +259,8 @@ def run_sync(bin, work_root, data, ds, count, state, trash):
         wait_durable_and_listed(c, count, t0, ds)
         elapsed = time.monotonic() - t0
         rss = {d.name: d.peak_rss_mib() for d in c.daemons()}
+        cpu = {d.name: round(d.cpu_s(), 2) for d in c.daemons()}
+        log(f"{ds}: CPU seconds until durable and listed {cpu}")
         fetch_s = None
         if ds == "big":
             target = os.path.join(work, "target")
