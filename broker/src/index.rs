@@ -18,6 +18,9 @@ const CACHE_BYTES: u64 = 128 * 1024 * 1024;
 /// The sled tree holding the broker's own bookkeeping.
 const META_TREE: &str = "dfs-meta";
 
+/// The sled tree of volume owners: volume name (empty for the root volume) → owner.
+const OWNERS_TREE: &str = "dfs-owners";
+
 /// Key of the completion mark in [`META_TREE`].
 const COMPLETE_KEY: &str = "complete";
 
@@ -51,6 +54,8 @@ pub struct Index {
     db: sled::Db,
     /// Bookkeeping beside the index tree (the completion and export marks).
     meta: sled::Tree,
+    /// Who owns each volume.
+    owners: sled::Tree,
     path: PathBuf,
     /// Whether the export mark may be present, so that the first change removes it (one
     /// atomic load per change after that).
@@ -134,6 +139,10 @@ impl Index {
             path: path.to_path_buf(),
             source,
         })?;
+        let owners = db.open_tree(OWNERS_TREE).map_err(|source| IndexError::Db {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let export_marked = meta
             .contains_key(EXPORTED_KEY)
             .map_err(|source| IndexError::Db {
@@ -143,6 +152,7 @@ impl Index {
         Ok(Index {
             db,
             meta,
+            owners,
             path: path.to_path_buf(),
             export_marked: Arc::new(AtomicBool::new(export_marked)),
         })
@@ -264,6 +274,33 @@ impl Index {
         batch.remove(from.as_bytes());
         batch.insert(to.as_bytes(), rec.encode());
         self.db.apply_batch(batch).map_err(self.db_err())
+    }
+
+    /// Every volume with an owner, and its owner (the root volume's name is empty).
+    pub fn owners(&self) -> Result<Vec<(String, String)>, IndexError> {
+        let mut all = Vec::new();
+        for item in self.owners.iter() {
+            let (k, v) = item.map_err(self.db_err())?;
+            let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+            all.push((text(&k), text(&v)));
+        }
+        Ok(all)
+    }
+
+    /// Records `owner` as the owner of `volume` (durable with the next flush).
+    pub fn set_owner(&self, volume: &str, owner: &str) -> Result<(), IndexError> {
+        self.owners
+            .insert(volume.as_bytes(), owner.as_bytes())
+            .map_err(self.db_err())?;
+        Ok(())
+    }
+
+    /// Whether any indexed name starts with `prefix`.
+    pub fn has_names_under(&self, prefix: &str) -> Result<bool, IndexError> {
+        match self.db.scan_prefix(prefix.as_bytes()).next() {
+            Some(item) => item.map(|_| true).map_err(self.db_err()),
+            None => Ok(false),
+        }
     }
 
     /// A handle that flushes this index from another thread.

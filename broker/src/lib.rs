@@ -26,6 +26,7 @@ mod index;
 mod links;
 pub mod metrics;
 mod outbox;
+mod owners;
 mod peer;
 mod rebuild;
 mod record;
@@ -209,7 +210,8 @@ impl Broker {
         );
         let rebuild = Rebuild::new(opened.needs_rebuild());
         let flusher = flusher::Flusher::start(ctx, index.syncer())?;
-        let mut relay = Relay::new(index, routes, rebuild);
+        let owners = owners::Owners::load(&index).context("cannot read the volume owners")?;
+        let mut relay = Relay::new(index, routes, rebuild, owners);
         relay.status.data = args
             .data
             .canonicalize()

@@ -64,6 +64,7 @@ pub fn code_kind(code: ErrorCode) -> &'static str {
         ErrorCode::Io => "io",
         ErrorCode::UnknownTransfer => "unknown_transfer",
         ErrorCode::Busy => "busy",
+        ErrorCode::Forbidden => "forbidden",
         ErrorCode::Unknown => "unknown",
     }
 }

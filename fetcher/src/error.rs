@@ -147,6 +147,7 @@ fn remote_reason(code: ErrorCode, message: &str) -> String {
         ErrorCode::UnknownTransfer => "the broker forgot the transfer, try again",
         ErrorCode::NoSpace => "no space left on the storage node",
         ErrorCode::Io => "I/O error on the storage node",
+        ErrorCode::Forbidden => "forbidden",
         ErrorCode::BadMessage | ErrorCode::UnsupportedVersion | ErrorCode::Unexpected => {
             "the broker refused the request"
         }

@@ -156,6 +156,22 @@ pub enum Message {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         node_error: Option<String>,
     },
+    /// A watcher claims `volume` (empty: the root volume) for the rest of its connection, as
+    /// `owner` (its host and canonical source folder; with CURVE the broker uses the key it
+    /// admitted instead). A volume owned by someone else is refused with `forbidden` unless
+    /// `take_over` moves it. Answered with `claimed`. Every `put`, `delete` and `rename` on the
+    /// ingest port needs a claim on its connection, and may touch only names of that volume.
+    Claim {
+        id: u64,
+        #[serde(default)]
+        volume: String,
+        owner: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        take_over: bool,
+    },
+    /// Answer to `claim`: the claim holds; `volumes` are every named volume the broker knows (a
+    /// root-volume watcher leaves the folders of those names alone).
+    Claimed { id: u64, volumes: Vec<String> },
     /// Request `id` failed; `code` says how, `message` says what and why in one line.
     Error {
         id: u64,
@@ -339,6 +355,9 @@ pub enum ErrorCode {
     UnknownTransfer,
     /// Too many transfers at once; try again later.
     Busy,
+    /// The sender may not do this: the volume belongs to another owner, the name is outside the
+    /// sender's volume, or the sender has not claimed a volume (claim, then send again).
+    Forbidden,
     /// A code this version does not know.
     #[serde(other)]
     Unknown,
@@ -372,6 +391,7 @@ impl ErrorCode {
             | ErrorCode::Unexpected
             | ErrorCode::BadName
             | ErrorCode::NotFound
+            | ErrorCode::Forbidden
             | ErrorCode::Unknown => Retry::Never,
         }
     }
@@ -418,6 +438,8 @@ impl Message {
             | Message::Status { id, .. }
             | Message::NodeStatus { id, .. }
             | Message::BrokerStatus { id, .. }
+            | Message::Claim { id, .. }
+            | Message::Claimed { id, .. }
             | Message::Error { id, .. } => *id,
         }
     }
@@ -446,6 +468,8 @@ impl Message {
             | Message::Status { id, .. }
             | Message::NodeStatus { id, .. }
             | Message::BrokerStatus { id, .. }
+            | Message::Claim { id, .. }
+            | Message::Claimed { id, .. }
             | Message::Error { id, .. } => *id = new,
         }
         self
@@ -475,6 +499,8 @@ impl Message {
             Message::Status { .. } => "status",
             Message::NodeStatus { .. } => "node_status",
             Message::BrokerStatus { .. } => "broker_status",
+            Message::Claim { .. } => "claim",
+            Message::Claimed { .. } => "claimed",
             Message::Error { .. } => "error",
         }
     }

@@ -28,6 +28,8 @@ pub enum NameError {
     NotUtf8(String),
     #[error("path {0:?} is not inside {1:?}")]
     Outside(String, String),
+    #[error("volume name {0:?} is not one name component (it holds a '/')")]
+    NotComponent(String),
 }
 
 /// Checks `name` against every rule; `Ok` means it is safe to join under a root.
@@ -56,6 +58,79 @@ pub fn check(name: &str) -> Result<(), NameError> {
         }
     }
     Ok(())
+}
+
+/// A volume: the part of the store one watcher syncs into (docs/CONTRACT.md §8). The root
+/// volume's names are bare paths; a named volume `V` holds the names `V/<path>`. A volume name
+/// is one valid name component.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Volume(Option<String>);
+
+impl Volume {
+    /// The root volume.
+    pub fn root() -> Volume {
+        Volume(None)
+    }
+
+    /// The volume named `name` (empty: the root volume), or why the name is not one component.
+    pub fn named(name: &str) -> Result<Volume, NameError> {
+        if name.is_empty() {
+            return Ok(Volume::root());
+        }
+        check(name)?;
+        if name.contains('/') {
+            return Err(NameError::NotComponent(name.to_string()));
+        }
+        Ok(Volume(Some(name.to_string())))
+    }
+
+    /// The volume's name; empty for the root volume (as on the wire).
+    pub fn name(&self) -> &str {
+        self.0.as_deref().unwrap_or("")
+    }
+
+    /// Whether this is the root volume.
+    pub fn is_root(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// The stored name of the source path `local` in this volume.
+    pub fn stored(&self, local: &str) -> String {
+        match &self.0 {
+            None => local.to_string(),
+            Some(v) => format!("{v}/{local}"),
+        }
+    }
+
+    /// The source path of the stored `name` if it belongs to this volume: a named volume's
+    /// names under its folder; the root volume's names whose first component is none of the
+    /// named volumes (`is_named`).
+    pub fn local<'a>(&self, name: &'a str, is_named: impl Fn(&str) -> bool) -> Option<&'a str> {
+        match &self.0 {
+            Some(v) => name.strip_prefix(v.as_str())?.strip_prefix('/'),
+            None => {
+                let first = name.split('/').next().unwrap_or(name);
+                (!(name.contains('/') && is_named(first))).then_some(name)
+            }
+        }
+    }
+
+    /// The named volume whose folder holds `name`, given the set of named volumes.
+    pub fn of(name: &str, is_named: impl Fn(&str) -> bool) -> Volume {
+        match name.split_once('/') {
+            Some((first, _)) if is_named(first) => Volume(Some(first.to_string())),
+            _ => Volume::root(),
+        }
+    }
+}
+
+impl std::fmt::Display for Volume {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            None => f.write_str("the root volume"),
+            Some(v) => write!(f, "volume {v}"),
+        }
+    }
 }
 
 /// The path of `name` under `root`. Checks the name first.
@@ -197,5 +272,37 @@ mod tests {
         assert_eq!(unescape("a\\q"), None);
         assert_eq!(unescape("a\\x41"), None);
         assert_eq!(unescape("a\\x0"), None);
+    }
+
+    #[test]
+    fn volumes_map_names_both_ways() {
+        let photos = Volume::named("photos").unwrap();
+        assert_eq!(photos.stored("a/b.jpg"), "photos/a/b.jpg");
+        assert_eq!(photos.local("photos/a/b.jpg", |_| true), Some("a/b.jpg"));
+        assert_eq!(photos.local("photosx/a.jpg", |_| true), None);
+        assert_eq!(photos.local("photos", |_| true), None);
+        let named = |v: &str| v == "photos";
+        let root = Volume::root();
+        assert_eq!(root.stored("a.txt"), "a.txt");
+        assert_eq!(root.local("docs/a.txt", named), Some("docs/a.txt"));
+        assert_eq!(
+            root.local("photos/a.jpg", named),
+            None,
+            "a named volume's name"
+        );
+        assert_eq!(
+            root.local("photos", named),
+            Some("photos"),
+            "a root file so named"
+        );
+        assert_eq!(Volume::of("photos/a.jpg", named), photos);
+        assert_eq!(Volume::of("docs/a.txt", named), root);
+        assert_eq!(Volume::named("").unwrap(), root);
+        assert!(matches!(
+            Volume::named("a/b"),
+            Err(NameError::NotComponent(_))
+        ));
+        assert!(Volume::named("..").is_err());
+        assert_eq!(photos.to_string(), "volume photos");
     }
 }

@@ -29,6 +29,7 @@ fn code() -> impl Strategy<Value = ErrorCode> {
         ErrorCode::Io,
         ErrorCode::UnknownTransfer,
         ErrorCode::Busy,
+        ErrorCode::Forbidden,
         ErrorCode::Unknown,
     ])
 }
@@ -138,6 +139,16 @@ fn message() -> impl Strategy<Value = Message> {
         }),
         (id(), entry()).prop_map(|(id, entry)| Message::Meta { id, entry }),
         (id(), code(), text()).prop_map(|(id, code, message)| Message::Error { id, code, message }),
+        (id(), text(), text(), any::<bool>()).prop_map(|(id, volume, owner, take_over)| {
+            Message::Claim {
+                id,
+                volume,
+                owner,
+                take_over,
+            }
+        }),
+        (id(), prop::collection::vec(text(), 0..8))
+            .prop_map(|(id, volumes)| Message::Claimed { id, volumes }),
     ]
 }
 

@@ -24,3 +24,4 @@ mod shutdown;
 mod status;
 mod systemd;
 mod up;
+mod volumes;

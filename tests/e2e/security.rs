@@ -764,6 +764,9 @@ fn a_watcher_whose_key_is_not_allowed_says_so_and_syncs_once_allowed() {
             &key,
             "--broker-key",
             &broker_pub,
+            // The root volume belongs to the first watcher's key.
+            "--volume",
+            "second",
         ],
     );
     wait_until(
@@ -785,7 +788,7 @@ fn a_watcher_whose_key_is_not_allowed_says_so_and_syncs_once_allowed() {
     wait_until(
         "the second watcher's file is listed",
         Duration::from_secs(60),
-        || s.listing().contains_key("second.txt"),
+        || s.listing().contains_key("second/second.txt"),
     );
     let log = second.log_text();
     assert_eq!(

@@ -52,6 +52,15 @@ pub struct Args {
     /// The broker's public key file (its NAME.pub): with --secret-key, the link uses CURVE.
     #[arg(long, value_name = "FILE", env = "DFS_WATCH_BROKER_KEY")]
     pub broker_key: Option<PathBuf>,
+    /// The volume to sync into: the folder's files are stored as NAME/<path>. Without it, the
+    /// root volume (names are the bare paths). A volume has one owner (this host and folder, or
+    /// this watcher's key); another watcher's volume is refused.
+    #[arg(long, value_name = "NAME", env = "DFS_WATCH_VOLUME")]
+    pub volume: Option<String>,
+    /// Take the volume over from the watcher that owns it (a replaced machine); the broker logs
+    /// the takeover.
+    #[arg(long, env = "DFS_WATCH_TAKE_OVER")]
+    pub take_over: bool,
     /// Reach a broker beyond loopback without keys: no authentication, no encryption.
     #[arg(long, env = "DFS_WATCH_INSECURE", conflicts_with = "secret_key")]
     pub insecure: bool,

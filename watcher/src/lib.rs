@@ -19,6 +19,7 @@
 //!    from the folder, is due. Events that came meanwhile are already queued.
 
 mod args;
+mod claim;
 mod decide;
 mod error;
 pub mod events;

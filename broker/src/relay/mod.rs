@@ -14,6 +14,7 @@ use crate::index::Index;
 use crate::links::{NodePort, ToNode};
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
+use crate::owners::Owners;
 use crate::peer::{Bids, Front, Requester};
 use crate::rebuild::Rebuild;
 use crate::status::{Facts, StatusDesk};
@@ -38,6 +39,8 @@ pub struct Relay {
     pub(crate) idle_timeout: Duration,
     /// What to send to front peers.
     out: Outbox,
+    /// Who owns each volume, and which volume each watcher connection claimed.
+    owners: Owners,
 }
 
 /// The fsck's view of a relay (its fields, borrowed apart so the fsck can be borrowed too).
@@ -55,9 +58,9 @@ macro_rules! fsck_cx {
 use fsck_cx;
 
 impl Relay {
-    /// A relay over `index`, routing by `routes`; `rebuild` says whether the index must first
-    /// be refilled from the node.
-    pub fn new(index: Index, routes: Routes, rebuild: Rebuild) -> Relay {
+    /// A relay over `index`, routing by `routes`, with the volume `owners` kept in it;
+    /// `rebuild` says whether the index must first be refilled from the node.
+    pub fn new(index: Index, routes: Routes, rebuild: Rebuild, owners: Owners) -> Relay {
         Relay {
             index,
             routes,
@@ -69,6 +72,7 @@ impl Relay {
             metrics: Metrics::default(),
             idle_timeout: schema::limits::IDLE_TIMEOUT,
             out: Outbox::default(),
+            owners,
         }
     }
 
@@ -108,6 +112,9 @@ impl Relay {
 
     /// Abandons the streaming transfers of a vanished peer; changes already committing finish.
     pub fn drop_peer(&mut self, front: Front, peer: &[u8], node: &mut dyn ToNode) {
+        if front == Front::Ingest {
+            self.owners.forget(peer);
+        }
         for bid in self.table.of_peer(front, peer) {
             let streaming = self.table.touch(bid).is_some_and(|p| p.op.is_streaming());
             if streaming {

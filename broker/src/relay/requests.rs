@@ -45,6 +45,7 @@ impl Relay {
             id: msg.id(),
         };
         let data = inbound.data;
+        let key = inbound.user_id;
         match (front, msg) {
             (_, Message::Ping { id }) => self.answer(&req, Message::Pong { id }, None),
             (_, Message::List { after, limit, .. }) => self.list(&req, after.as_deref(), limit),
@@ -79,6 +80,19 @@ impl Relay {
                 },
             ) => self.upload_chunk(&req, offset, blake3, modified, data, node),
             (Front::Ingest, Message::Delete { name, .. }) => self.delete(req, name, node),
+            (
+                Front::Ingest,
+                Message::Claim {
+                    volume,
+                    owner,
+                    take_over,
+                    ..
+                },
+            ) => {
+                // With CURVE the owner is the key the ZAP handler admitted, not what it says.
+                let owner = key.map_or(owner, |k| format!("key {k}"));
+                self.claim(&req, &volume, &owner, take_over);
+            }
             (
                 Front::Ingest,
                 Message::Rename {
@@ -125,6 +139,53 @@ impl Relay {
             Err(e) => {
                 self.refuse(req, ErrorCode::BadName, e.to_string());
                 false
+            }
+        }
+    }
+
+    /// `req` claims `volume` (empty: the root volume) as `owner`; the answer waits until a new
+    /// owner is durable.
+    fn claim(&mut self, req: &Requester, volume: &str, owner: &str, take_over: bool) {
+        let volume = match schema::names::Volume::named(volume) {
+            Ok(v) => v,
+            Err(e) => return self.refuse(req, ErrorCode::BadName, format!("claim: {e}")),
+        };
+        if owner.is_empty() {
+            let text = "claim: the owner is empty".to_string();
+            return self.refuse(req, ErrorCode::BadMessage, text);
+        }
+        match self
+            .owners
+            .claim(&self.index, &req.peer, volume.clone(), owner, take_over)
+        {
+            Ok(Ok(())) => {
+                tracing::debug!("{owner} claimed {volume}");
+                let claimed = Message::Claimed {
+                    id: 0,
+                    volumes: self.owners.named(),
+                };
+                self.out.changed();
+                self.out.after_flush(req, claimed);
+            }
+            Ok(Err(refused)) => {
+                tracing::warn!("refused a claim of {volume} by {owner}: {refused}");
+                self.refuse(req, ErrorCode::Forbidden, refused.to_string());
+            }
+            Err(e) => {
+                tracing::error!("{e}");
+                let text = format!("the broker cannot record the owner: {e}");
+                self.refuse(req, ErrorCode::Io, text);
+            }
+        }
+    }
+
+    /// A change of a name outside the volume this connection claimed is refused (`forbidden`).
+    fn refuse_outside_volume(&mut self, req: &Requester, names: &[&str]) -> bool {
+        match self.owners.confine(&req.peer, names) {
+            Ok(()) => false,
+            Err(refused) => {
+                self.refuse(req, ErrorCode::Forbidden, refused.to_string());
+                true
             }
         }
     }
@@ -219,6 +280,7 @@ impl Relay {
             growing,
         } = put;
         if !self.check_name(&req, &name)
+            || self.refuse_outside_volume(&req, &[&name])
             || self.refuse_while_rebuilding(&req, node)
             || self.refuse_while_quarantining(&req, &[&name])
         {
@@ -347,6 +409,7 @@ impl Relay {
 
     fn delete(&mut self, req: Requester, name: String, node: &mut dyn ToNode) {
         if !self.check_name(&req, &name)
+            || self.refuse_outside_volume(&req, &[&name])
             || self.refuse_while_rebuilding(&req, node)
             || self.refuse_while_quarantining(&req, &[&name])
         {
@@ -388,6 +451,7 @@ impl Relay {
     ) {
         if !self.check_name(&req, &from)
             || !self.check_name(&req, &to)
+            || self.refuse_outside_volume(&req, &[&from, &to])
             || self.refuse_while_rebuilding(&req, node)
             || self.refuse_while_quarantining(&req, &[&from, &to])
         {

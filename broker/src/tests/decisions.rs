@@ -4,6 +4,7 @@
 use super::put;
 use crate::index::Index;
 use crate::links::{NodePort, ToNode, Unreachable};
+use crate::owners::Owners;
 use crate::peer::Front;
 use crate::rebuild::Rebuild;
 use crate::relay::Relay;
@@ -49,12 +50,27 @@ impl Desk {
     fn new(rebuilding: bool) -> Desk {
         let dir = tempfile::tempdir().unwrap();
         let (index, _) = Index::open(&dir.path().join("index.db")).unwrap();
-        let relay = Relay::new(index, Routes::default(), Rebuild::new(rebuilding));
-        Desk {
+        let owners = Owners::load(&index).unwrap();
+        let relay = Relay::new(index, Routes::default(), Rebuild::new(rebuilding), owners);
+        let mut desk = Desk {
             _dir: dir,
             relay,
             node: FakeNode::default(),
-        }
+        };
+        // The watcher `w` owns the root volume.
+        desk.claim(b"w", "", "host:/src", false);
+        desk.held();
+        desk
+    }
+
+    fn claim(&mut self, peer: &[u8], volume: &str, owner: &str, take_over: bool) {
+        let claim = Message::Claim {
+            id: 99,
+            volume: volume.into(),
+            owner: owner.into(),
+            take_over,
+        };
+        self.peer_says(Front::Ingest, peer, claim, None);
     }
 
     fn peer_says(&mut self, front: Front, peer: &[u8], msg: Message, data: Option<&[u8]>) {
@@ -312,4 +328,80 @@ fn status_without_the_node_says_why() {
     };
     assert!(why.contains("tcp://node"), "{why}");
     assert_eq!(broker.storage, "tcp://node");
+}
+
+#[test]
+fn changes_stay_in_the_claimed_volume_and_owners_are_kept() {
+    let mut d = Desk::new(false);
+    let hash = Hash::of(b"p");
+    // No claim on this connection: refused, nothing sent.
+    d.peer_says(
+        Front::Ingest,
+        b"x",
+        put(1, "a.txt", 1, Some(hash)),
+        Some(b"p"),
+    );
+    let refused = d.answers();
+    assert_eq!(code(&refused[0]), Some(ErrorCode::Forbidden), "{refused:?}");
+
+    // A second watcher claims the named volume photos: held until the flush, with the list.
+    d.claim(b"p", "photos", "host:/pics", false);
+    assert!(d.answers().is_empty());
+    let held = d.held();
+    assert!(
+        matches!(held.as_slice(), [Message::Claimed { id: 99, volumes }] if volumes == &["photos"]),
+        "{held:?}"
+    );
+    // It may change its own names only.
+    d.peer_says(
+        Front::Ingest,
+        b"p",
+        put(2, "a.txt", 1, Some(hash)),
+        Some(b"p"),
+    );
+    d.peer_says(
+        Front::Ingest,
+        b"p",
+        put(3, "photos/a.jpg", 1, Some(hash)),
+        Some(b"p"),
+    );
+    let answers = d.answers();
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert_eq!(code(&answers[0]), Some(ErrorCode::Forbidden));
+    assert_eq!(answers[0].id(), 2);
+    assert!(matches!(&d.node.sent[..], [(_, Message::Put { name, .. })] if name == "photos/a.jpg"));
+    // The root watcher may not reach into photos/.
+    d.peer_says(
+        Front::Ingest,
+        b"w",
+        Message::Delete {
+            id: 4,
+            name: "photos/a.jpg".into(),
+        },
+        None,
+    );
+    assert_eq!(code(&d.answers()[0]), Some(ErrorCode::Forbidden));
+
+    // Another owner is refused, naming the owner; --take-over moves the volume.
+    d.claim(b"q", "photos", "other:/pics", false);
+    let refused = d.answers();
+    let [Message::Error {
+        code: ErrorCode::Forbidden,
+        message,
+        ..
+    }] = refused.as_slice()
+    else {
+        panic!("expected forbidden, got {refused:?}");
+    };
+    assert!(
+        message.contains("host:/pics") && message.contains("--take-over"),
+        "{message}"
+    );
+    d.claim(b"q", "photos", "other:/pics", true);
+    assert!(matches!(d.held().as_slice(), [Message::Claimed { .. }]));
+
+    // The owners are in the index: a relay opened on it again knows them.
+    let again = Owners::load(&d.relay.index).unwrap();
+    assert!(again.is_named("photos"));
+    assert_eq!(again.named(), ["photos"]);
 }

@@ -36,6 +36,7 @@ fn an_unreachable_node_is_reported_not_waited_for() {
     let stop = Shutdown::new();
     let s = stop.clone();
     let t = std::thread::spawn(move || broker.serve(s));
+    claim_root(&watcher);
     send(
         &watcher,
         None,
@@ -99,6 +100,7 @@ fn idle_and_vanished_transfers_are_dropped() {
     let s = stop.clone();
     let port = broker.ingest_port();
     let t = std::thread::spawn(move || broker.serve(s));
+    claim_root(&watcher);
     // The node's links connect in the background; retry until the put goes through.
     let size = (CHUNK_SIZE * 3) as u64;
     let mut id = 1;
@@ -129,6 +131,7 @@ fn idle_and_vanished_transfers_are_dropped() {
 
     // A watcher that goes away mid-upload: its transfer is aborted toward the node.
     let gone = dealer(&ctx, port);
+    claim_root(&gone);
     send(&gone, None, put(50, "gone.bin", size, None), None);
     let inb = recv(&node[3], true, "the second put");
     let (peer, bid) = (inb.peer.unwrap(), inb.msg.unwrap().id());

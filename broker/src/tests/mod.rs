@@ -43,6 +43,22 @@ fn recv(sock: &zmq::Socket, router: bool, what: &str) -> Inbound {
     codec::recv(sock, router, 0).unwrap()
 }
 
+/// Claims the root volume on the watcher connection `sock`, as a real watcher does at start.
+fn claim_root(sock: &zmq::Socket) {
+    let claim = Message::Claim {
+        id: 1_000_000,
+        volume: String::new(),
+        owner: "test:/source".into(),
+        take_over: false,
+    };
+    send(sock, None, claim, None);
+    let claimed = Harness::from_broker(sock, "the claim's answer").0;
+    assert!(
+        matches!(claimed, Message::Claimed { id: 1_000_000, .. }),
+        "{claimed:?}"
+    );
+}
+
 fn quiet(sock: &zmq::Socket, ms: i64) -> bool {
     sock.poll(zmq::POLLIN, ms).unwrap() == 0
 }
@@ -117,6 +133,19 @@ impl Harness {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
+        // The fake watcher owns the root volume, as a real one claims it at start.
+        let claim = Message::Claim {
+            id: 1_000_000,
+            volume: String::new(),
+            owner: "test:/source".into(),
+            take_over: false,
+        };
+        send(&h.watcher, None, claim, None);
+        let claimed = h.watcher_gets("the claim's answer");
+        assert!(
+            matches!(claimed, Message::Claimed { id: 1_000_000, .. }),
+            "{claimed:?}"
+        );
         h
     }
 

@@ -49,6 +49,16 @@ fn running(root: &Path, entries: Vec<Entry>, t0: Instant) -> Watcher {
     w.on_broker_message(Message::Pong { id: 1 }, t0);
     w.tick(t0);
     let out = sent(&mut w);
+    let [(Message::Claim { id, .. }, None)] = out[..] else {
+        panic!("once the broker answers, the watcher claims its volume: {out:?}");
+    };
+    let claimed = Message::Claimed {
+        id,
+        volumes: vec!["photos".into()],
+    };
+    w.on_broker_message(claimed, t0);
+    w.tick(t0);
+    let out = sent(&mut w);
     let [(
         Message::List {
             id, after: None, ..
@@ -207,13 +217,115 @@ fn a_failed_send_starts_an_outage_that_puts_the_change_back() {
     assert!(!w.link.is_up());
     assert!(w.flights.is_empty(), "nothing is in flight in an outage");
     assert!(!w.table.in_flight("a.txt"));
-    // While down only pings go out; once the broker answers, the file goes again.
-    w.tick(t0 + Duration::from_secs(1));
+    // While down only pings go out; once the broker answers, the watcher claims its volume
+    // again (the connection may be a new one), then the file goes again.
+    let t1 = t0 + Duration::from_secs(1);
+    w.tick(t1);
     assert!(sent(&mut w).is_empty());
-    w.on_broker_message(Message::Pong { id: 99 }, t0 + Duration::from_secs(1));
-    w.tick(t0 + Duration::from_secs(1));
+    w.on_broker_message(Message::Pong { id: 99 }, t1);
+    w.tick(t1);
+    let out = sent(&mut w);
+    let [(Message::Claim { id, .. }, None)] = out[..] else {
+        panic!("claims again first: {out:?}");
+    };
+    w.on_broker_message(
+        Message::Claimed {
+            id,
+            volumes: vec![],
+        },
+        t1,
+    );
+    w.tick(t1);
     let out = sent(&mut w);
     assert!(is_put_of_a(&out), "{out:?}");
+}
+
+#[test]
+fn a_change_refused_for_want_of_a_claim_claims_again_and_a_refused_claim_stops() {
+    let (_dir, mut w, put, t0) = one_put_sent();
+    let refusal = Message::error(put_id(&put), ErrorCode::Forbidden, "claim first");
+    w.on_broker_message(refusal, t0);
+    w.tick(t0);
+    assert!(sent(&mut w).is_empty(), "not at once");
+    let t1 = t0 + Duration::from_secs(1);
+    w.tick(t1);
+    let out = sent(&mut w);
+    let [(Message::Claim { id, .. }, None)] = out[..] else {
+        panic!("claims again: {out:?}");
+    };
+    let owned = "the root volume is owned by host:/elsewhere";
+    w.on_broker_message(Message::error(id, ErrorCode::Forbidden, owned), t1);
+    assert_eq!(
+        w.claim.refusal(),
+        Some(owned),
+        "the watcher stops with this line"
+    );
+    w.tick(t1 + Duration::from_secs(5));
+    assert!(sent(&mut w).is_empty(), "nothing is sent once refused");
+}
+
+#[test]
+fn a_named_volume_lists_and_sends_only_its_own_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    std::fs::write(root.join("a.jpg"), b"new").unwrap();
+    let t0 = Instant::now();
+    let mut w = watcher(&root, t0);
+    w.claim = crate::claim::Claim::new(
+        schema::names::Volume::named("photos").unwrap(),
+        "h:/p".into(),
+        false,
+    );
+    w.tick(t0);
+    w.outbox.take();
+    w.on_broker_message(Message::Pong { id: 1 }, t0);
+    w.tick(t0);
+    let out = sent(&mut w);
+    let [(Message::Claim { id, ref volume, .. }, None)] = out[..] else {
+        panic!("{out:?}");
+    };
+    assert_eq!(volume, "photos");
+    let claimed = Message::Claimed {
+        id,
+        volumes: vec!["photos".into()],
+    };
+    w.on_broker_message(claimed, t0);
+    w.tick(t0);
+    let out = sent(&mut w);
+    let [(Message::List { id, .. }, None)] = out[..] else {
+        panic!("{out:?}");
+    };
+    let entry = |name: &str| Entry {
+        name: name.into(),
+        class: Class::Others,
+        size: 3,
+        blake3: Hash::of(b"old"),
+        modified: 1,
+        version: 1,
+    };
+    // Another volume's name and a root name are none of this watcher's business.
+    let entries = vec![entry("b.jpg"), entry("photos/gone.jpg"), entry("zzz/c.jpg")];
+    w.on_broker_message(
+        Message::Listing {
+            id,
+            entries,
+            more: false,
+        },
+        t0,
+    );
+    assert!(matches!(w.phase, Phase::Running));
+    let later = t0 + Duration::from_secs(1);
+    w.tick(later);
+    let out = sent(&mut w);
+    let mut names: Vec<String> = out
+        .iter()
+        .map(|(m, _)| match m {
+            Message::Put { name, .. } | Message::Delete { name, .. } => name.clone(),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    names.sort();
+    assert_eq!(names, ["photos/a.jpg", "photos/gone.jpg"], "{out:?}");
 }
 
 #[test]

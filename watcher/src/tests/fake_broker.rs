@@ -16,7 +16,7 @@ struct Wrap {
     args: Args,
 }
 
-/// A hand-driven broker: answers pings by itself, hands everything else to the test.
+/// A hand-driven broker: answers pings and claims by itself, hands everything else to the test.
 struct FakeBroker {
     sock: zmq::Socket,
     peer: Option<Vec<u8>>,
@@ -39,7 +39,7 @@ impl FakeBroker {
         )
     }
 
-    /// The next message other than a ping, waiting at most `wait`.
+    /// The next message other than a ping or a claim, waiting at most `wait`.
     fn next(&mut self, wait: Duration) -> Option<Got> {
         let end = Instant::now() + wait;
         loop {
@@ -57,6 +57,14 @@ impl FakeBroker {
             let msg = inbound.msg.expect("the watcher sends well-formed messages");
             if let Message::Ping { id } = msg {
                 self.send(&Message::Pong { id }, None);
+                continue;
+            }
+            if let Message::Claim { id, .. } = msg {
+                let claimed = Message::Claimed {
+                    id,
+                    volumes: Vec::new(),
+                };
+                self.send(&claimed, None);
                 continue;
             }
             return Some((msg, inbound.data.map(|d| d.to_vec())));

@@ -69,8 +69,13 @@ impl Watcher {
                 tracing::warn!("broker listed a bad name {:?}; ignoring it", e.name);
                 continue;
             }
+            // Only this watcher's volume, by its source paths.
+            let Some(local) = self.claim.local(&e.name) else {
+                continue;
+            };
+            let local = local.to_string();
             if let Some(seen) = refresh.as_mut() {
-                seen.insert(e.name.clone());
+                seen.insert(local.clone());
             }
             let stored = Stored {
                 size: e.size,
@@ -79,7 +84,7 @@ impl Watcher {
                 version: e.version,
                 racy: crate::state::is_racy(e.modified),
             };
-            self.table.set_stored(&e.name, Some(stored));
+            self.table.set_stored(&local, Some(stored));
         }
         if more && last.is_some() {
             *after = last;

@@ -22,6 +22,7 @@ mod scan;
 mod status;
 mod store;
 
+use crate::claim::Claim;
 use crate::events::Feed;
 use crate::flights::Flights;
 use crate::ignore::Ignores;
@@ -99,6 +100,8 @@ pub(crate) struct Watcher {
     pub store_outage: Option<crate::store::StoreOutage>,
     /// The status file, metrics and warnings.
     pub report: Reporting,
+    /// The volume synced into, and its claim on the broker connection.
+    pub claim: Claim,
 }
 
 impl Watcher {
@@ -132,6 +135,7 @@ impl Watcher {
             follow: crate::follow::Follow::default(),
             store_outage: None,
             report: Reporting::new(),
+            claim: Claim::new(schema::names::Volume::root(), "test".into(), false),
         }
     }
 }
@@ -173,18 +177,31 @@ pub fn run(args: Args, stop: Shutdown) -> anyhow::Result<()> {
         rescan_period: args.rescan_period(),
         max_in_flight: args.max_in_flight as usize,
     };
+    let volume = schema::names::Volume::named(args.volume.as_deref().unwrap_or(""))
+        .map_err(|e| anyhow::anyhow!("bad --volume: {e}"))?;
+    let owner = format!("{}:{}", host_name(), root.display());
+    let claim = Claim::new(volume, owner, args.take_over);
     let mut w = Watcher::new(root, settings, ignores, &endpoint, Instant::now());
+    w.claim = claim;
     w.report.status_file = args
         .status_file
         .as_deref()
         .map(crate::status_file::StatusFile::new);
-    let ready = serde_json::json!({"role": "watch", "source": w.root.display().to_string()});
+    let ready = serde_json::json!({
+        "role": "watch",
+        "source": w.root.display().to_string(),
+        "volume": w.claim.volume().name(),
+    });
     let metrics = args
         .metrics
         .as_deref()
         .map(|a| (a, w.report.metrics.registry()));
     let _metrics = daemon::announce_ready(ready, args.ready_file.as_deref(), metrics)?;
-    tracing::info!("watching {} for broker {endpoint}", w.root.display());
+    tracing::info!(
+        "watching {} for broker {endpoint} ({})",
+        w.root.display(),
+        w.claim.volume()
+    );
     let mut socket_loop = SocketLoop {
         w,
         sock,
@@ -248,6 +265,12 @@ impl SocketLoop {
             self.flush(Instant::now());
             self.w.write_status(Instant::now());
             self.w.update_gauges();
+            if let Some(why) = self.w.claim.refusal() {
+                let why = why.to_string();
+                self.w.note_error(why.clone());
+                self.w.write_final_status();
+                anyhow::bail!("{why}");
+            }
         }
     }
 
@@ -387,9 +410,9 @@ impl Watcher {
         }
     }
 
-    /// Whether due names may be reconciled now (start-up done, broker up).
+    /// Whether due names may be reconciled now (start-up done, broker up, volume claimed).
     pub fn can_reconcile(&self) -> bool {
-        matches!(self.phase, Phase::Running) && self.link.is_up()
+        matches!(self.phase, Phase::Running) && self.link.is_up() && self.claim.is_held()
     }
 
     /// A fresh request id.
@@ -398,8 +421,10 @@ impl Watcher {
         self.next_id
     }
 
-    /// Queues a message for the broker (see [`Outbox::send`]).
+    /// Queues a message for the broker (see [`Outbox::send`]), its names turned into the
+    /// volume's stored names.
     pub fn send(&mut self, msg: Message, data: Option<Vec<u8>>) {
+        let msg = self.claim.outgoing(msg);
         self.outbox.send(msg, data);
     }
 
@@ -424,6 +449,7 @@ impl Watcher {
             daemon::metrics::count_error(&self.report.metrics.errors, "unreachable");
         }
         self.link.down(now, why);
+        self.claim.disconnected();
         for flight in self.flights.take_all() {
             if let Change::Rename { from, to, .. } = &flight.change {
                 self.table.note_rename(from, to);
@@ -462,8 +488,16 @@ impl Watcher {
         if !self.link.is_up() {
             return;
         }
-        self.ask_listing(now);
-        if matches!(self.phase, Phase::Running) {
+        if self.claim.is_due(now) {
+            let id = self.next_id();
+            if let Some(claim) = self.claim.request(id, now) {
+                self.send(claim, None);
+            }
+        }
+        if self.claim.is_held() {
+            self.ask_listing(now);
+        }
+        if matches!(self.phase, Phase::Running) && self.claim.is_held() {
             if self.scans.full_wanted {
                 self.full_scan(now);
             } else if now >= self.scans.next_full {
@@ -538,4 +572,13 @@ impl Watcher {
         }
         tracing::info!("watcher stopped");
     }
+}
+
+/// This machine's host name, for the owner of a volume claimed without keys.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
 }

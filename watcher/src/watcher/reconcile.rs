@@ -21,6 +21,20 @@ impl Watcher {
         if self.ignores.is_ignored(name) {
             return;
         }
+        if self.claim.leaves_alone(name) {
+            if self
+                .report
+                .first_warning(name.split('/').next().unwrap_or(name).to_string())
+            {
+                let folder = name.split('/').next().unwrap_or(name);
+                tracing::warn!(
+                    "not syncing {folder}/: it is the folder of volume {folder}, which another \
+                     watcher owns"
+                );
+            }
+            self.table.set_stored(name, None);
+            return;
+        }
         let path = match names::to_path(&self.root, name) {
             Ok(p) => p,
             Err(e) => {

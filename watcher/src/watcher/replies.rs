@@ -16,6 +16,14 @@ impl Watcher {
                 self.send(Message::Pong { id }, None);
             }
             Message::Listing { id, entries, more } => self.on_listing(id, entries, more, now),
+            Message::Claimed { id, volumes } if self.claim.owns(id) => {
+                tracing::info!(
+                    "broker {} holds this watcher's claim of {}",
+                    self.link.endpoint(),
+                    self.claim.volume()
+                );
+                self.claim.claimed(volumes);
+            }
             Message::Credit { id, chunks } => self.on_credit(id, chunks, now),
             Message::Done {
                 id,
@@ -161,6 +169,22 @@ impl Watcher {
         if self.listing_refused(id, message, now) {
             return;
         }
+        if self.claim.owns(id) {
+            if code == ErrorCode::Forbidden {
+                tracing::error!(
+                    "broker {} refused the claim: {message}",
+                    self.link.endpoint()
+                );
+                self.claim.refuse(message);
+            } else {
+                tracing::warn!(
+                    "broker {} refused the claim: {message}; will retry",
+                    self.link.endpoint()
+                );
+                self.claim.retry(now);
+            }
+            return;
+        }
         let Some(flight) = self.flights.take(id) else {
             tracing::debug!("error for unknown request {id}: {code:?}: {message}");
             return;
@@ -177,6 +201,19 @@ impl Watcher {
                 tracing::debug!(
                     "rename {from} -> {to} refused ({code:?}: {message}); sending instead"
                 );
+                for name in &names {
+                    self.table.finish(name);
+                    self.table.mark(name, now);
+                }
+            }
+            (change, ErrorCode::Forbidden) => {
+                // The broker holds no claim on this connection (it restarted, or the
+                // connection was made again): claim again, then redo the change.
+                tracing::info!("broker {}: {message}; claiming again", self.link.endpoint());
+                if let Change::Rename { from, to, .. } = change {
+                    self.table.note_rename(from, to);
+                }
+                self.claim.lost(now);
                 for name in &names {
                     self.table.finish(name);
                     self.table.mark(name, now);
