@@ -23,6 +23,7 @@ pub mod check;
 pub mod credit;
 pub mod durable;
 pub mod error;
+pub mod history;
 pub mod layout;
 pub mod list;
 pub mod meta;
