@@ -46,6 +46,8 @@ enum Command {
     /// Watcher: syncs every file created or changed in the source folder to the broker.
     Watch(watcher::Args),
     /// Lists the stored files, or retrieves named files into a target folder.
+    // `--version N` picks a stored version here; `dfs --version` still prints dfs's.
+    #[command(disable_version_flag = true)]
     Fetch(fetcher::Args),
     /// Storage, broker and watcher in one process on 127.0.0.1, with folders under the current one.
     Up(up::Args),
@@ -55,6 +57,9 @@ enum Command {
     /// Is everything up and in sync: the broker, its storage node and (with --status-file)
     /// watchers; exit 0 healthy, 1 a problem, 3 broker or node unreachable.
     Status(status::StatusArgs),
+    /// The versions of stored names: the current one and those the storage node keeps
+    /// (--keep-history); retrieve one with `dfs fetch --version N NAME`.
+    History(fetcher::history::HistoryArgs),
     /// Makes a CURVE key pair: DIR/NAME.key (secret, mode 600) and DIR/NAME.pub (public).
     Keygen(keygen::Args),
     /// Index maintenance.
@@ -102,6 +107,7 @@ fn main() -> ExitCode {
         Command::Up(args) => daemon(|stop| up::run(args, stop)),
         Command::Fsck(args) => fsck::run(args),
         Command::Status(args) => status::run(args),
+        Command::History(args) => fetcher::history::run(args),
         Command::Keygen(args) => report(keygen::run(&args)),
         Command::Index {
             command: IndexCommand::Export(args),

@@ -39,6 +39,8 @@ pub enum Op {
     },
     /// A read; `size` is known once the node's `meta` came.
     Get { name: String, size: Option<u64> },
+    /// A question about a name's versions.
+    History { name: String },
 }
 
 impl Op {
@@ -46,7 +48,7 @@ impl Op {
         match self {
             Op::Put { name, .. } | Op::Delete { name } => vec![name],
             Op::Rename { from, to, .. } => vec![from, to],
-            Op::Get { .. } => vec![],
+            Op::Get { .. } | Op::History { .. } => vec![],
         }
     }
 
@@ -57,6 +59,7 @@ impl Op {
             Op::Delete { .. } => "delete",
             Op::Rename { .. } => "rename",
             Op::Get { .. } => "get",
+            Op::History { .. } => "history",
         }
     }
 
@@ -66,7 +69,7 @@ impl Op {
         match self {
             Op::Put { last_sent, .. } => !last_sent,
             Op::Get { .. } => true,
-            Op::Delete { .. } | Op::Rename { .. } => false,
+            Op::Delete { .. } | Op::Rename { .. } | Op::History { .. } => false,
         }
     }
 }

@@ -13,6 +13,7 @@
 
 pub mod client;
 pub mod error;
+pub mod history;
 pub mod human;
 mod list;
 mod progress;
@@ -90,6 +91,11 @@ pub struct Args {
     /// The broker's public key file (its NAME.pub): with --secret-key, the link uses CURVE.
     #[arg(long, value_name = "FILE", env = "DFS_FETCH_BROKER_KEY")]
     pub broker_key: Option<PathBuf>,
+
+    /// Retrieve version N of the one NAME given, current or kept in the history (`dfs history
+    /// NAME` lists them), deleted names included.
+    #[arg(long, value_name = "N")]
+    pub version: Option<u64>,
 }
 
 /// What the command line asks for.
@@ -195,7 +201,7 @@ pub fn execute(args: &Args, out: &mut dyn Write, err: &mut dyn Write, stop: &Shu
         }
         Mode::Stdout { .. } => {
             let name = &valid[0];
-            if let Err(e) = to_writer(&mut client, name, args.class, out) {
+            if let Err(e) = to_writer(&mut client, name, (args.class, args.version), out) {
                 let _ = out.flush();
                 code = code.max(report(Some(name), &e, &endpoint));
             }
@@ -223,7 +229,7 @@ pub fn execute(args: &Args, out: &mut dyn Write, err: &mut dyn Write, stop: &Shu
                         reason: cause.to_string(),
                         code: cause.exit_code(),
                     }),
-                    None => save(&mut client, &args.target, name, args.class),
+                    None => save(&mut client, &args.target, name, (args.class, args.version)),
                 };
                 if let Err(e) = result {
                     code = code.max(report(Some(name), &e, &endpoint));
@@ -267,6 +273,14 @@ fn usage(args: &Args) -> Result<(Mode<'_>, String), FetchError> {
         (None, _) if args.json => return bad("--json is for listing; give no NAME with it".into()),
         (None, names) => Mode::Save { names },
     };
+    if args.version.is_some() {
+        match args.names.as_slice() {
+            [name] if !select::is_pattern(name) => {}
+            _ => {
+                return bad("--version retrieves one NAME (not a pattern); give exactly one".into())
+            }
+        }
+    }
     Ok((mode, endpoint))
 }
 
@@ -275,8 +289,9 @@ fn request(
     client: &mut Client,
     name: &str,
     class: Option<schema::Class>,
+    version: Option<u64>,
 ) -> Result<transfer::Started, FetchError> {
-    let started = transfer::request(client, name)?;
+    let started = transfer::request(client, name, version)?;
     match class {
         Some(wanted) if started.entry.class != wanted => {
             let found = started.entry.class;
@@ -292,9 +307,9 @@ fn save(
     client: &mut Client,
     target: &std::path::Path,
     name: &str,
-    class: Option<schema::Class>,
+    (class, version): (Option<schema::Class>, Option<u64>),
 ) -> Result<(), FetchError> {
-    let started = request(client, name, class)?;
+    let started = request(client, name, class, version)?;
     let size = started.entry.size;
     let opened =
         save::destination(target, name).and_then(|dest| Ok((TempFile::beside(&dest, size)?, dest)));
@@ -322,10 +337,10 @@ fn save(
 fn to_writer(
     client: &mut Client,
     name: &str,
-    class: Option<schema::Class>,
+    (class, version): (Option<schema::Class>, Option<u64>),
     out: &mut dyn Write,
 ) -> Result<(), FetchError> {
-    let started = request(client, name, class)?;
+    let started = request(client, name, class, version)?;
     progress::receive(started, client, &mut WriterSink(&mut *out))?;
     out.flush().map_err(error::stdout_error)
 }

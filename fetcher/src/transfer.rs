@@ -17,13 +17,19 @@ pub(crate) trait Sink {
     fn write_all(&mut self, bytes: &[u8]) -> Result<(), FetchError>;
 }
 
-/// Asks the broker for `name` and returns its entry, before any content moves.
-pub(crate) fn request(client: &mut Client, name: &str) -> Result<Started, FetchError> {
+/// Asks the broker for `name` (its current version, or `version` from the history) and
+/// returns its entry, before any content moves.
+pub(crate) fn request(
+    client: &mut Client,
+    name: &str,
+    version: Option<u64>,
+) -> Result<Started, FetchError> {
     let id = client.new_id();
     client.send(&Message::Get {
         id,
         name: name.to_string(),
         class: None,
+        version,
     })?;
     let reply = client.reply(id)?;
     match reply.msg {

@@ -26,7 +26,9 @@ pub mod transfer;
 
 pub use codec::{DecodeError, Inbound};
 pub use hash::Hash;
-pub use message::{CheckedFile, Entry, ErrorCode, Finding, FindingKind, Message, Retry};
+pub use message::{
+    CheckedFile, Entry, ErrorCode, Finding, FindingKind, Message, Retry, VersionInfo,
+};
 pub use page::PageBuilder;
 pub use route::{Class, Routes};
 

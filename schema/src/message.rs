@@ -90,13 +90,25 @@ pub enum Message {
         entries: Vec<Entry>,
         more: bool,
     },
-    /// Starts a read of `name`. A node also gets the `class` to look in. Answered with `meta`
+    /// Starts a read of `name`: its current version, or with `version` that version from the
+    /// history (current or kept). A node also gets the `class` to look in. Answered with `meta`
     /// (then chunks under credit) or `error`.
     Get {
         id: u64,
         name: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         class: Option<Class>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<u64>,
+    },
+    /// Asks for every version of `name` the node holds: the current one and those kept in the
+    /// history. Answered with `versions`.
+    History { id: u64, name: String },
+    /// Answer to `history`: the versions of `name`, oldest first (the current one last).
+    Versions {
+        id: u64,
+        name: String,
+        versions: Vec<VersionInfo>,
     },
     /// What a read returns first. Files of at most [`INLINE_MAX`] bytes carry their content in one
     /// data frame; for larger ones the reader sends `credit` and gets `chunk`s.
@@ -249,6 +261,25 @@ impl Entry {
     pub fn wire_size(&self) -> usize {
         self.name.len() + crate::limits::ENTRY_OVERHEAD
     }
+}
+
+/// One version of a name, as `versions` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionInfo {
+    pub version: u64,
+    pub class: Class,
+    pub size: u64,
+    pub blake3: Hash,
+    /// Source modification time, ns since the Unix epoch.
+    pub modified: i64,
+    /// When it became current under this name, ns (0 when not known).
+    pub since: i64,
+    /// When it stopped being current, ns; absent for the current version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<i64>,
+    /// It was deleted or moved away (no version followed it at once).
+    #[serde(default)]
+    pub deleted: bool,
 }
 
 /// One file of a `checked` page: what the node recorded for it, and the BLAKE3 of its content
@@ -438,6 +469,8 @@ impl Message {
             | Message::Status { id, .. }
             | Message::NodeStatus { id, .. }
             | Message::BrokerStatus { id, .. }
+            | Message::History { id, .. }
+            | Message::Versions { id, .. }
             | Message::Claim { id, .. }
             | Message::Claimed { id, .. }
             | Message::Error { id, .. } => *id,
@@ -468,6 +501,8 @@ impl Message {
             | Message::Status { id, .. }
             | Message::NodeStatus { id, .. }
             | Message::BrokerStatus { id, .. }
+            | Message::History { id, .. }
+            | Message::Versions { id, .. }
             | Message::Claim { id, .. }
             | Message::Claimed { id, .. }
             | Message::Error { id, .. } => *id = new,
@@ -499,6 +534,8 @@ impl Message {
             Message::Status { .. } => "status",
             Message::NodeStatus { .. } => "node_status",
             Message::BrokerStatus { .. } => "broker_status",
+            Message::History { .. } => "history",
+            Message::Versions { .. } => "versions",
             Message::Claim { .. } => "claim",
             Message::Claimed { .. } => "claimed",
             Message::Error { .. } => "error",

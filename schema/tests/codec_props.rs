@@ -132,11 +132,51 @@ fn message() -> impl Strategy<Value = Message> {
             .prop_map(|(id, after, limit)| Message::List { id, after, limit }),
         (id(), prop::collection::vec(entry(), 0..40), any::<bool>())
             .prop_map(|(id, entries, more)| Message::Listing { id, entries, more }),
-        (id(), text(), prop::option::of(class())).prop_map(|(id, name, class)| Message::Get {
-            id,
-            name,
-            class
-        }),
+        (
+            id(),
+            text(),
+            prop::option::of(class()),
+            prop::option::of(any::<u64>())
+        )
+            .prop_map(|(id, name, class, version)| Message::Get {
+                id,
+                name,
+                class,
+                version
+            }),
+        (id(), text()).prop_map(|(id, name)| Message::History { id, name }),
+        (
+            id(),
+            text(),
+            prop::collection::vec(
+                (
+                    any::<u64>(),
+                    class(),
+                    any::<u64>(),
+                    hash(),
+                    any::<i64>(),
+                    any::<i64>(),
+                    prop::option::of(any::<i64>()),
+                    any::<bool>()
+                )
+                    .prop_map(
+                        |(version, class, size, blake3, modified, since, until, deleted)| {
+                            schema::VersionInfo {
+                                version,
+                                class,
+                                size,
+                                blake3,
+                                modified,
+                                since,
+                                until,
+                                deleted,
+                            }
+                        }
+                    ),
+                0..8
+            )
+        )
+            .prop_map(|(id, name, versions)| Message::Versions { id, name, versions }),
         (id(), entry()).prop_map(|(id, entry)| Message::Meta { id, entry }),
         (id(), code(), text()).prop_map(|(id, code, message)| Message::Error { id, code, message }),
         (id(), text(), text(), any::<bool>()).prop_map(|(id, volume, owner, take_over)| {

@@ -19,6 +19,10 @@ pub fn delete(layout: &Layout, class: Class, name: &str) -> Result<(), StoreErro
         Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => return Ok(()),
         Err(e) => return Err(StoreError::io("look at", &path, e)),
     }
+    // The deleted version stays in the history.
+    if let Some(old) = meta::stored(&path, name) {
+        layout.history().keep(&path, &old, now(), true)?;
+    }
     match fs::remove_file(&path) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -78,6 +82,14 @@ pub fn rename(layout: &Layout, r: &Rename) -> Result<u64, StoreError> {
             .map_or(1, |m| m.version + 1)
     });
     let new = StoredMeta::new(r.to, to_class, old.blake3, old.modified, version);
+    // History: `from` stops being current (moved away), and a version `to` had is replaced.
+    if dst != src {
+        let now = now();
+        layout.history().keep(&src, &old, now, true)?;
+        if let Some(replaced) = meta::stored(&dst, r.to) {
+            layout.history().keep(&dst, &replaced, now, false)?;
+        }
+    }
     // The new metadata is made durable before the move, so that the file is never found under
     // its new name with its old metadata.
     new.write(&file)
@@ -109,4 +121,9 @@ pub fn rename(layout: &Layout, r: &Rename) -> Result<u64, StoreError> {
         "renamed"
     );
     Ok(version)
+}
+
+/// The time now, ns since the Unix epoch.
+fn now() -> i64 {
+    schema::time::to_ns(std::time::SystemTime::now())
 }

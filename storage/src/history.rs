@@ -144,6 +144,62 @@ impl History {
         read_versions(&path)
     }
 
+    /// Every version of `name` the node holds, oldest first: those kept in the history of any
+    /// class, then the current one (the file at `current`, with its metadata), if any.
+    pub fn report(
+        &self,
+        name: &str,
+        current: Option<(&Path, &schema::Entry)>,
+    ) -> Result<Vec<schema::VersionInfo>, StoreError> {
+        let mut all = Vec::new();
+        for class in Class::ALL {
+            for v in self.versions(class, name)? {
+                all.push(schema::VersionInfo {
+                    version: v.version,
+                    class,
+                    size: v.size,
+                    blake3: v.blake3,
+                    modified: v.modified,
+                    since: v.since,
+                    until: Some(v.until),
+                    deleted: v.deleted,
+                });
+            }
+        }
+        all.sort_by_key(|v| (v.until, v.version));
+        if let Some((path, e)) = current {
+            let since = fs::metadata(path)
+                .map(|m| m.ctime().saturating_mul(1_000_000_000) + m.ctime_nsec())
+                .unwrap_or(0);
+            all.push(schema::VersionInfo {
+                version: e.version,
+                class: e.class,
+                size: e.size,
+                blake3: e.blake3,
+                modified: e.modified,
+                since,
+                until: None,
+                deleted: false,
+            });
+        }
+        Ok(all)
+    }
+
+    /// The kept version `version` of `name`, from the history of any class.
+    pub fn find(&self, name: &str, version: u64) -> Result<Option<(Class, Version)>, StoreError> {
+        for class in Class::ALL {
+            if let Some(v) = self
+                .versions(class, name)?
+                .into_iter()
+                .rev()
+                .find(|v| v.version == version)
+            {
+                return Ok(Some((class, v)));
+            }
+        }
+        Ok(None)
+    }
+
     /// The path of the content with hash `blake3`, if kept.
     pub fn object(&self, blake3: &Hash) -> Option<PathBuf> {
         let path = self.object_path(blake3);
@@ -282,6 +338,48 @@ impl History {
         }
         Ok(())
     }
+}
+
+/// How often the retention runs.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Starts the thread that prunes `history` at start and every [`PRUNE_EVERY`] until `stop`.
+pub fn start_pruner(
+    history: History,
+    stop: daemon::Shutdown,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("storage-prune".into())
+        .spawn(move || {
+            if !history.is_on() {
+                return;
+            }
+            loop {
+                let now = schema::time::to_ns(std::time::SystemTime::now());
+                match history.prune(now) {
+                    Ok(p) if p.versions + p.objects > 0 => tracing::info!(
+                        "history: removed {} versions older than {} and {} objects ({} bytes)",
+                        p.versions,
+                        humantime::format_duration(history.keep_for()),
+                        p.objects,
+                        p.bytes
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("history: pruning failed: {e}"),
+                }
+                // A short retention (tests, trials) is kept to within about half its length.
+                let every = PRUNE_EVERY
+                    .min(history.keep_for() / 2)
+                    .max(Duration::from_secs(1));
+                let until = std::time::Instant::now() + every;
+                while std::time::Instant::now() < until {
+                    if stop.is_triggered() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(daemon::POLL_MS as u64));
+                }
+            }
+        })
 }
 
 /// A hash in a record as its hex text (readable with `jq`, and what `b3sum` prints).

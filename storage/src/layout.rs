@@ -4,9 +4,11 @@
 //! ROOT/mp3/…, ROOT/txt/…, ROOT/pdf/…, ROOT/others/…   complete, final files only
 //! ROOT/.dfs/tmp/                                      uploads in progress (emptied at start)
 //! ROOT/.dfs/lock                                      held (flock) while a node serves ROOT
+//! ROOT/.dfs/objects/, ROOT/.dfs/history/               replaced and deleted versions (`history`)
 //! ```
 
 use crate::error::StoreError;
+use crate::history::History;
 use anyhow::{bail, Context as _};
 use disk::atomic::TempFile;
 use schema::names::{self, NameError};
@@ -23,15 +25,30 @@ use std::path::{Path, PathBuf};
 pub struct Layout {
     root: PathBuf,
     tmp: PathBuf,
+    history: History,
 }
 
+/// How long replaced and deleted versions stay by default (`--keep-history`).
+pub const DEFAULT_KEEP_HISTORY: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
+
 impl Layout {
-    /// The layout of `root` (nothing is created).
+    /// The layout of `root` (nothing is created), keeping history for the default period.
     pub fn new(root: &Path) -> Layout {
+        Layout::with_history(root, DEFAULT_KEEP_HISTORY)
+    }
+
+    /// The layout of `root`, keeping replaced and deleted versions for `keep` (zero: none).
+    pub fn with_history(root: &Path, keep: std::time::Duration) -> Layout {
         Layout {
             root: root.to_path_buf(),
             tmp: root.join(".dfs").join("tmp"),
+            history: History::new(root, keep),
         }
+    }
+
+    /// Where replaced and deleted versions are kept.
+    pub fn history(&self) -> &History {
+        &self.history
     }
 
     /// The storage root.

@@ -82,6 +82,19 @@ pub struct Args {
     /// Listen beyond loopback without keys: no authentication, no encryption.
     #[arg(long, env = "DFS_STORAGE_INSECURE", conflicts_with = "secret_key")]
     pub insecure: bool,
+    /// How long every replaced or deleted version stays retrievable (ROOT/.dfs/history), for
+    /// example 30d, 12h; 0 keeps none. No client can shorten it.
+    #[arg(long, value_name = "DURATION", env = "DFS_STORAGE_KEEP_HISTORY",
+          default_value = "30d", value_parser = parse_keep)]
+    pub keep_history: std::time::Duration,
+}
+
+/// A `--keep-history` value: `0`, or a duration such as `30d` or `90m`.
+fn parse_keep(text: &str) -> Result<std::time::Duration, String> {
+    if text.trim() == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    humantime::parse_duration(text).map_err(|e| format!("{e} (for example 30d, 12h, or 0)"))
 }
 
 /// Runs a storage node until `stop`: binds, writes the ready file, serves.

@@ -54,7 +54,7 @@ impl Node {
             .root
             .canonicalize()
             .with_context(|| format!("cannot resolve the storage root {}", args.root.display()))?;
-        let layout = Arc::new(Layout::new(&root));
+        let layout = Arc::new(Layout::with_history(&root, args.keep_history));
         let lock = layout.prepare()?;
         let security = ServerSecurity::start(
             ctx,
@@ -138,6 +138,7 @@ impl Node {
             &self.metrics,
         )?;
         let _security = self.security;
+        let pruner = crate::history::start_pruner(self.layout.history().clone(), stop.clone())?;
         let mut server = Server {
             gate: self.gate,
             ports: Ports {
@@ -152,6 +153,9 @@ impl Node {
         };
         let result = server.run(&stop);
         server.uploads.stop();
+        if pruner.join().is_err() {
+            tracing::warn!("the history prune thread panicked");
+        }
         tracing::info!("storage node stopped");
         result
     }
@@ -288,8 +292,21 @@ impl Server {
             (_, Message::Ping { id }) => {
                 out.send(sock, &peer, &Message::Pong { id }, None);
             }
-            (SERVE, Message::Get { id, name, class }) => {
-                self.reads.on_get(peer, id, &name, class, out)
+            (
+                SERVE,
+                Message::Get {
+                    id,
+                    name,
+                    class,
+                    version,
+                },
+            ) => self.reads.on_get(peer, id, &name, (class, version), out),
+            (SERVE, Message::History { id, name }) => {
+                let reply = match crate::read::history(&self.layout, &name) {
+                    Ok(versions) => Message::Versions { id, name, versions },
+                    Err(e) => e.reply(id, root),
+                };
+                out.send(sock, &peer, &reply, None);
             }
             (SERVE, Message::Credit { id, chunks }) => self.reads.on_credit(peer, id, chunks, out),
             (SERVE, Message::Abort { id }) => self.reads.on_abort(peer, id),

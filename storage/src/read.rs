@@ -45,6 +45,56 @@ pub struct Read {
     pub last_seen: Instant,
 }
 
+/// Every version of `name` on the node, the current one last (`history`).
+pub fn history(layout: &Layout, name: &str) -> Result<Vec<schema::VersionInfo>, StoreError> {
+    schema::names::check(name)?;
+    let current = match open(layout, name, None) {
+        Ok((_, entry)) => Some((layout.file_path(entry.class, name)?, entry)),
+        Err(e) if e.code() == ErrorCode::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    let current = current.as_ref().map(|(p, e)| (p.as_path(), e));
+    layout.history().report(name, current)
+}
+
+/// Opens version `version` of `name`: the current file when it has that version (or no
+/// version is asked for), else the kept version from the history. Returns the open file and
+/// its entry.
+pub fn open_version(
+    layout: &Layout,
+    name: &str,
+    class: Option<Class>,
+    version: Option<u64>,
+) -> Result<(File, schema::Entry), StoreError> {
+    let Some(wanted) = version else {
+        return open(layout, name, class);
+    };
+    match open(layout, name, class) {
+        Ok((file, entry)) if entry.version == wanted => return Ok((file, entry)),
+        Ok(_) => {}
+        Err(e) if e.code() == ErrorCode::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let gone =
+        || StoreError::NotFound(format!("{name}: version {wanted} is not kept on this node"));
+    let Some((class, v)) = layout.history().find(name, wanted)? else {
+        return Err(gone());
+    };
+    let Some(path) = layout.history().object(&v.blake3) else {
+        return Err(gone());
+    };
+    let file = File::open(&path).map_err(|e| StoreError::io("open", &path, e))?;
+    let entry = schema::Entry {
+        name: name.to_string(),
+        class,
+        size: v.size,
+        blake3: v.blake3,
+        modified: v.modified,
+        version: v.version,
+    };
+    Ok((file, entry))
+}
+
 /// Opens the stored file `name`, looking in `class` or, when the reader gives none, in every
 /// class in turn. Returns the open file and its entry.
 pub fn open(
@@ -150,7 +200,7 @@ impl Reads {
         peer: Vec<u8>,
         id: u64,
         name: &str,
-        class: Option<Class>,
+        (class, version): (Option<Class>, Option<u64>),
         out: &mut impl Outbox,
     ) {
         let root = self.layout.root();
@@ -165,7 +215,7 @@ impl Reads {
             ));
             return out.send_error(SERVE, &key.1, id, &e, root);
         }
-        let (file, entry) = match open(&self.layout, name, class) {
+        let (file, entry) = match open_version(&self.layout, name, class, version) {
             Ok(found) => found,
             Err(e) => {
                 if e.code() != ErrorCode::NotFound && e.code() != ErrorCode::BadName {
@@ -322,7 +372,7 @@ mod tests {
         let data = bytes(1000);
         let (mut reads, _lock) = reads(&dir, &[("a.txt", &data)]);
         let mut out = Recorder::default();
-        reads.on_get(PEER.to_vec(), 1, "a.txt", None, &mut out);
+        reads.on_get(PEER.to_vec(), 1, "a.txt", (None, None), &mut out);
         match out.take().as_slice() {
             [(SERVE, peer, Message::Meta { id: 1, entry }, Some(d))] => {
                 assert_eq!(peer, PEER);
@@ -334,7 +384,7 @@ mod tests {
         assert_eq!(reads.len(), 0);
         assert_eq!(reads.metrics.files_served.get(), 1);
         assert_eq!(reads.metrics.bytes_served.get(), 1000);
-        reads.on_get(PEER.to_vec(), 2, "missing.txt", None, &mut out);
+        reads.on_get(PEER.to_vec(), 2, "missing.txt", (None, None), &mut out);
         assert_eq!(error_code(&out.take()), ErrorCode::NotFound);
     }
 
@@ -344,7 +394,13 @@ mod tests {
         let data = bytes(2 * CHUNK_SIZE + 5);
         let (mut reads, _lock) = reads(&dir, &[("big.txt", &data)]);
         let mut out = Recorder::default();
-        reads.on_get(PEER.to_vec(), 3, "big.txt", Some(Class::Txt), &mut out);
+        reads.on_get(
+            PEER.to_vec(),
+            3,
+            "big.txt",
+            (Some(Class::Txt), None),
+            &mut out,
+        );
         match out.take().as_slice() {
             [(SERVE, _, Message::Meta { id: 3, entry }, None)] => {
                 assert_eq!(entry.size, data.len() as u64)
@@ -380,7 +436,7 @@ mod tests {
         let data = bytes(3 * CHUNK_SIZE);
         let (mut reads, _lock) = reads(&dir, &[("big.txt", &data)]);
         let mut out = Recorder::default();
-        reads.on_get(PEER.to_vec(), 4, "big.txt", None, &mut out);
+        reads.on_get(PEER.to_vec(), 4, "big.txt", (None, None), &mut out);
         assert_eq!(reads.len(), 1);
         out.take();
         out.gone.push(PEER.to_vec());
@@ -393,7 +449,7 @@ mod tests {
         );
         assert_eq!(reads.metrics.bytes_served.get(), 0);
         // Nor is a read opened for a reader that cannot get its `meta`.
-        reads.on_get(PEER.to_vec(), 5, "big.txt", None, &mut out);
+        reads.on_get(PEER.to_vec(), 5, "big.txt", (None, None), &mut out);
         assert_eq!(reads.len(), 0);
     }
 
@@ -403,7 +459,7 @@ mod tests {
         let data = bytes(2 * CHUNK_SIZE);
         let (mut reads, _lock) = reads(&dir, &[("big.txt", &data)]);
         let mut out = Recorder::default();
-        reads.on_get(PEER.to_vec(), 6, "big.txt", None, &mut out);
+        reads.on_get(PEER.to_vec(), 6, "big.txt", (None, None), &mut out);
         out.take();
         // Same size, other bytes, same inode (the metadata attribute stays).
         let path = dir.path().join("txt/big.txt");

@@ -268,6 +268,11 @@ fn finish(
 ) -> Result<(u64, bool), StoreError> {
     let dest = layout.file_path(meta.class, &meta.name)?;
     let started = std::time::Instant::now();
+    // The version this one replaces stays in the history (before the rename over it).
+    if let Some(old) = meta::stored(&dest, &meta.name) {
+        let now = schema::time::to_ns(std::time::SystemTime::now());
+        layout.history().keep(&dest, &old, now, false)?;
+    }
     commit(temp, meta, &layout.class_dir(meta.class), &dest, folders)?;
     metrics
         .durable_seconds

@@ -179,6 +179,8 @@ pub struct Cluster {
     pub storage: Option<Proc>,
     /// Options given to every daemon this cluster starts (for example `--metrics 127.0.0.1:0`).
     pub daemon_args: Vec<String>,
+    /// Options given to the storage node only (for example `--keep-history 2s`).
+    pub storage_args: Vec<String>,
     /// The ready file each role wrote when it last started.
     pub ready: BTreeMap<String, serde_json::Value>,
     /// Last, so that it is removed after the processes stopped and their logs were printed.
@@ -242,6 +244,7 @@ impl Cluster {
             broker: None,
             storage: None,
             daemon_args: daemon_args.iter().map(|a| a.to_string()).collect(),
+            storage_args: Vec::new(),
             ready: BTreeMap::new(),
             dir,
         }
@@ -267,7 +270,7 @@ impl Cluster {
 
     /// Starts the storage node (base port 0 picks a free run).
     pub fn start_storage(&mut self, base: u16) {
-        let args = vec![
+        let mut args = vec![
             "--root".into(),
             self.root.display().to_string(),
             "--bind".into(),
@@ -275,6 +278,7 @@ impl Cluster {
             "--base-port".into(),
             base.to_string(),
         ];
+        args.extend(self.storage_args.iter().cloned());
         let (p, v) = self.spawn_ready("storage", args);
         self.base_port = port(&v, "base_port");
         self.storage = Some(p);

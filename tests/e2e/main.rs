@@ -10,6 +10,7 @@ mod fetch;
 mod follow;
 mod fsck;
 mod harness;
+mod history;
 mod hosts;
 mod kill;
 mod memory;

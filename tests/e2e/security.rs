@@ -573,6 +573,7 @@ fn the_fetch_port_lets_a_fetcher_read_but_never_write() {
             id: 2,
             name: "kept.txt".into(),
             class: None,
+            version: None,
         },
         None,
     );

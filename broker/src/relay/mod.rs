@@ -178,7 +178,7 @@ impl Relay {
                     ErrorCode::UnknownTransfer,
                     format!("transfer of {name} had no message for {secs} s and was dropped"),
                 ),
-                Op::Delete { name } | Op::Rename { from: name, .. } => (
+                Op::Delete { name } | Op::Rename { from: name, .. } | Op::History { name } => (
                     ErrorCode::Unavailable,
                     format!(
                         "storage node {} did not answer about {name} within {secs} s",

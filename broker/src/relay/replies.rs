@@ -91,6 +91,19 @@ impl Relay {
                 };
                 self.answer(&req, chunk, inbound.data);
             }
+            Message::Versions { name, versions, .. }
+                if matches!(pending.op, Op::History { .. }) =>
+            {
+                if let Some(p) = self.table.remove(bid) {
+                    self.observe_done(&p);
+                }
+                let reply = Message::Versions {
+                    id: 0,
+                    name,
+                    versions,
+                };
+                self.answer(&req, reply, None);
+            }
             Message::Done {
                 version, unchanged, ..
             } => self.on_done(bid, version, unchanged),
@@ -98,7 +111,7 @@ impl Relay {
                 if let Some(p) = self.table.remove(bid) {
                     self.observe_done(&p);
                     match &p.op {
-                        Op::Get { name, .. } => {
+                        Op::Get { name, .. } | Op::History { name } => {
                             tracing::debug!("read of {name} failed on the node: {message}")
                         }
                         Op::Put { name, .. } => {
@@ -201,7 +214,7 @@ impl Relay {
                 }
                 written
             }
-            Op::Get { .. } => {
+            Op::Get { .. } | Op::History { .. } => {
                 tracing::debug!("ignoring a done for a read (id {bid})");
                 return;
             }

@@ -99,7 +99,10 @@ impl Relay {
                     from, to, blake3, ..
                 },
             ) => self.rename(req, from, to, blake3, node),
-            (Front::Fetch, Message::Get { name, .. }) => self.get(req, name, node),
+            (Front::Fetch, Message::Get { name, version, .. }) => {
+                self.get(req, name, version, node)
+            }
+            (Front::Fetch, Message::History { name, .. }) => self.history(req, name, node),
             (_, Message::Fsck { repair, .. }) => {
                 let rebuilding = self.rebuild.is_active();
                 self.fsck
@@ -513,13 +516,24 @@ impl Relay {
         }
     }
 
-    fn get(&mut self, req: Requester, name: String, node: &mut dyn ToNode) {
+    fn get(&mut self, req: Requester, name: String, version: Option<u64>, node: &mut dyn ToNode) {
         if !self.check_name(&req, &name) {
             return;
         }
         let Ok(indexed) = self.lookup(&req, &name) else {
             return;
         };
+        if let (Some(_), None) = (version, &indexed) {
+            // A version of a deleted name: only the node's history knows it (in any class).
+            let msg = Message::Get {
+                id: 0,
+                name: name.clone(),
+                class: None,
+                version,
+            };
+            let job = Op::Get { name, size: None };
+            return self.forward(req, NodePort::Serve, job, msg, None, node);
+        }
         let Some(rec) = indexed else {
             let (code, text) = if self.table.is_uploading(&name) {
                 (
@@ -544,10 +558,27 @@ impl Relay {
         let msg = Message::Get {
             id: 0,
             name: name.clone(),
-            class: Some(rec.class),
+            class: if version.is_some_and(|v| v != rec.version) {
+                None
+            } else {
+                Some(rec.class)
+            },
+            version,
         };
         let job = Op::Get { name, size: None };
         self.forward(req, NodePort::Serve, job, msg, None, node);
+    }
+
+    /// The versions of `name` the node holds (its history and the current one).
+    fn history(&mut self, req: Requester, name: String, node: &mut dyn ToNode) {
+        if !self.check_name(&req, &name) {
+            return;
+        }
+        let msg = Message::History {
+            id: 0,
+            name: name.clone(),
+        };
+        self.forward(req, NodePort::Serve, Op::History { name }, msg, None, node);
     }
 
     fn read_credit(&mut self, req: &Requester, chunks: u32, node: &mut dyn ToNode) {

@@ -52,6 +52,7 @@ fn an_unreachable_node_is_reported_not_waited_for() {
             id: 2,
             name: "q.txt".into(),
             class: None,
+            version: None,
         },
         None,
     );

@@ -66,6 +66,7 @@ fn reads_listings_and_bad_input() {
             id: 3,
             name: "s.mp3".into(),
             class: None,
+            version: None,
         },
         None,
     );
@@ -105,6 +106,7 @@ fn reads_listings_and_bad_input() {
             id: 4,
             name: "z/big.bin".into(),
             class: None,
+            version: None,
         },
         None,
     );
@@ -170,6 +172,7 @@ fn reads_listings_and_bad_input() {
             id: 5,
             name: "missing".into(),
             class: None,
+            version: None,
         },
         None,
     );
@@ -184,6 +187,7 @@ fn reads_listings_and_bad_input() {
             id: 6,
             name: "../etc".into(),
             class: None,
+            version: None,
         },
         None,
     );
@@ -208,6 +212,7 @@ fn reads_listings_and_bad_input() {
             id: 8,
             name: "s.mp3".into(),
             class: None,
+            version: None,
         },
         None,
     );

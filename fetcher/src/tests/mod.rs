@@ -232,6 +232,7 @@ pub(super) fn args(port: u16, target: &Path, names: &[&str]) -> Args {
         timeout: 2.0,
         secret_key: None,
         broker_key: None,
+        version: None,
     }
 }
 

@@ -41,6 +41,7 @@ impl TestNode {
             secret_key: None,
             allow: None,
             insecure: false,
+            keep_history: crate::layout::DEFAULT_KEEP_HISTORY,
         };
         let node = Node::bind(&ctx, &args).unwrap();
         let (base, root) = (node.base_port(), node.root().to_path_buf());

@@ -86,6 +86,7 @@ fn get_inline_and_chunked_and_list() {
         id,
         name: name.into(),
         class: Some(Class::Mp3),
+        version: None,
     };
     let (reply, data) = request(&serve, &get(3, "s.mp3"), None);
     let Message::Meta { id: 3, entry } = reply else {
@@ -141,6 +142,7 @@ fn get_inline_and_chunked_and_list() {
             id: 8,
             name: "s.mp3".into(),
             class: None,
+            version: None,
         },
         None,
     );
@@ -190,6 +192,7 @@ fn a_file_cut_short_during_a_read_ends_it_with_an_error() {
         id: 2,
         name: "cut.pdf".into(),
         class: Some(Class::Pdf),
+        version: None,
     };
     assert!(matches!(
         request(&serve, &get, None).0,
@@ -256,6 +259,7 @@ fn malformed_input_gets_an_error_and_the_node_keeps_serving() {
         id: 7,
         name: "a.mp3".into(),
         class: None,
+        version: None,
     };
     assert_eq!(
         error_code(&request(&mp3, &get, None).0),
@@ -307,6 +311,7 @@ fn run_writes_the_ready_file_and_stops_on_the_signal() {
         secret_key: None,
         allow: None,
         insecure: false,
+        keep_history: crate::layout::DEFAULT_KEEP_HISTORY,
     };
     let stop = Shutdown::new();
     let s = stop.clone();

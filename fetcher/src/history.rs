@@ -1,0 +1,166 @@
+//! `dfs history NAME...`: every version of each name the storage node holds, the current one
+//! and those kept in its history (docs/CONTRACT.md §8), one line each: version, size, BLAKE3,
+//! modification time, when it became current, and whether it is current, replaced or deleted.
+
+use crate::client;
+use crate::error::{FetchError, EXIT_OK, EXIT_USAGE};
+use crate::human::Size;
+use daemon::Shutdown;
+use schema::{Message, VersionInfo};
+use std::io::Write;
+use std::path::PathBuf;
+
+/// Options of `dfs history`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct HistoryArgs {
+    /// Stored names (with their volume, as `dfs fetch` lists them).
+    #[arg(value_name = "NAME", required = true)]
+    pub names: Vec<String>,
+    /// The broker's fetch address, HOST[:PORT] (port 12346 when omitted).
+    #[arg(long, value_name = "HOST[:PORT]", env = "DFS_FETCH_BROKER",
+          default_value = schema::ports::FETCH_ADDR)]
+    pub broker: String,
+    /// One JSON object per version (name, version, size, class, blake3, modified, since,
+    /// until, state).
+    #[arg(long)]
+    pub json: bool,
+    /// Longest wait for any answer from the broker, in seconds.
+    #[arg(
+        long,
+        value_name = "SECS",
+        env = "DFS_FETCH_TIMEOUT",
+        default_value_t = 5.0
+    )]
+    pub timeout: f64,
+    /// A fetcher's CURVE secret key (as for `dfs fetch`).
+    #[arg(long, value_name = "FILE", env = "DFS_FETCH_SECRET_KEY")]
+    pub secret_key: Option<PathBuf>,
+    /// The broker's public key file (as for `dfs fetch`).
+    #[arg(long, value_name = "FILE", env = "DFS_FETCH_BROKER_KEY")]
+    pub broker_key: Option<PathBuf>,
+}
+
+/// Runs `dfs history`; the exit codes are `dfs fetch`'s (1: a name with no version at all).
+pub fn run(args: HistoryArgs) -> u8 {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    execute(&args, &mut out, &mut std::io::stderr(), &Shutdown::new())
+}
+
+/// `dfs history` with its output and errors going to `out` and `err`.
+pub fn execute(
+    args: &HistoryArgs,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+    stop: &Shutdown,
+) -> u8 {
+    let (host, port) = match daemon::host_port(&args.broker, schema::ports::FETCH_PORT) {
+        Ok(hp) => hp,
+        Err(e) => {
+            let _ = writeln!(err, "dfs history: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let endpoint = net::socket::endpoint(&host, port);
+    let report = |err: &mut dyn Write, subject: Option<&str>, e: &FetchError| -> u8 {
+        let _ = writeln!(err, "{}", e.line(subject, &endpoint));
+        e.exit_code()
+    };
+    let auth = match client::broker_auth(
+        &endpoint,
+        args.secret_key.as_deref(),
+        args.broker_key.as_deref(),
+    ) {
+        Ok(a) => a,
+        Err(e) => return report(err, None, &e),
+    };
+    let mut client = match client::connect(&endpoint, &auth, args.timeout, stop.clone()) {
+        Ok(c) => c,
+        Err(e) => return report(err, None, &e),
+    };
+    let mut code = EXIT_OK;
+    for name in &args.names {
+        if let Err(e) = schema::names::check(name) {
+            code = code.max(report(err, Some(name), &FetchError::BadName(e)));
+            continue;
+        }
+        match versions(&mut client, name) {
+            Ok(all) if all.is_empty() => {
+                let e = FetchError::Remote {
+                    code: schema::ErrorCode::NotFound,
+                    message: "no version of it is stored or kept".into(),
+                };
+                code = code.max(report(err, Some(name), &e));
+            }
+            Ok(all) => {
+                for v in &all {
+                    let _ = writeln!(out, "{}", line(name, v, args.json));
+                }
+            }
+            Err(e) => {
+                code = code.max(report(err, Some(name), &e));
+                if e.is_link_failure() {
+                    break;
+                }
+            }
+        }
+    }
+    code
+}
+
+/// The versions of `name`, oldest first.
+fn versions(client: &mut client::Client, name: &str) -> Result<Vec<VersionInfo>, FetchError> {
+    let id = client.new_id();
+    client.send(&Message::History {
+        id,
+        name: name.to_string(),
+    })?;
+    let reply = client.reply(id)?;
+    match reply.msg {
+        Message::Versions { versions, .. } => Ok(versions),
+        other => Err(FetchError::Protocol(format!(
+            "expected versions in answer to history, got {}",
+            other.kind()
+        ))),
+    }
+}
+
+/// Whether a version is current, was replaced, or was deleted (or moved away).
+fn state(v: &VersionInfo) -> &'static str {
+    match (v.until, v.deleted) {
+        (None, _) => "current",
+        (Some(_), true) => "deleted",
+        (Some(_), false) => "replaced",
+    }
+}
+
+/// One version as a line of the table, or as one JSON object.
+fn line(name: &str, v: &VersionInfo, json: bool) -> String {
+    let time = |ns: i64| schema::time::rfc3339(ns.max(0));
+    if json {
+        return serde_json::json!({
+            "name": name,
+            "version": v.version,
+            "size": v.size,
+            "class": v.class.as_str(),
+            "blake3": v.blake3.to_string(),
+            "modified": time(v.modified),
+            "since": time(v.since),
+            "until": v.until.map(time),
+            "state": state(v),
+        })
+        .to_string();
+    }
+    let until = v.until.map_or_else(|| "-".to_string(), time);
+    format!(
+        "{}  v{}  {:>9}  {}  modified {}  current {} .. {}  {}",
+        schema::names::escape(name),
+        v.version,
+        Size(v.size).to_string(),
+        v.blake3,
+        time(v.modified),
+        time(v.since),
+        until,
+        state(v)
+    )
+}

@@ -1,0 +1,104 @@
+//! History on the node (docs/CONTRACT.md §8): every replaced or deleted version stays, with its
+//! bytes, outside the class folders, until the retention removes it.
+
+use crate::harness::*;
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+/// The version records of `name` in `class` on the node, as (version, deleted, blake3 hex).
+fn versions(root: &Path, class: &str, name: &str) -> Vec<(u64, bool, String)> {
+    let path = root
+        .join(".dfs/history")
+        .join(class)
+        .join(format!("{name}.versions"));
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["version"].as_u64().unwrap(),
+                v["deleted"].as_bool().unwrap_or(false),
+                v["blake3"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The bytes kept for the content hash `hex`.
+fn object(root: &Path, hex: &str) -> Option<Vec<u8>> {
+    fs::read(root.join(".dfs/objects").join(&hex[..2]).join(hex)).ok()
+}
+
+fn listed_version(c: &Cluster, name: &str) -> Option<u64> {
+    c.listing().get(name).map(|l| l.version)
+}
+
+#[test]
+fn replaced_and_deleted_versions_stay_on_the_node_with_their_bytes() {
+    let c = Cluster::start();
+    let file = c.source.join("notes.txt");
+    let contents = ["first draft", "second draft", "final text"];
+    for (i, text) in contents.iter().enumerate() {
+        fs::write(&file, text).unwrap();
+        let want = i as u64 + 1;
+        wait_until(
+            &format!("version {want} is stored"),
+            Duration::from_secs(30),
+            || listed_version(&c, "notes.txt") == Some(want),
+        );
+    }
+    fs::remove_file(&file).unwrap();
+    wait_until("the delete is synced", Duration::from_secs(30), || {
+        !c.listing().contains_key("notes.txt")
+    });
+    assert!(
+        !c.root.join("txt/notes.txt").exists(),
+        "the class folder keeps current files only"
+    );
+
+    let kept = versions(&c.root, "txt", "notes.txt");
+    let summary: Vec<(u64, bool)> = kept.iter().map(|(v, d, _)| (*v, *d)).collect();
+    assert_eq!(summary, [(1, false), (2, false), (3, true)], "{kept:?}");
+    for ((_, _, hex), text) in kept.iter().zip(contents) {
+        assert_eq!(hex, &blake3::hash(text.as_bytes()).to_hex().to_string());
+        assert_eq!(
+            object(&c.root, hex).as_deref(),
+            Some(text.as_bytes()),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn the_retention_removes_old_versions_and_never_a_current_file() {
+    let mut c = Cluster::start_without_watcher();
+    c.storage_args = vec!["--keep-history".into(), "2s".into()];
+    c.take(Role::Storage);
+    c.restart(Role::Storage);
+    c.start_watcher();
+    let file = c.source.join("a.txt");
+    fs::write(&file, "old").unwrap();
+    wait_until("v1", Duration::from_secs(30), || {
+        listed_version(&c, "a.txt") == Some(1)
+    });
+    fs::write(&file, "new").unwrap();
+    wait_until("v2", Duration::from_secs(30), || {
+        listed_version(&c, "a.txt") == Some(2)
+    });
+    assert_eq!(versions(&c.root, "txt", "a.txt").len(), 1);
+    let old = blake3::hash(b"old").to_hex().to_string();
+    assert_eq!(object(&c.root, &old).as_deref(), Some(&b"old"[..]));
+    wait_until(
+        "the retention removes the old version and its bytes",
+        Duration::from_secs(30),
+        || versions(&c.root, "txt", "a.txt").is_empty() && object(&c.root, &old).is_none(),
+    );
+    assert_eq!(fs::read(c.root.join("txt/a.txt")).unwrap(), b"new");
+    let out = c.fetch(&["--target", c.target.to_str().unwrap(), "a.txt"]);
+    assert!(out.status.success());
+    assert_eq!(fs::read(c.target.join("a.txt")).unwrap(), b"new");
+    let log = c.storage.as_ref().unwrap().log_text();
+    assert!(log.contains("history: removed 1 versions"), "{log}");
+}
