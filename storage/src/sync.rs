@@ -225,7 +225,8 @@ fn store(
                 });
             }
             let dest = layout.file_path(meta.class, &meta.name)?;
-            if let Some(old) = meta::stored(&dest, &meta.name).filter(|old| old.blake3 == actual) {
+            let old = meta::stored(&dest, &meta.name);
+            if let Some(old) = old.as_ref().filter(|old| old.blake3 == actual) {
                 tracing::debug!(name = %meta.name, "unchanged");
                 return Ok((old.version, true));
             }
@@ -233,7 +234,12 @@ fn store(
             temp.file()
                 .write_all(&data)
                 .map_err(|e| StoreError::io("write", temp.path(), e))?;
-            finish(layout, temp, &meta, data.len() as u64, metrics, folders)
+            let stored = Stored {
+                temp,
+                size: data.len() as u64,
+                old: Some(old),
+            };
+            finish(layout, stored, &meta, metrics, folders)
         }
         Work::Finish {
             temp,
@@ -246,7 +252,12 @@ fn store(
                 .map_err(|e| StoreError::io("write", temp.path(), e))?;
             // A second handle outlives the commit, to drop the pages it made clean.
             let cached = temp.file().try_clone().ok();
-            let stored = finish(layout, temp, &meta, size, metrics, folders)?;
+            let new = Stored {
+                temp,
+                size,
+                old: None,
+            };
+            let stored = finish(layout, new, &meta, metrics, folders)?;
             if let Some(file) = cached {
                 disk::writeback::drop_cached(&file);
             }
@@ -258,18 +269,27 @@ fn store(
     }
 }
 
+/// A new version ready to commit: its temporary file and size, and what the name held before
+/// when the caller already looked (`None`: not looked yet).
+struct Stored {
+    temp: TempFile,
+    size: u64,
+    old: Option<Option<StoredMeta>>,
+}
+
 fn finish(
     layout: &Layout,
-    temp: TempFile,
+    new: Stored,
     meta: &StoredMeta,
-    size: u64,
     metrics: &Metrics,
     folders: &FolderSyncs,
 ) -> Result<(u64, bool), StoreError> {
+    let Stored { temp, size, old } = new;
     let dest = layout.file_path(meta.class, &meta.name)?;
     let started = std::time::Instant::now();
     // The version this one replaces stays in the history (before the rename over it).
-    if let Some(old) = meta::stored(&dest, &meta.name) {
+    let old = old.unwrap_or_else(|| meta::stored(&dest, &meta.name));
+    if let Some(old) = old {
         let now = schema::time::to_ns(std::time::SystemTime::now());
         layout.history().keep(&dest, &old, now, false)?;
     }
