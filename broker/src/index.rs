@@ -295,6 +295,11 @@ impl Index {
         Ok(())
     }
 
+    /// How many indexed names start with `prefix`.
+    pub fn count_prefix(&self, prefix: &str) -> u64 {
+        self.db.scan_prefix(prefix.as_bytes()).keys().count() as u64
+    }
+
     /// Whether any indexed name starts with `prefix`.
     pub fn has_names_under(&self, prefix: &str) -> Result<bool, IndexError> {
         match self.db.scan_prefix(prefix.as_bytes()).next() {

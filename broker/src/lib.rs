@@ -15,6 +15,7 @@
 //! * `index`, `record`: the sled index; `export`, `flusher`: `index.txt` and when it is
 //!   written; [`metrics`]: `--metrics`.
 
+mod alarm;
 mod commit;
 mod error;
 mod export;

@@ -26,6 +26,8 @@ pub struct Metrics {
     /// Files the index lists, and their bytes (as of the last export of index.txt).
     pub index_entries: Gauge,
     pub index_bytes: Gauge,
+    /// Mass-change alarms raised (a volume mostly deleted or rewritten at once).
+    pub mass_changes: Counter,
 }
 
 impl Default for Metrics {
@@ -40,6 +42,7 @@ impl Default for Metrics {
             request_seconds: latency_family(),
             index_entries: Gauge::default(),
             index_bytes: Gauge::default(),
+            mass_changes: Counter::default(),
         }
     }
 }
@@ -49,6 +52,12 @@ impl Metrics {
     pub fn registry(&self) -> Registry {
         let mut r = registry_for("broker");
         let p = "dfs_broker_";
+        let help = "Mass-change alarms: more than half of a volume deleted or rewritten at once";
+        r.register(
+            format!("{p}mass_change_alarms"),
+            help,
+            self.mass_changes.clone(),
+        );
         let help = "Uploads stored on the node and indexed (new content)";
         r.register(format!("{p}files_routed"), help, self.files_routed.clone());
         let help = "Bytes of the uploads stored and indexed";

@@ -41,6 +41,8 @@ pub struct Facts {
     pub rebuilding: bool,
     /// The node's serve address.
     pub storage: String,
+    /// Mass-change alarms in effect.
+    pub alarms: Vec<String>,
 }
 
 impl Default for StatusDesk {
@@ -190,6 +192,7 @@ impl StatusDesk {
             in_flight: facts.in_flight,
             rebuilding: facts.rebuilding,
             storage: facts.storage.clone(),
+            alarms: facts.alarms.clone(),
         }
     }
 }

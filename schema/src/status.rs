@@ -68,6 +68,10 @@ pub struct BrokerReport {
     pub rebuilding: bool,
     /// The node's endpoint as the broker reaches it (its serve port).
     pub storage: String,
+    /// Mass-change alarms in effect, one line each (a volume mostly deleted or rewritten at
+    /// once: someone should look).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alarms: Vec<String>,
 }
 
 /// What a watcher writes to its `--status-file` and `dfs status` reads back: one JSON object,
@@ -158,6 +162,7 @@ mod tests {
             in_flight: 2,
             rebuilding: false,
             storage: "tcp://127.0.0.1:9004".into(),
+            alarms: vec!["mass change in volume photos: 150 names".into()],
         };
         for m in [
             Message::Status {

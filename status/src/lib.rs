@@ -252,6 +252,9 @@ fn ask_broker(
         let why = "is rebuilding its index from the storage node; changes wait until it is done";
         found.problem(Severity::Unhealthy, subject.clone(), why);
     }
+    for alarm in &broker.alarms {
+        found.problem(Severity::Unhealthy, subject.clone(), alarm.clone());
+    }
     disk_check(found, &subject, &broker.data, broker.disk);
     let node_subject = format!("storage node {}", broker.storage);
     match node {

@@ -1,6 +1,7 @@
 //! End-to-end tests: real `dfs` processes on loopback, free ports, temporary folders, polled waits
 //! with deadlines. One test binary (one link step on two cores).
 
+mod alarm;
 mod bad_peers;
 mod churn;
 mod config;

@@ -8,6 +8,7 @@
 mod replies;
 mod requests;
 
+use crate::alarm::MassChange;
 use crate::fsck_relay::Fsck;
 use crate::in_flight::{Forwarded, InFlight, Op};
 use crate::index::Index;
@@ -41,6 +42,8 @@ pub struct Relay {
     out: Outbox,
     /// Who owns each volume, and which volume each watcher connection claimed.
     owners: Owners,
+    /// Recent deletes and rewrites per volume, and the alarms they raised.
+    alarm: MassChange,
 }
 
 /// The fsck's view of a relay (its fields, borrowed apart so the fsck can be borrowed too).
@@ -73,6 +76,7 @@ impl Relay {
             idle_timeout: schema::limits::IDLE_TIMEOUT,
             out: Outbox::default(),
             owners,
+            alarm: MassChange::default(),
         }
     }
 
@@ -197,6 +201,7 @@ impl Relay {
             in_flight: self.table.len() as u64,
             rebuilding: self.rebuild.is_active(),
             storage: node.endpoint(NodePort::Serve).to_string(),
+            alarms: self.alarm.alarms(std::time::Instant::now()),
         }
     }
 
@@ -217,6 +222,29 @@ impl Relay {
             .request_seconds
             .get_or_create(&[("op", op)])
             .observe(p.started.elapsed().as_secs_f64());
+    }
+
+    /// Feeds the mass-change alarm: `name` was deleted or moved away (`gone`) or rewritten.
+    fn note_change(&mut self, name: &str, gone: bool) {
+        let owners = &self.owners;
+        let volume = schema::names::Volume::of(name, |v| owners.is_named(v));
+        let index = &self.index;
+        let count = || match volume.is_root() {
+            false => index.count_prefix(&format!("{}/", volume.name())),
+            true => {
+                let named: u64 = owners
+                    .named()
+                    .iter()
+                    .map(|v| index.count_prefix(&format!("{v}/")))
+                    .sum();
+                (index.len() as u64).saturating_sub(named)
+            }
+        };
+        let now = std::time::Instant::now();
+        if let Some(warning) = self.alarm.changed(volume.name(), name, gone, now, count) {
+            tracing::warn!("mass change: {warning}");
+            self.metrics.mass_changes.inc();
+        }
     }
 
     /// Sends `msg` to whoever made `req`.

@@ -173,7 +173,11 @@ impl Relay {
                     }
                 }
                 let rec = Record::stored(*class, *size, *hash, *modified, version);
+                let rewrite = !unchanged && matches!(self.index.get(name), Ok(Some(_)));
                 let written = self.index.put(name, &rec);
+                if written.is_ok() && rewrite {
+                    self.note_change(name, false);
+                }
                 if written.is_ok() && !unchanged {
                     self.metrics.files_routed.inc();
                     self.metrics.bytes_routed.inc_by(*size);
@@ -195,6 +199,7 @@ impl Relay {
                 let written = self.index.remove(name);
                 if written.is_ok() {
                     tracing::info!("deleted {}", names::escape(name));
+                    self.note_change(name, true);
                 }
                 written
             }
@@ -205,6 +210,7 @@ impl Relay {
                 }
                 let written = self.index.rename(from, to, &rec);
                 if written.is_ok() {
+                    self.note_change(from, true);
                     tracing::info!(
                         "renamed {} to {} (version {})",
                         names::escape(from),
