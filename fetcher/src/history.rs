@@ -108,8 +108,19 @@ pub fn execute(
     code
 }
 
+/// The version of `versions` that was current at `t` (ns), if the name existed then.
+pub(crate) fn current_at(versions: &[VersionInfo], t: i64) -> Option<&VersionInfo> {
+    versions
+        .iter()
+        .rev()
+        .find(|v| v.since <= t && v.until.is_none_or(|until| until > t))
+}
+
 /// The versions of `name`, oldest first.
-fn versions(client: &mut client::Client, name: &str) -> Result<Vec<VersionInfo>, FetchError> {
+pub(crate) fn versions(
+    client: &mut client::Client,
+    name: &str,
+) -> Result<Vec<VersionInfo>, FetchError> {
     let id = client.new_id();
     client.send(&Message::History {
         id,
@@ -163,4 +174,50 @@ fn line(name: &str, v: &VersionInfo, json: bool) -> String {
         until,
         state(v)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use schema::{Class, Hash};
+
+    fn v(version: u64, since: i64, until: Option<i64>, deleted: bool) -> VersionInfo {
+        VersionInfo {
+            version,
+            class: Class::Txt,
+            size: 1,
+            blake3: Hash::of(b"x"),
+            modified: 0,
+            since,
+            until,
+            deleted,
+        }
+    }
+
+    #[test]
+    fn the_version_current_at_an_instant() {
+        // v1 from 10 to 20, v2 from 20 to 30 (then deleted), v3 current since 40.
+        let all = [
+            v(1, 10, Some(20), false),
+            v(2, 20, Some(30), true),
+            v(3, 40, None, false),
+        ];
+        let at = |t| current_at(&all, t).map(|v| v.version);
+        assert_eq!(at(5), None, "before it existed");
+        assert_eq!(at(10), Some(1));
+        assert_eq!(at(25), Some(2));
+        assert_eq!(at(35), None, "deleted then");
+        assert_eq!(at(45), Some(3));
+        assert_eq!(state(&all[1]), "deleted");
+        assert_eq!(state(&all[2]), "current");
+    }
+
+    #[test]
+    fn times_are_instants_or_ages() {
+        let now = 100 * 3_600_000_000_000i64;
+        assert_eq!(crate::parse_time("2h", now), Ok(98 * 3_600_000_000_000));
+        let t = crate::parse_time("1970-01-01T00:00:01Z", now).unwrap();
+        assert_eq!(t, 1_000_000_000);
+        assert!(crate::parse_time("yesterday-ish", now).is_err());
+    }
 }

@@ -94,8 +94,13 @@ pub struct Args {
 
     /// Retrieve version N of the one NAME given, current or kept in the history (`dfs history
     /// NAME` lists them), deleted names included.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", conflicts_with = "at")]
     pub version: Option<u64>,
+
+    /// Retrieve the named files as they were at TIME (RFC 3339, such as 2026-12-01T09:00:00Z,
+    /// or an age such as 90m, 2h, 3d), deleted ones included.
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
 }
 
 /// What the command line asks for.
@@ -201,7 +206,9 @@ pub fn execute(args: &Args, out: &mut dyn Write, err: &mut dyn Write, stop: &Shu
         }
         Mode::Stdout { .. } => {
             let name = &valid[0];
-            if let Err(e) = to_writer(&mut client, name, (args.class, args.version), out) {
+            let result = pick_version(&mut client, name, args, now_ns())
+                .and_then(|v| to_writer(&mut client, name, (args.class, v), out));
+            if let Err(e) = result {
                 let _ = out.flush();
                 code = code.max(report(Some(name), &e, &endpoint));
             }
@@ -229,7 +236,8 @@ pub fn execute(args: &Args, out: &mut dyn Write, err: &mut dyn Write, stop: &Shu
                         reason: cause.to_string(),
                         code: cause.exit_code(),
                     }),
-                    None => save(&mut client, &args.target, name, (args.class, args.version)),
+                    None => pick_version(&mut client, name, args, now_ns())
+                        .and_then(|v| save(&mut client, &args.target, name, (args.class, v))),
                 };
                 if let Err(e) = result {
                     code = code.max(report(Some(name), &e, &endpoint));
@@ -273,6 +281,15 @@ fn usage(args: &Args) -> Result<(Mode<'_>, String), FetchError> {
         (None, _) if args.json => return bad("--json is for listing; give no NAME with it".into()),
         (None, names) => Mode::Save { names },
     };
+    if args.at.is_some()
+        && (args.names.is_empty() || args.names.iter().any(|n| select::is_pattern(n)))
+    {
+        return bad(
+            "--at retrieves named files; a listing or patterns as of a time are not \
+                    built yet"
+                .into(),
+        );
+    }
     if args.version.is_some() {
         match args.names.as_slice() {
             [name] if !select::is_pattern(name) => {}
@@ -282,6 +299,45 @@ fn usage(args: &Args) -> Result<(Mode<'_>, String), FetchError> {
         }
     }
     Ok((mode, endpoint))
+}
+
+/// The version of `name` to retrieve: `--version`, the one current at `--at` (asking the
+/// node's history), or the current one (`None`).
+fn pick_version(
+    client: &mut Client,
+    name: &str,
+    args: &Args,
+    now: i64,
+) -> Result<Option<u64>, FetchError> {
+    let Some(at) = &args.at else {
+        return Ok(args.version);
+    };
+    let t = parse_time(at, now).map_err(FetchError::Usage)?;
+    let versions = history::versions(client, name)?;
+    match history::current_at(&versions, t) {
+        Some(v) => Ok(Some(v.version)),
+        None => Err(FetchError::Remote {
+            code: schema::ErrorCode::NotFound,
+            message: format!("it did not exist at {at}"),
+        }),
+    }
+}
+
+/// A time given as RFC 3339 or as an age before `now` (`90m`, `2h`, `3d`), in ns.
+pub fn parse_time(text: &str, now: i64) -> Result<i64, String> {
+    if let Ok(t) = humantime::parse_rfc3339_weak(text) {
+        return Ok(schema::time::to_ns(t));
+    }
+    match humantime::parse_duration(text) {
+        Ok(age) => Ok(now.saturating_sub(i64::try_from(age.as_nanos()).unwrap_or(i64::MAX))),
+        Err(_) => Err(format!(
+            "--at {text:?}: give a time (2026-12-01T09:00:00Z) or an age (90m, 2h, 3d)"
+        )),
+    }
+}
+
+fn now_ns() -> i64 {
+    schema::time::to_ns(std::time::SystemTime::now())
 }
 
 /// Asks for `name` and checks it is of `class` (when given) before any content moves.

@@ -40,6 +40,8 @@ fn replaced_and_deleted_versions_stay_on_the_node_with_their_bytes() {
     let c = Cluster::start();
     let file = c.source.join("notes.txt");
     let contents = ["first draft", "second draft", "final text"];
+    // An instant while each version was the current one.
+    let mut instants = Vec::new();
     for (i, text) in contents.iter().enumerate() {
         fs::write(&file, text).unwrap();
         let want = i as u64 + 1;
@@ -48,6 +50,9 @@ fn replaced_and_deleted_versions_stay_on_the_node_with_their_bytes() {
             Duration::from_secs(30),
             || listed_version(&c, "notes.txt") == Some(want),
         );
+        std::thread::sleep(Duration::from_millis(20));
+        instants.push(humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string());
+        std::thread::sleep(Duration::from_millis(20));
     }
     fs::remove_file(&file).unwrap();
     wait_until("the delete is synced", Duration::from_secs(30), || {

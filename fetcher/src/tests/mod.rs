@@ -233,6 +233,7 @@ pub(super) fn args(port: u16, target: &Path, names: &[&str]) -> Args {
         secret_key: None,
         broker_key: None,
         version: None,
+        at: None,
     }
 }
 
