@@ -367,8 +367,22 @@ fn save(
 ) -> Result<(), FetchError> {
     let started = request(client, name, class, version)?;
     let size = started.entry.size;
-    let opened =
-        save::destination(target, name).and_then(|dest| Ok((TempFile::beside(&dest, size)?, dest)));
+    let dest = match save::destination(target, name) {
+        Ok(dest) => dest,
+        Err(e) => {
+            started.abandon(client);
+            return Err(e);
+        }
+    };
+    if save::already_there(&dest, &started.entry) {
+        debug!(
+            name,
+            "already in the target with the same content: left alone"
+        );
+        started.abandon(client);
+        return Ok(());
+    }
+    let opened = TempFile::beside(&dest, size).map(|temp| (temp, dest));
     let (mut temp, dest) = match opened {
         Ok(ok) => ok,
         Err(e) => {

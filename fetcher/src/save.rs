@@ -21,6 +21,23 @@ const NAME_MAX: usize = 255;
 /// Makes sure the folders of `name` exist below `target` (creating them as needed) and returns
 /// the destination path. Refuses a component below the target that is a symbolic link or not a
 /// folder, so a link inside the target cannot lead a write elsewhere.
+/// Whether `dest` already holds exactly the content of `entry` (a regular file of its size and
+/// BLAKE3): such a file is left alone, so that running an interrupted restore again resumes it.
+pub(crate) fn already_there(dest: &Path, entry: &schema::Entry) -> bool {
+    match fs::symlink_metadata(dest) {
+        Ok(m) if m.is_file() && m.len() == entry.size => {}
+        _ => return false,
+    }
+    let Ok(file) = fs::File::open(dest) else {
+        return false;
+    };
+    let mut hasher = blake3::Hasher::new();
+    match hasher.update_reader(file) {
+        Ok(_) => schema::Hash::from(hasher.finalize()) == entry.blake3,
+        Err(_) => false,
+    }
+}
+
 pub(crate) fn destination(target: &Path, name: &str) -> Result<PathBuf, FetchError> {
     let dest = schema::names::to_path(target, name)?;
     fs::create_dir_all(target).map_err(|source| FetchError::Write {

@@ -107,3 +107,36 @@ fn the_retention_removes_old_versions_and_never_a_current_file() {
     let log = c.storage.as_ref().unwrap().log_text();
     assert!(log.contains("history: removed 1 versions"), "{log}");
 }
+
+#[test]
+fn a_fetch_run_again_leaves_identical_files_alone_and_mends_the_rest() {
+    use std::os::unix::fs::MetadataExt;
+    let c = Cluster::start();
+    let big = random_bytes(7, 3 << 20);
+    fs::write(c.source.join("big.bin"), &big).unwrap();
+    fs::write(c.source.join("small.txt"), "small").unwrap();
+    c.wait_synced(Duration::from_secs(60));
+    let target = c.target.to_str().unwrap().to_string();
+    let fetch_all = || {
+        let out = c.fetch(&["--target", &target, "big.bin", "small.txt"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    fetch_all();
+    let inode = |n: &str| fs::metadata(c.target.join(n)).unwrap().ino();
+    let (big_ino, small_ino) = (inode("big.bin"), inode("small.txt"));
+    // Run again over a complete target: nothing is rewritten.
+    fetch_all();
+    assert_eq!((inode("big.bin"), inode("small.txt")), (big_ino, small_ino));
+    // Damage one file (same size, other bytes): only that one is fetched again.
+    fs::write(c.target.join("small.txt"), "SMALL").unwrap();
+    let damaged = inode("small.txt");
+    fetch_all();
+    assert_eq!(fs::read(c.target.join("small.txt")).unwrap(), b"small");
+    assert_ne!(inode("small.txt"), damaged, "the damaged file was replaced");
+    assert_eq!(inode("big.bin"), big_ino, "the intact one was left alone");
+    assert_eq!(fs::read(c.target.join("big.bin")).unwrap(), big);
+}
