@@ -94,6 +94,21 @@ fn messages() -> Vec<Message> {
             id: 7,
             name: "a.mp3".into(),
             class: Some(Class::Mp3),
+            version: Some(2),
+        },
+        Message::History {
+            id: 8,
+            name: "photos/a.jpg".into(),
+        },
+        Message::Claim {
+            id: 9,
+            volume: "photos".into(),
+            owner: "host:/home/a/Pictures".into(),
+            take_over: true,
+        },
+        Message::Claimed {
+            id: 9,
+            volumes: vec!["photos".into()],
         },
         Message::Meta {
             id: 7,
