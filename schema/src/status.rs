@@ -45,6 +45,12 @@ pub struct NodeReport {
     /// Uploads and reads open on the node when it was asked.
     pub uploads: u64,
     pub reads: u64,
+    /// Contents kept for replaced and deleted versions, and the bytes only the history holds
+    /// (those not shared with a current file): what the history costs on disk.
+    #[serde(default)]
+    pub history_objects: u64,
+    #[serde(default)]
+    pub history_bytes: u64,
 }
 
 /// A broker's account of itself (`broker_status`).
@@ -134,6 +140,8 @@ mod tests {
 
     fn node() -> NodeReport {
         NodeReport {
+            history_objects: 2,
+            history_bytes: 1 << 20,
             version: SOFTWARE_VERSION.into(),
             uptime: 7,
             root: "/srv/node".into(),

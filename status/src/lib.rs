@@ -485,6 +485,12 @@ fn print_table(found: &Findings, out: &mut dyn Write) -> std::io::Result<()> {
             Size(num(&s["bytes"])),
             classes.join(", ")
         )?;
+        writeln!(
+            out,
+            "         history: {} kept contents, {} held by the history alone",
+            num(&s["history_objects"]),
+            Size(num(&s["history_bytes"]))
+        )?;
         writeln!(out, "         disk: {}", disk_text(s, "root"))?;
     } else if let Some(e) = s["error"].as_str() {
         writeln!(out, "         {e}")?;

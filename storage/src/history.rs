@@ -200,6 +200,30 @@ impl History {
         Ok(None)
     }
 
+    /// The objects kept, and the bytes of those only the history holds (an object that is also
+    /// a current file, hard-linked, costs nothing more).
+    pub fn usage(&self) -> (u64, u64) {
+        let (mut objects, mut bytes) = (0, 0);
+        if !self.objects.is_dir() {
+            return (0, 0);
+        }
+        for entry in walkdir::WalkDir::new(&self.objects)
+            .min_depth(2)
+            .max_depth(2)
+        {
+            let Ok(entry) = entry else { continue };
+            let Ok(meta) = entry.metadata() else { continue };
+            if !meta.is_file() {
+                continue;
+            }
+            objects += 1;
+            if meta.nlink() == 1 {
+                bytes += meta.len();
+            }
+        }
+        (objects, bytes)
+    }
+
     /// The path of the content with hash `blake3`, if kept.
     pub fn object(&self, blake3: &Hash) -> Option<PathBuf> {
         let path = self.object_path(blake3);

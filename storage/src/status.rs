@@ -58,7 +58,10 @@ pub fn report(layout: &Layout, snapshot: Snapshot) -> NodeReport {
         tracing::warn!(root = %layout.root().display(), "cannot read the free space: {e}");
         DiskSpace::default()
     });
+    let (history_objects, history_bytes) = layout.history().usage();
     NodeReport {
+        history_objects,
+        history_bytes,
         version: SOFTWARE_VERSION.to_string(),
         uptime: snapshot.uptime,
         root: layout.root().display().to_string(),

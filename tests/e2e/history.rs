@@ -74,6 +74,91 @@ fn replaced_and_deleted_versions_stay_on_the_node_with_their_bytes() {
             "{text}"
         );
     }
+
+    // `dfs status` says what the history holds: three contents, all its own now.
+    let broker = c.broker_addr();
+    let status = run_bounded(
+        c.dir.path(),
+        &["status", "--broker", &broker, "--json"],
+        Duration::from_secs(30),
+    );
+    let report: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let total: usize = contents.iter().map(|t| t.len()).sum();
+    assert_eq!(report["storage"]["history_objects"], 3, "{report}");
+    assert_eq!(report["storage"]["history_bytes"], total as u64, "{report}");
+
+    // `dfs history` lists them; `dfs fetch --version N` brings any of them back, verified.
+    let out = run_bounded(
+        c.dir.path(),
+        &["history", "--broker", &broker, "--json", "notes.txt"],
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let states: Vec<(u64, &str)> = rows
+        .iter()
+        .map(|r| (r["version"].as_u64().unwrap(), r["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(states, [(1, "replaced"), (2, "replaced"), (3, "deleted")]);
+    let table = run_bounded(
+        c.dir.path(),
+        &["history", "--broker", &broker, "notes.txt"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(String::from_utf8_lossy(&table.stdout).lines().count(), 3);
+
+    let target = c.dir.path().join("restored");
+    for (version, text) in [(2, "second draft"), (1, "first draft"), (3, "final text")] {
+        let v = version.to_string();
+        let out = c.fetch(&[
+            "--target",
+            target.to_str().unwrap(),
+            "--version",
+            &v,
+            "notes.txt",
+        ]);
+        assert!(
+            out.status.success(),
+            "v{v}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(fs::read_to_string(target.join("notes.txt")).unwrap(), text);
+        let out = c.fetch(&["--version", &v, "-o", "-", "notes.txt"]);
+        assert_eq!(out.stdout, text.as_bytes());
+    }
+    // `--at` picks the version current then, the deleted name included.
+    for (at, text) in instants.iter().zip(contents) {
+        let out = c.fetch(&["--at", at, "-o", "-", "notes.txt"]);
+        assert!(
+            out.status.success(),
+            "{at}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.stdout, text.as_bytes(), "--at {at}");
+    }
+    let now = c.fetch(&["--at", "0s", "-o", "-", "notes.txt"]);
+    assert_eq!(now.status.code(), Some(1), "deleted by now");
+    assert!(String::from_utf8_lossy(&now.stderr).contains("did not exist at 0s"));
+    let missing = c.fetch(&[
+        "--target",
+        target.to_str().unwrap(),
+        "--version",
+        "9",
+        "notes.txt",
+    ]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("version 9"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
 }
 
 #[test]
