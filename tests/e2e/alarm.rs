@@ -46,11 +46,18 @@ fn a_folder_rewritten_at_once_raises_the_alarm_and_new_files_do_not() {
         .unwrap();
     }
     fs::write(c.source.join("READ_ME.txt"), "pay up").unwrap();
-    let encrypted = blake3::hash(b"xx599xx encrypted").to_hex().to_string();
+    // The watcher sends them in its own order: wait until every rewrite is stored.
+    let encrypted: Vec<(String, String)> = (0..600)
+        .map(|i| {
+            let hash = blake3::hash(format!("xx{i}xx encrypted").as_bytes());
+            (format!("doc{i:04}.txt"), hash.to_hex().to_string())
+        })
+        .collect();
     wait_until("the rewrites are stored", Duration::from_secs(120), || {
-        c.listing()
-            .get("doc0599.txt")
-            .is_some_and(|l| l.blake3 == encrypted)
+        let listed = c.listing();
+        encrypted
+            .iter()
+            .all(|(name, hash)| listed.get(name).is_some_and(|l| &l.blake3 == hash))
     });
     let alarmed = status(&c);
     let err = String::from_utf8_lossy(&alarmed.stderr);
