@@ -158,6 +158,15 @@ pub fn execute(args: &Args, out: &mut dyn Write, err: &mut dyn Write, stop: &Shu
             return EXIT_USAGE;
         }
     };
+    // One instant for every name, however long the retrieval takes.
+    let at = match args.at.as_deref().map(|text| parse_time(text, now_ns())) {
+        None => None,
+        Some(Ok(t)) => Some(t),
+        Some(Err(e)) => {
+            let _ = writeln!(err, "dfs fetch: {e}");
+            return EXIT_USAGE;
+        }
+    };
     // Refused names cost exit 1 and are never sent or written.
     let mut code = EXIT_OK;
     let wanted: Vec<&str> = match mode {
@@ -206,7 +215,7 @@ pub fn execute(args: &Args, out: &mut dyn Write, err: &mut dyn Write, stop: &Shu
         }
         Mode::Stdout { .. } => {
             let name = &valid[0];
-            let result = pick_version(&mut client, name, args, now_ns())
+            let result = pick_version(&mut client, name, args, at)
                 .and_then(|v| to_writer(&mut client, name, (args.class, v), out));
             if let Err(e) = result {
                 let _ = out.flush();
@@ -236,7 +245,7 @@ pub fn execute(args: &Args, out: &mut dyn Write, err: &mut dyn Write, stop: &Shu
                         reason: cause.to_string(),
                         code: cause.exit_code(),
                     }),
-                    None => pick_version(&mut client, name, args, now_ns())
+                    None => pick_version(&mut client, name, args, at)
                         .and_then(|v| save(&mut client, &args.target, name, (args.class, v))),
                 };
                 if let Err(e) = result {
@@ -301,24 +310,23 @@ fn usage(args: &Args) -> Result<(Mode<'_>, String), FetchError> {
     Ok((mode, endpoint))
 }
 
-/// The version of `name` to retrieve: `--version`, the one current at `--at` (asking the
-/// node's history), or the current one (`None`).
+/// The version of `name` to retrieve: `--version`, the one current at the instant `at` of
+/// `--at` (asking the node's history), or the current one (`None`).
 fn pick_version(
     client: &mut Client,
     name: &str,
     args: &Args,
-    now: i64,
+    at: Option<i64>,
 ) -> Result<Option<u64>, FetchError> {
-    let Some(at) = &args.at else {
+    let Some(t) = at else {
         return Ok(args.version);
     };
-    let t = parse_time(at, now).map_err(FetchError::Usage)?;
     let versions = history::versions(client, name)?;
     match history::current_at(&versions, t) {
         Some(v) => Ok(Some(v.version)),
         None => Err(FetchError::Remote {
             code: schema::ErrorCode::NotFound,
-            message: format!("it did not exist at {at}"),
+            message: format!("it did not exist at {}", args.at.as_deref().unwrap_or("")),
         }),
     }
 }

@@ -123,7 +123,7 @@ impl History {
             state.kept.insert(meta.blake3);
         }
         let info = fs::metadata(path).map_err(|e| StoreError::io("look at", path, e))?;
-        let since = info.ctime().saturating_mul(1_000_000_000) + info.ctime_nsec();
+        let since = changed_ns(&info);
         self.link_object(path, &meta.blake3)?;
         let record = Version {
             version: meta.version,
@@ -168,9 +168,7 @@ impl History {
         }
         all.sort_by_key(|v| (v.until, v.version));
         if let Some((path, e)) = current {
-            let since = fs::metadata(path)
-                .map(|m| m.ctime().saturating_mul(1_000_000_000) + m.ctime_nsec())
-                .unwrap_or(0);
+            let since = fs::metadata(path).map(|m| changed_ns(&m)).unwrap_or(0);
             all.push(schema::VersionInfo {
                 version: e.version,
                 class: e.class,
@@ -362,6 +360,12 @@ impl History {
         }
         Ok(())
     }
+}
+
+/// When the inode was last changed (its ctime), ns: when a stored file became current under
+/// its name.
+fn changed_ns(meta: &fs::Metadata) -> i64 {
+    meta.ctime().saturating_mul(1_000_000_000) + meta.ctime_nsec()
 }
 
 /// How often the retention runs.

@@ -234,12 +234,11 @@ fn store(
             temp.file()
                 .write_all(&data)
                 .map_err(|e| StoreError::io("write", temp.path(), e))?;
-            let stored = Stored {
+            let new = Stored {
                 temp,
                 size: data.len() as u64,
-                old: Some(old),
             };
-            finish(layout, stored, &meta, metrics, folders)
+            finish(layout, new, old, &meta, metrics, folders)
         }
         Work::Finish {
             temp,
@@ -252,12 +251,9 @@ fn store(
                 .map_err(|e| StoreError::io("write", temp.path(), e))?;
             // A second handle outlives the commit, to drop the pages it made clean.
             let cached = temp.file().try_clone().ok();
-            let new = Stored {
-                temp,
-                size,
-                old: None,
-            };
-            let stored = finish(layout, new, &meta, metrics, folders)?;
+            let dest = layout.file_path(meta.class, &meta.name)?;
+            let old = meta::stored(&dest, &meta.name);
+            let stored = finish(layout, Stored { temp, size }, old, &meta, metrics, folders)?;
             if let Some(file) = cached {
                 disk::writeback::drop_cached(&file);
             }
@@ -269,26 +265,25 @@ fn store(
     }
 }
 
-/// A new version ready to commit: its temporary file and size, and what the name held before
-/// when the caller already looked (`None`: not looked yet).
+/// A new version ready to commit: its temporary file and size.
 struct Stored {
     temp: TempFile,
     size: u64,
-    old: Option<Option<StoredMeta>>,
 }
 
+/// Commits `new` as `meta`; `old`, what the name held, is kept in the history first.
 fn finish(
     layout: &Layout,
     new: Stored,
+    old: Option<StoredMeta>,
     meta: &StoredMeta,
     metrics: &Metrics,
     folders: &FolderSyncs,
 ) -> Result<(u64, bool), StoreError> {
-    let Stored { temp, size, old } = new;
+    let Stored { temp, size } = new;
     let dest = layout.file_path(meta.class, &meta.name)?;
     let started = std::time::Instant::now();
     // The version this one replaces stays in the history (before the rename over it).
-    let old = old.unwrap_or_else(|| meta::stored(&dest, &meta.name));
     if let Some(old) = old {
         let now = schema::time::to_ns(std::time::SystemTime::now());
         layout.history().keep(&dest, &old, now, false)?;

@@ -50,6 +50,8 @@ fn replaced_and_deleted_versions_stay_on_the_node_with_their_bytes() {
             Duration::from_secs(30),
             || listed_version(&c, "notes.txt") == Some(want),
         );
+        // Not a wait for anything: the kernel stamps ctimes with a coarse clock (a few ms), so
+        // the instant is taken clear of this version's start and the next one's.
         std::thread::sleep(Duration::from_millis(20));
         instants.push(humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string());
         std::thread::sleep(Duration::from_millis(20));

@@ -48,6 +48,12 @@ impl Claim {
         }
     }
 
+    /// A root-volume claim for tests of other parts.
+    #[cfg(test)]
+    pub fn root_for_tests() -> Claim {
+        Claim::new(Volume::root(), "test:/src".into(), false)
+    }
+
     /// The volume.
     pub fn volume(&self) -> &Volume {
         &self.volume
@@ -142,49 +148,19 @@ impl Claim {
     }
 
     /// The same message with its names turned into stored names (`put`, `delete`, `rename`).
-    pub fn outgoing(&self, msg: Message) -> Message {
+    pub fn outgoing(&self, mut msg: Message) -> Message {
         if self.volume.is_root() {
             return msg;
         }
-        match msg {
-            Message::Put {
-                id,
-                name,
-                size,
-                modified,
-                blake3,
-                version,
-                growing,
-            } => Message::Put {
-                id,
-                name: self.stored(&name),
-                size,
-                modified,
-                blake3,
-                version,
-                growing,
-            },
-            Message::Delete { id, name } => Message::Delete {
-                id,
-                name: self.stored(&name),
-            },
-            Message::Rename {
-                id,
-                from,
-                to,
-                blake3,
-                to_class,
-                version,
-            } => Message::Rename {
-                id,
-                from: self.stored(&from),
-                to: self.stored(&to),
-                blake3,
-                to_class,
-                version,
-            },
-            other => other,
+        match &mut msg {
+            Message::Put { name, .. } | Message::Delete { name, .. } => *name = self.stored(name),
+            Message::Rename { from, to, .. } => {
+                *from = self.stored(from);
+                *to = self.stored(to);
+            }
+            _ => {}
         }
+        msg
     }
 }
 

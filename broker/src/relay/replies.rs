@@ -173,7 +173,9 @@ impl Relay {
                     }
                 }
                 let rec = Record::stored(*class, *size, *hash, *modified, version);
-                let rewrite = !unchanged && matches!(self.index.get(name), Ok(Some(_)));
+                // The broker numbers a put one past the indexed version: a version past 1 means
+                // the name was stored when the put came, so this replaced it.
+                let rewrite = !unchanged && version > 1;
                 let written = self.index.put(name, &rec);
                 if written.is_ok() && rewrite {
                     self.note_change(name, false);

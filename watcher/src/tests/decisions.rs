@@ -5,6 +5,7 @@ use crate::ignore::Ignores;
 use crate::outbox::Out;
 use crate::watcher::{Phase, Settings, Watcher};
 use schema::limits::{CHUNK_SIZE, INLINE_MAX};
+use schema::names::Volume;
 use schema::{Class, Entry, ErrorCode, Hash, Message};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -19,7 +20,15 @@ fn watcher(root: &Path, t0: Instant) -> Watcher {
         max_in_flight: 16,
     };
     let ignores = Ignores::new(&[], true).unwrap();
-    Watcher::new(root.to_path_buf(), settings, ignores, "tcp://broker:1", t0)
+    let claim = crate::claim::Claim::new(Volume::root(), "host:/src".into(), false);
+    Watcher::new(
+        root.to_path_buf(),
+        settings,
+        ignores,
+        claim,
+        "tcp://broker:1",
+        t0,
+    )
 }
 
 /// The messages the watcher left for the broker since the last call (pings left out).

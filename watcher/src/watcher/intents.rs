@@ -210,7 +210,14 @@ mod tests {
         };
         let ignores = Ignores::new(&[], true).unwrap();
         let t0 = Instant::now();
-        let mut w = Watcher::new(root.clone(), settings, ignores, "x", t0);
+        let mut w = Watcher::new(
+            root.clone(),
+            settings,
+            ignores,
+            crate::claim::Claim::root_for_tests(),
+            "x",
+            t0,
+        );
         w.table.set_stored(
             "old/f.txt",
             Some(Stored {

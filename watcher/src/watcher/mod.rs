@@ -105,12 +105,13 @@ pub(crate) struct Watcher {
 }
 
 impl Watcher {
-    /// A watcher of `root` (canonical) that talks to the broker at `endpoint`, before its first
-    /// listing, with fresh metrics and no status file.
+    /// A watcher of `root` (canonical) that syncs into the volume of `claim` through the broker
+    /// at `endpoint`, before its first listing, with fresh metrics and no status file.
     pub fn new(
         root: PathBuf,
         settings: Settings,
         ignores: Ignores,
+        claim: Claim,
         endpoint: &str,
         now: Instant,
     ) -> Watcher {
@@ -135,7 +136,7 @@ impl Watcher {
             follow: crate::follow::Follow::default(),
             store_outage: None,
             report: Reporting::new(),
-            claim: Claim::new(schema::names::Volume::root(), "test".into(), false),
+            claim,
         }
     }
 }
@@ -181,8 +182,7 @@ pub fn run(args: Args, stop: Shutdown) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("bad --volume: {e}"))?;
     let owner = format!("{}:{}", host_name(), root.display());
     let claim = Claim::new(volume, owner, args.take_over);
-    let mut w = Watcher::new(root, settings, ignores, &endpoint, Instant::now());
-    w.claim = claim;
+    let mut w = Watcher::new(root, settings, ignores, claim, &endpoint, Instant::now());
     w.report.status_file = args
         .status_file
         .as_deref()
