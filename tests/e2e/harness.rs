@@ -871,6 +871,26 @@ impl Cluster {
     }
 }
 
+/// The version records of `name` in `class` on the node, as (version, deleted, blake3 hex).
+pub fn node_versions(root: &Path, class: &str, name: &str) -> Vec<(u64, bool, String)> {
+    let path = root
+        .join(".dfs/history")
+        .join(class)
+        .join(format!("{name}.versions"));
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["version"].as_u64().unwrap(),
+                v["deleted"].as_bool().unwrap_or(false),
+                v["blake3"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
 /// The watcher log's content bytes: the sum of N over its `synced NAME (N bytes` lines.
 pub fn synced_bytes(log: &str) -> u64 {
     log.lines()

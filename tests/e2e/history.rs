@@ -6,26 +6,6 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-/// The version records of `name` in `class` on the node, as (version, deleted, blake3 hex).
-fn versions(root: &Path, class: &str, name: &str) -> Vec<(u64, bool, String)> {
-    let path = root
-        .join(".dfs/history")
-        .join(class)
-        .join(format!("{name}.versions"));
-    fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (
-                v["version"].as_u64().unwrap(),
-                v["deleted"].as_bool().unwrap_or(false),
-                v["blake3"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
-}
-
 /// The bytes kept for the content hash `hex`.
 fn object(root: &Path, hex: &str) -> Option<Vec<u8>> {
     fs::read(root.join(".dfs/objects").join(&hex[..2]).join(hex)).ok()
@@ -65,7 +45,7 @@ fn replaced_and_deleted_versions_stay_on_the_node_with_their_bytes() {
         "the class folder keeps current files only"
     );
 
-    let kept = versions(&c.root, "txt", "notes.txt");
+    let kept = node_versions(&c.root, "txt", "notes.txt");
     let summary: Vec<(u64, bool)> = kept.iter().map(|(v, d, _)| (*v, *d)).collect();
     assert_eq!(summary, [(1, false), (2, false), (3, true)], "{kept:?}");
     for ((_, _, hex), text) in kept.iter().zip(contents) {
@@ -179,13 +159,13 @@ fn the_retention_removes_old_versions_and_never_a_current_file() {
     wait_until("v2", Duration::from_secs(30), || {
         listed_version(&c, "a.txt") == Some(2)
     });
-    assert_eq!(versions(&c.root, "txt", "a.txt").len(), 1);
+    assert_eq!(node_versions(&c.root, "txt", "a.txt").len(), 1);
     let old = blake3::hash(b"old").to_hex().to_string();
     assert_eq!(object(&c.root, &old).as_deref(), Some(&b"old"[..]));
     wait_until(
         "the retention removes the old version and its bytes",
         Duration::from_secs(30),
-        || versions(&c.root, "txt", "a.txt").is_empty() && object(&c.root, &old).is_none(),
+        || node_versions(&c.root, "txt", "a.txt").is_empty() && object(&c.root, &old).is_none(),
     );
     assert_eq!(fs::read(c.root.join("txt/a.txt")).unwrap(), b"new");
     let out = c.fetch(&["--target", c.target.to_str().unwrap(), "a.txt"]);

@@ -5,6 +5,7 @@ use schema::Hash;
 use std::fs::{File, Metadata};
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::io::AsRawFd;
 use std::path::Path;
 
 /// How a regular file looks: enough to tell that it changed.
@@ -61,6 +62,8 @@ pub fn look(path: &Path) -> io::Result<Look> {
 pub enum ReadError {
     #[error("{0} changed while it was being read")]
     Changed(String),
+    #[error("{0} is open for writing")]
+    Writing(String),
     #[error("cannot read {path}: {source}")]
     Io { path: String, source: io::Error },
 }
@@ -96,10 +99,45 @@ pub fn read_up_to(file: &mut File, len: usize) -> io::Result<Vec<u8>> {
     Ok(data)
 }
 
+/// Whether some process holds `file` open for writing, as the kernel tells it: a read lease
+/// (`fcntl(F_SETLEASE, F_RDLCK)`) is refused with `EAGAIN` exactly then. The lease is given back
+/// at once. `None` where the kernel cannot tell: a file system without leases, or a file of
+/// another user for a watcher without `CAP_LEASE`.
+///
+/// This closes the gap between a writer's `open(O_TRUNC)` and its first `write`, or between two
+/// of its writes: a file found in that instant is not a version its writer made, and a look
+/// taken after `before` that finds the file closed means what `before` saw was complete.
+pub fn open_for_writing(file: &File) -> Option<bool> {
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl on a descriptor this `File` owns, with integer arguments only.
+    if unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_RDLCK) } == 0 {
+        // SAFETY: as above. Closing the descriptor would give the lease back too.
+        unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_UNLCK) };
+        return Some(false);
+    }
+    match io::Error::last_os_error().raw_os_error() {
+        Some(libc::EAGAIN) => Some(true),
+        _ => None,
+    }
+}
+
+/// The signal a lease holder gets when another process opens its file for writing (SIGIO,
+/// whose default action ends the process) is ignored: [`open_for_writing`] holds a lease for
+/// an instant only, and a writer that opens in that instant waits until it is given back.
+pub fn ignore_lease_breaks() {
+    // SAFETY: sets the disposition of one signal to SIG_IGN; no handler runs.
+    unsafe { libc::signal(libc::SIGIO, libc::SIG_IGN) };
+}
+
 /// Reads a small file whole (at most `INLINE_MAX` bytes as stamped by `before`) and checks
-/// that it did not change while being read.
-pub fn read_small(path: &Path, before: &Stamp) -> Result<Vec<u8>, ReadError> {
+/// that it did not change while being read. Unless `even_if_open` (a file found unchanged by
+/// two looks a debounce apart, whose writer never closes it), a file open for writing is not
+/// read: [`ReadError::Writing`].
+pub fn read_small(path: &Path, before: &Stamp, even_if_open: bool) -> Result<Vec<u8>, ReadError> {
     let mut file = File::open(path).map_err(ReadError::io(path))?;
+    if !even_if_open && open_for_writing(&file) == Some(true) {
+        return Err(ReadError::Writing(path.display().to_string()));
+    }
     let data = read_up_to(&mut file, usize::try_from(before.size).unwrap_or(0))
         .map_err(ReadError::io(path))?;
     let mut probe = [0u8; 1];
@@ -146,17 +184,47 @@ mod tests {
         let Look::File(st) = look(&path).unwrap() else {
             panic!("not a file")
         };
-        assert_eq!(read_small(&path, &st).unwrap(), b"hello");
+        assert_eq!(read_small(&path, &st, false).unwrap(), b"hello");
         assert_eq!(hash_file(&path, &st).unwrap(), Hash::of(b"hello"));
         let mut f = std::fs::OpenOptions::new()
             .append(true)
             .open(&path)
             .unwrap();
         f.write_all(b"!").unwrap();
-        assert!(matches!(read_small(&path, &st), Err(ReadError::Changed(_))));
+        assert!(matches!(
+            read_small(&path, &st, true),
+            Err(ReadError::Changed(_))
+        ));
         assert!(matches!(hash_file(&path, &st), Err(ReadError::Changed(_))));
         assert_eq!(look(&dir.path().join("nope")).unwrap(), Look::Missing);
         assert_eq!(look(&path.join("under-a-file")).unwrap(), Look::Missing);
         assert_eq!(look(dir.path()).unwrap(), Look::Missing);
+    }
+
+    #[test]
+    fn a_file_open_for_writing_is_not_read_until_closed_or_allowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"version one").unwrap();
+        // A writer between its open(O_TRUNC) and its first write: the file is empty for now.
+        let f = std::fs::File::create(&path).unwrap();
+        let Look::File(st) = look(&path).unwrap() else {
+            panic!("not a file")
+        };
+        assert_eq!(st.size, 0);
+        if open_for_writing(&std::fs::File::open(&path).unwrap()).is_none() {
+            eprintln!("skipped: this file system does not tell open files (no leases)");
+            return;
+        }
+        let e = read_small(&path, &st, false).unwrap_err();
+        assert!(matches!(e, ReadError::Writing(_)), "{e}");
+        assert!(e.to_string().ends_with("f is open for writing"), "{e}");
+        assert_eq!(read_small(&path, &st, true).unwrap(), b"");
+        drop(f);
+        assert_eq!(
+            open_for_writing(&std::fs::File::open(&path).unwrap()),
+            Some(false)
+        );
+        assert_eq!(read_small(&path, &st, false).unwrap(), b"");
     }
 }

@@ -172,6 +172,7 @@ pub fn run(args: Args, stop: Shutdown) -> anyhow::Result<()> {
     let monitor = net::inproc::Monitor::attach(&ctx, &sock, crate::link::CONNECTION_EVENTS)
         .context("cannot monitor the broker socket")?;
     let feed = Feed::start(&ctx, &root)?;
+    crate::local::ignore_lease_breaks();
     let settings = Settings {
         keep_deleted: args.keep_deleted,
         debounce: args.debounce(),

@@ -111,6 +111,14 @@ impl Watcher {
         }
     }
 
+    /// A file found open for writing: looked at again after the debounce, and sent then if
+    /// closed or found as now.
+    fn still_writing(&mut self, name: &str, stamp: Stamp, now: Instant) {
+        tracing::debug!("{name} is open for writing; will look again");
+        self.follow.writing.insert(name.to_string(), Some(stamp));
+        self.table.mark(name, now + self.settings.debounce);
+    }
+
     /// A file that could not be read: warn once, try again with backoff.
     fn cannot_read(&mut self, name: &str, why: &str, now: Instant) {
         if self.report.first_warning(name.to_string()) {
@@ -127,7 +135,7 @@ impl Watcher {
     /// again now) or cannot be read (retry with backoff).
     fn read_failed(&mut self, name: &str, e: ReadError, now: Instant) {
         match e {
-            ReadError::Changed(_) => {
+            ReadError::Changed(_) | ReadError::Writing(_) => {
                 tracing::debug!("{e}; will look again");
                 self.table.mark(name, now + self.settings.debounce);
             }
@@ -156,7 +164,8 @@ impl Watcher {
     }
 
     /// Sends the file: inline when small (read whole, checked unchanged), else a `put` whose
-    /// chunks follow as credit comes.
+    /// chunks follow as credit comes. A file open for writing waits for its close, or for a
+    /// look a debounce later that finds it as this one did (a writer that never closes).
     fn upload(
         &mut self,
         name: &str,
@@ -165,6 +174,7 @@ impl Watcher {
         known: Option<Hash>,
         now: Instant,
     ) {
+        let found_quiet = self.follow.writing.get(name) == Some(&Some(stamp));
         if stamp.size > INLINE_MAX {
             if let Some(seen) = self.follow.writing.get_mut(name) {
                 if *seen != Some(stamp) {
@@ -181,8 +191,9 @@ impl Watcher {
         }
         let id = self.next_id();
         if stamp.size <= INLINE_MAX {
-            let data = match read_small(&path, &stamp) {
+            let data = match read_small(&path, &stamp, found_quiet) {
                 Ok(d) => d,
+                Err(ReadError::Writing(_)) => return self.still_writing(name, stamp, now),
                 Err(e) => return self.read_failed(name, e, now),
             };
             let hash = Hash::of(&data);
@@ -207,6 +218,9 @@ impl Watcher {
                 return self.read_failed(name, e, now);
             }
         };
+        if !found_quiet && local::open_for_writing(&file) == Some(true) {
+            return self.still_writing(name, stamp, now);
+        }
         match file.metadata() {
             Ok(m) if local::Stamp::of(&m) == stamp => {}
             Ok(_) => return self.table.mark(name, now + self.settings.debounce),
