@@ -161,7 +161,7 @@ fn files_rewritten_back_to_back_are_stored_only_as_finished_versions() {
             .insert(blake3::hash(&bytes).to_hex().to_string());
         fs::write(c.source.join(name), &bytes).unwrap();
         i += 1;
-        if i % 4 == 0 {
+        if i.is_multiple_of(4) {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
