@@ -41,6 +41,8 @@ pub enum Op {
     Get { name: String, size: Option<u64> },
     /// A question about a name's versions.
     History { name: String },
+    /// A page of the tree as it was (`list` with `at`) or of deleted names, from the history.
+    Past,
 }
 
 impl Op {
@@ -48,7 +50,7 @@ impl Op {
         match self {
             Op::Put { name, .. } | Op::Delete { name } => vec![name],
             Op::Rename { from, to, .. } => vec![from, to],
-            Op::Get { .. } | Op::History { .. } => vec![],
+            Op::Get { .. } | Op::History { .. } | Op::Past => vec![],
         }
     }
 
@@ -60,6 +62,7 @@ impl Op {
             Op::Rename { .. } => "rename",
             Op::Get { .. } => "get",
             Op::History { .. } => "history",
+            Op::Past => "list",
         }
     }
 
@@ -69,7 +72,7 @@ impl Op {
         match self {
             Op::Put { last_sent, .. } => !last_sent,
             Op::Get { .. } => true,
-            Op::Delete { .. } | Op::Rename { .. } | Op::History { .. } => false,
+            Op::Delete { .. } | Op::Rename { .. } | Op::History { .. } | Op::Past => false,
         }
     }
 }

@@ -85,11 +85,7 @@ impl Rebuild {
             return;
         }
         let bid = bids.next();
-        let msg = Message::List {
-            id: bid,
-            after: self.after.clone(),
-            limit: REBUILD_PAGE,
-        };
+        let msg = Message::list(bid, self.after.clone(), REBUILD_PAGE);
         match node.send(NodePort::Serve, &msg, None) {
             Ok(()) => {
                 self.asked = Some((bid, now));

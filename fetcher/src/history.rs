@@ -5,6 +5,8 @@
 use crate::client;
 use crate::error::{FetchError, EXIT_OK, EXIT_USAGE};
 use crate::human::Size;
+use crate::list::Tree;
+use crate::select;
 use daemon::Shutdown;
 use schema::{Message, VersionInfo};
 use std::io::Write;
@@ -13,9 +15,14 @@ use std::path::PathBuf;
 /// Options of `dfs history`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct HistoryArgs {
-    /// Stored names (with their volume, as `dfs fetch` lists them).
-    #[arg(value_name = "NAME", required = true)]
+    /// Stored names (with their volume, as `dfs fetch` lists them), or glob patterns matched
+    /// against the names stored now and those deleted that the history still holds.
+    #[arg(value_name = "NAME", required_unless_present = "deleted")]
     pub names: Vec<String>,
+    /// List the names deleted (or moved away) that the history still holds, each with its
+    /// last version; with NAMEs or patterns, only those.
+    #[arg(long)]
+    pub deleted: bool,
     /// The broker's fetch address, HOST[:PORT] (port 12346 when omitted).
     #[arg(long, value_name = "HOST[:PORT]", env = "DFS_FETCH_BROKER",
           default_value = schema::ports::FETCH_ADDR)]
@@ -79,12 +86,41 @@ pub fn execute(
         Err(e) => return report(err, None, &e),
     };
     let mut code = EXIT_OK;
+    let mut patterns = Vec::new();
+    let mut names = Vec::new();
     for name in &args.names {
-        if let Err(e) = schema::names::check(name) {
+        if select::is_pattern(name) {
+            match select::Pattern::new(name) {
+                Ok(p) => patterns.push(p),
+                Err(e) => {
+                    let _ = writeln!(err, "dfs history: {e}");
+                    return EXIT_USAGE;
+                }
+            }
+        } else if let Err(e) = schema::names::check(name) {
             code = code.max(report(err, Some(name), &FetchError::BadName(e)));
-            continue;
+        } else {
+            names.push(name.clone());
         }
+    }
+    if args.deleted || !patterns.is_empty() {
+        match expand(&mut client, args.deleted, &mut names, &mut patterns) {
+            Ok(()) => {
+                for p in patterns.iter().filter(|p| p.hits == 0) {
+                    let e = FetchError::NoMatch { class: None };
+                    code = code.max(report(err, Some(&p.text), &e));
+                }
+            }
+            Err(e) => return code.max(report(err, Some("listing"), &e)),
+        }
+    }
+    for name in &names {
         match versions(&mut client, name) {
+            Ok(all) if args.deleted => {
+                if let Some(v) = all.last().filter(|v| v.until.is_some()) {
+                    let _ = writeln!(out, "{}", line(name, v, args.json));
+                }
+            }
             Ok(all) if all.is_empty() => {
                 let e = FetchError::Remote {
                     code: schema::ErrorCode::NotFound,
@@ -106,6 +142,45 @@ pub fn execute(
         }
     }
     code
+}
+
+/// The names to show: with `deleted`, the deleted names the history holds that `names` or
+/// `patterns` give (all of them when neither is given); else `names` and the names stored or
+/// deleted that `patterns` match. Each once; counts each pattern's hits.
+fn expand(
+    client: &mut client::Client,
+    deleted: bool,
+    names: &mut Vec<String>,
+    patterns: &mut [select::Pattern],
+) -> Result<(), FetchError> {
+    if !deleted {
+        let mut seen: std::collections::HashSet<String> = names.iter().cloned().collect();
+        for tree in [Tree::Now, Tree::Deleted] {
+            for (name, _) in select::expand(client, tree, patterns, None)? {
+                if seen.insert(name.clone()) {
+                    names.push(name);
+                }
+            }
+        }
+        return Ok(());
+    }
+    let wanted: std::collections::HashSet<String> = names.drain(..).collect();
+    let everything = wanted.is_empty() && patterns.is_empty();
+    crate::list::pages(client, Tree::Deleted, |entries| {
+        for e in entries {
+            let mut hit = everything || wanted.contains(&e.name);
+            for p in patterns.iter_mut() {
+                if p.matches(&e.name) {
+                    p.hits += 1;
+                    hit = true;
+                }
+            }
+            if hit {
+                names.push(e.name.clone());
+            }
+        }
+        Ok(())
+    })
 }
 
 /// The version of `versions` that was current at `t` (ns), if the name existed then.

@@ -26,6 +26,7 @@ mod tests;
 
 use crate::client::Client;
 use crate::error::{FetchError, EXIT_OK, EXIT_USAGE};
+use crate::list::Tree;
 use crate::save::{TempFile, WriterSink};
 use daemon::Shutdown;
 use std::io::Write;
@@ -97,8 +98,9 @@ pub struct Args {
     #[arg(long, value_name = "N", conflicts_with = "at")]
     pub version: Option<u64>,
 
-    /// Retrieve the named files as they were at TIME (RFC 3339, such as 2026-12-01T09:00:00Z,
-    /// or an age such as 90m, 2h, 3d), deleted ones included.
+    /// As the store was at TIME (RFC 3339, such as 2026-12-01T09:00:00Z, or an age such as 90m,
+    /// 2h, 3d), deleted files included: without NAME the listing of then; with names or
+    /// patterns, the versions current then.
     #[arg(long, value_name = "TIME")]
     pub at: Option<String>,
 }
@@ -207,9 +209,10 @@ pub fn execute(args: &Args, out: &mut dyn Write, err: &mut dyn Write, stop: &Shu
         Ok(c) => c,
         Err(e) => return code.max(report(None, &e, &endpoint)),
     };
+    let tree = at.map_or(Tree::Now, Tree::At);
     match mode {
         Mode::List { json } => {
-            if let Err(e) = list::list(&mut client, json, args.class, out) {
+            if let Err(e) = list::list(&mut client, tree, json, args.class, out) {
                 code = code.max(report(Some("listing"), &e, &endpoint));
             }
         }
@@ -223,8 +226,10 @@ pub fn execute(args: &Args, out: &mut dyn Write, err: &mut dyn Write, stop: &Shu
             }
         }
         Mode::Save { .. } => {
+            // The version of each name a pattern matched in a listing as of `--at`.
+            let mut listed_at = std::collections::HashMap::new();
             if !patterns.is_empty() {
-                match select::expand(&mut client, &mut patterns, args.class) {
+                match select::expand(&mut client, tree, &mut patterns, args.class) {
                     Ok(found) => {
                         for p in patterns.iter().filter(|p| p.hits == 0) {
                             let e = FetchError::NoMatch { class: args.class };
@@ -232,7 +237,15 @@ pub fn execute(args: &Args, out: &mut dyn Write, err: &mut dyn Write, stop: &Shu
                         }
                         let named: std::collections::HashSet<String> =
                             valid.iter().cloned().collect();
-                        valid.extend(found.into_iter().filter(|n| !named.contains(n)));
+                        for (name, version) in found {
+                            if named.contains(&name) {
+                                continue;
+                            }
+                            if at.is_some() {
+                                listed_at.insert(name.clone(), version);
+                            }
+                            valid.push(name);
+                        }
                     }
                     Err(e) => return code.max(report(Some("listing"), &e, &endpoint)),
                 }
@@ -245,8 +258,11 @@ pub fn execute(args: &Args, out: &mut dyn Write, err: &mut dyn Write, stop: &Shu
                         reason: cause.to_string(),
                         code: cause.exit_code(),
                     }),
-                    None => pick_version(&mut client, name, args, at)
-                        .and_then(|v| save(&mut client, &args.target, name, (args.class, v))),
+                    None => match listed_at.get(name) {
+                        Some(v) => Ok(Some(*v)),
+                        None => pick_version(&mut client, name, args, at),
+                    }
+                    .and_then(|v| save(&mut client, &args.target, name, (args.class, v))),
                 };
                 if let Err(e) = result {
                     code = code.max(report(Some(name), &e, &endpoint));
@@ -290,15 +306,6 @@ fn usage(args: &Args) -> Result<(Mode<'_>, String), FetchError> {
         (None, _) if args.json => return bad("--json is for listing; give no NAME with it".into()),
         (None, names) => Mode::Save { names },
     };
-    if args.at.is_some()
-        && (args.names.is_empty() || args.names.iter().any(|n| select::is_pattern(n)))
-    {
-        return bad(
-            "--at retrieves named files; a listing or patterns as of a time are not \
-                    built yet"
-                .into(),
-        );
-    }
     if args.version.is_some() {
         match args.names.as_slice() {
             [name] if !select::is_pattern(name) => {}

@@ -14,9 +14,31 @@ use std::io::Write;
 /// Widest the NAME column grows; longer names overflow their row rather than widen every row.
 const MAX_NAME_WIDTH: usize = 60;
 
-/// Lists every stored file (of `class`, if given) to `out`, `json` choosing the format.
+/// Which tree a listing pages through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tree {
+    /// The stored files now (the broker's index, in name order).
+    Now,
+    /// The versions current at this instant (ns), deleted ones included (the node's history).
+    At(i64),
+    /// The names deleted since, each as its last kept version (the node's history).
+    Deleted,
+}
+
+impl Tree {
+    /// Whether the node's history answers: pages come class by class and continue after a
+    /// node's cursor.
+    fn is_history(self) -> bool {
+        self != Tree::Now
+    }
+}
+
+/// Lists every stored file (of `class`, if given) of `tree` to `out`, `json` choosing the
+/// format. A listing of the history comes class by class: it is gathered and sorted by name
+/// first, so that it reads like a listing of the present.
 pub(crate) fn list(
     client: &mut Client,
+    tree: Tree,
     json: bool,
     class: Option<Class>,
     out: &mut dyn Write,
@@ -26,7 +48,23 @@ pub(crate) fn list(
     } else {
         Format::Table(Table::default())
     };
-    pages(client, |entries| {
+    if tree.is_history() {
+        let mut all = Vec::new();
+        pages(client, tree, |entries| {
+            all.extend(
+                entries
+                    .iter()
+                    .filter(|e| class.is_none_or(|c| c == e.class))
+                    .cloned(),
+            );
+            Ok(())
+        })?;
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        format.page(&all, out).map_err(stdout_error)?;
+        format.finish(out).map_err(stdout_error)?;
+        return out.flush().map_err(stdout_error);
+    }
+    pages(client, tree, |entries| {
         let page: Vec<Entry>;
         let entries = match class {
             Some(c) => {
@@ -41,15 +79,24 @@ pub(crate) fn list(
     out.flush().map_err(stdout_error)
 }
 
-/// Pages through the broker's listing in name order, handing each page to `on_page`. The next
-/// page is asked for before the current one is handed over, so the broker prepares it
-/// meanwhile.
+/// Pages through the listing of `tree`, handing each page to `on_page`. The next page is asked
+/// for before the current one is handed over, so the broker prepares it meanwhile.
 pub(crate) fn pages(
     client: &mut Client,
+    tree: Tree,
     mut on_page: impl FnMut(&[Entry]) -> Result<(), FetchError>,
 ) -> Result<(), FetchError> {
-    let mut id = ask(client, None)?;
-    let mut cursor: Option<String> = None;
+    let mut id = ask(client, tree, None)?;
+    // The listing's order: by name, or class by class then by name.
+    let position = |e: &Entry| {
+        let class = if tree.is_history() {
+            Some(e.class)
+        } else {
+            None
+        };
+        (class, e.name.clone())
+    };
+    let mut prior: Option<(Option<Class>, String)> = None;
     loop {
         let reply = client.reply(id)?;
         let Message::Listing { entries, more, .. } = reply.msg else {
@@ -64,13 +111,19 @@ pub(crate) fn pages(
                     "an empty listing page says more follows".into(),
                 ));
             };
-            if cursor.as_deref() >= Some(last.name.as_str()) {
+            let now = position(last);
+            if prior.as_ref().is_some_and(|p| *p >= now) {
                 return Err(FetchError::Protocol(
                     "a listing page says more follows but its cursor did not advance".into(),
                 ));
             }
-            cursor = Some(last.name.clone());
-            id = ask(client, cursor.clone())?;
+            let cursor = if tree.is_history() {
+                schema::page::node_cursor(last)
+            } else {
+                last.name.clone()
+            };
+            prior = Some(now);
+            id = ask(client, tree, Some(cursor))?;
         }
         on_page(&entries)?;
         if !more {
@@ -79,13 +132,18 @@ pub(crate) fn pages(
     }
 }
 
-/// Sends `list` for the page after `after`; returns the request id.
-fn ask(client: &mut Client, after: Option<String>) -> Result<u64, FetchError> {
+/// Sends `list` of `tree` for the page after `after`; returns the request id.
+fn ask(client: &mut Client, tree: Tree, after: Option<String>) -> Result<u64, FetchError> {
     let id = client.new_id();
     client.send(&Message::List {
         id,
         after,
         limit: MAX_LIST_PAGE,
+        at: match tree {
+            Tree::At(t) => Some(t),
+            _ => None,
+        },
+        deleted: tree == Tree::Deleted,
     })?;
     Ok(id)
 }

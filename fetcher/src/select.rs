@@ -7,6 +7,7 @@
 
 use crate::client::Client;
 use crate::error::FetchError;
+use crate::list::Tree;
 use globset::{GlobBuilder, GlobMatcher};
 use schema::Class;
 use std::collections::HashSet;
@@ -37,31 +38,37 @@ impl Pattern {
             hits: 0,
         })
     }
+
+    /// Whether the pattern matches the whole of `name`.
+    pub(crate) fn matches(&self, name: &str) -> bool {
+        self.matcher.is_match(name)
+    }
 }
 
-/// The stored names (of `class`, if given) that `patterns` match, in listing order, each once;
-/// counts each pattern's hits.
+/// The names of `tree` (of `class`, if given) that `patterns` match, in listing order, each
+/// once with the version listed; counts each pattern's hits.
 pub(crate) fn expand(
     client: &mut Client,
+    tree: Tree,
     patterns: &mut [Pattern],
     class: Option<Class>,
-) -> Result<Vec<String>, FetchError> {
+) -> Result<Vec<(String, u64)>, FetchError> {
     let mut names = Vec::new();
     let mut seen = HashSet::new();
-    crate::list::pages(client, |entries| {
+    crate::list::pages(client, tree, |entries| {
         for e in entries {
             if class.is_some_and(|c| c != e.class) {
                 continue;
             }
             let mut hit = false;
             for p in patterns.iter_mut() {
-                if p.matcher.is_match(&e.name) {
+                if p.matches(&e.name) {
                     p.hits += 1;
                     hit = true;
                 }
             }
             if hit && seen.insert(e.name.clone()) {
-                names.push(e.name.clone());
+                names.push((e.name.clone(), e.version));
             }
         }
         Ok(())

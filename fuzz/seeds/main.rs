@@ -77,11 +77,7 @@ fn messages() -> Vec<Message> {
             to_class: Some(Class::Pdf),
             version: Some(2),
         },
-        Message::List {
-            id: 6,
-            after: Some("m".into()),
-            limit: 5000,
-        },
+        Message::list(6, Some("m".into()), 5000),
         Message::Listing {
             id: 6,
             entries: vec![

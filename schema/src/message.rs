@@ -77,12 +77,20 @@ pub enum Message {
         version: Option<u64>,
     },
     /// Asks for up to `limit` entries following the cursor `after` (the last name of the previous
-    /// page; absent for the first page). Answered with `listing`.
+    /// page; absent for the first page). Answered with `listing`. With `at` (ns since the epoch)
+    /// the entries are the versions current at that instant, deleted names included; with
+    /// `deleted`, the names not current now that the history still holds, each as its last
+    /// kept version. Both come from the node's history, class by class, and their cursor is a
+    /// node's (`"<class>/<name>"` of the last entry).
     List {
         id: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         after: Option<String>,
         limit: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<i64>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        deleted: bool,
     },
     /// A page of entries in the answering peer's order; `more` says whether another page follows.
     Listing {
@@ -445,6 +453,17 @@ pub enum DataRule {
 }
 
 impl Message {
+    /// A `list` of the present: up to `limit` entries after `after`.
+    pub fn list(id: u64, after: Option<String>, limit: u32) -> Message {
+        Message::List {
+            id,
+            after,
+            limit,
+            at: None,
+            deleted: false,
+        }
+    }
+
     /// The request id this message carries.
     pub fn id(&self) -> u64 {
         match self {

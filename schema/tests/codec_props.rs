@@ -128,8 +128,20 @@ fn message() -> impl Strategy<Value = Message> {
                     version
                 }
             ),
-        (id(), prop::option::of(text()), any::<u32>())
-            .prop_map(|(id, after, limit)| Message::List { id, after, limit }),
+        (
+            id(),
+            prop::option::of(text()),
+            any::<u32>(),
+            prop::option::of(any::<i64>()),
+            any::<bool>()
+        )
+            .prop_map(|(id, after, limit, at, deleted)| Message::List {
+                id,
+                after,
+                limit,
+                at,
+                deleted
+            }),
         (id(), prop::collection::vec(entry(), 0..40), any::<bool>())
             .prop_map(|(id, entries, more)| Message::Listing { id, entries, more }),
         (

@@ -137,6 +137,14 @@ impl History {
         self.append(meta.class, &meta.name, &record)
     }
 
+    /// The folder of the history files of `class` (`<name>.versions` below it).
+    pub fn class_dir(&self, class: Class) -> PathBuf {
+        self.log.join(class.as_str())
+    }
+
+    /// The suffix of a name's history file.
+    pub const SUFFIX: &'static str = VERSIONS;
+
     /// The kept versions of `name` in `class`, oldest first. A torn last line (a crash while it
     /// was appended) is skipped.
     pub fn versions(&self, class: Class, name: &str) -> Result<Vec<Version>, StoreError> {
@@ -364,7 +372,7 @@ impl History {
 
 /// When the inode was last changed (its ctime), ns: when a stored file became current under
 /// its name.
-fn changed_ns(meta: &fs::Metadata) -> i64 {
+pub(crate) fn changed_ns(meta: &fs::Metadata) -> i64 {
     meta.ctime().saturating_mul(1_000_000_000) + meta.ctime_nsec()
 }
 
@@ -426,7 +434,7 @@ mod hex_hash {
 }
 
 /// The records of one history file; a torn or unreadable line is skipped with a warning.
-fn read_versions(path: &Path) -> Result<Vec<Version>, StoreError> {
+pub(crate) fn read_versions(path: &Path) -> Result<Vec<Version>, StoreError> {
     let file = match fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),

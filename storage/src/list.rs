@@ -16,14 +16,14 @@ use walkdir::{DirEntry, WalkDir};
 
 /// A position in the listing order: a class and the components of a name in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Cursor {
-    class: Class,
-    parts: Vec<Vec<u8>>,
+pub(crate) struct Cursor {
+    pub(crate) class: Class,
+    pub(crate) parts: Vec<Vec<u8>>,
 }
 
 impl Cursor {
     /// Parses `"<class>/<name>"`.
-    fn parse(after: &str) -> Result<Cursor, StoreError> {
+    pub(crate) fn parse(after: &str) -> Result<Cursor, StoreError> {
         let bad = |why: &str| {
             StoreError::Protocol(format!(
                 "list cursor {after:?} {why}; a node's cursor is \"<class>/<name>\""
@@ -59,7 +59,7 @@ fn after_cursor(dir: &Path, entry: &DirEntry, bound: &[Vec<u8>]) -> bool {
 }
 
 /// The entry of the stored file at `path`, or `None` (logged) when it cannot be listed.
-fn entry_of(class: Class, dir: &Path, path: &Path) -> Option<Entry> {
+pub(crate) fn entry_of(class: Class, dir: &Path, path: &Path) -> Option<Entry> {
     let name = match names::from_path(dir, path) {
         Ok(n) => n,
         Err(e) => {

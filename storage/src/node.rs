@@ -8,6 +8,7 @@
 use crate::layout::Layout;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
+use crate::past::{self, Past};
 use crate::peer::hex;
 use crate::read::Reads;
 use crate::sync::{self, SyncPool, Work};
@@ -310,8 +311,26 @@ impl Server {
             }
             (SERVE, Message::Credit { id, chunks }) => self.reads.on_credit(peer, id, chunks, out),
             (SERVE, Message::Abort { id }) => self.reads.on_abort(peer, id),
-            (SERVE, Message::List { id, after, limit }) => {
-                let reply = match list::page(&self.layout, after.as_deref(), limit) {
+            (
+                SERVE,
+                Message::List {
+                    id,
+                    after,
+                    limit,
+                    at,
+                    deleted,
+                },
+            ) => {
+                let after = after.as_deref();
+                let page = match (at, deleted) {
+                    (None, false) => list::page(&self.layout, after, limit),
+                    (Some(t), false) => past::page(&self.layout, Past::At(t), after, limit),
+                    (None, true) => past::page(&self.layout, Past::Deleted, after, limit),
+                    (Some(_), true) => Err(StoreError::Protocol(
+                        "list with both at and deleted; ask for one".into(),
+                    )),
+                };
+                let reply = match page {
                     Ok((entries, more)) => Message::Listing { id, entries, more },
                     Err(e) => e.reply(id, root),
                 };

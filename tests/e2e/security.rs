@@ -427,15 +427,7 @@ fn storage_admits_the_broker_key_only() {
     let ctx = zmq::Context::new();
     let serve = s.base_port + 4;
     let watcher = s.client(&ctx, "127.0.0.2", serve, Some(("watcher", "storage")));
-    send(
-        &watcher,
-        &Message::List {
-            id: 1,
-            after: None,
-            limit: 10,
-        },
-        None,
-    );
+    send(&watcher, &Message::list(1, None, 10), None);
     let txt = s.client(
         &ctx,
         "127.0.0.3",
@@ -510,15 +502,7 @@ fn ingest_refuses_fetcher_unknown_plaintext_and_misled_clients() {
     for (i, (_, c, _)) in clients.iter().enumerate() {
         let name = format!("evil{i}.txt");
         send(c, &inline_put(&name, b"evil"), Some(b"evil"));
-        send(
-            c,
-            &Message::List {
-                id: 8,
-                after: None,
-                limit: 10,
-            },
-            None,
-        );
+        send(c, &Message::list(8, None, 10), None);
     }
     wait_until("every refusal is logged", Duration::from_secs(20), || {
         let log = s.log("broker");
@@ -554,15 +538,7 @@ fn the_fetch_port_lets_a_fetcher_read_but_never_write() {
     let before = s.node_files();
     let ctx = zmq::Context::new();
     let c = s.client(&ctx, "127.0.0.1", s.fetch_port, Some(("fetcher", "broker")));
-    send(
-        &c,
-        &Message::List {
-            id: 1,
-            after: None,
-            limit: 10,
-        },
-        None,
-    );
+    send(&c, &Message::list(1, None, 10), None);
     match reply(&c, 10_000) {
         Some(Message::Listing { entries, .. }) => assert_eq!(entries.len(), 1),
         other => panic!("list answered {other:?}"),

@@ -189,6 +189,13 @@ impl Relay {
                         node.endpoint(p.link)
                     ),
                 ),
+                Op::Past => (
+                    ErrorCode::Unavailable,
+                    format!(
+                        "storage node {} did not answer a listing of its history within {secs} s",
+                        node.endpoint(p.link)
+                    ),
+                ),
             };
             tracing::warn!("{message}");
             self.fail(bid, code, message, node);

@@ -104,6 +104,17 @@ impl Relay {
                 };
                 self.answer(&req, reply, None);
             }
+            Message::Listing { entries, more, .. } if matches!(pending.op, Op::Past) => {
+                if let Some(p) = self.table.remove(bid) {
+                    self.observe_done(&p);
+                }
+                let reply = Message::Listing {
+                    id: 0,
+                    entries,
+                    more,
+                };
+                self.answer(&req, reply, None);
+            }
             Message::Done {
                 version, unchanged, ..
             } => self.on_done(bid, version, unchanged),
@@ -113,6 +124,11 @@ impl Relay {
                     match &p.op {
                         Op::Get { name, .. } | Op::History { name } => {
                             tracing::debug!("read of {name} failed on the node: {message}")
+                        }
+                        Op::Past => {
+                            tracing::debug!(
+                                "a listing of the history failed on the node: {message}"
+                            )
                         }
                         Op::Put { name, .. } => {
                             tracing::warn!("upload of {name} failed on the node: {message}")
@@ -222,7 +238,7 @@ impl Relay {
                 }
                 written
             }
-            Op::Get { .. } | Op::History { .. } => {
+            Op::Get { .. } | Op::History { .. } | Op::Past => {
                 tracing::debug!("ignoring a done for a read (id {bid})");
                 return;
             }

@@ -48,7 +48,31 @@ impl Relay {
         let key = inbound.user_id;
         match (front, msg) {
             (_, Message::Ping { id }) => self.answer(&req, Message::Pong { id }, None),
-            (_, Message::List { after, limit, .. }) => self.list(&req, after.as_deref(), limit),
+            (
+                _,
+                Message::List {
+                    after,
+                    limit,
+                    at: None,
+                    deleted: false,
+                    ..
+                },
+            ) => self.list(&req, after.as_deref(), limit),
+            (
+                Front::Fetch,
+                Message::List {
+                    after,
+                    limit,
+                    at,
+                    deleted,
+                    ..
+                },
+            ) => self.past(req, (after, limit), (at, deleted), node),
+            (Front::Ingest, Message::List { .. }) => self.refuse(
+                &req,
+                ErrorCode::BadMessage,
+                "the ingest port lists the present only; the fetch port lists the history".into(),
+            ),
             (_, Message::Abort { .. }) => self.abort(&req, node),
             (
                 Front::Ingest,
@@ -579,6 +603,33 @@ impl Relay {
             name: name.clone(),
         };
         self.forward(req, NodePort::Serve, Op::History { name }, msg, None, node);
+    }
+
+    /// A page of the tree as it was at `at`, or of the names deleted since (`deleted`): only the
+    /// node's history knows them. The cursor is the node's, checked here.
+    fn past(
+        &mut self,
+        req: Requester,
+        (after, limit): (Option<String>, u32),
+        (at, deleted): (Option<i64>, bool),
+        node: &mut dyn ToNode,
+    ) {
+        if let Some(cursor) = after.as_deref() {
+            if let Err(e) = schema::page::parse_node_cursor(cursor) {
+                let text = format!(
+                    "list cursor {cursor:?} {e}; a listing of the history continues after                      \"<class>/<name>\" of its last entry"
+                );
+                return self.refuse(&req, ErrorCode::BadMessage, text);
+            }
+        }
+        let msg = Message::List {
+            id: 0,
+            after,
+            limit,
+            at,
+            deleted,
+        };
+        self.forward(req, NodePort::Serve, Op::Past, msg, None, node);
     }
 
     fn read_credit(&mut self, req: &Requester, chunks: u32, node: &mut dyn ToNode) {

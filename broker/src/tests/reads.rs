@@ -23,16 +23,7 @@ fn reads_listings_and_bad_input() {
     let h = Harness::start(vec![small.clone(), big.clone()]);
 
     // Listing from the rebuilt index, on both ports.
-    send(
-        &h.fetcher,
-        None,
-        Message::List {
-            id: 1,
-            after: None,
-            limit: 1,
-        },
-        None,
-    );
+    send(&h.fetcher, None, Message::list(1, None, 1), None);
     let (msg, _) = h.fetcher_gets("the first page");
     assert_eq!(
         msg,
@@ -42,11 +33,7 @@ fn reads_listings_and_bad_input() {
             more: true
         }
     );
-    let list = Message::List {
-        id: 2,
-        after: Some("s.mp3".into()),
-        limit: 5000,
-    };
+    let list = Message::list(2, Some("s.mp3".into()), 5000);
     send(&h.watcher, None, list, None);
     let page = h.watcher_gets("the second page");
     assert_eq!(

@@ -145,7 +145,9 @@ fn serve(
             codec::send(sock, Some(&peer), m, data.map(zmq::Message::from)).unwrap()
         };
         match inbound.msg.unwrap() {
-            Message::List { id, after, limit } => {
+            Message::List {
+                id, after, limit, ..
+            } => {
                 stats.lock().unwrap().lists += 1;
                 let from = match &after {
                     Some(a) => Bound::Excluded(a.clone()),

@@ -148,11 +148,7 @@ fn get_inline_and_chunked_and_list() {
     );
     assert!(matches!(reply, Message::Meta { id: 8, .. }), "{reply:?}");
 
-    let list = |id, after: Option<&str>| Message::List {
-        id,
-        after: after.map(String::from),
-        limit: 1,
-    };
+    let list = |id, after: Option<&str>| Message::list(id, after.map(String::from), 1);
     let (reply, _) = request(&serve, &list(9, None), None);
     let Message::Listing {
         entries,

@@ -25,11 +25,7 @@ impl Watcher {
         if let Phase::Listing { pending, .. } = &mut self.phase {
             *pending = Some((id, now));
         }
-        let msg = Message::List {
-            id,
-            after,
-            limit: MAX_LIST_PAGE,
-        };
+        let msg = Message::list(id, after, MAX_LIST_PAGE);
         self.send(msg, None);
     }
 
