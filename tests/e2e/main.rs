@@ -20,6 +20,7 @@ mod names;
 mod outage;
 mod pipeline;
 mod recovery;
+mod restore;
 mod scale;
 mod security;
 mod shutdown;
