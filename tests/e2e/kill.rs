@@ -94,6 +94,100 @@ fn check_node(root: std::path::PathBuf, versions: Versions, stop: Arc<AtomicBool
     passes
 }
 
+/// Checks the history the node kept through the kills: every record names a version written
+/// for its name, and its object holds exactly those bytes. Only the last line of a history
+/// file may be torn (a kill during its append; the node skips it). Returns the records checked.
+fn check_history(root: &std::path::Path, versions: &Versions) -> usize {
+    let log = root.join(".dfs/history");
+    let versions = versions.lock().unwrap();
+    let mut checked = 0;
+    for class in ["mp3", "txt", "pdf", "others"] {
+        let dir = log.join(class);
+        let mut stack = vec![dir.clone()];
+        while let Some(d) = stack.pop() {
+            let Ok(rd) = fs::read_dir(&d) else { continue };
+            for e in rd.flatten() {
+                let p = e.path();
+                if e.file_type().unwrap().is_dir() {
+                    stack.push(p);
+                    continue;
+                }
+                let rel = p.strip_prefix(&dir).unwrap().to_str().unwrap();
+                let name = rel.strip_suffix(".versions").expect("a history file");
+                let text = fs::read_to_string(&p).unwrap();
+                let lines: Vec<&str> = text.lines().collect();
+                for (i, line) in lines.iter().enumerate() {
+                    let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                        assert_eq!(i + 1, lines.len(), "{name}: a torn record before the last");
+                        continue;
+                    };
+                    let hex = v["blake3"].as_str().unwrap();
+                    assert!(
+                        versions.get(name).is_some_and(|s| s.contains(hex)),
+                        "{name}: the history kept {hex}, not a version written for it"
+                    );
+                    let object = root.join(".dfs/objects").join(&hex[..2]).join(hex);
+                    let bytes = fs::read(&object)
+                        .unwrap_or_else(|e| panic!("{name}: object {hex} of a record: {e}"));
+                    assert_eq!(blake3::hash(&bytes).to_hex().as_str(), hex, "{name}");
+                    checked += 1;
+                }
+            }
+        }
+    }
+    checked
+}
+
+/// Starts the writer thread: until `stop`, rewrites one of a few dozen names (nested folders,
+/// every class) in place every 10–200 ms, registering each version before writing it.
+fn start_writer(
+    c: &Cluster,
+    versions: &Versions,
+    stop: &Arc<AtomicBool>,
+    written: &Arc<AtomicU64>,
+    seed: u64,
+) -> std::thread::JoinHandle<()> {
+    let names: Vec<String> = (0..36)
+        .map(|i| {
+            let dir = ["", "a/", "a/b/", "c/d/e/"][i % 4];
+            let ext = ["txt", "mp3", "pdf", "bin", "TXT", ""][i % 6];
+            if ext.is_empty() {
+                format!("{dir}n{i}")
+            } else {
+                format!("{dir}n{i}.{ext}")
+            }
+        })
+        .collect();
+    let (source, versions, stop, written) = (
+        c.source.clone(),
+        versions.clone(),
+        stop.clone(),
+        written.clone(),
+    );
+    let mut rng = Rng::new(seed ^ 0x5eed);
+    std::thread::spawn(move || {
+        let mut next_version: BTreeMap<&str, u64> = BTreeMap::new();
+        while !stop.load(Ordering::SeqCst) {
+            let name = &names[rng.range(0, names.len() as u64) as usize];
+            let v = next_version.entry(name).or_insert(0);
+            *v += 1;
+            let bytes = version_bytes(name, *v);
+            versions
+                .lock()
+                .unwrap()
+                .entry(name.clone())
+                .or_default()
+                .insert(blake3::hash(&bytes).to_hex().to_string());
+            let p = source.join(name);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            // In place, as most programs write: truncate, then write.
+            fs::write(&p, &bytes).unwrap();
+            written.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(rng.range(10, 200)));
+        }
+    })
+}
+
 /// Starts the checker thread.
 fn start_checker(
     c: &Cluster,
@@ -114,48 +208,7 @@ fn kill_loop_loses_nothing_and_tears_nothing() {
     let stop = Arc::new(AtomicBool::new(false));
     let written = Arc::new(AtomicU64::new(0));
 
-    // A few dozen names in nested folders, of every class.
-    let names: Vec<String> = (0..36)
-        .map(|i| {
-            let dir = ["", "a/", "a/b/", "c/d/e/"][i % 4];
-            let ext = ["txt", "mp3", "pdf", "bin", "TXT", ""][i % 6];
-            if ext.is_empty() {
-                format!("{dir}n{i}")
-            } else {
-                format!("{dir}n{i}.{ext}")
-            }
-        })
-        .collect();
-    let writer = {
-        let (source, versions, stop, written) = (
-            c.source.clone(),
-            versions.clone(),
-            stop.clone(),
-            written.clone(),
-        );
-        let mut rng = Rng::new(seed ^ 0x5eed);
-        std::thread::spawn(move || {
-            let mut next_version: BTreeMap<&str, u64> = BTreeMap::new();
-            while !stop.load(Ordering::SeqCst) {
-                let name = &names[rng.range(0, names.len() as u64) as usize];
-                let v = next_version.entry(name).or_insert(0);
-                *v += 1;
-                let bytes = version_bytes(name, *v);
-                versions
-                    .lock()
-                    .unwrap()
-                    .entry(name.clone())
-                    .or_default()
-                    .insert(blake3::hash(&bytes).to_hex().to_string());
-                let p = source.join(name);
-                fs::create_dir_all(p.parent().unwrap()).unwrap();
-                // In place, as most programs write: truncate, then write.
-                fs::write(&p, &bytes).unwrap();
-                written.fetch_add(1, Ordering::SeqCst);
-                std::thread::sleep(Duration::from_millis(rng.range(10, 200)));
-            }
-        })
-    };
+    let writer = start_writer(&c, &versions, &stop, &written, seed);
     let checker = start_checker(&c, &versions, &stop);
 
     let mut rng = Rng::new(seed);
@@ -187,11 +240,17 @@ fn kill_loop_loses_nothing_and_tears_nothing() {
     let final_passes = final_checker
         .join()
         .expect("the node held a torn or foreign file");
+    let kept = check_history(&c.root, &versions);
     println!(
-        "kill loop: seed {seed}, {:?}, kills {kills:?}, {} versions written, {} checker passes",
+        "kill loop: seed {seed}, {:?}, kills {kills:?}, {} versions written, {} checker passes, \
+         {kept} kept versions whole",
         t0.elapsed(),
         written.load(Ordering::SeqCst),
         passes + final_passes
+    );
+    assert!(
+        kept > 0,
+        "the history kept the versions replaced during the loop"
     );
     assert!(
         kills.values().sum::<u32>() >= 3,
@@ -251,4 +310,52 @@ fn kill_each_role_mid_way_through_a_large_file() {
         .join()
         .expect("the node held a torn or foreign file");
     println!("large-file kills: 3 rounds, {passes} checker passes");
+}
+
+/// Files below `dir`, recursively.
+fn files_below(dir: &std::path::Path) -> usize {
+    tree_hashes(dir).len()
+}
+
+/// kill -9 of the storage node while its retention prunes (a retention of 1 s: it prunes every
+/// second while versions are being replaced): every record left is whole, and once the writes
+/// stop the retention empties the history, objects included, the current files untouched.
+#[test]
+fn kill_storage_while_the_history_is_pruned() {
+    let seed = seed();
+    println!("prune kill seed {seed} (DFS_SEED={seed} replays it)");
+    let mut c = Cluster::start_without_watcher();
+    c.storage_args = vec!["--keep-history".into(), "1s".into()];
+    c.take(Role::Storage);
+    c.restart(Role::Storage);
+    c.start_watcher();
+    let versions: Versions = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU64::new(0));
+    let writer = start_writer(&c, &versions, &stop, &written, seed);
+    let mut rng = Rng::new(seed);
+    let t0 = Instant::now();
+    let mut kills = 0;
+    while t0.elapsed() < env_secs("DFS_PRUNE_KILL_SECS", 12) {
+        std::thread::sleep(Duration::from_millis(rng.range(1000, 3000)));
+        c.kill9(Role::Storage);
+        c.restart(Role::Storage);
+        kills += 1;
+    }
+    stop.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+    c.wait_all_agree(SYNC);
+    let kept = check_history(&c.root, &versions);
+    let dfs = c.root.join(".dfs");
+    wait_until(
+        "the retention empties the history after the kills",
+        Duration::from_secs(60),
+        || files_below(&dfs.join("history")) == 0 && files_below(&dfs.join("objects")) == 0,
+    );
+    c.wait_all_agree(SYNC);
+    println!(
+        "prune kills: {kills}, {} versions written, {kept} records whole at the end of the writes",
+        written.load(Ordering::SeqCst)
+    );
+    assert!(kills >= 3, "the loop killed the node");
 }
