@@ -53,6 +53,10 @@ pub struct Version {
 pub struct Pruned {
     /// Versions past the retention period.
     pub versions: u64,
+    /// Versions removed before their time to bring the history within its budget, oldest
+    /// first, and when the newest of them stopped being current (ns).
+    pub over_budget: u64,
+    pub over_budget_until: i64,
     /// Objects no kept version refers to any more, and their bytes.
     pub objects: u64,
     pub bytes: u64,
@@ -66,15 +70,22 @@ pub struct History {
     log: PathBuf,
     /// How long a replaced or deleted version stays; zero keeps none.
     keep: Duration,
+    /// Most bytes the history may hold beyond the current files; `None`: no limit.
+    budget: Option<u64>,
     lock: Arc<Mutex<Pruning>>,
 }
 
-/// What a running prune must know of the keeps made meanwhile.
+/// What a running prune must know of the keeps made meanwhile, and what the pruner knows of
+/// the history's size.
 #[derive(Debug, Default)]
 struct Pruning {
     running: bool,
     /// Hashes kept since the prune began: their objects stay.
     kept: HashSet<Hash>,
+    /// Bytes the history alone held at the end of the last prune.
+    held: u64,
+    /// Bytes of the versions kept since (an upper bound: a content kept already costs none).
+    added: u64,
 }
 
 impl History {
@@ -85,8 +96,28 @@ impl History {
             objects: dfs.join("objects"),
             log: dfs.join("history"),
             keep,
+            budget: None,
             lock: Arc::default(),
         }
+    }
+
+    /// The same history, holding at most `budget` bytes beyond the current files.
+    pub fn with_budget(mut self, budget: Option<u64>) -> History {
+        self.budget = budget;
+        self
+    }
+
+    /// The history budget, if any.
+    pub fn budget(&self) -> Option<u64> {
+        self.budget
+    }
+
+    /// Whether the versions kept since the last prune may have taken the history past its
+    /// budget (so the pruner should run now).
+    pub fn may_be_over_budget(&self) -> bool {
+        let state = self.locked();
+        self.budget
+            .is_some_and(|b| state.held.saturating_add(state.added) > b)
     }
 
     /// How long versions are kept.
@@ -123,6 +154,7 @@ impl History {
             state.kept.insert(meta.blake3);
         }
         let info = fs::metadata(path).map_err(|e| StoreError::io("look at", path, e))?;
+        state.added = state.added.saturating_add(info.len());
         let since = changed_ns(&info);
         self.link_object(path, &meta.blake3)?;
         let record = Version {
@@ -239,11 +271,18 @@ impl History {
     /// Removes the versions that stopped being current more than the retention period before
     /// `now` (ns), then every object no kept version refers to.
     pub fn prune(&self, now: i64) -> Result<Pruned, StoreError> {
-        self.locked().running = true;
+        {
+            let mut state = self.locked();
+            state.running = true;
+            state.added = 0;
+        }
         let result = self.prune_pass(now);
         let mut state = self.locked();
         state.running = false;
         state.kept.clear();
+        if result.is_ok() {
+            state.held = self.usage().1;
+        }
         result
     }
 
@@ -251,29 +290,122 @@ impl History {
         let mut pruned = Pruned::default();
         let keep_ns = i64::try_from(self.keep.as_nanos()).unwrap_or(i64::MAX);
         let horizon = now.saturating_sub(keep_ns);
-        let mut live: HashSet<Hash> = HashSet::new();
-        if self.log.is_dir() {
-            for entry in walkdir::WalkDir::new(&self.log) {
-                let entry = entry.map_err(|e| {
-                    let path = e.path().unwrap_or(&self.log).to_path_buf();
-                    StoreError::io("walk", &path, e.into())
-                })?;
-                let path = entry.path();
-                if !entry.file_type().is_file() || !path.to_string_lossy().ends_with(VERSIONS) {
-                    continue;
-                }
-                let _file = self.locked();
-                let all = read_versions(path)?;
-                let (kept, gone): (Vec<Version>, Vec<Version>) =
-                    all.into_iter().partition(|v| v.until > horizon);
-                live.extend(kept.iter().map(|v| v.blake3));
-                if gone.is_empty() {
-                    continue;
-                }
-                pruned.versions += gone.len() as u64;
+        self.expire(horizon, &mut pruned)?;
+        if let Some(budget) = self.budget {
+            self.trim_to(budget, &mut pruned)?;
+        }
+        self.sweep_objects(&mut pruned)?;
+        Ok(pruned)
+    }
+
+    /// Every history file, with a closure given its path and records under the lock; the
+    /// closure returns the records to keep (the file is rewritten when they differ).
+    fn each_file(&self, mut f: impl FnMut(&[Version]) -> Vec<Version>) -> Result<u64, StoreError> {
+        let mut removed = 0;
+        if !self.log.is_dir() {
+            return Ok(0);
+        }
+        for entry in walkdir::WalkDir::new(&self.log) {
+            let entry = entry.map_err(|e| {
+                let path = e.path().unwrap_or(&self.log).to_path_buf();
+                StoreError::io("walk", &path, e.into())
+            })?;
+            let path = entry.path();
+            if !entry.file_type().is_file() || !path.to_string_lossy().ends_with(VERSIONS) {
+                continue;
+            }
+            let _file = self.locked();
+            let all = read_versions(path)?;
+            let kept = f(&all);
+            if kept.len() != all.len() {
+                removed += (all.len() - kept.len()) as u64;
                 rewrite(path, &kept)?;
             }
         }
+        Ok(removed)
+    }
+
+    /// Removes the records that stopped being current before `horizon`.
+    fn expire(&self, horizon: i64, pruned: &mut Pruned) -> Result<(), StoreError> {
+        pruned.versions +=
+            self.each_file(|all| all.iter().filter(|v| v.until > horizon).cloned().collect())?;
+        Ok(())
+    }
+
+    /// Removes the oldest records (by when they stopped being current) until the bytes held by
+    /// the history alone are within `budget`. A content is freed when its last record goes and
+    /// no current file shares its inode.
+    fn trim_to(&self, budget: u64, pruned: &mut Pruned) -> Result<(), StoreError> {
+        let mut records: Vec<(i64, Hash)> = Vec::new();
+        let mut refs: std::collections::HashMap<Hash, usize> = Default::default();
+        self.each_file(|all| {
+            for v in all {
+                records.push((v.until, v.blake3));
+                *refs.entry(v.blake3).or_default() += 1;
+            }
+            all.to_vec()
+        })?;
+        // Objects of no record (expired just now) go in the sweep anyway: not counted.
+        let only_history = self.history_only_objects();
+        let mut held: u64 = only_history
+            .iter()
+            .filter(|(h, _)| refs.contains_key(*h))
+            .map(|(_, size)| size)
+            .sum();
+        if held <= budget {
+            return Ok(());
+        }
+        records.sort_by_key(|r| r.0);
+        // The records removed are all those that stopped being current up to a cut-off.
+        let mut cut = None;
+        for (until, hash) in &records {
+            if held <= budget {
+                break;
+            }
+            let n = refs.entry(*hash).or_default();
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                held = held.saturating_sub(only_history.get(hash).copied().unwrap_or(0));
+            }
+            cut = Some(*until);
+        }
+        let Some(cut) = cut else { return Ok(()) };
+        pruned.over_budget +=
+            self.each_file(|all| all.iter().filter(|v| v.until > cut).cloned().collect())?;
+        pruned.over_budget_until = cut;
+        Ok(())
+    }
+
+    /// The objects no current file shares (one link), with their sizes.
+    fn history_only_objects(&self) -> std::collections::HashMap<Hash, u64> {
+        let mut out = std::collections::HashMap::new();
+        if !self.objects.is_dir() {
+            return out;
+        }
+        for entry in walkdir::WalkDir::new(&self.objects)
+            .min_depth(2)
+            .max_depth(2)
+        {
+            let Ok(entry) = entry else { continue };
+            let Ok(hash) = entry.file_name().to_string_lossy().parse::<Hash>() else {
+                continue;
+            };
+            if let Ok(meta) = entry.metadata() {
+                if meta.is_file() && meta.nlink() == 1 {
+                    out.insert(hash, meta.len());
+                }
+            }
+        }
+        out
+    }
+
+    /// Removes every object no record refers to (nor a keep made during this prune).
+    fn sweep_objects(&self, pruned: &mut Pruned) -> Result<(), StoreError> {
+        let mut live: HashSet<Hash> = HashSet::new();
+        self.each_file(|all| {
+            live.extend(all.iter().map(|v| v.blake3));
+            all.to_vec()
+        })?;
         if self.objects.is_dir() {
             for entry in walkdir::WalkDir::new(&self.objects)
                 .min_depth(2)
@@ -295,7 +427,7 @@ impl History {
                 pruned.bytes += size;
             }
         }
-        Ok(pruned)
+        Ok(())
     }
 
     fn object_path(&self, blake3: &Hash) -> PathBuf {
@@ -376,6 +508,28 @@ pub(crate) fn changed_ns(meta: &fs::Metadata) -> i64 {
     meta.ctime().saturating_mul(1_000_000_000) + meta.ctime_nsec()
 }
 
+/// Says what a prune removed, if anything.
+fn log_pruned(history: &History, p: &Pruned) {
+    if p.over_budget > 0 {
+        tracing::warn!(
+            "history: over its budget of {}: removed {} versions before their time, oldest \
+             first (the newest of them stopped being current {})",
+            bytesize::ByteSize(history.budget().unwrap_or(0)),
+            p.over_budget,
+            schema::time::rfc3339(p.over_budget_until.max(0)),
+        );
+    }
+    if p.versions + p.objects > 0 {
+        tracing::info!(
+            "history: removed {} versions older than {} and {} objects ({} bytes)",
+            p.versions,
+            humantime::format_duration(history.keep_for()),
+            p.objects,
+            p.bytes
+        );
+    }
+}
+
 /// How often the retention runs.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -393,14 +547,7 @@ pub fn start_pruner(
             loop {
                 let now = schema::time::to_ns(std::time::SystemTime::now());
                 match history.prune(now) {
-                    Ok(p) if p.versions + p.objects > 0 => tracing::info!(
-                        "history: removed {} versions older than {} and {} objects ({} bytes)",
-                        p.versions,
-                        humantime::format_duration(history.keep_for()),
-                        p.objects,
-                        p.bytes
-                    ),
-                    Ok(_) => {}
+                    Ok(p) => log_pruned(&history, &p),
                     Err(e) => tracing::warn!("history: pruning failed: {e}"),
                 }
                 // A short retention (tests, trials) is kept to within about half its length.
@@ -411,6 +558,9 @@ pub fn start_pruner(
                 while std::time::Instant::now() < until {
                     if stop.is_triggered() {
                         return;
+                    }
+                    if history.may_be_over_budget() {
+                        break;
                     }
                     std::thread::sleep(Duration::from_millis(daemon::POLL_MS as u64));
                 }
@@ -554,6 +704,41 @@ mod tests {
         let pruned = h.prune(43 * DAY).unwrap();
         assert_eq!((pruned.versions, pruned.objects), (1, 1));
         assert!(h.versions(Class::Txt, "a/b.txt").unwrap().is_empty());
+    }
+
+    #[test]
+    fn over_its_budget_the_history_loses_its_oldest_versions_first() {
+        let root = tempfile::tempdir().unwrap();
+        let h = History::new(root.path(), Duration::from_secs(30 * 86_400)).with_budget(Some(250));
+        let cur = root.path().join("txt");
+        // Four versions of 100 bytes replaced in turn: 400 bytes held by the history alone.
+        for (i, day) in [1, 2, 3, 4].into_iter().enumerate() {
+            let content = vec![b'a' + i as u8; 100];
+            let (p, m) = stored(&cur, "f.txt", &content, i as u64 + 1);
+            h.keep(&p, &m, day * DAY, false).unwrap();
+        }
+        let (last, _) = stored(&cur, "f.txt", &[b'z'; 100], 5);
+        assert!(h.may_be_over_budget(), "400 bytes kept against 250");
+        let pruned = h.prune(5 * DAY).unwrap();
+        assert_eq!((pruned.versions, pruned.over_budget), (0, 2), "{pruned:?}");
+        assert_eq!(pruned.over_budget_until, 2 * DAY);
+        let left: Vec<u64> = h
+            .versions(Class::Txt, "f.txt")
+            .unwrap()
+            .iter()
+            .map(|v| v.version)
+            .collect();
+        assert_eq!(left, [3, 4], "the oldest went first");
+        assert_eq!(h.usage(), (2, 200));
+        assert!(h.object(&Hash::of(&[b'a'; 100])).is_none());
+        assert!(!h.may_be_over_budget());
+        assert_eq!(
+            fs::read(&last).unwrap(),
+            [b'z'; 100],
+            "the current file stays"
+        );
+        // Within the budget nothing more goes.
+        assert_eq!(h.prune(5 * DAY).unwrap(), Pruned::default());
     }
 
     #[test]

@@ -46,6 +46,12 @@ impl Layout {
         }
     }
 
+    /// The same layout, its history holding at most `budget` bytes beyond the current files.
+    pub fn with_history_budget(mut self, budget: Option<u64>) -> Layout {
+        self.history = self.history.with_budget(budget);
+        self
+    }
+
     /// Where replaced and deleted versions are kept.
     pub fn history(&self) -> &History {
         &self.history

@@ -88,6 +88,20 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", env = "DFS_STORAGE_KEEP_HISTORY",
           default_value = "30d", value_parser = parse_keep)]
     pub keep_history: std::time::Duration,
+
+    /// Most bytes the history may hold beyond the current files (such as 200GiB). Past it the
+    /// oldest versions go before their time, with a warning; without it only --keep-history
+    /// removes versions.
+    #[arg(long, value_name = "SIZE", env = "DFS_STORAGE_HISTORY_BUDGET",
+          value_parser = parse_budget)]
+    pub history_budget: Option<u64>,
+}
+
+/// A `--history-budget` value: bytes, or a size such as `200GiB` or `500MB`.
+fn parse_budget(text: &str) -> Result<u64, String> {
+    text.parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|e| format!("{e} (for example 200GiB, 500MB)"))
 }
 
 /// A `--keep-history` value: `0`, or a duration such as `30d` or `90m`.

@@ -55,7 +55,9 @@ impl Node {
             .root
             .canonicalize()
             .with_context(|| format!("cannot resolve the storage root {}", args.root.display()))?;
-        let layout = Arc::new(Layout::with_history(&root, args.keep_history));
+        let layout = Arc::new(
+            Layout::with_history(&root, args.keep_history).with_history_budget(args.history_budget),
+        );
         let lock = layout.prepare()?;
         let security = ServerSecurity::start(
             ctx,

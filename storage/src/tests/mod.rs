@@ -42,6 +42,7 @@ impl TestNode {
             allow: None,
             insecure: false,
             keep_history: crate::layout::DEFAULT_KEEP_HISTORY,
+            history_budget: None,
         };
         let node = Node::bind(&ctx, &args).unwrap();
         let (base, root) = (node.base_port(), node.root().to_path_buf());

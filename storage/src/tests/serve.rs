@@ -308,6 +308,7 @@ fn run_writes_the_ready_file_and_stops_on_the_signal() {
         allow: None,
         insecure: false,
         keep_history: crate::layout::DEFAULT_KEEP_HISTORY,
+        history_budget: None,
     };
     let stop = Shutdown::new();
     let s = stop.clone();
