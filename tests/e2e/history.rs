@@ -207,3 +207,46 @@ fn a_fetch_run_again_leaves_identical_files_alone_and_mends_the_rest() {
     assert_eq!(inode("big.bin"), big_ino, "the intact one was left alone");
     assert_eq!(fs::read(c.target.join("big.bin")).unwrap(), big);
 }
+
+#[test]
+fn past_its_budget_the_node_drops_the_oldest_versions_first_and_says_so() {
+    let mut c = Cluster::start_without_watcher();
+    c.storage_args = vec!["--history-budget".into(), "10KiB".into()];
+    c.take(Role::Storage);
+    c.restart(Role::Storage);
+    c.start_watcher();
+    let file = c.source.join("a.txt");
+    // Eight versions of 4 KiB: seven replaced, 28 KiB against a budget of 10 KiB.
+    let contents: Vec<Vec<u8>> = (0..8).map(|i| random_bytes(i, 4096)).collect();
+    for (i, bytes) in contents.iter().enumerate() {
+        fs::write(&file, bytes).unwrap();
+        wait_until(&format!("v{}", i + 1), Duration::from_secs(30), || {
+            listed_version(&c, "a.txt") == Some(i as u64 + 1)
+        });
+    }
+    let kept = |c: &Cluster| -> Vec<u64> {
+        node_versions(&c.root, "txt", "a.txt")
+            .into_iter()
+            .map(|(v, _, _)| v)
+            .collect()
+    };
+    wait_until(
+        "the history is brought within its budget",
+        Duration::from_secs(30),
+        || kept(&c).len() <= 2,
+    );
+    // The newest replaced versions stay, each with its bytes; the current file is untouched.
+    assert_eq!(kept(&c), [6, 7]);
+    for (v, _, hex) in node_versions(&c.root, "txt", "a.txt") {
+        assert_eq!(
+            object(&c.root, &hex).as_deref(),
+            Some(&contents[v as usize - 1][..])
+        );
+    }
+    assert_eq!(fs::read(c.root.join("txt/a.txt")).unwrap(), contents[7]);
+    let log = c.storage.as_ref().unwrap().log_text();
+    assert!(
+        log.contains("history: over its budget of 10.0 KiB: removed"),
+        "{log}"
+    );
+}
