@@ -27,6 +27,7 @@ mod index;
 mod links;
 pub mod metrics;
 mod outbox;
+mod owner_sync;
 mod owners;
 mod peer;
 mod rebuild;

@@ -49,10 +49,21 @@ impl Owners {
             .collect()
     }
 
+    /// Every volume with its owner.
+    pub fn all(&self) -> impl Iterator<Item = (String, String)> + '_ {
+        self.owners.iter().map(|(v, o)| (v.clone(), o.clone()))
+    }
+
+    /// Takes the owners kept in `index` again (after it was rebuilt), keeping the claims.
+    pub fn reload(&mut self, index: &Index) -> Result<(), IndexError> {
+        self.owners = index.owners()?.into_iter().collect();
+        Ok(())
+    }
+
     /// `peer` claims `volume` as `owner`. A volume owned by someone else is refused unless
     /// `take_over`; a named volume whose folder holds root-volume names is refused. A new or
     /// moved owner is written to `index` (durable with the next flush: the caller holds its
-    /// answer until then).
+    /// answer until then), and the answer is then `true`.
     pub fn claim(
         &mut self,
         index: &Index,
@@ -60,10 +71,11 @@ impl Owners {
         volume: Volume,
         owner: &str,
         take_over: bool,
-    ) -> Result<Result<(), Refused>, IndexError> {
+    ) -> Result<Result<bool, Refused>, IndexError> {
         let name = volume.name().to_string();
+        let mut recorded = true;
         match self.owners.get(&name) {
-            Some(current) if current == owner => {}
+            Some(current) if current == owner => recorded = false,
             Some(current) if !take_over => {
                 return Ok(Err(Refused(format!(
                     "{volume} is owned by {current}; run the watcher with --take-over to move \
@@ -95,7 +107,7 @@ impl Owners {
         }
         self.next_claim += 1;
         self.claims.insert(peer.to_vec(), (volume, self.next_claim));
-        Ok(Ok(()))
+        Ok(Ok(recorded))
     }
 
     /// Whether `peer` may change every one of `names`: it claimed a volume, and each name is in

@@ -1,6 +1,7 @@
-//! Rebuilding the index from the storage node when the database was missing or damaged: page
-//! through the node's serve port with `list` and insert every entry, without blocking the
-//! serving loop (one page request in flight at a time, retried while the node is away).
+//! Rebuilding the index from the storage node when the database was missing or damaged: first
+//! the volume owners the node records (`owners`), then page through the node's serve port with
+//! `list` and insert every entry, without blocking the serving loop (one request in flight at
+//! a time, retried while the node is away).
 
 use crate::index::Index;
 use crate::links::{NodePort, ToNode};
@@ -27,6 +28,8 @@ const RETRY_MAX: Duration = Duration::from_secs(1);
 pub struct Rebuild {
     active: bool,
     finished: bool,
+    /// Whether the owners are back (they come before the first page).
+    owners_done: bool,
     /// The node's cursor (`class/name` of the last entry received).
     after: Option<String>,
     /// The bid of the page request in flight and when it was sent.
@@ -85,7 +88,11 @@ impl Rebuild {
             return;
         }
         let bid = bids.next();
-        let msg = Message::list(bid, self.after.clone(), REBUILD_PAGE);
+        let msg = if self.owners_done {
+            Message::list(bid, self.after.clone(), REBUILD_PAGE)
+        } else {
+            Message::Owners { id: bid }
+        };
         match node.send(NodePort::Serve, &msg, None) {
             Ok(()) => {
                 self.asked = Some((bid, now));
@@ -103,9 +110,46 @@ impl Rebuild {
         }
     }
 
+    /// Takes the owners the node records.
+    fn on_owners(&mut self, msg: Message, index: &Index) {
+        let owners = match msg {
+            Message::Owned { owners, .. } => owners,
+            Message::Error { message, .. } => {
+                tracing::warn!(
+                    "index rebuild: the storage node did not give the owners: {message}"
+                );
+                self.retry_later();
+                return;
+            }
+            other => {
+                tracing::debug!("index rebuild: ignoring a {} from the node", other.kind());
+                return;
+            }
+        };
+        for (volume, owner) in &owners {
+            if schema::names::Volume::named(volume).is_err() || owner.is_empty() {
+                tracing::warn!("index rebuild: skipping an owner the node recorded for {volume:?}");
+                continue;
+            }
+            if let Err(e) = index.set_owner(volume, owner) {
+                tracing::error!("index rebuild: {e}");
+                self.retry_later();
+                return;
+            }
+        }
+        tracing::info!(
+            "index rebuild: {} volume owners back from the node",
+            owners.len()
+        );
+        self.owners_done = true;
+    }
+
     /// Takes a page from the node.
     pub fn on_reply(&mut self, msg: Message, index: &Index, storage: &str) {
         self.asked = None;
+        if !self.owners_done {
+            return self.on_owners(msg, index);
+        }
         let (entries, more) = match msg {
             Message::Listing { entries, more, .. } => (entries, more),
             Message::Error { message, .. } => {

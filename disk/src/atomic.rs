@@ -329,6 +329,26 @@ pub fn fsync_dir(dir: &Path) -> Result<(), DiskError> {
         .map_err(|e| DiskError::new("fsync the folder", dir, e))
 }
 
+/// Replaces the small file at `path` by `bytes` durably and atomically: a reader or a crash
+/// sees the old content or the new, never a mix (temporary file, fsync, rename, folder fsync).
+pub fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), DiskError> {
+    use std::io::Write as _;
+    let temp = temp_name(path.parent().unwrap_or(Path::new(".")));
+    let written = File::create(&temp).and_then(|mut f| {
+        f.write_all(bytes)?;
+        f.sync_all()
+    });
+    if let Err(e) = written {
+        let _ = fs::remove_file(&temp);
+        return Err(DiskError::new("write", &temp, e));
+    }
+    fs::rename(&temp, path).map_err(|e| {
+        let _ = fs::remove_file(&temp);
+        DiskError::new("replace", path, e)
+    })?;
+    fsync_parent(path)
+}
+
 /// fsyncs the folder holding `path`.
 pub fn fsync_parent(path: &Path) -> Result<(), DiskError> {
     match path.parent() {

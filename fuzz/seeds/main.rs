@@ -106,6 +106,23 @@ fn messages() -> Vec<Message> {
             id: 9,
             volumes: vec!["photos".into()],
         },
+        Message::SetOwner {
+            id: 10,
+            volume: "photos".into(),
+            owner: "key abc".into(),
+        },
+        Message::Owners { id: 11 },
+        Message::Owned {
+            id: 11,
+            owners: [("photos".to_string(), "key abc".to_string())].into(),
+        },
+        Message::List {
+            id: 12,
+            after: Some("txt/a.txt".into()),
+            limit: 100,
+            at: Some(1_700_000_000_000_000_000),
+            deleted: false,
+        },
         Message::Meta {
             id: 7,
             entry: entry("a.mp3", Class::Mp3, 5),

@@ -192,6 +192,22 @@ pub enum Message {
     /// Answer to `claim`: the claim holds; `volumes` are every named volume the broker knows (a
     /// root-volume watcher leaves the folders of those names alone).
     Claimed { id: u64, volumes: Vec<String> },
+    /// The broker records on a storage node (serve port) that `owner` owns `volume` (empty:
+    /// the root volume), so that an index rebuilt from the node knows the owners again.
+    /// Answered with `done` (version 0) once durable.
+    SetOwner {
+        id: u64,
+        #[serde(default)]
+        volume: String,
+        owner: String,
+    },
+    /// Asks a storage node (serve port) for the owners it records. Answered with `owned`.
+    Owners { id: u64 },
+    /// Answer to `owners`: volume (empty: the root volume) → owner.
+    Owned {
+        id: u64,
+        owners: std::collections::BTreeMap<String, String>,
+    },
     /// Request `id` failed; `code` says how, `message` says what and why in one line.
     Error {
         id: u64,
@@ -492,6 +508,9 @@ impl Message {
             | Message::Versions { id, .. }
             | Message::Claim { id, .. }
             | Message::Claimed { id, .. }
+            | Message::SetOwner { id, .. }
+            | Message::Owners { id }
+            | Message::Owned { id, .. }
             | Message::Error { id, .. } => *id,
         }
     }
@@ -524,6 +543,9 @@ impl Message {
             | Message::Versions { id, .. }
             | Message::Claim { id, .. }
             | Message::Claimed { id, .. }
+            | Message::SetOwner { id, .. }
+            | Message::Owners { id }
+            | Message::Owned { id, .. }
             | Message::Error { id, .. } => *id = new,
         }
         self
@@ -557,6 +579,9 @@ impl Message {
             Message::Versions { .. } => "versions",
             Message::Claim { .. } => "claim",
             Message::Claimed { .. } => "claimed",
+            Message::SetOwner { .. } => "set_owner",
+            Message::Owners { .. } => "owners",
+            Message::Owned { .. } => "owned",
             Message::Error { .. } => "error",
         }
     }

@@ -201,6 +201,14 @@ fn message() -> impl Strategy<Value = Message> {
         }),
         (id(), prop::collection::vec(text(), 0..8))
             .prop_map(|(id, volumes)| Message::Claimed { id, volumes }),
+        (id(), text(), text()).prop_map(|(id, volume, owner)| Message::SetOwner {
+            id,
+            volume,
+            owner
+        }),
+        id().prop_map(|id| Message::Owners { id }),
+        (id(), prop::collection::btree_map(text(), text(), 0..8))
+            .prop_map(|(id, owners)| Message::Owned { id, owners }),
     ]
 }
 

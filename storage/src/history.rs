@@ -618,13 +618,7 @@ fn rewrite(path: &Path, kept: &[Version]) -> Result<(), StoreError> {
         text.extend(serde_json::to_vec(v).unwrap_or_default());
         text.push(b'\n');
     }
-    let temp = disk::atomic::temp_name(path.parent().unwrap_or(Path::new(".")));
-    let mut file = fs::File::create(&temp).map_err(|e| StoreError::io("create", &temp, e))?;
-    file.write_all(&text)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| StoreError::io("write", &temp, e))?;
-    fs::rename(&temp, path).map_err(|e| StoreError::io("replace", path, e))?;
-    Ok(fsync_parent(path)?)
+    Ok(disk::atomic::replace_file(path, &text)?)
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@ pub mod meta;
 pub mod metrics;
 pub mod node;
 pub mod outbox;
+pub mod owners;
 pub mod past;
 pub mod peer;
 pub mod read;

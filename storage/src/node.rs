@@ -311,6 +311,25 @@ impl Server {
                 };
                 out.send(sock, &peer, &reply, None);
             }
+            (SERVE, Message::SetOwner { id, volume, owner }) => {
+                let owners = crate::owners::Owners::new(self.layout.root());
+                let reply = match owners.set(&volume, &owner) {
+                    Ok(()) => Message::Done {
+                        id,
+                        version: 0,
+                        unchanged: false,
+                    },
+                    Err(e) => e.reply(id, root),
+                };
+                out.send(sock, &peer, &reply, None);
+            }
+            (SERVE, Message::Owners { id }) => {
+                let reply = match crate::owners::Owners::new(self.layout.root()).all() {
+                    Ok(owners) => Message::Owned { id, owners },
+                    Err(e) => e.reply(id, root),
+                };
+                out.send(sock, &peer, &reply, None);
+            }
             (SERVE, Message::Credit { id, chunks }) => self.reads.on_credit(peer, id, chunks, out),
             (SERVE, Message::Abort { id }) => self.reads.on_abort(peer, id),
             (

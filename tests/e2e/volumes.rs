@@ -1,6 +1,6 @@
 //! Volumes and owners (docs/CONTRACT.md §8): watchers of different folders on one broker each
 //! keep their own volume; a watcher claiming another's volume is refused and changes nothing;
-//! `--take-over` moves a volume; owners survive a broker restart.
+//! `--take-over` moves a volume; owners survive a broker restart and the loss of its index.
 
 use crate::harness::*;
 use std::fs;
@@ -193,4 +193,64 @@ fn take_over_moves_a_volume_to_a_new_folder() {
     // The old laptop is now the stranger.
     let mut back = watcher(&c, "back", &old, &["--volume", "notes"]);
     assert_eq!(exit_code(&mut back), Some(1), "{}", back.log_text());
+}
+
+#[test]
+fn owners_and_history_come_back_when_the_broker_loses_its_index() {
+    let mut c = Cluster::start_without_watcher();
+    let laptop = folder(&c, "laptop", &[("notes.txt", "v1")]);
+    let mut first = watcher(&c, "first", &laptop, &["--volume", "notes"]);
+    wait_listed(&c, &["notes/notes.txt"]);
+    fs::write(laptop.join("notes.txt"), "v2").unwrap();
+    wait_until("v2 is stored", Duration::from_secs(30), || {
+        c.listing().get("notes/notes.txt").map(|l| l.version) == Some(2)
+    });
+    // The broker copies the owner to the node, where a rebuild finds it.
+    let recorded = c.root.join(".dfs/owners.json");
+    wait_until(
+        "the node records the owner",
+        Duration::from_secs(30),
+        || {
+            fs::read_to_string(&recorded)
+                .is_ok_and(|t| t.contains("\"notes\"") && t.contains("laptop"))
+        },
+    );
+    let _ = first.stop_with(libc::SIGTERM, Duration::from_secs(10));
+
+    // The broker's index is lost: it rebuilds it, owners first, from the node.
+    let _ = c
+        .take(Role::Broker)
+        .stop_with(libc::SIGTERM, Duration::from_secs(10));
+    fs::remove_dir_all(&c.data).unwrap();
+    c.restart(Role::Broker);
+    wait_listed(&c, &["notes/notes.txt"]);
+    let log = c.broker.as_ref().unwrap().log_text();
+    assert!(log.contains("1 volume owners back from the node"), "{log}");
+
+    // Another folder claiming the volume is refused, naming the owner, and changes nothing.
+    let other = folder(&c, "other", &[("notes.txt", "a stranger's")]);
+    let mut stranger = watcher(&c, "stranger", &other, &["--volume", "notes"]);
+    assert_eq!(exit_code(&mut stranger), Some(1), "{}", stranger.log_text());
+    assert!(
+        stranger.log_text().contains("laptop"),
+        "{}",
+        stranger.log_text()
+    );
+    assert_eq!(c.listing()["notes/notes.txt"].version, 2);
+
+    // The owner carries on, and the history of before the loss is still there.
+    let _again = watcher(&c, "again", &laptop, &["--volume", "notes"]);
+    fs::write(laptop.join("notes.txt"), "v3").unwrap();
+    wait_until("v3 is stored", Duration::from_secs(30), || {
+        c.listing().get("notes/notes.txt").map(|l| l.version) == Some(3)
+    });
+    for (version, text) in [("1", "v1"), ("2", "v2")] {
+        let out = c.fetch(&["--version", version, "-o", "-", "notes/notes.txt"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.stdout, text.as_bytes());
+    }
 }

@@ -15,6 +15,7 @@ use crate::index::Index;
 use crate::links::{NodePort, ToNode};
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
+use crate::owner_sync::OwnerSync;
 use crate::owners::Owners;
 use crate::peer::{Bids, Front, Requester};
 use crate::rebuild::Rebuild;
@@ -42,6 +43,8 @@ pub struct Relay {
     out: Outbox,
     /// Who owns each volume, and which volume each watcher connection claimed.
     owners: Owners,
+    /// The owners still to be copied to the node.
+    owner_sync: OwnerSync,
     /// Recent deletes and rewrites per volume, and the alarms they raised.
     alarm: MassChange,
 }
@@ -75,6 +78,7 @@ impl Relay {
             metrics: Metrics::default(),
             idle_timeout: schema::limits::IDLE_TIMEOUT,
             out: Outbox::default(),
+            owner_sync: OwnerSync::with_all(owners.all()),
             owners,
             alarm: MassChange::default(),
         }
@@ -110,7 +114,12 @@ impl Relay {
         if self.rebuild.is_active() {
             self.rebuild.tick(&mut self.bids, node);
         } else if self.rebuild.just_finished() {
+            if let Err(e) = self.owners.reload(&self.index) {
+                tracing::error!("cannot read the volume owners rebuilt from the node: {e}");
+            }
             self.out.changed();
+        } else {
+            self.owner_sync.tick(&mut self.bids, node);
         }
     }
 

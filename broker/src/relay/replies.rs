@@ -39,6 +39,10 @@ impl Relay {
             self.rebuild.on_reply(msg, &self.index, &storage);
             return;
         }
+        if self.owner_sync.owns(bid) {
+            self.owner_sync.on_reply(msg);
+            return;
+        }
         if self.fsck.owns(bid) {
             self.fsck.on_reply(bid, msg, &mut fsck_cx!(self, node));
             return;

@@ -181,12 +181,21 @@ impl Relay {
             let text = "claim: the owner is empty".to_string();
             return self.refuse(req, ErrorCode::BadMessage, text);
         }
+        if self.rebuild.is_active() {
+            // The owners come back from the node first: until then nobody's claim is known.
+            let text = "the broker is rebuilding its index and the volume owners from the \
+                        storage node; try again shortly";
+            return self.refuse(req, ErrorCode::Busy, text.into());
+        }
         match self
             .owners
             .claim(&self.index, &req.peer, volume.clone(), owner, take_over)
         {
-            Ok(Ok(())) => {
+            Ok(Ok(recorded)) => {
                 tracing::debug!("{owner} claimed {volume}");
+                if recorded {
+                    self.owner_sync.queue(volume.name(), owner);
+                }
                 let claimed = Message::Claimed {
                     id: 0,
                     volumes: self.owners.named(),
@@ -307,8 +316,8 @@ impl Relay {
             growing,
         } = put;
         if !self.check_name(&req, &name)
-            || self.refuse_outside_volume(&req, &[&name])
             || self.refuse_while_rebuilding(&req, node)
+            || self.refuse_outside_volume(&req, &[&name])
             || self.refuse_while_quarantining(&req, &[&name])
         {
             return;
@@ -436,8 +445,8 @@ impl Relay {
 
     fn delete(&mut self, req: Requester, name: String, node: &mut dyn ToNode) {
         if !self.check_name(&req, &name)
-            || self.refuse_outside_volume(&req, &[&name])
             || self.refuse_while_rebuilding(&req, node)
+            || self.refuse_outside_volume(&req, &[&name])
             || self.refuse_while_quarantining(&req, &[&name])
         {
             return;
@@ -478,8 +487,8 @@ impl Relay {
     ) {
         if !self.check_name(&req, &from)
             || !self.check_name(&req, &to)
-            || self.refuse_outside_volume(&req, &[&from, &to])
             || self.refuse_while_rebuilding(&req, node)
+            || self.refuse_outside_volume(&req, &[&from, &to])
             || self.refuse_while_quarantining(&req, &[&from, &to])
         {
             return;

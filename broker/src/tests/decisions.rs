@@ -256,6 +256,32 @@ fn the_fetch_port_never_writes_and_renames_need_the_stored_content() {
 #[test]
 fn a_rebuild_pages_the_node_and_refuses_changes_until_done() {
     let mut d = Desk::new(true);
+    // First the owners the node records.
+    d.relay.tick(false, &mut d.node);
+    let [(NodePort::Serve, Message::Owners { id: ask })] = d.node.sent.as_slice() else {
+        panic!("expected the owners request, got {:?}", d.node.sent);
+    };
+    let ask = *ask;
+    d.node.sent.clear();
+    let claim = |id, owner: &str| Message::Claim {
+        id,
+        volume: "photos".into(),
+        owner: owner.into(),
+        take_over: false,
+    };
+    d.peer_says(Front::Ingest, b"w", claim(7, "host:/b"), None);
+    assert_eq!(
+        code(&d.answers()[0]),
+        Some(ErrorCode::Busy),
+        "no claim before the owners are back"
+    );
+    d.node_says(
+        NodePort::Serve,
+        Message::Owned {
+            id: ask,
+            owners: [("photos".to_string(), "host:/a".to_string())].into(),
+        },
+    );
     d.relay.tick(false, &mut d.node);
     let [(
         NodePort::Serve,
@@ -300,6 +326,14 @@ fn a_rebuild_pages_the_node_and_refuses_changes_until_done() {
     assert!(
         d.relay.outbox().take_changed(),
         "a finished rebuild asks for an export"
+    );
+    // The owner came back with the files: another folder's claim of its volume is refused.
+    d.peer_says(Front::Ingest, b"w", claim(8, "host:/b"), None);
+    let answers = d.answers();
+    assert_eq!(code(&answers[0]), Some(ErrorCode::Forbidden), "{answers:?}");
+    assert_eq!(
+        d.relay.index.owners().unwrap(),
+        [("photos".into(), "host:/a".into())]
     );
 }
 

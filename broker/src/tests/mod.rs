@@ -105,7 +105,20 @@ impl Harness {
             stop,
             thread: Some(thread),
         };
-        // The rebuild of the fresh index: one page.
+        // The rebuild of the fresh index: the owners (none), then one page.
+        let (peer, msg, _) = h.at_node(4, "the rebuild's owners request");
+        let Message::Owners { id } = msg else {
+            panic!("expected the rebuild's owners request, got {msg:?}");
+        };
+        send(
+            &h.node[4],
+            Some(&peer),
+            Message::Owned {
+                id,
+                owners: Default::default(),
+            },
+            None,
+        );
         let (peer, msg, _) = h.at_node(4, "the rebuild listing");
         let Message::List {
             id, after: None, ..
@@ -149,9 +162,23 @@ impl Harness {
         h
     }
 
+    /// The next message at the node's port `slot`; the owners the broker copies to the
+    /// serve port meanwhile are acknowledged on the way, as a node does.
     fn at_node(&self, slot: usize, what: &str) -> (Vec<u8>, Message, Option<zmq::Message>) {
-        let inb = recv(&self.node[slot], true, what);
-        (inb.peer.unwrap(), inb.msg.unwrap(), inb.data)
+        loop {
+            let inb = recv(&self.node[slot], true, what);
+            let (peer, msg) = (inb.peer.unwrap(), inb.msg.unwrap());
+            if let Message::SetOwner { id, .. } = msg {
+                let done = Message::Done {
+                    id,
+                    version: 0,
+                    unchanged: false,
+                };
+                send(&self.node[slot], Some(&peer), done, None);
+                continue;
+            }
+            return (peer, msg, inb.data);
+        }
     }
 
     fn from_broker(sock: &zmq::Socket, what: &str) -> (Message, Option<zmq::Message>) {
