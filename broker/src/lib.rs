@@ -219,6 +219,7 @@ impl Broker {
             .canonicalize()
             .unwrap_or_else(|_| args.data.clone());
         let gates = [security.gate(Domain::Ingest), security.gate(Domain::Fetch)];
+        relay.ingest_gate = gates[0].clone();
         let commit = commit::GroupCommit::new(flusher);
         Ok(Broker {
             serve: Serve::new((ingest, fetch), gates, node, commit, relay),

@@ -5,7 +5,7 @@
 
 use crate::keys::{self, KeyError, KeyPair, PublicKey};
 use schema::codec::Inbound;
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -71,7 +71,8 @@ impl Domain {
 pub struct AllowList {
     domain: Domain,
     source: PathBuf,
-    keys: RwLock<BTreeSet<PublicKey>>,
+    /// Each key, with the volumes it may claim (`None`: any).
+    keys: RwLock<keys::AllowedKeys>,
     /// Keys whose messages were dropped, so each is logged once.
     dropped: Mutex<HashSet<String>>,
 }
@@ -82,7 +83,7 @@ pub(crate) const LOGGED_MAX: usize = 4096;
 impl AllowList {
     /// Reads the allow-list of `domain` from `source` (a file of keys or a folder of `*.pub`).
     pub fn load(domain: Domain, source: &Path) -> Result<AllowList, KeyError> {
-        let keys = keys::read_allow_list(source)?;
+        let keys = read_for(domain, source)?;
         if keys.is_empty() {
             tracing::warn!(
                 "{} {} holds no key: no {} can connect to {}",
@@ -122,22 +123,47 @@ impl AllowList {
 
     /// Whether `key` is allowed now.
     pub fn allows(&self, key: &PublicKey) -> bool {
-        self.keys.read().is_ok_and(|k| k.contains(key))
+        self.keys.read().is_ok_and(|k| k.contains_key(key))
+    }
+
+    /// The volumes `key` may claim (`/` for the root volume), or `None` when any.
+    pub fn volumes_of(&self, key: &PublicKey) -> Option<std::collections::BTreeSet<String>> {
+        self.keys
+            .read()
+            .ok()
+            .and_then(|k| k.get(key).cloned().flatten())
     }
 
     /// Reads the source again and, if it is valid, replaces the keys; returns the keys added
     /// and removed. On error the old keys stay in force.
     pub fn reload(&self) -> Result<(usize, usize), KeyError> {
-        let new = keys::read_allow_list(&self.source)?;
+        let new = read_for(self.domain, &self.source)?;
         let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
-        let added = new.difference(&keys).count();
-        let removed = keys.difference(&new).count();
+        let added = new.keys().filter(|k| !keys.contains_key(k)).count();
+        let removed = keys.keys().filter(|k| !new.contains_key(k)).count();
         *keys = new;
         if let Ok(mut d) = self.dropped.lock() {
             d.clear();
         }
         Ok((added, removed))
     }
+}
+
+/// Reads the allow-list of `domain` at `source`; a `volumes=` restriction is for watcher keys
+/// only.
+fn read_for(domain: Domain, source: &Path) -> Result<keys::AllowedKeys, KeyError> {
+    let keys = keys::read_allow_list(source)?;
+    if domain != Domain::Ingest && keys.values().any(Option::is_some) {
+        return Err(KeyError::Bad {
+            path: source.to_path_buf(),
+            line: 0,
+            why: format!(
+                "volumes= restricts watcher keys (--allow-watchers); {} keys take none",
+                domain.option()
+            ),
+        });
+    }
+    Ok(keys)
 }
 
 /// The sender check of one bound socket: everyone on a plaintext socket, else only messages whose
@@ -154,6 +180,43 @@ impl Gate {
     /// The gate of a socket whose senders must be in `list` (none: a plaintext socket).
     pub(crate) fn of(list: Option<Arc<AllowList>>) -> Gate {
         Gate(list)
+    }
+
+    /// Whether the connection admitted with the key `user_id` (Z85) may claim `volume` (its
+    /// name; empty for the root volume): always on a plaintext socket and for a key without a
+    /// `volumes=` restriction; otherwise the one line saying why not.
+    pub fn may_claim(&self, user_id: &str, volume: &str) -> Result<(), String> {
+        let Some(list) = &self.0 else { return Ok(()) };
+        let Some(key) = PublicKey::from_z85(user_id) else {
+            return Ok(());
+        };
+        let Some(allowed) = list.volumes_of(&key) else {
+            return Ok(());
+        };
+        let wanted = if volume.is_empty() {
+            keys::ROOT_VOLUME
+        } else {
+            volume
+        };
+        if allowed.contains(wanted) {
+            return Ok(());
+        }
+        let names: Vec<&str> = allowed
+            .iter()
+            .map(|v| {
+                if v == keys::ROOT_VOLUME {
+                    "the root volume"
+                } else {
+                    v
+                }
+            })
+            .collect();
+        Err(format!(
+            "key {user_id} may claim only {} ({} {})",
+            names.join(", "),
+            list.domain.option(),
+            list.source.display()
+        ))
     }
 
     /// Whether `inbound` may be handled. A refused message is dropped unanswered; the first

@@ -265,7 +265,7 @@ pub fn read_public_key(path: &Path) -> Result<PublicKey, KeyError> {
 }
 
 /// Reads an allow-list: the keys of a file, or of every `*.pub` file of a folder.
-pub fn read_allow_list(path: &Path) -> Result<BTreeSet<PublicKey>, KeyError> {
+pub fn read_allow_list(path: &Path) -> Result<AllowedKeys, KeyError> {
     let read_err = |source| KeyError::Read {
         path: path.to_path_buf(),
         source,
@@ -284,13 +284,75 @@ pub fn read_allow_list(path: &Path) -> Result<BTreeSet<PublicKey>, KeyError> {
     } else {
         vec![path.to_path_buf()]
     };
-    let mut keys = BTreeSet::new();
+    let mut keys = AllowedKeys::new();
     for file in files {
-        for (_, key) in parse_keys(&read_text(&file)?, &file)? {
-            keys.insert(PublicKey(key));
+        for (key, volumes) in parse_allowed(&read_text(&file)?, &file)? {
+            keys.insert(key, volumes);
         }
     }
     Ok(keys)
+}
+
+/// The keys of an allow-list, each with the volumes it may claim (`None`: any).
+pub type AllowedKeys = std::collections::BTreeMap<PublicKey, Option<BTreeSet<String>>>;
+
+/// How the root volume is written in a `volumes=` restriction (a name never holds a `/`).
+pub const ROOT_VOLUME: &str = "/";
+
+/// The lines of an allow-list: `KEY`, or `KEY volumes=NAME[,NAME...]` to restrict a watcher key
+/// to those volumes (`/` is the root volume); `#` starts a comment line.
+fn parse_allowed(
+    text: &str,
+    path: &Path,
+) -> Result<Vec<(PublicKey, Option<BTreeSet<String>>)>, KeyError> {
+    let bad = |line: usize, why: String| KeyError::Bad {
+        path: path.to_path_buf(),
+        line,
+        why,
+    };
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or("");
+        let Some(key) = z85_decode(first) else {
+            return Err(bad(
+                i + 1,
+                format!(
+                    "not a CURVE key: a key is {Z85_LEN} characters of Z85 (as dfs keygen \
+                     writes), optionally followed by volumes=NAME,..."
+                ),
+            ));
+        };
+        let volumes = match words.next() {
+            None => None,
+            Some(w) => {
+                let Some(list) = w.strip_prefix("volumes=") else {
+                    return Err(bad(
+                        i + 1,
+                        format!("{w:?} after the key: only volumes=NAME[,NAME...] may follow it"),
+                    ));
+                };
+                let mut set = BTreeSet::new();
+                for v in list.split(',') {
+                    if v != ROOT_VOLUME {
+                        schema::names::Volume::named(v)
+                            .map_err(|e| bad(i + 1, format!("volumes=: {e}")))?;
+                    }
+                    set.insert(v.to_string());
+                }
+                Some(set)
+            }
+        };
+        if let Some(extra) = words.next() {
+            return Err(bad(i + 1, format!("{extra:?}: one volumes= list per key")));
+        }
+        out.push((PublicKey(key), volumes));
+    }
+    Ok(out)
 }
 
 /// Writes a new key pair: the secret key to `secret` (mode 600) and the public key to `public`
@@ -424,8 +486,9 @@ mod tests {
         std::fs::write(folder.join("w1.pub"), format!("{}\n", keys[0])).unwrap();
         std::fs::write(folder.join("w2.pub"), format!("{}\n", keys[1])).unwrap();
         std::fs::write(folder.join("notes.txt"), "not a key\n").unwrap();
+        let any = |ks: &[PublicKey]| -> AllowedKeys { ks.iter().map(|k| (*k, None)).collect() };
         let got = read_allow_list(&folder).unwrap();
-        assert_eq!(got, keys[..2].iter().copied().collect());
+        assert_eq!(got, any(&keys[..2]));
 
         let file = dir.path().join("list");
         std::fs::write(
@@ -433,14 +496,31 @@ mod tests {
             format!("# watchers\n{}\n\n  {}  \n# end\n", keys[1], keys[2]),
         )
         .unwrap();
-        assert_eq!(
-            read_allow_list(&file).unwrap(),
-            keys[1..].iter().copied().collect()
-        );
+        assert_eq!(read_allow_list(&file).unwrap(), any(&keys[1..]));
 
         std::fs::write(&file, format!("{}\nnot-a-key\n", keys[0])).unwrap();
         let err = read_allow_list(&file).unwrap_err().to_string();
         assert!(err.contains(":2: not a CURVE key"), "{err}");
+
+        // A watcher key may be restricted to volumes; `/` is the root volume.
+        std::fs::write(
+            &file,
+            format!("{} volumes=photos,/\n{}\n", keys[0], keys[1]),
+        )
+        .unwrap();
+        let got = read_allow_list(&file).unwrap();
+        let restricted: BTreeSet<String> = ["/".to_string(), "photos".to_string()].into();
+        assert_eq!(got[&keys[0]], Some(restricted));
+        assert_eq!(got[&keys[1]], None);
+        for (line, why) in [
+            (format!("{} volumes=a/b", keys[0]), "volumes="),
+            (format!("{} photos", keys[0]), "only volumes="),
+            (format!("{} volumes=a volumes=b", keys[0]), "one volumes="),
+        ] {
+            std::fs::write(&file, line).unwrap();
+            let err = read_allow_list(&file).unwrap_err().to_string();
+            assert!(err.contains(":1: ") && err.contains(why), "{err}");
+        }
         assert!(read_allow_list(&dir.path().join("missing")).is_err());
     }
 }

@@ -804,3 +804,65 @@ fn the_broker_connects_again_once_the_node_admits_its_key() {
         "{log}"
     );
 }
+
+#[test]
+fn a_watcher_key_kept_to_a_volume_claims_only_that_volume() {
+    let s = Secure::start();
+    // The stranger's key may sync into the volume photos only.
+    let list = s.keys.join("watcher.pub");
+    let stranger = fs::read_to_string(s.keys.join("stranger.pub")).unwrap();
+    let entry = format!("{} volumes=photos\n", stranger.trim());
+    fs::write(&list, fs::read_to_string(&list).unwrap() + &entry).unwrap();
+    let broker = s.broker.as_ref().unwrap();
+    unsafe {
+        libc::kill(broker.pid(), libc::SIGHUP);
+    }
+    wait_until(
+        "the broker reads the list again",
+        Duration::from_secs(20),
+        || {
+            broker
+                .log_text()
+                .contains("SIGHUP: reloaded --allow-watchers")
+        },
+    );
+    let folder = s.dir.path().join("pictures");
+    fs::create_dir_all(&folder).unwrap();
+    fs::write(folder.join("cat.txt"), b"a cat").unwrap();
+    let (folder_s, broker_addr) = (
+        folder.display().to_string(),
+        format!("127.0.0.1:{}", s.ingest_port),
+    );
+    let (key, broker_pub) = (s.key("stranger.key"), s.key("broker.pub"));
+    let watch = |name: &str, volume: &str| {
+        let args = [
+            "--source",
+            &folder_s,
+            "--broker",
+            &broker_addr,
+            "--secret-key",
+            &key,
+            "--broker-key",
+            &broker_pub,
+            "--volume",
+            volume,
+        ];
+        s.spawn_as(name, "watch", &args).0
+    };
+    // Another volume is refused at start, with the reason, and nothing is stored.
+    let mut refused = watch("refused", "work");
+    wait_until("the refused watcher exits", Duration::from_secs(30), || {
+        !refused.is_running()
+    });
+    let code = refused.child.try_wait().unwrap().and_then(|s| s.code());
+    let log = refused.log_text();
+    assert_eq!(code, Some(1), "{log}");
+    assert!(log.contains("may claim only photos"), "{log}");
+    assert!(s.listing().keys().all(|n| !n.starts_with("work/")));
+
+    // Its own volume syncs.
+    let _photos = watch("photos", "photos");
+    wait_until("photos/cat.txt is listed", Duration::from_secs(60), || {
+        s.listing().contains_key("photos/cat.txt")
+    });
+}

@@ -45,6 +45,8 @@ pub struct Relay {
     owners: Owners,
     /// The owners still to be copied to the node.
     owner_sync: OwnerSync,
+    /// The watchers' allow-list: which volumes each key may claim.
+    pub(crate) ingest_gate: net::auth::Gate,
     /// Recent deletes and rewrites per volume, and the alarms they raised.
     alarm: MassChange,
 }
@@ -79,6 +81,7 @@ impl Relay {
             idle_timeout: schema::limits::IDLE_TIMEOUT,
             out: Outbox::default(),
             owner_sync: OwnerSync::with_all(owners.all()),
+            ingest_gate: net::auth::Gate::open(),
             owners,
             alarm: MassChange::default(),
         }

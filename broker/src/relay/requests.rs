@@ -113,7 +113,14 @@ impl Relay {
                     ..
                 },
             ) => {
-                // With CURVE the owner is the key the ZAP handler admitted, not what it says.
+                // With CURVE the owner is the key the ZAP handler admitted, not what it says,
+                // and its allow-list entry may keep it to some volumes.
+                if let Some(k) = key.as_deref() {
+                    if let Err(why) = self.ingest_gate.may_claim(k, &volume) {
+                        tracing::warn!("refused a claim of {volume:?}: {why}");
+                        return self.refuse(&req, ErrorCode::Forbidden, why);
+                    }
+                }
                 let owner = key.map_or(owner, |k| format!("key {k}"));
                 self.claim(&req, &volume, &owner, take_over);
             }
