@@ -293,8 +293,11 @@ pub fn read_allow_list(path: &Path) -> Result<AllowedKeys, KeyError> {
     Ok(keys)
 }
 
-/// The keys of an allow-list, each with the volumes it may claim (`None`: any).
-pub type AllowedKeys = std::collections::BTreeMap<PublicKey, Option<BTreeSet<String>>>;
+/// The volumes an allowed key may claim (`None`: any).
+pub type Volumes = Option<BTreeSet<String>>;
+
+/// The keys of an allow-list, each with the volumes it may claim.
+pub type AllowedKeys = std::collections::BTreeMap<PublicKey, Volumes>;
 
 /// How the root volume is written in a `volumes=` restriction (a name never holds a `/`).
 pub const ROOT_VOLUME: &str = "/";
@@ -304,7 +307,7 @@ pub const ROOT_VOLUME: &str = "/";
 fn parse_allowed(
     text: &str,
     path: &Path,
-) -> Result<Vec<(PublicKey, Option<BTreeSet<String>>)>, KeyError> {
+) -> Result<Vec<(PublicKey, Volumes)>, KeyError> {
     let bad = |line: usize, why: String| KeyError::Bad {
         path: path.to_path_buf(),
         line,
