@@ -24,6 +24,8 @@ pub struct Audit {
     seen: HashSet<String>,
     /// Node files compared so far.
     pub checked: u64,
+    /// Kept versions checked so far.
+    pub kept: u64,
 }
 
 impl Audit {
@@ -128,6 +130,31 @@ pub fn forget(index: &Index, finding: &mut Finding) -> Result<(), IndexError> {
     Ok(())
 }
 
+/// Judges one version the node's history keeps; `None` when its content is whole. Nothing can
+/// repair one (the history holds the only copy of a replaced version): the finding says so.
+pub fn judge_kept(audit: &mut Audit, file: &CheckedFile) -> Option<Finding> {
+    audit.kept += 1;
+    let kind = match file.content {
+        Some(h) if h == file.entry.blake3 => return None,
+        Some(_) => FindingKind::KeptCorrupt,
+        None => FindingKind::KeptMissing,
+    };
+    let version = format!("version {}", file.entry.version);
+    let note = match &file.reason {
+        Some(why) => format!("{version}: {why}"),
+        None => format!("{version}: the history holds no other copy"),
+    };
+    Some(Finding {
+        name: file.entry.name.clone(),
+        kind,
+        indexed: None,
+        stored: Some(file.entry.blake3),
+        content: file.content,
+        repaired: false,
+        note: Some(note),
+    })
+}
+
 /// One report line for `finding`.
 pub fn line(f: &Finding) -> String {
     let hex = |h: &Option<schema::Hash>| h.map_or_else(|| "-".to_string(), |h| h.to_hex());
@@ -146,6 +173,12 @@ pub fn line(f: &Finding) -> String {
         FindingKind::Differs => format!(
             "the index records {}, the node {}",
             hex(&f.indexed),
+            hex(&f.stored)
+        ),
+        FindingKind::KeptMissing => format!("a kept version ({}) has no content", hex(&f.stored)),
+        FindingKind::KeptCorrupt => format!(
+            "a kept version hashes to {}, recorded {}",
+            hex(&f.content),
             hex(&f.stored)
         ),
         FindingKind::Unknown => "unknown finding".to_string(),

@@ -44,6 +44,8 @@ struct FsckRun {
     /// The `check` in flight and when it went out; `None` once the node listed everything.
     asked: Option<(u64, Instant)>,
     listed: bool,
+    /// Whether the pass over the current files is done and the history's is under way.
+    history: bool,
     /// Quarantines in flight: bid → the finding they repair.
     quarantines: HashMap<u64, (Finding, Instant)>,
 }
@@ -94,6 +96,7 @@ impl Fsck {
             after: None,
             asked: None,
             listed: false,
+            history: false,
             quarantines: HashMap::new(),
         });
         self.tick(cx);
@@ -144,6 +147,7 @@ impl Fsck {
             id: bid,
             after: run.after.clone(),
             limit: CHECK_LIMIT,
+            history: run.history,
         };
         match cx.node.send(NodePort::Serve, &msg, None) {
             Ok(()) => {
@@ -201,6 +205,15 @@ impl Fsck {
         if !more || files.is_empty() {
             run.listed = true;
         }
+        if run.history {
+            let found: Vec<Finding> = files
+                .iter()
+                .filter_map(|f| fsck::judge_kept(&mut run.audit, f))
+                .inspect(|f| tracing::warn!("fsck: {}", fsck::line(f)))
+                .collect();
+            self.send(found, false, cx.out);
+            return self.maybe_finish(cx);
+        }
         let mut found = Vec::new();
         for file in &files {
             if cx.table.is_changing(&file.entry.name) {
@@ -230,6 +243,13 @@ impl Fsck {
         self.send(page, false, cx.out);
         if self.run.as_ref().is_some_and(|r| r.listed) {
             self.missing(cx);
+            // Then the versions the history keeps, from the start of the node's order.
+            if let Some(run) = &mut self.run {
+                run.history = true;
+                run.listed = false;
+                run.after = None;
+            }
+            self.tick(cx);
         }
         self.maybe_finish(cx);
     }
@@ -302,17 +322,20 @@ impl Fsck {
 
     /// Ends the fsck once the node listed everything and answered every quarantine.
     fn maybe_finish(&mut self, cx: &mut Ctx) {
-        let finished = self
-            .run
-            .as_ref()
-            .is_some_and(|r| r.listed && r.asked.is_none() && r.quarantines.is_empty());
+        let finished = self.run.as_ref().is_some_and(|r| {
+            r.history && r.listed && r.asked.is_none() && r.quarantines.is_empty()
+        });
         if !finished {
             return;
         }
         flush(cx.index, cx.out);
         self.send(Vec::new(), true, cx.out);
         if let Some(run) = self.run.take() {
-            tracing::info!("fsck done: {} files on the node checked", run.audit.checked);
+            tracing::info!(
+                "fsck done: {} files on the node checked, and {} kept versions",
+                run.audit.checked,
+                run.audit.kept
+            );
         }
     }
 }

@@ -164,18 +164,30 @@ impl<W: Write> Report<W> {
                 "extra": count("extra"),
                 "corrupt": count("corrupt"),
                 "differs": count("differs"),
+                "kept_missing": count("kept_missing"),
+                "kept_corrupt": count("kept_corrupt"),
                 "repaired": self.repaired,
             })
             .to_string()
         } else {
+            let kept = count("kept_missing") + count("kept_corrupt");
             format!(
                 "fsck: {} files on the node checked: {} missing, {} extra, {} corrupt, {} \
-                 differing{}",
+                 differing{}{}",
                 self.checked,
                 count("missing"),
                 count("extra"),
                 count("corrupt"),
                 count("differs"),
+                if kept > 0 {
+                    format!(
+                        "; kept versions: {} without content, {} corrupt",
+                        count("kept_missing"),
+                        count("kept_corrupt")
+                    )
+                } else {
+                    String::new()
+                },
                 if self.repaired > 0 {
                     format!("; {} repaired", self.repaired)
                 } else {
@@ -372,6 +384,7 @@ fn check_offline<W: Write>(
             id: 0,
             after: after.clone(),
             limit: CHECK_LIMIT,
+            history: false,
         })?;
         let (files, more) = match serve.reply(id)? {
             Message::Checked { files, more, .. } => (files, more),
@@ -420,6 +433,34 @@ fn check_offline<W: Write>(
             fsck::repair_index(&index, &mut finding, None)?;
         }
         report.add(&finding);
+    }
+    // Then every version the history keeps: its content must still be whole.
+    let mut after: Option<String> = None;
+    loop {
+        let id = serve.send(Message::Check {
+            id: 0,
+            after: after.clone(),
+            limit: CHECK_LIMIT,
+            history: true,
+        })?;
+        let (files, more) = match serve.reply(id)? {
+            Message::Checked { files, more, .. } => (files, more),
+            other => {
+                return Err(Failure {
+                    code: FAILURE,
+                    text: format!("{} answered check with {}", serve.endpoint, other.kind()),
+                })
+            }
+        };
+        for file in &files {
+            if let Some(finding) = fsck::judge_kept(&mut audit, file) {
+                report.add(&finding);
+            }
+        }
+        match files.last() {
+            Some(last) if more => after = Some(schema::page::node_cursor(&last.entry)),
+            _ => break,
+        }
     }
     if args.repair {
         index.flush()?;

@@ -304,10 +304,7 @@ pub const ROOT_VOLUME: &str = "/";
 
 /// The lines of an allow-list: `KEY`, or `KEY volumes=NAME[,NAME...]` to restrict a watcher key
 /// to those volumes (`/` is the root volume); `#` starts a comment line.
-fn parse_allowed(
-    text: &str,
-    path: &Path,
-) -> Result<Vec<(PublicKey, Volumes)>, KeyError> {
+fn parse_allowed(text: &str, path: &Path) -> Result<Vec<(PublicKey, Volumes)>, KeyError> {
     let bad = |line: usize, why: String| KeyError::Bad {
         path: path.to_path_buf(),
         line,

@@ -122,12 +122,16 @@ pub enum Message {
     /// data frame; for larger ones the reader sends `credit` and gets `chunk`s.
     Meta { id: u64, entry: Entry },
     /// Asks a storage node (serve port) to re-read what it stores: up to `limit` files after
-    /// the cursor `after` (as in `list`), each hashed again. Answered with `checked`.
+    /// the cursor `after` (as in `list`), each hashed again. With `history`, the versions its
+    /// history keeps instead, name by name (every kept version of a name in one page), each
+    /// object hashed again. Answered with `checked`.
     Check {
         id: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         after: Option<String>,
         limit: u32,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        history: bool,
     },
     /// A page of a `check`: each file's recorded entry with the hash of its content as read now;
     /// `more` says whether another page follows.
@@ -336,6 +340,10 @@ pub enum FindingKind {
     Corrupt,
     /// The node holds it intact, but under another hash than the index records.
     Differs,
+    /// A version the history keeps whose content is gone from the node.
+    KeptMissing,
+    /// A version the history keeps whose content no longer matches its hash.
+    KeptCorrupt,
     /// A kind this version does not know.
     #[serde(other)]
     Unknown,
@@ -349,6 +357,8 @@ impl FindingKind {
             FindingKind::Extra => "extra",
             FindingKind::Corrupt => "corrupt",
             FindingKind::Differs => "differs",
+            FindingKind::KeptMissing => "kept_missing",
+            FindingKind::KeptCorrupt => "kept_corrupt",
             FindingKind::Unknown => "unknown",
         }
     }

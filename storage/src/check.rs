@@ -73,6 +73,66 @@ pub fn page(
     Ok((files, more))
 }
 
+/// The versions the history keeps, name by name after the cursor `after` (every kept version
+/// of a name in one page), up to `limit` names (at most [`CHECK_PAGE`]), each with the hash of
+/// its object as read now (`None`, with the reason, when the object is gone or unreadable); and
+/// whether more follow. A content shared by several versions is hashed once per page.
+pub fn kept_page(
+    layout: &Layout,
+    after: Option<&str>,
+    limit: u32,
+) -> Result<(Vec<CheckedFile>, bool), StoreError> {
+    let cursor = after.map(list::Cursor::parse).transpose()?;
+    let limit = limit.clamp(1, CHECK_PAGE) as usize;
+    let history = layout.history();
+    let mut files = Vec::new();
+    let (mut names, mut bytes) = (0usize, 0u64);
+    let mut hashed: std::collections::HashMap<Hash, Result<Hash, String>> = Default::default();
+    for class in Class::ALL {
+        let bound: &[Vec<u8>] = match &cursor {
+            Some(c) if class < c.class => continue,
+            Some(c) if class == c.class => &c.parts,
+            _ => &[],
+        };
+        let dir = history.class_dir(class);
+        for (_, path) in crate::past::kept_files(&dir, bound) {
+            if names >= limit || bytes > CHECK_BYTES {
+                return Ok((files, true));
+            }
+            let Some(name) = crate::past::kept_name(&dir, &path) else {
+                continue;
+            };
+            names += 1;
+            for v in crate::history::read_versions(&path)? {
+                let content = hashed.entry(v.blake3).or_insert_with(|| {
+                    let Some(object) = history.object(&v.blake3) else {
+                        return Err("its content is gone from the history's objects".into());
+                    };
+                    bytes = bytes.saturating_add(v.size);
+                    hash_file(&object).map_err(|e| format!("cannot read {}: {e}", object.display()))
+                });
+                let (content, reason) = match content {
+                    Ok(h) => (Some(*h), None),
+                    Err(why) => (None, Some(why.clone())),
+                };
+                files.push(CheckedFile {
+                    entry: schema::Entry {
+                        name: name.clone(),
+                        class,
+                        size: v.size,
+                        blake3: v.blake3,
+                        modified: v.modified,
+                        version: v.version,
+                    },
+                    content,
+                    reason,
+                });
+            }
+        }
+    }
+    Ok((files, false))
+}
+
 /// Moves the stored `name` of `class` to `ROOT/.dfs/quarantine/<class>/<name>` if its content no
 /// longer matches the hash recorded for it. A file whose content matches stays where it is
 /// (`NotFound`: there is nothing to set aside), so a good version stored since the check is

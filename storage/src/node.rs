@@ -357,9 +357,21 @@ impl Server {
                 };
                 out.send(sock, &peer, &reply, None);
             }
-            (SERVE, Message::Check { id, after, limit }) => {
-                self.uploads
-                    .submit((sock, peer, id), Work::Check { after, limit }, out);
+            (
+                SERVE,
+                Message::Check {
+                    id,
+                    after,
+                    limit,
+                    history,
+                },
+            ) => {
+                let work = Work::Check {
+                    after,
+                    limit,
+                    history,
+                };
+                self.uploads.submit((sock, peer, id), work, out);
             }
             (SERVE, Message::Status { id, .. }) => {
                 let snapshot = crate::status::Snapshot {

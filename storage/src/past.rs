@@ -135,7 +135,7 @@ fn last_kept(class: Class, history_dir: &Path, then: Option<&Path>) -> Option<En
 }
 
 /// The name a history file below `history_dir` is of.
-fn kept_name(history_dir: &Path, path: &Path) -> Option<String> {
+pub(crate) fn kept_name(history_dir: &Path, path: &Path) -> Option<String> {
     let text = names::from_path(history_dir, path).ok()?;
     text.strip_suffix(History::SUFFIX).map(str::to_string)
 }
@@ -149,6 +149,15 @@ fn read_kept(path: &Path) -> Option<Vec<crate::history::Version>> {
             None
         }
     }
+}
+
+/// The history files of `class` after `bound`, in name order: each name's components and the
+/// path of its `<name>.versions`.
+pub(crate) fn kept_files<'a>(
+    history_dir: &'a Path,
+    bound: &'a [Vec<u8>],
+) -> impl Iterator<Item = (Vec<Vec<u8>>, PathBuf)> + 'a {
+    walk(history_dir, bound, Some(History::SUFFIX))
 }
 
 /// The files below `dir` after `bound`, in name order. History files (`suffix` given) are

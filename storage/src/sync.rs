@@ -46,8 +46,13 @@ pub enum Work {
         meta: StoredMeta,
         size: u64,
     },
-    /// A `check` page: re-hash stored files after the cursor `after`.
-    Check { after: Option<String>, limit: u32 },
+    /// A `check` page: re-hash stored files (or, with `history`, the kept versions) after the
+    /// cursor `after`.
+    Check {
+        after: Option<String>,
+        limit: u32,
+        history: bool,
+    },
     /// A `quarantine`: set aside `name` of `class` if its content changed.
     Quarantine { class: Class, name: String },
     /// A `status`: count what is stored (a walk of the class folders).
@@ -171,8 +176,17 @@ fn perform(
     folders: &FolderSyncs,
 ) -> Message {
     let result = match work {
-        Work::Check { after, limit } => {
-            return match check::page(layout, after.as_deref(), limit) {
+        Work::Check {
+            after,
+            limit,
+            history,
+        } => {
+            let page = if history {
+                check::kept_page(layout, after.as_deref(), limit)
+            } else {
+                check::page(layout, after.as_deref(), limit)
+            };
+            return match page {
                 Ok((files, more)) => Message::Checked { id, files, more },
                 Err(e) => {
                     tracing::warn!("check failed: {e}");

@@ -171,3 +171,49 @@ fn fsck_reports_and_repair_heals_with_the_watcher() {
     );
     assert_eq!(out.status.code(), Some(3), "{}", show(&out));
 }
+
+/// `dfs fsck` checks the versions the history keeps too (docs/CONTRACT.md §8): a kept content
+/// damaged or gone is reported, through the broker and offline, and fails the check.
+#[test]
+fn fsck_checks_the_versions_the_history_keeps() {
+    let mut c = Cluster::start();
+    let file = c.source.join("a.txt");
+    let versions: Vec<Vec<u8>> = (0..3).map(|i| random_bytes(40 + i, 5_000)).collect();
+    for (i, bytes) in versions.iter().enumerate() {
+        fs::write(&file, bytes).unwrap();
+        wait_until(&format!("v{}", i + 1), SYNC, || {
+            c.listing().get("a.txt").map(|l| l.version) == Some(i as u64 + 1)
+        });
+    }
+    let out = fsck(&c, &["--broker", &c.broker_addr()]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+
+    // v1's kept content corrupted, v2's gone.
+    let object = |bytes: &[u8]| {
+        let hex = blake3::hash(bytes).to_hex().to_string();
+        c.root.join(".dfs/objects").join(&hex[..2]).join(hex)
+    };
+    corrupt_in_place(&object(&versions[0]), 100, 16);
+    fs::remove_file(object(&versions[1])).unwrap();
+    let damage = pairs(&[("kept_corrupt", "a.txt"), ("kept_missing", "a.txt")]);
+    let out = fsck(&c, &["--broker", &c.broker_addr()]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert_eq!(findings(&out), damage, "{}", show(&out));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        text.contains("version 1") && text.contains("version 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("kept versions: 1 without content, 1 corrupt"),
+        "{text}"
+    );
+
+    drop(c.watch.take());
+    drop(c.broker.take());
+    let storage = format!("127.0.0.1:{}", c.base_port);
+    let data = c.data.display().to_string();
+    let out = fsck(&c, &["--data", &data, "--storage", &storage]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert_eq!(findings(&out), damage, "{}", show(&out));
+}
