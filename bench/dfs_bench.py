@@ -24,7 +24,8 @@ without a journal slow to create files for 60 s), the source data is read once (
 runs.
 Prints one line per run and a table of medians; peak RSS (VmHWM) of each daemon per dataset.
 """
-import argparse, contextlib, json, os, shutil, statistics, subprocess, sys, time
+import argparse
+import contextlib, datetime, json, os, shutil, statistics, subprocess, sys, time
 import vm_memory
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -39,7 +40,8 @@ def make_datasets(root, scale, sets):
              "medium": (int(1000 * scale), 1 << 20)}
     exts = [".mp3", ".txt", ".pdf", ".bin"]
     for name, (count, size) in specs.items():
-        if name not in sets and not (name == "big" and "fetch" in sets):
+        if name not in sets and not (name == "big" and "fetch" in sets) \
+                and not (name == "small" and "restore" in sets):
             continue
         d = os.path.join(root, name)
         marker = os.path.join(root, f".{name}.done-{count}-{size}")
@@ -276,6 +278,66 @@ def run_sync(bin, work_root, data, ds, count, state, trash):
     return elapsed, rss, fetch_s
 
 
+def run_restore(bin, work_root, data, count, state, trash):
+    """The small set stored, then every file rewritten in place (a folder "encrypted"): the time
+    of a restore of everything as it is now (`dfs fetch '**'`) and as it was before the rewrite
+    (`dfs fetch --at T '**'`), each into an empty target, and what the history costs on the node's
+    disk for that churn (bytes in use under ROOT/.dfs/objects and ROOT/.dfs/history, `du`)."""
+    work = os.path.join(work_root, f"run-restore-{time.monotonic_ns()}")
+    os.makedirs(work)
+    settle(state)
+    src = os.path.join(data, "small")
+    warm(src)
+    sh("sync")
+    c = Cluster(bin, work)
+    try:
+        t0 = time.monotonic()
+        sh(f"cp -r {src}/. {c.source}/")
+        wait_durable_and_listed(c, count, t0, "restore")
+        # Clear of the last version's start and of the first rewrite (ctimes are coarse).
+        time.sleep(0.05)
+        instant = datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+        time.sleep(0.05)
+        names = sorted(os.listdir(c.source))
+        for n in names:
+            write_random(os.path.join(c.source, n), os.path.getsize(os.path.join(src, n)))
+        while True:
+            out = subprocess.run([bin, "fetch", "--json", "--broker", c.fetch_addr] + c.fetch_keys,
+                                 capture_output=True, text=True, check=True, timeout=120).stdout
+            if sum(1 for line in out.splitlines() if json.loads(line)["version"] == 2) == count:
+                break
+            if time.monotonic() - t0 > 600:
+                raise SystemExit("restore: the rewrite was not all stored after 600 s")
+            time.sleep(0.2)
+        sh("sync")
+        cost = {d: du_bytes(os.path.join(c.node, ".dfs", d)) for d in ("objects", "history")}
+        times = {}
+        for label, extra in (("now", []), ("at", ["--at", instant])):
+            target = os.path.join(work, f"target-{label}")
+            warm(c.node)
+            sh("sync")
+            t1 = time.monotonic()
+            subprocess.run([bin, "fetch", "--broker", c.fetch_addr, "--target", target, "--timeout", "60"]
+                           + extra + c.fetch_keys + ["**"], check=True, timeout=900)
+            times[label] = time.monotonic() - t1
+        same = subprocess.run(["diff", "-r", "-q", src, os.path.join(work, "target-at")],
+                              capture_output=True, text=True)
+        if same.returncode != 0:
+            raise SystemExit(f"restore --at did not give the files of before: {same.stdout[:500]}")
+    finally:
+        c.stop()
+    discard(work, count, trash)
+    return times, cost
+
+
+def du_bytes(path):
+    """Bytes in use on disk below `path` (blocks, as `du -s -B1` counts them), 0 if absent."""
+    if not os.path.exists(path):
+        return 0
+    out = subprocess.run(["du", "-s", "-B1", path], capture_output=True, text=True, check=True).stdout
+    return int(out.split()[0])
+
+
 def wait_durable_and_listed(c, count, t0, ds):
     """Waits until `count` files are in the node's class folders (a node renames a file there only
     once it is fsynced), then until `dfs fetch --json` lists them all. The cheap folder count comes
@@ -441,6 +503,24 @@ def run(a):
     finally:
         if rsyncd:
             rsyncd.stop()
+    if "restore" in sets:
+        count, size = specs["small"]
+        now, at, costs = [], [], []
+        for r in range(a.runs):
+            times, cost = run_restore(a.bin, a.work, a.data, count, state, trash)
+            now.append(times["now"])
+            at.append(times["at"])
+            costs.append(cost)
+            log(f"restore run {r + 1}: everything now {times['now']:.3f} s, --at before the rewrite "
+                f"{times['at']:.3f} s; history on disk {cost}")
+        for label, xs in (("now", now), ("--at before the rewrite", at)):
+            med = statistics.median(xs)
+            rows.append((f"restore {count} x {size} B ('**', {label}) into an empty target", med,
+                         count * size / med / 1e6, count / med, None, None, None))
+        c = costs[-1]
+        rows.append((f"history after rewriting all {count} files: objects {c['objects'] / 2**20:.1f} MiB, "
+                     f"version records {c['history'] / 2**20:.1f} MiB on disk", None, None, None, None, None,
+                     None))
     if "latency" in sets:
         durable, listed = run_latency(a.bin, a.work)
         for label, xs in (("close -> durable on node", durable), ("close -> listed", listed)):
