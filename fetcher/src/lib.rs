@@ -16,6 +16,7 @@ pub mod error;
 pub mod history;
 pub mod human;
 mod list;
+mod many;
 mod progress;
 mod save;
 mod select;
@@ -250,6 +251,9 @@ pub fn execute(args: &Args, out: &mut dyn Write, err: &mut dyn Write, stop: &Shu
                     Err(e) => return code.max(report(Some("listing"), &e, &endpoint)),
                 }
             }
+            if valid.len() > 1 {
+                return code.max(save_many(&mut client, args, &valid, (at, &listed_at), err));
+            }
             // Once the link is broken, later names are reported, not waited for.
             let mut broken: Option<FetchError> = None;
             for name in &valid {
@@ -270,6 +274,62 @@ pub fn execute(args: &Args, out: &mut dyn Write, err: &mut dyn Write, stop: &Shu
                         broken = Some(e);
                     }
                 }
+            }
+        }
+    }
+    code
+}
+
+/// Retrieves several names into the target, many at a time ([`many`]), the large ones one by
+/// one after; `listed_at` holds the versions an `--at` listing found. Returns the exit code.
+fn save_many(
+    client: &mut Client,
+    args: &Args,
+    names: &[String],
+    (at, listed_at): (Option<i64>, &std::collections::HashMap<String, u64>),
+    err: &mut dyn Write,
+) -> u8 {
+    let endpoint = client.endpoint().to_string();
+    let mut code = EXIT_OK;
+    let mut report = |name: &str, e: &FetchError| {
+        if !matches!(e, FetchError::BrokenPipe) {
+            let _ = writeln!(err, "{}", e.line(Some(name), &endpoint));
+        }
+        code = code.max(e.exit_code());
+    };
+    let mut wanted = Vec::with_capacity(names.len());
+    for name in names {
+        let version = match listed_at.get(name) {
+            Some(v) => Ok(Some(*v)),
+            None => pick_version(client, name, args, at),
+        };
+        match version {
+            Ok(v) => wanted.push((name.clone(), v)),
+            Err(e) => {
+                report(name, &e);
+                if e.is_link_failure() {
+                    return code;
+                }
+            }
+        }
+    }
+    let (outcomes, mut broken) = many::save_all(client, &args.target, &wanted, args.class);
+    for ((name, version), outcome) in wanted.iter().zip(outcomes) {
+        let result = match outcome {
+            many::Outcome::Done => Ok(()),
+            many::Outcome::Failed(e) => Err(e),
+            many::Outcome::Large => match &broken {
+                Some((reason, code)) => Err(FetchError::NotTried {
+                    reason: reason.clone(),
+                    code: *code,
+                }),
+                None => save(client, &args.target, name, (args.class, *version)),
+            },
+        };
+        if let Err(e) = result {
+            report(name, &e);
+            if e.is_link_failure() && broken.is_none() {
+                broken = Some((e.to_string(), e.exit_code()));
             }
         }
     }
@@ -407,7 +467,7 @@ fn save(
     };
     let entry = started.entry.clone();
     progress::receive(started, client, &mut temp)?;
-    temp.persist(entry.modified, target, &dest)?;
+    temp.persist(entry.modified, (target, &dest), &Default::default())?;
     debug!(
         name,
         size = entry.size,

@@ -103,8 +103,13 @@ impl TempFile {
     /// Flushes the content to disk and makes the file `dest` (below `target`) with the
     /// modification time `modified` (ns since the epoch), durably: temporary file, fsync,
     /// rename, fsync the folder, so `dest` is never seen partial and survives a crash once this
-    /// returns.
-    pub fn persist(mut self, modified: i64, target: &Path, dest: &Path) -> Result<(), FetchError> {
+    /// returns. Commits running at once into one folder share its fsync through `folders`.
+    pub fn persist(
+        mut self,
+        modified: i64,
+        (target, dest): (&Path, &Path),
+        folders: &disk::atomic::FolderSyncs,
+    ) -> Result<(), FetchError> {
         if let Some(writer) = self.writer.take() {
             writer
                 .finish(self.temp.file())
@@ -113,9 +118,8 @@ impl TempFile {
                     source,
                 })?;
         }
-        let folders = disk::atomic::FolderSyncs::default();
         self.temp
-            .commit(schema::time::from_ns(modified), target, dest, &folders)?;
+            .commit(schema::time::from_ns(modified), target, dest, folders)?;
         Ok(())
     }
 }
@@ -188,7 +192,9 @@ mod tests {
         for piece in content.chunks(256 << 10) {
             t.write_all(piece).unwrap();
         }
-        t.persist(1_000_000_000, dir.path(), &dest).unwrap();
+        let folders = Default::default();
+        t.persist(1_000_000_000, (dir.path(), &dest), &folders)
+            .unwrap();
         assert!(fs::read(&dest).unwrap() == content);
 
         let other = dir.path().join("other.bin");

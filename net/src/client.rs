@@ -180,6 +180,53 @@ impl Client {
         }
     }
 
+    /// Waits, at most the timeout, for the next reply to any request `wanted` says is in
+    /// flight (several requests outstanding at once); returns its id and the reply, or the
+    /// peer's `error` for that request as [`ClientError::Remote`]. The outer error is the
+    /// link's (timeout, disconnection, interruption); replies to other requests are skipped.
+    pub fn reply_of(
+        &self,
+        wanted: &dyn Fn(u64) -> bool,
+    ) -> Result<(u64, Result<Reply, ClientError>), ClientError> {
+        loop {
+            if !self.wait(zmq::POLLIN)? {
+                return Err(ClientError::Timeout {
+                    endpoint: self.endpoint.clone(),
+                    secs: self.timeout.as_secs_f64(),
+                });
+            }
+            let (msg, data) = self.read()?;
+            let msg = match msg {
+                Ok(m) => m,
+                Err(r) if wanted(r.id) => {
+                    tracing::warn!(peer = %self.endpoint, "undecodable reply: {}", r.error);
+                    let bad = ClientError::BadReply {
+                        endpoint: self.endpoint.clone(),
+                        error: r.error.to_string(),
+                    };
+                    return Ok((r.id, Err(bad)));
+                }
+                Err(r) => {
+                    tracing::warn!(peer = %self.endpoint, "undecodable reply ignored: {}", r.error);
+                    continue;
+                }
+            };
+            let id = msg.id();
+            if !wanted(id) {
+                tracing::debug!(
+                    id,
+                    kind = msg.kind(),
+                    "reply to an abandoned request ignored"
+                );
+                continue;
+            }
+            if let Message::Error { code, message, .. } = msg {
+                return Ok((id, Err(ClientError::Remote { code, message })));
+            }
+            return Ok((id, Ok(Reply { msg, data })));
+        }
+    }
+
     /// Waits for `events` on the socket for at most the timeout, in short slices so that an
     /// interruption is seen quickly. `Ok(false)` when the time ran out.
     fn wait(&self, events: zmq::PollEvents) -> Result<bool, ClientError> {
