@@ -199,8 +199,9 @@ class Rsyncd:
 
 
 def run_rsync(rsyncd, data, ds, count, state, trash, work_root):
-    """Push the dataset with --fsync; for the big file also pull it back, as is and with --fsync.
-    Returns (push s, {"pull": s, "pull --fsync": s} or {})."""
+    """Push the dataset with --fsync; for the big file and the small set also pull it back, as is
+    and with --fsync, and for the small set once more into the complete copy (nothing to do).
+    Returns (push s, {"pull": s, "pull --fsync": s[, "pull again": s]} or {})."""
     if count > 1:
         settle(state)
     sub = f"push-{ds}-{time.monotonic_ns()}"
@@ -210,7 +211,7 @@ def run_rsync(rsyncd, data, ds, count, state, trash, work_root):
     sh(f"rsync -a --whole-file --fsync --sockopts=TCP_NODELAY {os.path.join(data, ds)}/ {rsyncd.url(sub)}")
     push = time.monotonic() - t0
     pulls = {}
-    if ds == "big":
+    if ds in ("big", "small"):
         for kind, flag in (("pull", ""), ("pull --fsync", "--fsync ")):
             dst = os.path.join(work_root, f"pull-{time.monotonic_ns()}")
             warm(os.path.join(rsyncd.root, sub))
@@ -218,6 +219,10 @@ def run_rsync(rsyncd, data, ds, count, state, trash, work_root):
             t1 = time.monotonic()
             sh(f"rsync -a --whole-file {flag}--sockopts=TCP_NODELAY {rsyncd.url(sub)} {dst}/")
             pulls[kind] = time.monotonic() - t1
+            if ds == "small" and flag:
+                t1 = time.monotonic()
+                sh(f"rsync -a --whole-file {flag}--sockopts=TCP_NODELAY {rsyncd.url(sub)} {dst}/")
+                pulls["pull again"] = time.monotonic() - t1
             discard(dst, count, trash)
     discard(os.path.join(rsyncd.root, sub), count, trash)
     return push, pulls
@@ -312,8 +317,8 @@ def run_restore(bin, work_root, data, count, state, trash):
         sh("sync")
         cost = {d: du_bytes(os.path.join(c.node, ".dfs", d)) for d in ("objects", "history")}
         times = {}
-        for label, extra in (("now", []), ("at", ["--at", instant])):
-            target = os.path.join(work, f"target-{label}")
+        for label, extra in (("now", []), ("again", []), ("at", ["--at", instant])):
+            target = os.path.join(work, f"target-{'now' if label == 'again' else label}")
             warm(c.node)
             sh("sync")
             t1 = time.monotonic()
@@ -505,18 +510,35 @@ def run(a):
             rsyncd.stop()
     if "restore" in sets:
         count, size = specs["small"]
-        now, at, costs = [], [], []
-        for r in range(a.runs):
-            times, cost = run_restore(a.bin, a.work, a.data, count, state, trash)
-            now.append(times["now"])
-            at.append(times["at"])
-            costs.append(cost)
-            log(f"restore run {r + 1}: everything now {times['now']:.3f} s, --at before the rewrite "
-                f"{times['at']:.3f} s; history on disk {cost}")
-        for label, xs in (("now", now), ("--at before the rewrite", at)):
-            med = statistics.median(xs)
-            rows.append((f"restore {count} x {size} B ('**', {label}) into an empty target", med,
-                         count * size / med / 1e6, count / med, None, None, None))
+        ours = {"now": [], "again": [], "at": []}
+        theirs = {"pull --fsync": [], "pull again": []}
+        costs = []
+        rsyncd = None if a.no_rsync else Rsyncd(a.work)
+        try:
+            for r in range(a.runs):
+                times, cost = run_restore(a.bin, a.work, a.data, count, state, trash)
+                for k in ours:
+                    ours[k].append(times[k])
+                costs.append(cost)
+                log(f"restore run {r + 1}: everything now {times['now']:.3f} s, again over it "
+                    f"{times['again']:.3f} s, --at before the rewrite {times['at']:.3f} s; history "
+                    f"on disk {cost}")
+                if rsyncd:
+                    _, pulled = run_rsync(rsyncd, a.data, "small", count, state, trash, a.work)
+                    for k in theirs:
+                        theirs[k].append(pulled[k])
+                    log(f"restore run {r + 1}: rsync pull --fsync {pulled['pull --fsync']:.3f} s, "
+                        f"again {pulled['pull again']:.3f} s")
+        finally:
+            if rsyncd:
+                rsyncd.stop()
+        for label, key, ref in (("into an empty target", "now", "pull --fsync"),
+                                ("again over the complete target", "again", "pull again"),
+                                ("as before the rewrite (--at), into an empty target", "at", "pull --fsync")):
+            med = statistics.median(ours[key])
+            rmed = statistics.median(theirs[ref]) if theirs[ref] else None
+            rows.append((f"restore {count} x {size} B ('**') {label} vs rsync {ref}", med,
+                         count * size / med / 1e6, count / med, None, rmed, paired(ours[key], theirs[ref])))
         c = costs[-1]
         rows.append((f"history after rewriting all {count} files: objects {c['objects'] / 2**20:.1f} MiB, "
                      f"version records {c['history'] / 2**20:.1f} MiB on disk", None, None, None, None, None,

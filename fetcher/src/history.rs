@@ -156,9 +156,9 @@ fn expand(
     if !deleted {
         let mut seen: std::collections::HashSet<String> = names.iter().cloned().collect();
         for tree in [Tree::Now, Tree::Deleted] {
-            for (name, _) in select::expand(client, tree, patterns, None)? {
-                if seen.insert(name.clone()) {
-                    names.push(name);
+            for e in select::expand(client, tree, patterns, None)? {
+                if seen.insert(e.name.clone()) {
+                    names.push(e.name);
                 }
             }
         }

@@ -229,6 +229,9 @@ pub fn execute(args: &Args, out: &mut dyn Write, err: &mut dyn Write, stop: &Shu
         Mode::Save { .. } => {
             // The version of each name a pattern matched in a listing as of `--at`.
             let mut listed_at = std::collections::HashMap::new();
+            // Names a pattern matched whose file the target already holds (same size and
+            // BLAKE3 as listed): left alone without asking the broker.
+            let mut in_target = std::collections::HashSet::new();
             if !patterns.is_empty() {
                 match select::expand(&mut client, tree, &mut patterns, args.class) {
                     Ok(found) => {
@@ -238,19 +241,28 @@ pub fn execute(args: &Args, out: &mut dyn Write, err: &mut dyn Write, stop: &Shu
                         }
                         let named: std::collections::HashSet<String> =
                             valid.iter().cloned().collect();
-                        for (name, version) in found {
-                            if named.contains(&name) {
+                        let found: Vec<schema::Entry> = found
+                            .into_iter()
+                            .filter(|e| !named.contains(&e.name))
+                            .collect();
+                        in_target = save::already_in(&args.target, &found);
+                        for e in found {
+                            if in_target.contains(&e.name) {
                                 continue;
                             }
                             if at.is_some() {
-                                listed_at.insert(name.clone(), version);
+                                listed_at.insert(e.name.clone(), e.version);
                             }
-                            valid.push(name);
+                            valid.push(e.name);
                         }
                     }
                     Err(e) => return code.max(report(Some("listing"), &e, &endpoint)),
                 }
             }
+            debug!(
+                left_alone = in_target.len(),
+                "files already in the target as listed"
+            );
             if valid.len() > 1 {
                 return code.max(save_many(&mut client, args, &valid, (at, &listed_at), err));
             }

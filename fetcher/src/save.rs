@@ -18,9 +18,6 @@ pub const TEMP_PREFIX: &str = ".dfs-tmp-";
 /// Longest file name most file systems take (bytes).
 const NAME_MAX: usize = 255;
 
-/// Makes sure the folders of `name` exist below `target` (creating them as needed) and returns
-/// the destination path. Refuses a component below the target that is a symbolic link or not a
-/// folder, so a link inside the target cannot lead a write elsewhere.
 /// Whether `dest` already holds exactly the content of `entry` (a regular file of its size and
 /// BLAKE3): such a file is left alone, so that running an interrupted restore again resumes it.
 pub(crate) fn already_there(dest: &Path, entry: &schema::Entry) -> bool {
@@ -38,6 +35,40 @@ pub(crate) fn already_there(dest: &Path, entry: &schema::Entry) -> bool {
     }
 }
 
+/// The names of `entries` whose file `target` already holds with the listed size and BLAKE3
+/// (see [`already_there`]), hashed on a few threads: a restore run again over a complete target
+/// asks the broker for nothing.
+pub(crate) fn already_in(
+    target: &Path,
+    entries: &[schema::Entry],
+) -> std::collections::HashSet<String> {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get().min(8));
+    let per = entries.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = entries
+            .chunks(per)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .filter(|e| {
+                            schema::names::to_path(target, &e.name)
+                                .is_ok_and(|dest| already_there(&dest, e))
+                        })
+                        .map(|e| e.name.clone())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
+}
+
+/// Makes sure the folders of `name` exist below `target` (creating them as needed) and returns
+/// the destination path. Refuses a component below the target that is a symbolic link or not a
+/// folder, so a link inside the target cannot lead a write elsewhere.
 pub(crate) fn destination(target: &Path, name: &str) -> Result<PathBuf, FetchError> {
     let dest = schema::names::to_path(target, name)?;
     fs::create_dir_all(target).map_err(|source| FetchError::Write {

@@ -45,14 +45,14 @@ impl Pattern {
     }
 }
 
-/// The names of `tree` (of `class`, if given) that `patterns` match, in listing order, each
-/// once with the version listed; counts each pattern's hits.
+/// The entries of `tree` (of `class`, if given) that `patterns` match, in listing order, each
+/// once; counts each pattern's hits.
 pub(crate) fn expand(
     client: &mut Client,
     tree: Tree,
     patterns: &mut [Pattern],
     class: Option<Class>,
-) -> Result<Vec<(String, u64)>, FetchError> {
+) -> Result<Vec<schema::Entry>, FetchError> {
     let mut names = Vec::new();
     let mut seen = HashSet::new();
     crate::list::pages(client, tree, |entries| {
@@ -68,7 +68,7 @@ pub(crate) fn expand(
                 }
             }
             if hit && seen.insert(e.name.clone()) {
-                names.push((e.name.clone(), e.version));
+                names.push(e.clone());
             }
         }
         Ok(())
