@@ -57,6 +57,10 @@ pub struct Pruned {
     /// first, and when the newest of them stopped being current (ns).
     pub over_budget: u64,
     pub over_budget_until: i64,
+    /// Bytes kept since the prune before began: their changes may still have been under way
+    /// (a kept content counts as the history's alone once its current file is replaced), so
+    /// with a budget another prune follows soon.
+    pub kept_before: u64,
     /// Objects no kept version refers to any more, and their bytes.
     pub objects: u64,
     pub bytes: u64,
@@ -271,12 +275,15 @@ impl History {
     /// Removes the versions that stopped being current more than the retention period before
     /// `now` (ns), then every object no kept version refers to.
     pub fn prune(&self, now: i64) -> Result<Pruned, StoreError> {
-        {
+        let kept_before = {
             let mut state = self.locked();
             state.running = true;
-            state.added = 0;
-        }
-        let result = self.prune_pass(now);
+            std::mem::take(&mut state.added)
+        };
+        let result = self.prune_pass(now).map(|mut p| {
+            p.kept_before = kept_before;
+            p
+        });
         let mut state = self.locked();
         state.running = false;
         state.kept.clear();
@@ -546,14 +553,25 @@ pub fn start_pruner(
             }
             loop {
                 let now = schema::time::to_ns(std::time::SystemTime::now());
-                match history.prune(now) {
-                    Ok(p) => log_pruned(&history, &p),
-                    Err(e) => tracing::warn!("history: pruning failed: {e}"),
-                }
-                // A short retention (tests, trials) is kept to within about half its length.
-                let every = PRUNE_EVERY
+                let last_kept_before = match history.prune(now) {
+                    Ok(p) => {
+                        log_pruned(&history, &p);
+                        p.kept_before
+                    }
+                    Err(e) => {
+                        tracing::warn!("history: pruning failed: {e}");
+                        0
+                    }
+                };
+                // A short retention (tests, trials) is kept to within about half its length;
+                // with a budget, a prune that began while changes were under way is followed
+                // by another soon, which sees them done.
+                let mut every = PRUNE_EVERY
                     .min(history.keep_for() / 2)
                     .max(Duration::from_secs(1));
+                if history.budget().is_some() && last_kept_before > 0 {
+                    every = Duration::from_secs(1);
+                }
                 let until = std::time::Instant::now() + every;
                 while std::time::Instant::now() < until {
                     if stop.is_triggered() {
@@ -680,7 +698,15 @@ mod tests {
         assert_eq!(objects, 2);
 
         // Nothing is due before 30 days; then the oldest go first, with their objects.
-        assert_eq!(h.prune(39 * DAY).unwrap(), Pruned::default());
+        let nothing = Pruned {
+            kept_before: 9,
+            ..Pruned::default()
+        };
+        assert_eq!(
+            h.prune(39 * DAY).unwrap(),
+            nothing,
+            "the 9 bytes kept are counted"
+        );
         let pruned = h.prune(41 * DAY + 1).unwrap();
         assert_eq!((pruned.versions, pruned.objects), (2, 1), "{pruned:?}");
         assert!(h.object(&Hash::of(b"two")).is_none());

@@ -210,3 +210,58 @@ fn globs_class_and_human_sizes() {
     // --json keeps exact bytes.
     assert_eq!(c.listing()["big.bin"].size, 5 << 20);
 }
+
+/// A restore of many files (docs/CONTRACT.md §3: several names at a time): every file lands with
+/// its bytes, small and large, nested and empty; run again over the complete target it asks
+/// the broker for no file at all; after damage it asks for exactly the damaged ones.
+#[test]
+fn a_restore_of_many_files_lands_them_all_and_a_rerun_asks_only_for_what_is_wrong() {
+    use crate::metrics::{cluster_with_metrics, scrape, value};
+    let (c, metrics) = cluster_with_metrics();
+    for i in 0..300usize {
+        let dir = ["", "a/", "a/b/", "c/"][i % 4];
+        let ext = ["txt", "mp3", "pdf", "bin"][i % 4];
+        let len = match i {
+            0 => 0,
+            1..=3 => 200_000 + i, // above INLINE_MAX: read one at a time after the others
+            _ => 1 + (i * 131) % 60_000,
+        };
+        let path = c.source.join(format!("{dir}f{i}.{ext}"));
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, random_bytes(i as u64, len)).unwrap();
+    }
+    c.wait_all_agree(Duration::from_secs(120));
+    let served = || value(&scrape(&metrics[1]), "dfs_broker_files_served_total");
+    let before = served();
+    let target = c.dir.path().join("restored");
+    let restore = || {
+        let out = c.fetch(&["--target", target.to_str().unwrap(), "**"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    restore();
+    assert_eq!(tree_hashes(&target), tree_hashes(&c.source));
+    assert_eq!(served() - before, 300.0, "each file read once");
+
+    let after_first = served();
+    restore();
+    assert_eq!(
+        served(),
+        after_first,
+        "a run over the complete target reads nothing"
+    );
+
+    fs::remove_file(target.join("a/f1.mp3")).unwrap();
+    fs::write(target.join("c/f7.bin"), b"other bytes").unwrap();
+    fs::remove_file(target.join("f0.txt")).unwrap();
+    restore();
+    assert_eq!(tree_hashes(&target), tree_hashes(&c.source));
+    assert_eq!(
+        served() - after_first,
+        3.0,
+        "only the damaged files are read"
+    );
+}

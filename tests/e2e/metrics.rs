@@ -9,7 +9,7 @@ use std::time::Duration;
 
 /// A cluster of three processes, each serving its metrics on a port it picks; returns it with
 /// the three metrics addresses its ready files report (storage, broker, watcher).
-fn cluster_with_metrics() -> (Cluster, [String; 3]) {
+pub fn cluster_with_metrics() -> (Cluster, [String; 3]) {
     let c = Cluster::start_with(&["--metrics", "127.0.0.1:0"]);
     let addr = |role: &str| {
         let v = &c.ready[role];
@@ -38,7 +38,7 @@ fn http_get(addr: &str, path: &str) -> (String, String) {
 }
 
 /// The samples of a scrape: `name{labels}` → value.
-fn scrape(addr: &str) -> BTreeMap<String, f64> {
+pub fn scrape(addr: &str) -> BTreeMap<String, f64> {
     let (status, body) = http_get(addr, "/metrics");
     assert!(status.contains(" 200 "), "{status}\n{body}");
     body.lines()
@@ -50,7 +50,7 @@ fn scrape(addr: &str) -> BTreeMap<String, f64> {
         .collect()
 }
 
-fn value(m: &BTreeMap<String, f64>, key: &str) -> f64 {
+pub fn value(m: &BTreeMap<String, f64>, key: &str) -> f64 {
     m.get(key).copied().unwrap_or(-1.0)
 }
 
