@@ -21,19 +21,39 @@ const NAME_MAX: usize = 255;
 /// Whether `dest` already holds exactly the content of `entry` (a regular file of its size and
 /// BLAKE3): such a file is left alone, so that running an interrupted restore again resumes it.
 pub(crate) fn already_there(dest: &Path, entry: &schema::Entry) -> bool {
+    already_there_with(dest, entry, &mut Vec::new())
+}
+
+/// [`already_there`], reading through `buf` (kept by the caller across files: a fresh zeroed
+/// buffer per file costs more than hashing a small one).
+fn already_there_with(dest: &Path, entry: &schema::Entry, buf: &mut Vec<u8>) -> bool {
+    use std::io::Read;
     match fs::symlink_metadata(dest) {
         Ok(m) if m.is_file() && m.len() == entry.size => {}
         _ => return false,
     }
-    let Ok(file) = fs::File::open(dest) else {
+    let Ok(mut file) = fs::File::open(dest) else {
         return false;
     };
-    let mut hasher = blake3::Hasher::new();
-    match hasher.update_reader(file) {
-        Ok(_) => schema::Hash::from(hasher.finalize()) == entry.blake3,
-        Err(_) => false,
+    if buf.len() < READ_BUF {
+        buf.resize(READ_BUF, 0);
     }
+    let mut hasher = blake3::Hasher::new();
+    loop {
+        match file.read(buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                hasher.update(&buf[..n]);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+    schema::Hash::from(hasher.finalize()) == entry.blake3
 }
+
+/// The read size when hashing a file already in the target.
+const READ_BUF: usize = 256 * 1024;
 
 /// The names of `entries` whose file `target` already holds with the listed size and BLAKE3
 /// (see [`already_there`]), hashed on a few threads: a restore run again over a complete target
@@ -49,10 +69,11 @@ pub(crate) fn already_in(
             .chunks(per)
             .map(|part| {
                 scope.spawn(move || {
+                    let mut buf = Vec::new();
                     part.iter()
                         .filter(|e| {
                             schema::names::to_path(target, &e.name)
-                                .is_ok_and(|dest| already_there(&dest, e))
+                                .is_ok_and(|dest| already_there_with(&dest, e, &mut buf))
                         })
                         .map(|e| e.name.clone())
                         .collect::<Vec<_>>()
