@@ -13,6 +13,11 @@ use std::time::{Duration, Instant};
 /// the watcher claims again.
 const CLAIM_RETRY: Duration = Duration::from_secs(1);
 
+/// The first wait before a claim refused for a passing reason (`busy`: the broker rebuilds its
+/// index, which at its first start takes milliseconds) is sent again; it doubles up to
+/// [`CLAIM_RETRY`].
+const CLAIM_RETRY_FIRST: Duration = Duration::from_millis(20);
+
 /// The watcher's volume and the state of its claim.
 #[derive(Debug)]
 pub(crate) struct Claim {
@@ -31,6 +36,8 @@ pub(crate) struct Claim {
     refused: Option<String>,
     /// No claim is sent before this.
     not_before: Option<Instant>,
+    /// The last wait after a claim refused for a passing reason (doubles while refused).
+    retry_wait: Option<Duration>,
 }
 
 impl Claim {
@@ -45,6 +52,7 @@ impl Claim {
             named: HashSet::new(),
             refused: None,
             not_before: None,
+            retry_wait: None,
         }
     }
 
@@ -101,6 +109,7 @@ impl Claim {
         self.pending = None;
         self.held = true;
         self.named = volumes.into_iter().collect();
+        self.retry_wait = None;
         // Once taken over, the volume is this watcher's: a later claim only reclaims it.
         self.take_over = false;
     }
@@ -114,7 +123,11 @@ impl Claim {
     /// The claim in flight was refused for a reason that may pass: claim again a little later.
     pub fn retry(&mut self, now: Instant) {
         self.pending = None;
-        self.not_before = Some(now + CLAIM_RETRY);
+        let wait = self
+            .retry_wait
+            .map_or(CLAIM_RETRY_FIRST, |w| (w * 2).min(CLAIM_RETRY));
+        self.retry_wait = Some(wait);
+        self.not_before = Some(now + wait);
     }
 
     /// The connection went away (the broker forgets its claim with it): claim again once it is
@@ -224,6 +237,35 @@ mod tests {
         c.refuse("volume photos is owned by someone else");
         assert!(c.request(6, t0 + CLAIM_RETRY * 2).is_none());
         assert!(c.refusal().is_some());
+    }
+
+    #[test]
+    fn a_busy_broker_is_asked_again_soon_then_less_often() {
+        let mut c = Claim::new(Volume::root(), "h:/s".into(), false);
+        let t0 = Instant::now();
+        assert!(c.request(1, t0).is_some());
+        // Refused as busy: again after 20 ms, then 40 ms, ... at most CLAIM_RETRY apart.
+        c.retry(t0);
+        assert!(c.request(2, t0 + CLAIM_RETRY_FIRST / 2).is_none());
+        assert!(c.request(2, t0 + CLAIM_RETRY_FIRST).is_some());
+        let t1 = t0 + CLAIM_RETRY_FIRST;
+        c.retry(t1);
+        assert!(c.request(3, t1 + CLAIM_RETRY_FIRST).is_none());
+        assert!(c.request(3, t1 + CLAIM_RETRY_FIRST * 2).is_some());
+        for id in 4..20 {
+            c.retry(t1);
+            assert!(
+                c.request(id, t1 + CLAIM_RETRY).is_some(),
+                "never more than CLAIM_RETRY"
+            );
+        }
+        // Once held, the next refusal starts from the short wait again.
+        c.claimed(vec![]);
+        c.disconnected();
+        let t2 = t1 + CLAIM_RETRY;
+        assert!(c.request(30, t2).is_some());
+        c.retry(t2);
+        assert!(c.request(31, t2 + CLAIM_RETRY_FIRST).is_some());
     }
 
     #[test]

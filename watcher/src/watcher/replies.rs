@@ -177,10 +177,16 @@ impl Watcher {
                 );
                 self.claim.refuse(message);
             } else {
-                tracing::warn!(
-                    "broker {} refused the claim: {message}; will retry",
-                    self.link.endpoint()
-                );
+                // A broker rebuilding its index (at its first start, for milliseconds) says busy.
+                let level_info = code == ErrorCode::Busy;
+                if level_info {
+                    tracing::info!("broker {}: {message}; claiming again", self.link.endpoint());
+                } else {
+                    tracing::warn!(
+                        "broker {} refused the claim: {message}; will retry",
+                        self.link.endpoint()
+                    );
+                }
                 self.claim.retry(now);
             }
             return;
