@@ -12,10 +12,9 @@ Usage: python3 bench/dfs_bench.py [--bin target/release/dfs] [--runs 3]
        [--curve]
 
 --curve runs every dfs link with CURVE (keys made by `dfs keygen` for each cluster).
---steady-memory turns this VM's free page reporting off for the run and touches the free memory
-once (see vm_memory.py): big-file runs then meet memory the guest already holds, as on a machine
-without a balloon, instead of a state that changes from run to run. The first line of the output
-says which state the run had.
+The machine is measured as it is: no host setting is changed. On a VM with free page reporting
+big-file runs vary with the guest's memory state (see vm_memory.py); the output says which state
+the machine was in, and the spread of the runs shows it.
 
 Datasets (random bytes, like ../shared/bench/peers.sh): big = 1 x 1 GiB, small = 10,000 x 4 KiB,
 medium = 1,000 x 1 MiB; names rotate .mp3 .txt .pdf .bin. Before each timed run the previous
@@ -25,7 +24,7 @@ runs.
 Prints one line per run and a table of medians; peak RSS (VmHWM) of each daemon per dataset.
 """
 import argparse
-import contextlib, datetime, json, os, shutil, statistics, subprocess, sys, time
+import datetime, json, os, shutil, statistics, subprocess, sys, time
 import vm_memory
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -457,11 +456,8 @@ def main():
     ap.add_argument("--scaling", action="store_true",
                     help="also time 1k/10k/100k files of 4 KiB and one file of 1 MiB to 4 GiB (dfs only)")
     ap.add_argument("--curve", action="store_true", help="CURVE keys on every dfs link (dfs keygen)")
-    ap.add_argument("--steady-memory", action="store_true",
-                    help="free page reporting off and free memory touched once, for the run (root)")
     a = ap.parse_args()
-    with vm_memory.steady(log) if a.steady_memory else contextlib.nullcontext():
-        run(a)
+    run(a)
 
 
 def run(a):
