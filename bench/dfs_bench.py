@@ -488,7 +488,7 @@ def run(a):
                     push, pulled = run_rsync(rsyncd, a.data, ds, count, state, trash, a.work)
                     pushes.append(push)
                     for kind, secs in pulled.items():
-                        pulls[kind].append(secs)
+                        pulls.setdefault(kind, []).append(secs)
                     log(f"{ds} run {r + 1}: rsync push --fsync {push:.3f} s"
                         + "".join(f", {kind} {secs:.3f} s" for kind, secs in pulled.items()))
             med = statistics.median(times)
