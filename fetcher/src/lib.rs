@@ -330,7 +330,7 @@ fn save_many(
         let result = match outcome {
             many::Outcome::Done => Ok(()),
             many::Outcome::Failed(e) => Err(e),
-            many::Outcome::Large => match &broken {
+            many::Outcome::Later => match &broken {
                 Some((reason, code)) => Err(FetchError::NotTried {
                     reason: reason.clone(),
                     code: *code,

@@ -8,7 +8,7 @@
 //!
 //! A file already in the target with the right size and BLAKE3 is left alone. A file larger
 //! than `INLINE_MAX` is handed back (its read abandoned after the `meta`) for the one-at-a-time
-//! path, which streams it under credit.
+//! path, which streams it under credit; so is a name refused as `busy`.
 
 use crate::client::Client;
 use crate::error::FetchError;
@@ -16,7 +16,7 @@ use crate::save::{self, TempFile};
 use crate::transfer::Sink;
 use disk::atomic::FolderSyncs;
 use schema::limits::INLINE_MAX;
-use schema::{Class, Hash, Message};
+use schema::{Class, ErrorCode, Hash, Message};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -35,8 +35,9 @@ const MAX_UNCOMMITTED: usize = 256;
 pub(crate) enum Outcome {
     /// Retrieved and durable, or already in the target.
     Done,
-    /// Larger than `INLINE_MAX`: to be read on its own.
-    Large,
+    /// To be read on its own, after the others: larger than `INLINE_MAX`, or refused as busy
+    /// (the store was full of reads; asked again one at a time, it may not be).
+    Later,
     Failed(FetchError),
 }
 
@@ -197,7 +198,11 @@ impl Run<'_> {
                     }
                 }
                 Ok(None) => outcomes[index] = Some(Outcome::Done),
-                Err(Taken::Large) => outcomes[index] = Some(Outcome::Large),
+                Err(Taken::Large)
+                | Err(Taken::Failed(FetchError::Remote {
+                    code: ErrorCode::Busy,
+                    ..
+                })) => outcomes[index] = Some(Outcome::Later),
                 Err(Taken::Failed(e)) => outcomes[index] = Some(Outcome::Failed(e)),
             }
         }

@@ -290,3 +290,31 @@ fn usage_errors_exit_2() {
     a.broker = "host:notaport".into();
     assert_eq!(fetch(&a).code, 2);
 }
+
+#[test]
+fn a_name_refused_as_busy_among_many_is_asked_again_on_its_own() {
+    let files = vec![
+        FakeFile::answering("busy.txt", Content::Fail(ErrorCode::Busy)),
+        FakeFile::bytes("a.txt", pattern(10)),
+        FakeFile::bytes("b.txt", pattern(20)),
+    ];
+    let broker = FakeBroker::start(files, 10);
+    let dir = tempfile::tempdir().unwrap();
+    let out = fetch(&args(
+        broker.port,
+        dir.path(),
+        &["busy.txt", "a.txt", "b.txt"],
+    ));
+    // Still busy when asked alone: reported once, as "try again later" (3); the others land.
+    assert_eq!(out.code, 3, "stderr: {}", out.stderr);
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].starts_with("dfs fetch: busy.txt: "), "{lines:?}");
+    assert_eq!(tree(dir.path()), ["a.txt", "b.txt"]);
+    let gets = broker.stats.lock().unwrap().gets.clone();
+    assert_eq!(
+        gets.iter().filter(|g| *g == "busy.txt").count(),
+        2,
+        "{gets:?}"
+    );
+}
