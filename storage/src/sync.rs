@@ -88,8 +88,15 @@ impl SyncPool {
             // Results are small and bounded by the number of uploads in flight: never block.
             push.set_sndhwm(0)?;
             push.set_linger(0)?;
-            push.connect(endpoint)
-                .with_context(|| format!("cannot connect a sync worker to {endpoint}"))?;
+            // A signal (the stop, as the node starts) may interrupt the connect: that is no
+            // failure, the stop is seen by the loop.
+            let connected = loop {
+                match push.connect(endpoint) {
+                    Err(zmq::Error::EINTR) => continue,
+                    other => break other,
+                }
+            };
+            connected.with_context(|| format!("cannot connect a sync worker to {endpoint}"))?;
             let (rx, layout, stop) = (rx.clone(), layout.clone(), stop.clone());
             let (metrics, folders) = (metrics.clone(), folders.clone());
             let handle = std::thread::Builder::new()
