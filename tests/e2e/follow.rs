@@ -145,6 +145,15 @@ fn a_file_that_trickles_is_given_up_and_sent_once_closed() {
 #[test]
 fn files_rewritten_back_to_back_are_stored_only_as_finished_versions() {
     let c = Cluster::start();
+    if !leases_work(&c.source) {
+        // Without leases the watcher has only the events to go by, and may catch a file
+        // between its writer's truncate and its write (docs/CONTRACT.md, Changes).
+        println!(
+            "skipped: the file system of {} grants no read leases",
+            c.source.display()
+        );
+        return;
+    }
     let names = ["a.txt", "b.txt", "c/d.txt"];
     fs::create_dir_all(c.source.join("c")).unwrap();
     let mut written: std::collections::HashMap<&str, std::collections::HashSet<String>> =

@@ -590,6 +590,26 @@ pub fn user_xattrs_work(dir: &Path) -> bool {
     rc == 0
 }
 
+/// Whether the file system of `dir` grants read leases (`fcntl(F_SETLEASE)`), by which the
+/// watcher tells a file still open for writing.
+pub fn leases_work(dir: &Path) -> bool {
+    use std::os::fd::AsRawFd;
+    let probe = dir.join(".lease-probe");
+    if fs::write(&probe, b"").is_err() {
+        return false;
+    }
+    let ok = fs::File::open(&probe).is_ok_and(|f| {
+        let fd = f.as_raw_fd();
+        let rc = unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_RDLCK) };
+        if rc == 0 {
+            unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_UNLCK) };
+        }
+        rc == 0
+    });
+    let _ = fs::remove_file(&probe);
+    ok
+}
+
 /// A small file system of `mib` MiB mounted at `dir` on which user xattrs work: a tmpfs where
 /// the kernel's tmpfs takes user xattrs, else ext4 on a loop device (its image kept in
 /// `image_dir`). `Err` says why neither works here.
