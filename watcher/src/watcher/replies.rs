@@ -178,8 +178,8 @@ impl Watcher {
                 self.claim.refuse(message);
             } else {
                 // A broker rebuilding its index (at its first start, for milliseconds) says busy.
-                let level_info = code == ErrorCode::Busy;
-                if level_info {
+                let busy = code == ErrorCode::Busy;
+                if busy {
                     tracing::info!("broker {}: {message}; claiming again", self.link.endpoint());
                 } else {
                     tracing::warn!(
