@@ -41,6 +41,12 @@ pub(crate) enum Outcome {
     Failed(FetchError),
 }
 
+impl From<Result<(), FetchError>> for Outcome {
+    fn from(result: Result<(), FetchError>) -> Outcome {
+        result.map_or_else(Outcome::Failed, |()| Outcome::Done)
+    }
+}
+
 /// One durable commit for a committer thread: which name, its temporary file, where it goes.
 struct Commit {
     index: usize,
@@ -94,7 +100,7 @@ pub(crate) fn save_all(
         drop(jobs_tx);
         // Every commit handed out ends before the scope does.
         for (index, result) in done_rx.iter() {
-            outcomes[index] = Some(result.map_or_else(Outcome::Failed, |()| Outcome::Done));
+            outcomes[index] = Some(result.into());
         }
     });
     let reason = broken.map(|(e, first): (FetchError, Option<usize>)| {
@@ -159,7 +165,7 @@ impl Run<'_> {
             }
             for (index, result) in done.try_iter() {
                 self.uncommitted -= 1;
-                outcomes[index] = Some(result.map_or_else(Outcome::Failed, |()| Outcome::Done));
+                outcomes[index] = Some(result.into());
             }
             if self.in_flight.is_empty() {
                 if next >= wanted.len() {
@@ -168,7 +174,7 @@ impl Run<'_> {
                 // Too many files wait for their commit: wait for one.
                 if let Ok((index, result)) = done.recv() {
                     self.uncommitted -= 1;
-                    outcomes[index] = Some(result.map_or_else(Outcome::Failed, |()| Outcome::Done));
+                    outcomes[index] = Some(result.into());
                 }
                 continue;
             }

@@ -342,6 +342,38 @@ fn ask_broker<W: Write>(
 }
 
 /// `--data --storage`: this side opens the stopped broker's index and asks the node.
+/// Pages through the node's `check` answers (of its history with `history`), handing each page
+/// to `each`.
+fn check_pages(
+    serve: &mut Peer,
+    history: bool,
+    mut each: impl FnMut(&[schema::CheckedFile]) -> Result<(), Failure>,
+) -> Result<(), Failure> {
+    let mut after: Option<String> = None;
+    loop {
+        let id = serve.send(Message::Check {
+            id: 0,
+            after: after.clone(),
+            limit: CHECK_LIMIT,
+            history,
+        })?;
+        let (files, more) = match serve.reply(id)? {
+            Message::Checked { files, more, .. } => (files, more),
+            other => {
+                return Err(Failure {
+                    code: FAILURE,
+                    text: format!("{} answered check with {}", serve.endpoint, other.kind()),
+                })
+            }
+        };
+        each(&files)?;
+        match files.last() {
+            Some(last) if more => after = Some(schema::page::node_cursor(&last.entry)),
+            _ => return Ok(()),
+        }
+    }
+}
+
 fn check_offline<W: Write>(
     args: &FsckArgs,
     data: &std::path::Path,
@@ -378,24 +410,8 @@ fn check_offline<W: Write>(
     let mut serve = Peer::connect(port(SERVE_OFFSET), &auth, timeout)?;
     let mut class_ports: BTreeMap<Class, Peer> = BTreeMap::new();
     let mut audit = Audit::default();
-    let mut after: Option<String> = None;
-    loop {
-        let id = serve.send(Message::Check {
-            id: 0,
-            after: after.clone(),
-            limit: CHECK_LIMIT,
-            history: false,
-        })?;
-        let (files, more) = match serve.reply(id)? {
-            Message::Checked { files, more, .. } => (files, more),
-            other => {
-                return Err(Failure {
-                    code: FAILURE,
-                    text: format!("{} answered check with {}", serve.endpoint, other.kind()),
-                })
-            }
-        };
-        for file in &files {
+    check_pages(&mut serve, false, |files| {
+        for file in files {
             let Some(mut finding) = audit.judge(&index, file)? else {
                 continue;
             };
@@ -423,11 +439,8 @@ fn check_offline<W: Write>(
             report.add(&finding);
         }
         report.checked = audit.checked;
-        match files.last() {
-            Some(last) if more => after = Some(schema::page::node_cursor(&last.entry)),
-            _ => break,
-        }
-    }
+        Ok(())
+    })?;
     for mut finding in audit.missing(&index, |_| false)? {
         if args.repair {
             fsck::repair_index(&index, &mut finding, None)?;
@@ -435,33 +448,14 @@ fn check_offline<W: Write>(
         report.add(&finding);
     }
     // Then every version the history keeps: its content must still be whole.
-    let mut after: Option<String> = None;
-    loop {
-        let id = serve.send(Message::Check {
-            id: 0,
-            after: after.clone(),
-            limit: CHECK_LIMIT,
-            history: true,
-        })?;
-        let (files, more) = match serve.reply(id)? {
-            Message::Checked { files, more, .. } => (files, more),
-            other => {
-                return Err(Failure {
-                    code: FAILURE,
-                    text: format!("{} answered check with {}", serve.endpoint, other.kind()),
-                })
-            }
-        };
-        for file in &files {
+    check_pages(&mut serve, true, |files| {
+        for file in files {
             if let Some(finding) = fsck::judge_kept(&mut audit, file) {
                 report.add(&finding);
             }
         }
-        match files.last() {
-            Some(last) if more => after = Some(schema::page::node_cursor(&last.entry)),
-            _ => break,
-        }
-    }
+        Ok(())
+    })?;
     if args.repair {
         index.flush()?;
         let out = broker::default_export_path(data);

@@ -143,41 +143,7 @@ impl Client {
     /// Waits, at most the timeout, for the next reply to request `id`. Replies to other
     /// (abandoned) requests are skipped; an `error` reply becomes [`ClientError::Remote`].
     pub fn reply(&self, id: u64) -> Result<Reply, ClientError> {
-        loop {
-            if !self.wait(zmq::POLLIN)? {
-                return Err(ClientError::Timeout {
-                    endpoint: self.endpoint.clone(),
-                    secs: self.timeout.as_secs_f64(),
-                });
-            }
-            let (msg, data) = self.read()?;
-            let msg = match msg {
-                Ok(m) => m,
-                Err(r) if r.id == id => {
-                    tracing::warn!(peer = %self.endpoint, "undecodable reply: {}", r.error);
-                    return Err(ClientError::BadReply {
-                        endpoint: self.endpoint.clone(),
-                        error: r.error.to_string(),
-                    });
-                }
-                Err(r) => {
-                    tracing::warn!(peer = %self.endpoint, "undecodable reply ignored: {}", r.error);
-                    continue;
-                }
-            };
-            if msg.id() != id {
-                tracing::debug!(
-                    id = msg.id(),
-                    kind = msg.kind(),
-                    "reply to an abandoned request ignored"
-                );
-                continue;
-            }
-            if let Message::Error { code, message, .. } = msg {
-                return Err(ClientError::Remote { code, message });
-            }
-            return Ok(Reply { msg, data });
-        }
+        self.reply_of(&|other| other == id)?.1
     }
 
     /// Waits, at most the timeout, for the next reply to any request `wanted` says is in

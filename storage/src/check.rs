@@ -116,14 +116,7 @@ pub fn kept_page(
                     Err(why) => (None, Some(why.clone())),
                 };
                 files.push(CheckedFile {
-                    entry: schema::Entry {
-                        name: name.clone(),
-                        class,
-                        size: v.size,
-                        blake3: v.blake3,
-                        modified: v.modified,
-                        version: v.version,
-                    },
+                    entry: v.entry(name.clone(), class),
                     content,
                     reason,
                 });

@@ -48,6 +48,20 @@ pub struct Version {
     pub deleted: bool,
 }
 
+impl Version {
+    /// The version as a listing entry of `name` in `class`.
+    pub fn entry(&self, name: String, class: Class) -> schema::Entry {
+        schema::Entry {
+            name,
+            class,
+            size: self.size,
+            blake3: self.blake3,
+            modified: self.modified,
+            version: self.version,
+        }
+    }
+}
+
 /// What a prune removed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Pruned {
@@ -297,11 +311,12 @@ impl History {
         let mut pruned = Pruned::default();
         let keep_ns = i64::try_from(self.keep.as_nanos()).unwrap_or(i64::MAX);
         let horizon = now.saturating_sub(keep_ns);
-        self.expire(horizon, &mut pruned)?;
+        let mut records = self.expire(horizon, &mut pruned)?;
         if let Some(budget) = self.budget {
-            self.trim_to(budget, &mut pruned)?;
+            self.trim_to(budget, &mut records, &mut pruned)?;
         }
-        self.sweep_objects(&mut pruned)?;
+        let live: HashSet<Hash> = records.into_iter().map(|(_, h)| h).collect();
+        self.sweep_objects(&live, &mut pruned)?;
         Ok(pruned)
     }
 
@@ -333,25 +348,32 @@ impl History {
     }
 
     /// Removes the records that stopped being current before `horizon`.
-    fn expire(&self, horizon: i64, pruned: &mut Pruned) -> Result<(), StoreError> {
-        pruned.versions +=
-            self.each_file(|all| all.iter().filter(|v| v.until > horizon).cloned().collect())?;
-        Ok(())
+    /// Returns when each record left stopped being current, and its content's hash.
+    fn expire(&self, horizon: i64, pruned: &mut Pruned) -> Result<Vec<(i64, Hash)>, StoreError> {
+        let mut records = Vec::new();
+        pruned.versions += self.each_file(|all| {
+            let kept: Vec<Version> = all.iter().filter(|v| v.until > horizon).cloned().collect();
+            records.extend(kept.iter().map(|v| (v.until, v.blake3)));
+            kept
+        })?;
+        Ok(records)
     }
 
     /// Removes the oldest records (by when they stopped being current) until the bytes held by
     /// the history alone are within `budget`. A content is freed when its last record goes and
     /// no current file shares its inode.
-    fn trim_to(&self, budget: u64, pruned: &mut Pruned) -> Result<(), StoreError> {
-        let mut records: Vec<(i64, Hash)> = Vec::new();
+    /// `records` are those left after the retention (when each stopped being current, and its
+    /// hash); the ones removed here leave it too.
+    fn trim_to(
+        &self,
+        budget: u64,
+        records: &mut Vec<(i64, Hash)>,
+        pruned: &mut Pruned,
+    ) -> Result<(), StoreError> {
         let mut refs: std::collections::HashMap<Hash, usize> = Default::default();
-        self.each_file(|all| {
-            for v in all {
-                records.push((v.until, v.blake3));
-                *refs.entry(v.blake3).or_default() += 1;
-            }
-            all.to_vec()
-        })?;
+        for (_, hash) in records.iter() {
+            *refs.entry(*hash).or_default() += 1;
+        }
         // Objects of no record (expired just now) go in the sweep anyway: not counted.
         let only_history = self.history_only_objects();
         let mut held: u64 = only_history
@@ -365,7 +387,7 @@ impl History {
         records.sort_by_key(|r| r.0);
         // The records removed are all those that stopped being current up to a cut-off.
         let mut cut = None;
-        for (until, hash) in &records {
+        for (until, hash) in records.iter() {
             if held <= budget {
                 break;
             }
@@ -380,6 +402,7 @@ impl History {
         pruned.over_budget +=
             self.each_file(|all| all.iter().filter(|v| v.until > cut).cloned().collect())?;
         pruned.over_budget_until = cut;
+        records.retain(|(until, _)| *until > cut);
         Ok(())
     }
 
@@ -406,13 +429,9 @@ impl History {
         out
     }
 
-    /// Removes every object no record refers to (nor a keep made during this prune).
-    fn sweep_objects(&self, pruned: &mut Pruned) -> Result<(), StoreError> {
-        let mut live: HashSet<Hash> = HashSet::new();
-        self.each_file(|all| {
-            live.extend(all.iter().map(|v| v.blake3));
-            all.to_vec()
-        })?;
+    /// Removes every object no record refers to (`live`: the hashes of the records left), nor
+    /// a keep made during this prune.
+    fn sweep_objects(&self, live: &HashSet<Hash>, pruned: &mut Pruned) -> Result<(), StoreError> {
         if self.objects.is_dir() {
             for entry in walkdir::WalkDir::new(&self.objects)
                 .min_depth(2)

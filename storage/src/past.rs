@@ -107,14 +107,7 @@ fn at(
         .into_iter()
         .filter(|v| v.since <= t && t < v.until)
         .max_by_key(|v| v.since)
-        .map(|v| Entry {
-            name,
-            class,
-            size: v.size,
-            blake3: v.blake3,
-            modified: v.modified,
-            version: v.version,
-        })
+        .map(|v| v.entry(name, class))
 }
 
 /// The last version kept of a name that is no longer current.
@@ -124,14 +117,7 @@ fn last_kept(class: Class, history_dir: &Path, then: Option<&Path>) -> Option<En
     read_kept(then)?
         .into_iter()
         .max_by_key(|v| v.until)
-        .map(|v| Entry {
-            name,
-            class,
-            size: v.size,
-            blake3: v.blake3,
-            modified: v.modified,
-            version: v.version,
-        })
+        .map(|v| v.entry(name, class))
 }
 
 /// The name a history file below `history_dir` is of.

@@ -210,6 +210,16 @@ impl Cluster {
         c
     }
 
+    /// All three roles, the storage node started with `storage_args` too.
+    pub fn start_with_storage_args(storage_args: &[&str]) -> Cluster {
+        let mut c = Cluster::new(&[]);
+        c.storage_args = storage_args.iter().map(|a| a.to_string()).collect();
+        c.start_storage(0);
+        c.start_broker();
+        c.start_watcher();
+        c
+    }
+
     /// Storage node and broker only.
     pub fn start_without_watcher() -> Cluster {
         let mut c = Cluster::new(&[]);

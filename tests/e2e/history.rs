@@ -145,11 +145,7 @@ fn replaced_and_deleted_versions_stay_on_the_node_with_their_bytes() {
 
 #[test]
 fn the_retention_removes_old_versions_and_never_a_current_file() {
-    let mut c = Cluster::start_without_watcher();
-    c.storage_args = vec!["--keep-history".into(), "2s".into()];
-    c.take(Role::Storage);
-    c.restart(Role::Storage);
-    c.start_watcher();
+    let c = Cluster::start_with_storage_args(&["--keep-history", "2s"]);
     let file = c.source.join("a.txt");
     fs::write(&file, "old").unwrap();
     wait_until("v1", Duration::from_secs(30), || {
@@ -210,11 +206,7 @@ fn a_fetch_run_again_leaves_identical_files_alone_and_mends_the_rest() {
 
 #[test]
 fn past_its_budget_the_node_drops_the_oldest_versions_first_and_says_so() {
-    let mut c = Cluster::start_without_watcher();
-    c.storage_args = vec!["--history-budget".into(), "10KiB".into()];
-    c.take(Role::Storage);
-    c.restart(Role::Storage);
-    c.start_watcher();
+    let c = Cluster::start_with_storage_args(&["--history-budget", "10KiB"]);
     let file = c.source.join("a.txt");
     // Eight versions of 4 KiB: seven replaced, 28 KiB against a budget of 10 KiB.
     let contents: Vec<Vec<u8>> = (0..8).map(|i| random_bytes(i, 4096)).collect();

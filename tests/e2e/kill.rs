@@ -324,11 +324,7 @@ fn files_below(dir: &std::path::Path) -> usize {
 fn kill_storage_while_the_history_is_pruned() {
     let seed = seed();
     println!("prune kill seed {seed} (DFS_SEED={seed} replays it)");
-    let mut c = Cluster::start_without_watcher();
-    c.storage_args = vec!["--keep-history".into(), "1s".into()];
-    c.take(Role::Storage);
-    c.restart(Role::Storage);
-    c.start_watcher();
+    let mut c = Cluster::start_with_storage_args(&["--keep-history", "1s"]);
     let versions: Versions = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let written = Arc::new(AtomicU64::new(0));
