@@ -45,7 +45,6 @@ mod tests {
             size,
             modified,
             blake3: Hash::of(b""),
-            version: 3,
         }
     }
 

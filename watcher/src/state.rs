@@ -7,6 +7,7 @@
 use crate::local::Stamp;
 use schema::Hash;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
 use std::time::{Duration, Instant};
 
 /// What the store holds for a name.
@@ -16,7 +17,6 @@ pub struct Stored {
     /// Source modification time, ns since the epoch.
     pub modified: i64,
     pub blake3: Hash,
-    pub version: u64,
     /// The file was modified shortly before this was recorded. File systems stamp mtimes with a
     /// coarse clock (a kernel tick), so a same-size rewrite right after could carry the very
     /// same mtime: an equal size and mtime then prove nothing, and the content is compared.
@@ -45,10 +45,18 @@ pub fn next_backoff(current: Option<Duration>, min: Duration, max: Duration) -> 
     }
 }
 
-/// Everything known about one name.
+/// A stored name's entry: what the store holds, and the last sweep that saw the name.
+#[derive(Debug, Clone, Copy)]
+struct Kept {
+    stored: Stored,
+    seen: u32,
+}
+
+/// The state of a name being worked on: due, in flight, retried or refused. Only the names
+/// with something going on have one, so a quiet tree of a million files costs only its
+/// [`Kept`] entries (docs/ARCHITECTURE.md, "The watcher's memory").
 #[derive(Debug, Default)]
-struct NameState {
-    stored: Option<Stored>,
+struct Active {
     /// When the name is due for a look (also a key of `Names::queue`).
     due: Option<Instant>,
     /// The request id of the change in flight.
@@ -61,21 +69,23 @@ struct NameState {
     failed: Option<Option<Stamp>>,
 }
 
-impl NameState {
+impl Active {
     fn is_empty(&self) -> bool {
-        self.stored.is_none()
-            && self.due.is_none()
+        self.due.is_none()
+            && self.retry.is_none()
             && self.in_flight.is_none()
             && self.again.is_none()
             && self.failed.is_none()
     }
 }
 
-/// The map name → state, with the queue of due names in time order.
+/// The table of names: what the store holds for each, the names being worked on, and the queue
+/// of due names in time order.
 #[derive(Debug, Default)]
 pub struct Names {
-    names: BTreeMap<String, NameState>,
-    queue: BTreeSet<(Instant, String)>,
+    stored: BTreeMap<Box<str>, Kept>,
+    active: HashMap<Box<str>, Active>,
+    queue: BTreeSet<(Instant, Box<str>)>,
     /// Renames seen in the source, `to` → `from`, tried when `to` is reconciled.
     renames: HashMap<String, String>,
     /// The `from` sides of `renames`, which are not deleted while the rename is pending.
@@ -84,8 +94,14 @@ pub struct Names {
     /// lost (moved into a folder not watched yet). One flat ordered set rather than a set per
     /// look: nearly every look has one name, and a set of its own costs a tree node for it.
     by_look: BTreeSet<(u64, i64, Box<str>)>,
-    /// How many names hold a permanent refusal (`NameState::failed`).
+    /// How many names hold a permanent refusal (`Active::failed`).
     refused: usize,
+    /// The current sweep (a walk of the source, or a listing of the store): stored names it
+    /// saw carry it in `Kept::seen`, so that the ones it missed are found without a set of
+    /// every name seen.
+    sweep: u32,
+    /// The number of stored names when the trees were last rebuilt full (see [`Names::compact`]).
+    compacted: usize,
 }
 
 impl Names {
@@ -96,26 +112,37 @@ impl Names {
 
     /// What the store holds for `name`.
     pub fn stored(&self, name: &str) -> Option<Stored> {
-        self.names.get(name).and_then(|s| s.stored)
+        self.stored.get(name).map(|k| k.stored)
     }
 
-    /// Records what the store holds for `name` (`None`: nothing).
+    /// Records what the store holds for `name` (`None`: nothing). A name recorded as stored
+    /// counts as seen by the current sweep.
     pub fn set_stored(&mut self, name: &str, stored: Option<Stored>) {
-        let old = self.names.get(name).and_then(|s| s.stored);
+        let sweep = self.sweep;
+        let old = match stored {
+            Some(s) => {
+                let kept = Kept {
+                    stored: s,
+                    seen: sweep,
+                };
+                let old = match self.stored.get_mut(name) {
+                    Some(k) => Some(std::mem::replace(k, kept).stored),
+                    None => {
+                        self.stored.insert(Box::from(name), kept);
+                        None
+                    }
+                };
+                if old.is_none_or(|o| (o.size, o.modified) != (s.size, s.modified)) {
+                    self.by_look.insert((s.size, s.modified, Box::from(name)));
+                } else {
+                    return;
+                }
+                old
+            }
+            None => self.stored.remove(name).map(|k| k.stored),
+        };
         if let Some(o) = old {
             self.by_look.remove(&(o.size, o.modified, Box::from(name)));
-        }
-        match stored {
-            Some(s) => {
-                self.entry(name).stored = Some(s);
-                self.by_look.insert((s.size, s.modified, Box::from(name)));
-            }
-            None => {
-                if let Some(st) = self.names.get_mut(name) {
-                    st.stored = None;
-                }
-                self.tidy(name);
-            }
         }
     }
 
@@ -128,33 +155,62 @@ impl Names {
             .collect()
     }
 
-    /// Every stored name, in order.
-    pub fn stored_names(&self) -> Vec<String> {
-        self.names
+    /// Starts a sweep: from now on [`Names::saw`] and [`Names::set_stored`] mark the names
+    /// it sees, and [`Names::unseen`] gives the stored names it did not.
+    pub fn begin_sweep(&mut self) {
+        self.sweep = self.sweep.wrapping_add(1);
+    }
+
+    /// The current sweep saw `name`.
+    pub fn saw(&mut self, name: &str) {
+        if let Some(k) = self.stored.get_mut(name) {
+            k.seen = self.sweep;
+        }
+    }
+
+    /// The stored names the current sweep did not see, in order.
+    pub fn unseen(&self) -> Vec<String> {
+        self.stored
             .iter()
-            .filter(|(_, s)| s.stored.is_some())
-            .map(|(n, _)| n.clone())
+            .filter(|(_, k)| k.seen != self.sweep)
+            .map(|(n, _)| n.to_string())
             .collect()
+    }
+
+    /// Rebuilds the ordered trees with full nodes once they have grown by a quarter since the
+    /// last rebuild. Names inserted one by one in order (a listing, a first walk) leave the
+    /// nodes of a B-tree about half full; a rebuild from the sorted entries fills them, which
+    /// takes a third off the table's memory (docs/ARCHITECTURE.md, "The watcher's memory").
+    pub fn compact(&mut self) {
+        let n = self.stored.len();
+        if n < 1024 || n <= self.compacted + self.compacted / 4 {
+            return;
+        }
+        self.stored = std::mem::take(&mut self.stored).into_iter().collect();
+        self.by_look = std::mem::take(&mut self.by_look).into_iter().collect();
+        self.compacted = n;
     }
 
     /// Every stored name below folder `dir` (`dir/...`).
     pub fn stored_under(&self, dir: &str) -> Vec<String> {
         let prefix = format!("{dir}/");
-        self.names
-            .range(prefix.clone()..)
+        self.stored
+            .range::<str, _>((Bound::Included(prefix.as_str()), Bound::Unbounded))
             .take_while(|(n, _)| n.starts_with(&prefix))
-            .filter(|(_, s)| s.stored.is_some())
-            .map(|(n, _)| n.clone())
+            .map(|(n, _)| n.to_string())
             .collect()
     }
 
     /// Number of names with something stored.
     pub fn stored_count(&self) -> usize {
-        self.names.values().filter(|s| s.stored.is_some()).count()
+        self.stored.len()
     }
 
-    fn entry(&mut self, name: &str) -> &mut NameState {
-        self.names.entry(name.to_string()).or_default()
+    fn entry(&mut self, name: &str) -> &mut Active {
+        if !self.active.contains_key(name) {
+            self.active.insert(Box::from(name), Active::default());
+        }
+        self.active.get_mut(name).expect("just inserted")
     }
 
     /// `name` was rewritten with the content the store holds: remember its new mtime (no new
@@ -170,8 +226,8 @@ impl Names {
 
     /// Drops the state of `name` if nothing is left to remember.
     fn tidy(&mut self, name: &str) {
-        if self.names.get(name).is_some_and(NameState::is_empty) {
-            self.names.remove(name);
+        if self.active.get(name).is_some_and(Active::is_empty) {
+            self.active.remove(name);
         }
     }
 
@@ -185,21 +241,22 @@ impl Names {
         }
         let old = st.due.replace(at);
         if let Some(old) = old {
-            self.queue.remove(&(old, name.to_string()));
+            self.queue.remove(&(old, Box::from(name)));
         }
-        self.queue.insert((at, name.to_string()));
+        self.queue.insert((at, Box::from(name)));
     }
 
     /// Marks `name` due at `at` unless it is due earlier already.
     pub fn mark_by(&mut self, name: &str, at: Instant) {
-        let st = self.entry(name);
-        let due = if st.in_flight.is_some() {
-            st.again
-        } else {
-            st.due
-        };
-        if due.is_some_and(|d| d <= at) {
-            return;
+        if let Some(st) = self.active.get(name) {
+            let due = if st.in_flight.is_some() {
+                st.again
+            } else {
+                st.due
+            };
+            if due.is_some_and(|d| d <= at) {
+                return;
+            }
         }
         self.mark(name, at);
     }
@@ -216,20 +273,21 @@ impl Names {
             return None;
         }
         let (_, name) = self.queue.pop_first()?;
-        if let Some(st) = self.names.get_mut(&name) {
+        if let Some(st) = self.active.get_mut(&name) {
             st.due = None;
         }
-        Some(name)
+        self.tidy(&name);
+        Some(name.into_string())
     }
 
     /// Whether a change of `name` is in flight.
     pub fn in_flight(&self, name: &str) -> bool {
-        self.names.get(name).is_some_and(|s| s.in_flight.is_some())
+        self.flight_of(name).is_some()
     }
 
     /// The id of the change of `name` in flight, if any.
     pub fn flight_of(&self, name: &str) -> Option<u64> {
-        self.names.get(name).and_then(|s| s.in_flight)
+        self.active.get(name).and_then(|s| s.in_flight)
     }
 
     /// Records that change `id` of `name` is in flight; a due mark waits until it ends.
@@ -238,13 +296,13 @@ impl Names {
         st.in_flight = Some(id);
         if let Some(due) = st.due.take() {
             st.again = Some(due);
-            self.queue.remove(&(due, name.to_string()));
+            self.queue.remove(&(due, Box::from(name)));
         }
     }
 
     /// The change of `name` ended; if the name was marked meanwhile it is due again.
     pub fn finish(&mut self, name: &str) {
-        let Some(st) = self.names.get_mut(name) else {
+        let Some(st) = self.active.get_mut(name) else {
             return;
         };
         st.in_flight = None;
@@ -256,12 +314,13 @@ impl Names {
 
     /// The change of `name` succeeded: retries start over and a refusal is forgotten.
     pub fn succeeded(&mut self, name: &str) {
-        if let Some(st) = self.names.get_mut(name) {
+        if let Some(st) = self.active.get_mut(name) {
             st.retry = None;
             if st.failed.take().is_some() {
                 self.refused -= 1;
             }
         }
+        self.tidy(name);
     }
 
     /// The change of `name` failed for a while: it ends and the name is due again after the
@@ -298,16 +357,12 @@ impl Names {
 
     /// The first `n` names due, in due order.
     pub fn due_names(&self, n: usize) -> Vec<&str> {
-        self.queue
-            .iter()
-            .take(n)
-            .map(|(_, name)| name.as_str())
-            .collect()
+        self.queue.iter().take(n).map(|(_, name)| &**name).collect()
     }
 
     /// Whether `name` was refused for good while the file looked exactly like `look`.
     pub fn refused(&self, name: &str, look: Option<&Stamp>) -> bool {
-        self.names
+        self.active
             .get(name)
             .and_then(|s| s.failed.as_ref())
             .is_some_and(|f| f.as_ref() == look)
@@ -336,13 +391,13 @@ impl Names {
     /// or the target of a pending rename.
     pub fn known_under(&self, dir: &str) -> Vec<String> {
         let prefix = format!("{dir}/");
-        let mut out: BTreeSet<String> = self
-            .names
-            .range(prefix.clone()..)
-            .take_while(|(n, _)| n.starts_with(&prefix))
-            .filter(|(_, s)| s.stored.is_some() || s.in_flight.is_some())
-            .map(|(n, _)| n.clone())
-            .collect();
+        let mut out: BTreeSet<String> = self.stored_under(dir).into_iter().collect();
+        out.extend(
+            self.active
+                .iter()
+                .filter(|(n, s)| n.starts_with(&prefix) && s.in_flight.is_some())
+                .map(|(n, _)| n.to_string()),
+        );
         out.extend(
             self.renames
                 .keys()
@@ -373,7 +428,6 @@ mod tests {
             size,
             modified: 5,
             blake3: Hash::of(b"x"),
-            version: 1,
         }
     }
 
@@ -469,7 +523,7 @@ mod tests {
         assert_eq!(t.stored_like(1, 5).len(), 4);
         t.set_stored("e", Some(stored(1)));
         assert_eq!(t.stored("d/b"), Some(stored(1)));
-        assert_eq!(t.stored_names().len(), 5);
+        assert_eq!(t.stored_count(), 5);
         // Looks next to each other in order do not mix.
         let at = |modified| Stored {
             modified,
@@ -481,6 +535,39 @@ mod tests {
         assert_eq!(t.stored_like(1, 6), ["late"]);
         assert_eq!(t.stored_like(1, 5), ["d/b", "d/e/f", "d0", "dx/a", "e"]);
         assert!(t.stored_like(0, 5).is_empty() && t.stored_like(1, 7).is_empty());
+    }
+
+    #[test]
+    fn a_sweep_finds_the_stored_names_it_did_not_see() {
+        let mut t = Names::new();
+        for n in ["a", "b", "c"] {
+            t.set_stored(n, Some(stored(1)));
+        }
+        t.begin_sweep();
+        t.saw("a");
+        // Recorded while the sweep runs (a listing page, an acknowledgement): seen.
+        t.set_stored("c", Some(stored(2)));
+        t.saw("not stored");
+        assert_eq!(t.unseen(), ["b"]);
+        t.begin_sweep();
+        assert_eq!(t.unseen(), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn compacting_keeps_every_entry_and_index() {
+        let mut t = Names::new();
+        for i in 0..5000 {
+            t.set_stored(&format!("d/{i:05}"), Some(stored(i)));
+        }
+        t.mark("d/00001", Instant::now());
+        t.compact();
+        assert_eq!(t.stored_count(), 5000);
+        assert_eq!(t.stored("d/01234"), Some(stored(1234)));
+        assert_eq!(t.stored_like(77, 5), ["d/00077"]);
+        assert_eq!(t.stored_under("d").len(), 5000);
+        assert_eq!(t.due_names(5), ["d/00001"]);
+        t.set_stored("d/00077", None);
+        assert!(t.stored_like(77, 5).is_empty());
     }
 
     #[test]

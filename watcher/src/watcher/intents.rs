@@ -106,7 +106,7 @@ impl Watcher {
             }
             Intent::NewFolder(p) => {
                 if self.name_of(&p).is_some() {
-                    self.scan_into(&p, now + debounce, None);
+                    self.scan_into(&p, now + debounce, false);
                     // notify adds the new folder's watch as it reports the folder: a file made
                     // there in between has no event, so the folder is looked at once more.
                     self.scans.new_folders.push((now + debounce, p));
@@ -126,7 +126,7 @@ impl Watcher {
             Intent::MovedIn(p) => {
                 if let Some(n) = self.name_of(&p) {
                     if p.is_dir() {
-                        self.scan_into(&p, now + MOVED_IN_GRACE, None);
+                        self.scan_into(&p, now + MOVED_IN_GRACE, false);
                     } else {
                         self.table.mark(&n, now + MOVED_IN_GRACE);
                     }
@@ -168,7 +168,7 @@ impl Watcher {
         }
         if let Some(nt) = &nt {
             if is_dir {
-                self.scan_into(to, now, None);
+                self.scan_into(to, now, false);
             } else {
                 self.table.mark(nt, now);
             }
@@ -224,7 +224,6 @@ mod tests {
                 size: stamp.size,
                 modified: stamp.modified,
                 blake3: Hash::of(b"moved content"),
-                version: 1,
                 racy: false,
             }),
         );

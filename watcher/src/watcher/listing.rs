@@ -6,7 +6,6 @@ use super::{Phase, Watcher, LIST_RETRY};
 use crate::state::Stored;
 use schema::limits::MAX_LIST_PAGE;
 use schema::{names, Message};
-use std::collections::HashSet;
 use std::time::Instant;
 
 impl Watcher {
@@ -32,13 +31,15 @@ impl Watcher {
     /// Starts a periodic refresh: the listing is fetched again, then the folder is rescanned.
     pub(crate) fn refresh_listing(&mut self, now: Instant) {
         tracing::debug!("periodic rescan: refreshing the broker's listing first");
+        // The names the listing holds are marked seen; the stored names it lacks are sent again.
+        self.table.begin_sweep();
         self.scans.next_full = now + self.settings.rescan_period;
         self.phase = Phase::Listing {
             after: None,
             pending: None,
             retry_at: now,
             warned: false,
-            refresh: Some(HashSet::new()),
+            refresh: true,
         };
     }
 
@@ -70,14 +71,10 @@ impl Watcher {
                 continue;
             };
             let local = local.to_string();
-            if let Some(seen) = refresh.as_mut() {
-                seen.insert(local.clone());
-            }
             let stored = Stored {
                 size: e.size,
                 modified: e.modified,
                 blake3: e.blake3,
-                version: e.version,
                 racy: crate::state::is_racy(e.modified),
             };
             self.table.set_stored(&local, Some(stored));
@@ -86,10 +83,10 @@ impl Watcher {
             *after = last;
             return;
         }
-        if let Some(seen) = refresh.take() {
+        if *refresh {
             let mut dropped = 0usize;
-            for name in self.table.stored_names() {
-                if !seen.contains(&name) && !self.table.in_flight(&name) {
+            for name in self.table.unseen() {
+                if !self.table.in_flight(&name) {
                     self.table.set_stored(&name, None);
                     dropped += 1;
                 }
@@ -98,6 +95,7 @@ impl Watcher {
                 tracing::info!("the broker no longer holds {dropped} files; sending them again");
             }
         }
+        self.table.compact();
         tracing::info!(
             "broker holds {} files; comparing with {}",
             self.table.stored_count(),

@@ -36,7 +36,6 @@ use anyhow::Context as _;
 use daemon::{host_port, Shutdown, POLL_MS};
 use schema::codec;
 use schema::Message;
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -62,9 +61,10 @@ pub(crate) enum Phase {
         pending: Option<(u64, Instant)>,
         retry_at: Instant,
         warned: bool,
-        /// On a periodic refresh (not at start-up): the names listed so far, so that names the
-        /// broker no longer holds (removed by `dfs fsck --repair`, say) are sent again.
-        refresh: Option<HashSet<String>>,
+        /// A periodic refresh (not the start-up listing): the stored names the listing lacks
+        /// (removed by `dfs fsck --repair`, say) are sent again. The table's sweep marks the
+        /// names listed.
+        refresh: bool,
     },
     /// Syncing.
     Running,
@@ -129,7 +129,7 @@ impl Watcher {
                 pending: None,
                 retry_at: now,
                 warned: false,
-                refresh: None,
+                refresh: false,
             },
             next_id: 0,
             scans: crate::scan::Scans::new(now),
@@ -406,7 +406,7 @@ impl Watcher {
         self.scans.new_folders = later;
         for (_, dir) in due {
             if dir.is_dir() {
-                self.scan_into(&dir, now + self.settings.debounce, None);
+                self.scan_into(&dir, now + self.settings.debounce, false);
             }
         }
     }

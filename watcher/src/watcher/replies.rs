@@ -88,7 +88,6 @@ impl Watcher {
                             size: up.stamp.size,
                             modified: up.stamp.modified,
                             blake3,
-                            version,
                             racy: crate::state::is_racy(up.stamp.modified),
                         };
                         self.table.set_stored(&up.name, Some(stored));
@@ -133,8 +132,7 @@ impl Watcher {
                 self.table.mark_by(&from, recheck);
                 self.table.mark_by(&to, recheck);
                 self.table.set_stored(&from, None);
-                self.table
-                    .set_stored(&to, Some(Stored { version, ..stored }));
+                self.table.set_stored(&to, Some(stored));
                 self.table.succeeded(&from);
                 self.table.succeeded(&to);
                 self.report.metrics.renames.inc();

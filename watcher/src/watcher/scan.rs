@@ -3,7 +3,6 @@
 
 use super::Watcher;
 use crate::scan::walk;
-use std::collections::HashSet;
 use std::path::Path;
 use std::time::Instant;
 
@@ -22,29 +21,35 @@ impl Watcher {
             return;
         }
         let started = Instant::now();
-        let mut seen = HashSet::new();
+        // Every stored name the walk finds is marked seen; the others are gone from the source.
+        self.table.begin_sweep();
         let root = self.root.clone();
-        self.scan_into(&root, now, Some(&mut seen));
+        let files = self.scan_into(&root, now, true);
         let mut gone = 0usize;
         if !self.settings.keep_deleted {
-            for name in self.table.stored_names() {
-                if !seen.contains(&name) && !self.ignores.is_ignored(&name) {
+            for name in self.table.unseen() {
+                if !self.ignores.is_ignored(&name) {
                     self.table.mark_by(&name, now);
                     gone += 1;
                 }
             }
         }
-        tracing::debug!(
-            "scanned {} files in {:?} ({gone} stored names gone)",
-            seen.len(),
-            started.elapsed()
+        tracing::info!(
+            "compared {files} files in {} with the store in {:.2?}: {} to sync, {gone} gone",
+            self.root.display(),
+            started.elapsed(),
+            self.table.due_count(),
         );
     }
 
-    /// Walks `dir` and marks due (at `at`) every file that differs from the store.
-    pub fn scan_into(&mut self, dir: &Path, at: Instant, mut seen: Option<&mut HashSet<String>>) {
+    /// Walks `dir` and marks due (at `at`) every file that differs from the store; with
+    /// `sweep`, marks every stored name found as seen by the current sweep. Returns how many
+    /// files it found.
+    pub fn scan_into(&mut self, dir: &Path, at: Instant, sweep: bool) -> usize {
         let table = &mut self.table;
+        let mut files = 0usize;
         let walked = walk(&self.root, dir, &self.ignores, |name, stamp| {
+            files += 1;
             let differs = !matches!(
                 table.stored(&name),
                 Some(s) if s.size == stamp.size && s.modified == stamp.modified
@@ -52,8 +57,8 @@ impl Watcher {
             if differs {
                 table.mark_by(&name, at);
             }
-            if let Some(seen) = seen.as_deref_mut() {
-                seen.insert(name);
+            if sweep {
+                table.saw(&name);
             }
         });
         for (path, why) in walked.bad {
@@ -70,5 +75,6 @@ impl Watcher {
                 daemon::metrics::count_error(&self.report.metrics.errors, "local");
             }
         }
+        files
     }
 }
