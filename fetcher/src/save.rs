@@ -28,28 +28,48 @@ pub(crate) fn already_there(dest: &Path, entry: &schema::Entry) -> bool {
 /// buffer per file costs more than hashing a small one).
 fn already_there_with(dest: &Path, entry: &schema::Entry, buf: &mut Vec<u8>) -> bool {
     use std::io::Read;
-    match fs::symlink_metadata(dest) {
+    use std::os::unix::fs::OpenOptionsExt;
+    // Opened without following a symbolic link (ELOOP) and without waiting for a writer (a
+    // FIFO in its place), then looked at through the open file: four system calls for a small
+    // file (open, fstat, read, close), which is most of the cost of a run over a complete
+    // target.
+    let Ok(mut file) = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(dest)
+    else {
+        return false;
+    };
+    match file.metadata() {
         Ok(m) if m.is_file() && m.len() == entry.size => {}
         _ => return false,
     }
-    let Ok(mut file) = fs::File::open(dest) else {
-        return false;
-    };
     if buf.len() < READ_BUF {
         buf.resize(READ_BUF, 0);
     }
     let mut hasher = blake3::Hasher::new();
+    // The listed size bytes, then the end of the file: a file that grew since it was looked at
+    // holds something else. The last read is skipped when a short read already showed the end.
+    let mut left = entry.size;
     loop {
-        match file.read(buf) {
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX).saturating_add(1));
+        match file.read(&mut buf[..want]) {
             Ok(0) => break,
+            Ok(n) if n as u64 > left => return false,
             Ok(n) => {
                 hasher.update(&buf[..n]);
+                left -= n as u64;
+                if n < want {
+                    // A short read of a regular file: its end (or a writer racing us, which
+                    // the hash then tells).
+                    break;
+                }
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => return false,
         }
     }
-    schema::Hash::from(hasher.finalize()) == entry.blake3
+    left == 0 && schema::Hash::from(hasher.finalize()) == entry.blake3
 }
 
 /// The read size when hashing a file already in the target.

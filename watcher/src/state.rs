@@ -54,7 +54,9 @@ struct Kept {
 
 /// The state of a name being worked on: due, in flight, retried or refused. Only the names
 /// with something going on have one, so a quiet tree of a million files costs only its
-/// [`Kept`] entries (docs/ARCHITECTURE.md, "The watcher's memory").
+/// [`Kept`] entries (docs/ARCHITECTURE.md, "The watcher's memory"). In an ordered map rather
+/// than a hash map: when every name of a first sync is due at once, a hash table's doubling
+/// would cost twice the entries.
 #[derive(Debug, Default)]
 struct Active {
     /// When the name is due for a look (also a key of `Names::queue`).
@@ -66,7 +68,8 @@ struct Active {
     /// Current retry delay after transient errors.
     retry: Option<Duration>,
     /// A permanent refusal for the file as it looked then; not retried until it changes.
-    failed: Option<Option<Stamp>>,
+    /// Boxed: refusals are rare, and the entry stays small for the names that are only due.
+    failed: Option<Box<Option<Stamp>>>,
 }
 
 impl Active {
@@ -84,15 +87,16 @@ impl Active {
 #[derive(Debug, Default)]
 pub struct Names {
     stored: BTreeMap<Box<str>, Kept>,
-    active: HashMap<Box<str>, Active>,
+    active: BTreeMap<Box<str>, Active>,
     queue: BTreeSet<(Instant, Box<str>)>,
     /// Renames seen in the source, `to` → `from`, tried when `to` is reconciled.
     renames: HashMap<String, String>,
     /// The `from` sides of `renames`, which are not deleted while the rename is pending.
     rename_sources: HashMap<String, String>,
-    /// Stored names by (size, modified), to recognise a moved file whose rename event was
-    /// lost (moved into a folder not watched yet). One flat ordered set rather than a set per
-    /// look: nearly every look has one name, and a set of its own costs a tree node for it.
+    /// The stored names being worked on (with an `active` entry), by (size, modified): the
+    /// candidates for a file whose rename event was lost (moved into a folder not watched yet),
+    /// whose old name an event or a walk has marked due. Only those, so that a quiet tree
+    /// costs no second copy of every name.
     by_look: BTreeSet<(u64, i64, Box<str>)>,
     /// How many names hold a permanent refusal (`Active::failed`).
     refused: usize,
@@ -100,8 +104,20 @@ pub struct Names {
     /// saw carry it in `Kept::seen`, so that the ones it missed are found without a set of
     /// every name seen.
     sweep: u32,
-    /// The number of stored names when the trees were last rebuilt full (see [`Names::compact`]).
+    /// The number of stored names when `stored` was last rebuilt with full nodes.
     compacted: usize,
+}
+
+/// `map` rebuilt with full nodes. `append` of two non-empty maps builds one new tree from both
+/// sorted sequences, freeing the old nodes as it goes: no second copy of the entries, unlike
+/// collecting them first (`FromIterator` sorts a `Vec` of every entry).
+fn rebuilt<K: Ord, V>(mut map: BTreeMap<K, V>) -> BTreeMap<K, V> {
+    let Some((k, v)) = map.pop_last() else {
+        return map;
+    };
+    let mut out = BTreeMap::from([(k, v)]);
+    out.append(&mut map);
+    out
 }
 
 impl Names {
@@ -118,31 +134,41 @@ impl Names {
     /// Records what the store holds for `name` (`None`: nothing). A name recorded as stored
     /// counts as seen by the current sweep.
     pub fn set_stored(&mut self, name: &str, stored: Option<Stored>) {
-        let sweep = self.sweep;
-        let old = match stored {
+        self.unindex_look(name);
+        match stored {
             Some(s) => {
                 let kept = Kept {
                     stored: s,
-                    seen: sweep,
+                    seen: self.sweep,
                 };
-                let old = match self.stored.get_mut(name) {
-                    Some(k) => Some(std::mem::replace(k, kept).stored),
+                match self.stored.get_mut(name) {
+                    Some(k) => *k = kept,
                     None => {
                         self.stored.insert(Box::from(name), kept);
-                        None
+                        self.compact();
                     }
-                };
-                if old.is_none_or(|o| (o.size, o.modified) != (s.size, s.modified)) {
-                    self.by_look.insert((s.size, s.modified, Box::from(name)));
-                } else {
-                    return;
                 }
-                old
             }
-            None => self.stored.remove(name).map(|k| k.stored),
-        };
-        if let Some(o) = old {
-            self.by_look.remove(&(o.size, o.modified, Box::from(name)));
+            None => {
+                self.stored.remove(name);
+            }
+        }
+        self.index_look(name);
+    }
+
+    /// Adds `name` to `by_look` if it is stored and being worked on.
+    fn index_look(&mut self, name: &str) {
+        if let (Some(k), true) = (self.stored.get(name), self.active.contains_key(name)) {
+            let s = k.stored;
+            self.by_look.insert((s.size, s.modified, Box::from(name)));
+        }
+    }
+
+    /// Takes `name` out of `by_look`.
+    fn unindex_look(&mut self, name: &str) {
+        if let Some(k) = self.stored.get(name) {
+            let s = k.stored;
+            self.by_look.remove(&(s.size, s.modified, Box::from(name)));
         }
     }
 
@@ -177,17 +203,18 @@ impl Names {
             .collect()
     }
 
-    /// Rebuilds the ordered trees with full nodes once they have grown by a quarter since the
-    /// last rebuild. Names inserted one by one in order (a listing, a first walk) leave the
-    /// nodes of a B-tree about half full; a rebuild from the sorted entries fills them, which
-    /// takes a third off the table's memory (docs/ARCHITECTURE.md, "The watcher's memory").
-    pub fn compact(&mut self) {
+    /// Rebuilds `stored` with full nodes once it has grown by a quarter since the last
+    /// rebuild. Names inserted one by one (a listing in order, a first walk) leave the nodes of
+    /// a B-tree half to two thirds full; rebuilt from the sorted entries they are full, which
+    /// takes a third off the table's memory (docs/ARCHITECTURE.md, "The watcher's memory"). A
+    /// rebuild moves every entry once, and the quarter's growth between two rebuilds makes that
+    /// a few moves per inserted name in all.
+    fn compact(&mut self) {
         let n = self.stored.len();
         if n < 1024 || n <= self.compacted + self.compacted / 4 {
             return;
         }
-        self.stored = std::mem::take(&mut self.stored).into_iter().collect();
-        self.by_look = std::mem::take(&mut self.by_look).into_iter().collect();
+        self.stored = rebuilt(std::mem::take(&mut self.stored));
         self.compacted = n;
     }
 
@@ -209,6 +236,7 @@ impl Names {
     fn entry(&mut self, name: &str) -> &mut Active {
         if !self.active.contains_key(name) {
             self.active.insert(Box::from(name), Active::default());
+            self.index_look(name);
         }
         self.active.get_mut(name).expect("just inserted")
     }
@@ -227,6 +255,7 @@ impl Names {
     /// Drops the state of `name` if nothing is left to remember.
     fn tidy(&mut self, name: &str) {
         if self.active.get(name).is_some_and(Active::is_empty) {
+            self.unindex_look(name);
             self.active.remove(name);
         }
     }
@@ -339,7 +368,7 @@ impl Names {
     /// The change of `name` was refused for good while the file looked like `look`; it is not
     /// tried again until the file changes.
     pub fn refuse(&mut self, name: &str, look: Option<Stamp>) {
-        if self.entry(name).failed.replace(look).is_none() {
+        if self.entry(name).failed.replace(Box::new(look)).is_none() {
             self.refused += 1;
         }
         self.finish(name);
@@ -364,7 +393,7 @@ impl Names {
     pub fn refused(&self, name: &str, look: Option<&Stamp>) -> bool {
         self.active
             .get(name)
-            .and_then(|s| s.failed.as_ref())
+            .and_then(|s| s.failed.as_deref())
             .is_some_and(|f| f.as_ref() == look)
     }
 
@@ -509,11 +538,18 @@ mod tests {
     #[test]
     fn stored_names_and_prefixes() {
         let mut t = Names::new();
+        let now = Instant::now();
         for n in ["d/a", "d/b", "d/e/f", "d0", "dx/a", "e"] {
             t.set_stored(n, Some(stored(1)));
         }
         assert_eq!(t.stored_under("d"), ["d/a", "d/b", "d/e/f"]);
         assert_eq!(t.stored_count(), 6);
+        // Only the names being worked on are candidates for a lost rename.
+        assert!(t.stored_like(1, 5).is_empty());
+        for n in ["d/a", "d/b", "d/e/f", "d0", "dx/a"] {
+            t.mark(n, now);
+        }
+        t.mark("e", now);
         assert_eq!(t.stored_like(1, 5).len(), 6);
         t.set_stored("d/a", None);
         assert_eq!(t.stored("d/a"), None);
@@ -531,10 +567,15 @@ mod tests {
         };
         t.set_stored("early", Some(at(4)));
         t.set_stored("late", Some(at(6)));
+        t.mark("early", now);
+        t.mark("late", now);
         assert_eq!(t.stored_like(1, 4), ["early"]);
         assert_eq!(t.stored_like(1, 6), ["late"]);
         assert_eq!(t.stored_like(1, 5), ["d/b", "d/e/f", "d0", "dx/a", "e"]);
         assert!(t.stored_like(0, 5).is_empty() && t.stored_like(1, 7).is_empty());
+        // A name no longer worked on leaves the candidates.
+        while t.pop_due(now).is_some() {}
+        assert!(t.stored_like(1, 5).is_empty() && t.stored_like(1, 4).is_empty());
     }
 
     #[test]
@@ -560,12 +601,15 @@ mod tests {
             t.set_stored(&format!("d/{i:05}"), Some(stored(i)));
         }
         t.mark("d/00001", Instant::now());
+        t.mark("d/00077", Instant::now());
+        t.compacted = 0;
         t.compact();
+        assert_eq!(t.compacted, 5000);
         assert_eq!(t.stored_count(), 5000);
         assert_eq!(t.stored("d/01234"), Some(stored(1234)));
         assert_eq!(t.stored_like(77, 5), ["d/00077"]);
         assert_eq!(t.stored_under("d").len(), 5000);
-        assert_eq!(t.due_names(5), ["d/00001"]);
+        assert_eq!(t.due_names(5), ["d/00001", "d/00077"]);
         t.set_stored("d/00077", None);
         assert!(t.stored_like(77, 5).is_empty());
     }

@@ -95,7 +95,6 @@ impl Watcher {
                 tracing::info!("the broker no longer holds {dropped} files; sending them again");
             }
         }
-        self.table.compact();
         tracing::info!(
             "broker holds {} files; comparing with {}",
             self.table.stored_count(),
