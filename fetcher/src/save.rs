@@ -52,7 +52,11 @@ fn already_there_with(dest: &Path, entry: &schema::Entry, buf: &mut Vec<u8>) -> 
     // holds something else. The last read is skipped when a short read already showed the end.
     let mut left = entry.size;
     loop {
-        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX).saturating_add(1));
+        let want = buf.len().min(
+            usize::try_from(left)
+                .unwrap_or(usize::MAX)
+                .saturating_add(1),
+        );
         match file.read(&mut buf[..want]) {
             Ok(0) => break,
             Ok(n) if n as u64 > left => return false,

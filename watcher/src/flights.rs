@@ -21,6 +21,9 @@ pub struct Flights {
     /// Ids of the growing uploads started (some may have ended since), so that the loop looks at
     /// those only, not at every change in flight.
     growing: HashSet<u64>,
+    /// Events from the source folder so far, to tell whether any came while a change was in
+    /// flight (see [`InFlight::events_before`]).
+    source_events: u64,
 }
 
 impl Flights {
@@ -31,6 +34,7 @@ impl Flights {
             max,
             inline_bytes: 0,
             growing: HashSet::new(),
+            source_events: 0,
         }
     }
 
@@ -51,8 +55,19 @@ impl Flights {
             change,
             heard: now,
             sent: now,
+            events_before: self.source_events,
         };
         self.by_id.insert(id, flight);
+    }
+
+    /// Counts an event from the source folder.
+    pub fn source_event(&mut self) {
+        self.source_events += 1;
+    }
+
+    /// Whether events came from the source folder while `flight` was in flight.
+    pub fn events_during(&self, flight: &InFlight) -> bool {
+        self.source_events != flight.events_before
     }
 
     /// Removes change `id`.

@@ -24,6 +24,8 @@ pub struct InFlight {
     pub heard: Instant,
     /// When the change was sent.
     pub sent: Instant,
+    /// How many source events had come when the change was sent.
+    pub events_before: u64,
 }
 
 /// What kind of change is in flight.

@@ -30,6 +30,7 @@ impl Watcher {
             }
         };
         tracing::trace!("event {event:?}");
+        self.flights.source_event();
         for intent in classify(&event) {
             self.apply(intent, now);
         }

@@ -72,16 +72,23 @@ impl Watcher {
             tracing::debug!("done for unknown request {id}");
             return;
         };
-        // Every name a change touched is looked at once more after it ends: events that came
-        // while it was in flight may have been about a name the table did not know as stored yet
-        // (a file renamed, then its folder renamed before the first rename was acknowledged).
-        let recheck = now + self.settings.debounce;
+        // Every name a change touched is looked at once more after it ends if events came
+        // while it was in flight: they may have been about a name the table did not know as
+        // stored yet (a file renamed, then its folder renamed before the first rename was
+        // acknowledged). Without events, the file is as the change found it (a change of the
+        // file itself is an event), and a first sync of a quiet tree queues nothing twice.
+        let recheck = self
+            .flights
+            .events_during(&flight)
+            .then_some(now + self.settings.debounce);
         self.store_answered(now);
         self.report.progress.last_sync = Some(std::time::SystemTime::now());
         match flight.change {
             Change::Put(up) => {
                 self.table.finish(&up.name);
-                self.table.mark_by(&up.name, recheck);
+                if let Some(at) = recheck {
+                    self.table.mark_by(&up.name, at);
+                }
                 match up.blake3 {
                     Some(blake3) if up.all_sent() || unchanged => {
                         let stored = Stored {
@@ -120,7 +127,9 @@ impl Watcher {
             }
             Change::Delete { name } => {
                 self.table.finish(&name);
-                self.table.mark_by(&name, recheck);
+                if let Some(at) = recheck {
+                    self.table.mark_by(&name, at);
+                }
                 self.table.set_stored(&name, None);
                 self.table.succeeded(&name);
                 self.report.metrics.deletes.inc();
@@ -129,8 +138,10 @@ impl Watcher {
             Change::Rename { from, to, stored } => {
                 self.table.finish(&from);
                 self.table.finish(&to);
-                self.table.mark_by(&from, recheck);
-                self.table.mark_by(&to, recheck);
+                if let Some(at) = recheck {
+                    self.table.mark_by(&from, at);
+                    self.table.mark_by(&to, at);
+                }
                 self.table.set_stored(&from, None);
                 self.table.set_stored(&to, Some(stored));
                 self.table.succeeded(&from);
