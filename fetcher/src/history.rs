@@ -156,7 +156,7 @@ fn expand(
     if !deleted {
         let mut seen: std::collections::HashSet<String> = names.iter().cloned().collect();
         for tree in [Tree::Now, Tree::Deleted] {
-            for e in select::expand(client, tree, patterns, None)? {
+            for e in select::expand(client, tree, patterns, None, |_| ())? {
                 if seen.insert(e.name.clone()) {
                     names.push(e.name);
                 }

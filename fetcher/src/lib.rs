@@ -233,7 +233,12 @@ pub fn execute(args: &Args, out: &mut dyn Write, err: &mut dyn Write, stop: &Shu
             // BLAKE3 as listed): left alone without asking the broker.
             let mut in_target = std::collections::HashSet::new();
             if !patterns.is_empty() {
-                match select::expand(&mut client, tree, &mut patterns, args.class) {
+                let mut checker = save::InTarget::start(&args.target);
+                let listed = select::expand(&mut client, tree, &mut patterns, args.class, |page| {
+                    checker.check(page)
+                });
+                let there = checker.finish();
+                match listed {
                     Ok(found) => {
                         for p in patterns.iter().filter(|p| p.hits == 0) {
                             let e = FetchError::NoMatch { class: args.class };
@@ -245,7 +250,7 @@ pub fn execute(args: &Args, out: &mut dyn Write, err: &mut dyn Write, stop: &Shu
                             .into_iter()
                             .filter(|e| !named.contains(&e.name))
                             .collect();
-                        in_target = save::already_in(&args.target, &found);
+                        in_target = there;
                         for e in found {
                             if in_target.contains(&e.name) {
                                 continue;

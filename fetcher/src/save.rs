@@ -79,36 +79,69 @@ fn already_there_with(dest: &Path, entry: &schema::Entry, buf: &mut Vec<u8>) -> 
 /// The read size when hashing a file already in the target.
 const READ_BUF: usize = 256 * 1024;
 
-/// The names of `entries` whose file `target` already holds with the listed size and BLAKE3
-/// (see [`already_there`]), hashed on a few threads: a restore run again over a complete target
-/// asks the broker for nothing.
-pub(crate) fn already_in(
-    target: &Path,
-    entries: &[schema::Entry],
-) -> std::collections::HashSet<String> {
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get().min(8));
-    let per = entries.len().div_ceil(threads).max(1);
-    std::thread::scope(|scope| {
-        let parts: Vec<_> = entries
-            .chunks(per)
-            .map(|part| {
-                scope.spawn(move || {
-                    let mut buf = Vec::new();
-                    part.iter()
-                        .filter(|e| {
-                            schema::names::to_path(target, &e.name)
-                                .is_ok_and(|dest| already_there_with(&dest, e, &mut buf))
-                        })
-                        .map(|e| e.name.clone())
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        parts
+/// Finds which listed files a target already holds with the listed size and BLAKE3 (see
+/// [`already_there`]), on a few threads, while the listing is still coming: each page's
+/// entries are handed over as they arrive, so the local hashing overlaps the round trips of
+/// the next pages. A restore run again over a complete target then asks the broker for nothing.
+pub(crate) struct InTarget {
+    to_workers: Vec<std::sync::mpsc::Sender<Vec<schema::Entry>>>,
+    workers: Vec<std::thread::JoinHandle<Vec<String>>>,
+    next: usize,
+}
+
+impl InTarget {
+    /// Starts the threads that look into `target`.
+    pub(crate) fn start(target: &Path) -> InTarget {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get().min(8));
+        let mut to_workers = Vec::new();
+        let mut workers = Vec::new();
+        for _ in 0..threads {
+            let (tx, rx) = std::sync::mpsc::channel::<Vec<schema::Entry>>();
+            let target = target.to_path_buf();
+            workers.push(std::thread::spawn(move || {
+                // One read buffer per thread: a fresh zeroed one per file costs more than
+                // hashing a small file.
+                let mut buf = Vec::new();
+                let mut there = Vec::new();
+                for batch in rx {
+                    for e in batch {
+                        if schema::names::to_path(&target, &e.name)
+                            .is_ok_and(|dest| already_there_with(&dest, &e, &mut buf))
+                        {
+                            there.push(e.name);
+                        }
+                    }
+                }
+                there
+            }));
+            to_workers.push(tx);
+        }
+        InTarget {
+            to_workers,
+            workers,
+            next: 0,
+        }
+    }
+
+    /// Hands `entries` to the threads, spread over them in batches.
+    pub(crate) fn check(&mut self, entries: &[schema::Entry]) {
+        let per = entries.len().div_ceil(self.to_workers.len()).max(1);
+        for part in entries.chunks(per) {
+            let n = self.to_workers.len();
+            // A thread gone (it panicked) leaves its files to be fetched: never wrong.
+            let _ = self.to_workers[self.next % n].send(part.to_vec());
+            self.next += 1;
+        }
+    }
+
+    /// Waits for the threads: the names whose file the target already holds as listed.
+    pub(crate) fn finish(self) -> std::collections::HashSet<String> {
+        drop(self.to_workers);
+        self.workers
             .into_iter()
             .flat_map(|h| h.join().unwrap_or_default())
             .collect()
-    })
+    }
 }
 
 /// Makes sure the folders of `name` exist below `target` (creating them as needed) and returns

@@ -52,10 +52,12 @@ pub(crate) fn expand(
     tree: Tree,
     patterns: &mut [Pattern],
     class: Option<Class>,
+    mut on_page: impl FnMut(&[schema::Entry]),
 ) -> Result<Vec<schema::Entry>, FetchError> {
     let mut names = Vec::new();
     let mut seen = HashSet::new();
     crate::list::pages(client, tree, |entries| {
+        let before = names.len();
         for e in entries {
             if class.is_some_and(|c| c != e.class) {
                 continue;
@@ -71,6 +73,7 @@ pub(crate) fn expand(
                 names.push(e.clone());
             }
         }
+        on_page(&names[before..]);
         Ok(())
     })?;
     Ok(names)
