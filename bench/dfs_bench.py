@@ -30,6 +30,10 @@ import vm_memory
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+# Runs of a restore again over a complete target (dfs and rsync alike), of which the median counts.
+RERUNS = 5
+
+
 def log(*a):
     print(*a, file=sys.stderr, flush=True)
 
@@ -219,9 +223,13 @@ def run_rsync(rsyncd, data, ds, count, state, trash, work_root):
             sh(f"rsync -a --whole-file {flag}--sockopts=TCP_NODELAY {rsyncd.url(sub)} {dst}/")
             pulls[kind] = time.monotonic() - t1
             if ds == "small" and flag:
-                t1 = time.monotonic()
-                sh(f"rsync -a --whole-file {flag}--sockopts=TCP_NODELAY {rsyncd.url(sub)} {dst}/")
-                pulls["pull again"] = time.monotonic() - t1
+                # Run again over the complete copy, right away: the median of RERUNS runs.
+                again = []
+                for _ in range(RERUNS):
+                    t1 = time.monotonic()
+                    sh(f"rsync -a --whole-file {flag}--sockopts=TCP_NODELAY {rsyncd.url(sub)} {dst}/")
+                    again.append(time.monotonic() - t1)
+                pulls["pull again"] = statistics.median(again)
             discard(dst, count, trash)
     discard(os.path.join(rsyncd.root, sub), count, trash)
     return push, pulls
@@ -318,12 +326,18 @@ def run_restore(bin, work_root, data, count, state, trash):
         times = {}
         for label, extra in (("now", []), ("again", []), ("at", ["--at", instant])):
             target = os.path.join(work, f"target-{'now' if label == 'again' else label}")
-            warm(c.node)
-            sh("sync")
-            t1 = time.monotonic()
-            subprocess.run([bin, "fetch", "--broker", c.fetch_addr, "--target", target, "--timeout", "60"]
-                           + extra + c.fetch_keys + ["**"], check=True, timeout=900)
-            times[label] = time.monotonic() - t1
+            if label != "again":
+                warm(c.node)
+                sh("sync")
+            # The run again over the complete target follows the restore right away, as rsync's
+            # does its pull: the median of RERUNS runs (one run of 0.05 s is mostly noise here).
+            took = []
+            for _ in range(RERUNS if label == "again" else 1):
+                t1 = time.monotonic()
+                subprocess.run([bin, "fetch", "--broker", c.fetch_addr, "--target", target, "--timeout", "60"]
+                               + extra + c.fetch_keys + ["**"], check=True, timeout=900)
+                took.append(time.monotonic() - t1)
+            times[label] = statistics.median(took)
         same = subprocess.run(["diff", "-r", "-q", src, os.path.join(work, "target-at")],
                               capture_output=True, text=True)
         if same.returncode != 0:

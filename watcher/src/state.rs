@@ -52,15 +52,12 @@ struct Kept {
     seen: u32,
 }
 
-/// The state of a name being worked on: due, in flight, retried or refused. Only the names
-/// with something going on have one, so a quiet tree of a million files costs only its
-/// [`Kept`] entries (docs/ARCHITECTURE.md, "The watcher's memory"). In an ordered map rather
-/// than a hash map: when every name of a first sync is due at once, a hash table's doubling
-/// would cost twice the entries.
+/// The state of a name whose change is in flight, retried or refused (a name only due for a
+/// look is in `Names::due` alone). Only the names with something going on have one, so a quiet
+/// tree of a million files costs only its [`Kept`] entries (docs/ARCHITECTURE.md, "The
+/// watcher's memory").
 #[derive(Debug, Default)]
 struct Active {
-    /// When the name is due for a look (also a key of `Names::queue`).
-    due: Option<Instant>,
     /// The request id of the change in flight.
     in_flight: Option<u64>,
     /// Marked while in flight: due again at this time once the change ends.
@@ -74,8 +71,7 @@ struct Active {
 
 impl Active {
     fn is_empty(&self) -> bool {
-        self.due.is_none()
-            && self.retry.is_none()
+        self.retry.is_none()
             && self.in_flight.is_none()
             && self.again.is_none()
             && self.failed.is_none()
@@ -88,12 +84,16 @@ impl Active {
 pub struct Names {
     stored: BTreeMap<Box<str>, Kept>,
     active: BTreeMap<Box<str>, Active>,
+    /// When each due name is due (each also a key of `queue`). Ordered maps rather than hash
+    /// maps: when every name of a first sync is due at once, a hash table's doubling would
+    /// cost twice the entries.
+    due: BTreeMap<Box<str>, Instant>,
     queue: BTreeSet<(Instant, Box<str>)>,
     /// Renames seen in the source, `to` → `from`, tried when `to` is reconciled.
     renames: HashMap<String, String>,
     /// The `from` sides of `renames`, which are not deleted while the rename is pending.
     rename_sources: HashMap<String, String>,
-    /// The stored names being worked on (with an `active` entry), by (size, modified): the
+    /// The stored names being worked on (due, or with an `active` entry), by (size, modified): the
     /// candidates for a file whose rename event was lost (moved into a folder not watched yet),
     /// whose old name an event or a walk has marked due. Only those, so that a quiet tree
     /// costs no second copy of every name.
@@ -156,9 +156,14 @@ impl Names {
         self.index_look(name);
     }
 
+    /// Whether `name` is being worked on: due, in flight, retried or refused.
+    fn worked_on(&self, name: &str) -> bool {
+        self.due.contains_key(name) || self.active.contains_key(name)
+    }
+
     /// Adds `name` to `by_look` if it is stored and being worked on.
     fn index_look(&mut self, name: &str) {
-        if let (Some(k), true) = (self.stored.get(name), self.active.contains_key(name)) {
+        if let (Some(k), true) = (self.stored.get(name), self.worked_on(name)) {
             let s = k.stored;
             self.by_look.insert((s.size, s.modified, Box::from(name)));
         }
@@ -255,37 +260,43 @@ impl Names {
     /// Drops the state of `name` if nothing is left to remember.
     fn tidy(&mut self, name: &str) {
         if self.active.get(name).is_some_and(Active::is_empty) {
-            self.unindex_look(name);
             self.active.remove(name);
+            if !self.due.contains_key(name) {
+                self.unindex_look(name);
+            }
         }
     }
 
     /// Marks `name` due at `at`, replacing an earlier mark (a new event restarts the debounce).
     /// While a change of the name is in flight, it is due again once that change ends.
     pub fn mark(&mut self, name: &str, at: Instant) {
-        let st = self.entry(name);
-        if st.in_flight.is_some() {
-            st.again = Some(at);
-            return;
+        if let Some(st) = self.active.get_mut(name) {
+            if st.in_flight.is_some() {
+                st.again = Some(at);
+                return;
+            }
         }
-        let old = st.due.replace(at);
-        if let Some(old) = old {
-            self.queue.remove(&(old, Box::from(name)));
+        match self.due.get_mut(name) {
+            Some(due) => {
+                let old = std::mem::replace(due, at);
+                self.queue.remove(&(old, Box::from(name)));
+            }
+            None => {
+                self.due.insert(Box::from(name), at);
+                self.index_look(name);
+            }
         }
         self.queue.insert((at, Box::from(name)));
     }
 
     /// Marks `name` due at `at` unless it is due earlier already.
     pub fn mark_by(&mut self, name: &str, at: Instant) {
-        if let Some(st) = self.active.get(name) {
-            let due = if st.in_flight.is_some() {
-                st.again
-            } else {
-                st.due
-            };
-            if due.is_some_and(|d| d <= at) {
-                return;
-            }
+        let due = match self.active.get(name) {
+            Some(st) if st.in_flight.is_some() => st.again,
+            _ => self.due.get(name).copied(),
+        };
+        if due.is_some_and(|d| d <= at) {
+            return;
         }
         self.mark(name, at);
     }
@@ -302,10 +313,10 @@ impl Names {
             return None;
         }
         let (_, name) = self.queue.pop_first()?;
-        if let Some(st) = self.active.get_mut(&name) {
-            st.due = None;
+        self.due.remove(&name);
+        if !self.active.contains_key(&name) {
+            self.unindex_look(&name);
         }
-        self.tidy(&name);
         Some(name.into_string())
     }
 
@@ -321,9 +332,10 @@ impl Names {
 
     /// Records that change `id` of `name` is in flight; a due mark waits until it ends.
     pub fn start(&mut self, name: &str, id: u64) {
+        let due = self.due.remove(name);
         let st = self.entry(name);
         st.in_flight = Some(id);
-        if let Some(due) = st.due.take() {
+        if let Some(due) = due {
             st.again = Some(due);
             self.queue.remove(&(due, Box::from(name)));
         }
@@ -576,6 +588,33 @@ mod tests {
         // A name no longer worked on leaves the candidates.
         while t.pop_due(now).is_some() {}
         assert!(t.stored_like(1, 5).is_empty() && t.stored_like(1, 4).is_empty());
+    }
+
+    #[test]
+    fn a_name_only_due_has_no_working_state_and_none_is_left_behind() {
+        let mut t = Names::new();
+        let now = Instant::now();
+        t.set_stored("a", Some(stored(1)));
+        t.mark("a", now);
+        t.mark("b", now);
+        assert!(t.active.is_empty(), "due alone is the queue and `due`");
+        assert_eq!(
+            t.stored_like(1, 5),
+            ["a"],
+            "a due stored name is a rename candidate"
+        );
+        t.start("b", 7);
+        t.mark("b", now);
+        assert_eq!(t.due_count(), 1, "b waits for its change to end");
+        assert_eq!(t.pop_due(now).as_deref(), Some("a"));
+        assert!(t.stored_like(1, 5).is_empty());
+        t.finish("b");
+        assert_eq!(
+            t.pop_due(now).as_deref(),
+            Some("b"),
+            "due again once its change ended"
+        );
+        assert!(t.active.is_empty() && t.due.is_empty() && t.by_look.is_empty());
     }
 
     #[test]
