@@ -4,7 +4,7 @@
 dfs: three daemons on loopback; a dataset is copied into the watched folder (`cp -r`) and timed
 until every file is durable on the node and listed by the broker. rsync: `rsync -a --whole-file
 --fsync` pushing the same dataset to a loopback rsync daemon, and pulling it back, with
-TCP_NODELAY on both sides (see ../shared/bench/PERF-BASELINES.md for why). dfs and rsync runs
+TCP_NODELAY on both sides (without it rsync's small writes wait on delayed ACKs over loopback). dfs and rsync runs
 alternate; the table gives medians and the ratios dfs/rsync.
 
 Usage: python3 bench/dfs_bench.py [--bin target/release/dfs] [--runs 3]
@@ -16,7 +16,7 @@ The machine is measured as it is: no host setting is changed. On a VM with free 
 big-file runs vary with the guest's memory state (see vm_memory.py); the output says which state
 the machine was in, and the spread of the runs shows it.
 
-Datasets (random bytes, like ../shared/bench/peers.sh): big = 1 x 1 GiB, small = 10,000 x 4 KiB,
+Datasets (random bytes): big = 1 x 1 GiB, small = 10,000 x 4 KiB,
 medium = 1,000 x 1 MiB; names rotate .mp3 .txt .pdf .bin. Before each timed run the previous
 copy is removed, or moved aside when it has many files (deleting thousands of files makes ext4
 without a journal slow to create files for 60 s), the source data is read once (warm) and `sync`

@@ -252,8 +252,8 @@ impl Peer {
         match e {
             ClientError::Remote { code, message } => Failure {
                 code: match code.retry() {
-                    schema::Retry::StoreWide => EXIT_UNREACHABLE,
-                    _ => FAILURE,
+                    schema::Retry::StoreWide | schema::Retry::Request => EXIT_UNREACHABLE,
+                    schema::Retry::Never => FAILURE,
                 },
                 text: format!("{ep}: {message}"),
             },

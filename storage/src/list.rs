@@ -132,7 +132,7 @@ pub fn page(
 
 /// The cursor that continues a listing after `entry`.
 pub fn cursor_after(entry: &Entry) -> String {
-    format!("{}/{}", entry.class, entry.name)
+    schema::page::node_cursor(entry)
 }
 
 #[cfg(test)]
