@@ -60,7 +60,9 @@ pub struct TempFile {
 impl TempFile {
     /// Creates `path`, which must not exist yet.
     pub fn create(path: PathBuf) -> Result<TempFile, DiskError> {
+        // Read and write: a backend that uploads the file elsewhere reads it back.
         let file = OpenOptions::new()
+            .read(true)
             .write(true)
             .create_new(true)
             .open(&path)
@@ -77,6 +79,7 @@ impl TempFile {
     /// system or the kernel does not offer them.
     pub fn unnamed(dir: &Path) -> Option<TempFile> {
         let file = OpenOptions::new()
+            .read(true)
             .write(true)
             .mode(0o644)
             .custom_flags(libc::O_TMPFILE)

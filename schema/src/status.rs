@@ -34,6 +34,9 @@ pub struct NodeReport {
     pub uptime: u64,
     /// The storage root.
     pub root: String,
+    /// Where the files are when not under the root: the `--backend` URL (`s3://…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
     /// Stored files (under the class folders) and their bytes, counted now.
     pub files: u64,
     pub bytes: u64,
@@ -145,6 +148,7 @@ mod tests {
             version: SOFTWARE_VERSION.into(),
             uptime: 7,
             root: "/srv/node".into(),
+            backend: Some("s3://dfs/node".into()),
             files: 3,
             bytes: u64::MAX,
             classes: vec![ClassUsage {

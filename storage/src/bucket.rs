@@ -23,6 +23,25 @@ use std::sync::{Condvar, Mutex};
 /// The user metadata of an object: `(name, value)` pairs, names without `x-amz-meta-`.
 pub type Meta = Vec<(String, String)>;
 
+/// What a `HEAD` tells of an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub size: u64,
+    pub meta: Meta,
+    /// When the store took the object, ns since the Unix epoch.
+    pub stored: i64,
+}
+
+impl Head {
+    fn of(r: &object_store::GetResult) -> Head {
+        Head {
+            size: r.meta.size,
+            meta: Bucket::metadata(&r.attributes),
+            stored: r.meta.last_modified.timestamp_nanos_opt().unwrap_or(0),
+        }
+    }
+}
+
 /// The size of a multipart upload's parts, and the largest object put in one request. S3 wants
 /// parts of at least 5 MiB (but the last).
 pub const PART_SIZE: usize = 8 << 20;
@@ -67,6 +86,17 @@ pub enum BucketError {
     },
 }
 
+/// How to reach the store and sign for it. What is `None` comes from the environment
+/// (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, and the
+/// other variables object_store reads).
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub key_id: Option<String>,
+    pub secret: Option<String>,
+}
+
 /// One bucket (and key prefix in it) of an S3-compatible store, used through blocking calls.
 pub struct Bucket {
     store: AmazonS3,
@@ -84,9 +114,9 @@ impl std::fmt::Debug for Bucket {
 }
 
 impl Bucket {
-    /// Opens `url` (`s3://BUCKET[/PREFIX]`) with the AWS variables of the environment, and
-    /// `endpoint` instead of `AWS_ENDPOINT_URL` when given. Nothing is sent yet.
-    pub fn open(url: &str, endpoint: Option<&str>) -> Result<Bucket, BucketError> {
+    /// Opens `url` (`s3://BUCKET[/PREFIX]`) with what `access` gives and the AWS variables of
+    /// the environment for the rest. Nothing is sent yet.
+    pub fn open(url: &str, access: &Access) -> Result<Bucket, BucketError> {
         let bad = |why| BucketError::BadUrl {
             url: url.to_string(),
             why,
@@ -100,12 +130,23 @@ impl Bucket {
         }
         let prefix = prefix.trim_matches('/').to_string();
         if !prefix.is_empty() {
-            Path::parse(&prefix).map_err(|_| bad("its prefix has an empty component or a control character"))?;
+            Path::parse(&prefix)
+                .map_err(|_| bad("its prefix has an empty component or a control character"))?;
         }
         let mut builder = AmazonS3Builder::from_env().with_bucket_name(name);
-        let endpoint = endpoint
-            .map(str::to_string)
+        let endpoint = access
+            .endpoint
+            .clone()
             .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
+        if let Some(r) = &access.region {
+            builder = builder.with_region(r);
+        }
+        if let Some(k) = &access.key_id {
+            builder = builder.with_access_key_id(k);
+        }
+        if let Some(s) = &access.secret {
+            builder = builder.with_secret_access_key(s);
+        }
         if let Some(e) = endpoint {
             // A plain-HTTP endpoint is what a store on the same machine or network offers.
             builder = builder
@@ -182,7 +223,12 @@ impl Bucket {
 
     /// Puts `bytes` as `key` with user metadata `meta` (`x-amz-meta-NAME: VALUE`), replacing
     /// any object there; returns once the store acknowledged it.
-    pub fn put(&self, key: &str, bytes: Vec<u8>, meta: &[(&str, String)]) -> Result<(), BucketError> {
+    pub fn put(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        meta: &[(&str, String)],
+    ) -> Result<(), BucketError> {
         let opts = PutOptions {
             attributes: Self::attributes(meta),
             ..PutOptions::default()
@@ -279,14 +325,14 @@ impl Bucket {
     }
 
     /// The size and user metadata of `key`, or None if there is no such object.
-    pub fn head(&self, key: &str) -> Result<Option<(u64, Meta)>, BucketError> {
+    pub fn head(&self, key: &str) -> Result<Option<Head>, BucketError> {
         let path = self.path(key)?;
         let opts = GetOptions {
             head: true,
             ..GetOptions::default()
         };
         match self.runtime.block_on(self.store.get_opts(&path, opts)) {
-            Ok(r) => Ok(Some((r.meta.size, Self::metadata(&r.attributes)))),
+            Ok(r) => Ok(Some(Head::of(&r))),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(source) => Err(BucketError::S3 {
                 what: format!("head {path}"),
@@ -297,7 +343,7 @@ impl Bucket {
 
     /// The sizes and metadata of `keys`, asked [`HEADS_IN_FLIGHT`] at a time, in the order of
     /// `keys` (None for a key that is gone).
-    pub fn head_many(&self, keys: &[String]) -> Result<Vec<Option<(u64, Meta)>>, BucketError> {
+    pub fn head_many(&self, keys: &[String]) -> Result<Vec<Option<Head>>, BucketError> {
         let paths = keys
             .iter()
             .map(|k| self.path(k))
@@ -309,7 +355,7 @@ impl Bucket {
                     ..GetOptions::default()
                 };
                 match self.store.get_opts(&path, opts).await {
-                    Ok(r) => Ok(Some((r.meta.size, Self::metadata(&r.attributes)))),
+                    Ok(r) => Ok(Some(Head::of(&r))),
                     Err(object_store::Error::NotFound { .. }) => Ok(None),
                     Err(source) => Err(BucketError::S3 {
                         what: format!("head {path}"),
@@ -344,12 +390,20 @@ impl Bucket {
             start(size, &meta)?;
             let mut stream = r.into_stream();
             let mut got = 0u64;
-            while let Some(piece) = stream.try_next().await.map_err(Self::failed(what.clone()))? {
+            while let Some(piece) = stream
+                .try_next()
+                .await
+                .map_err(Self::failed(what.clone()))?
+            {
                 got += piece.len() as u64;
                 sink(&piece)?;
             }
             if got != size {
-                return Err(BucketError::Short { key: key.to_string(), size, got });
+                return Err(BucketError::Short {
+                    key: key.to_string(),
+                    size,
+                    got,
+                });
             }
             Ok(Some((size, meta)))
         })
@@ -358,10 +412,14 @@ impl Bucket {
     /// The bytes and user metadata of `key` (a small object), or None if there is none.
     pub fn get(&self, key: &str) -> Result<Option<(Vec<u8>, Meta)>, BucketError> {
         let mut bytes = Vec::new();
-        let got = self.get_into(key, |_, _| Ok(()), |piece| {
-            bytes.extend_from_slice(piece);
-            Ok(())
-        })?;
+        let got = self.get_into(
+            key,
+            |_, _| Ok(()),
+            |piece| {
+                bytes.extend_from_slice(piece);
+                Ok(())
+            },
+        )?;
         Ok(got.map(|(_, meta)| (bytes, meta)))
     }
 
@@ -479,6 +537,13 @@ impl Drop for Turn<'_> {
 mod tests {
     use super::*;
 
+    fn local() -> Access {
+        Access {
+            endpoint: Some("http://127.0.0.1:1".into()),
+            ..Access::default()
+        }
+    }
+
     #[test]
     fn urls_that_name_no_bucket_are_refused_with_why() {
         for (url, why) in [
@@ -486,7 +551,7 @@ mod tests {
             ("s3://", "it names no bucket"),
             ("s3:///prefix", "it names no bucket"),
         ] {
-            let e = Bucket::open(url, Some("http://127.0.0.1:1")).unwrap_err();
+            let e = Bucket::open(url, &local()).unwrap_err();
             assert!(e.to_string().contains(why), "{url}: {e}");
         }
     }
@@ -494,22 +559,27 @@ mod tests {
     #[test]
     fn names_s3_cannot_carry_are_named_with_why() {
         assert!(key_problem("txt/a b [1] #~%.txt").is_none());
-        assert!(key_problem("txt/a\tb.txt").unwrap().contains("control character"));
+        assert!(key_problem("txt/a\tb.txt")
+            .unwrap()
+            .contains("control character"));
         let long = format!("txt/{}", "a".repeat(MAX_KEY));
         assert!(key_problem(&long).unwrap().contains("at most 1024"));
-        let b = Bucket::open("s3://b", Some("http://127.0.0.1:1")).unwrap();
+        let b = Bucket::open("s3://b", &local()).unwrap();
         // Characters object_store would percent-encode in Path::from stay as they are.
-        assert_eq!(b.path("txt/a [1] #~%.txt").unwrap().as_ref(), "txt/a [1] #~%.txt");
+        assert_eq!(
+            b.path("txt/a [1] #~%.txt").unwrap().as_ref(),
+            "txt/a [1] #~%.txt"
+        );
         assert!(b.path("txt/a\nb").is_err());
     }
 
     #[test]
     fn keys_go_below_the_prefix_and_come_back_without_it() {
-        let b = Bucket::open("s3://b/some/prefix/", Some("http://127.0.0.1:1")).unwrap();
+        let b = Bucket::open("s3://b/some/prefix/", &local()).unwrap();
         let p = b.path("txt/a/b.txt").unwrap();
         assert_eq!(p.as_ref(), "some/prefix/txt/a/b.txt");
         assert_eq!(b.key_of(&p), "txt/a/b.txt");
-        let top = Bucket::open("s3://b", Some("http://127.0.0.1:1")).unwrap();
+        let top = Bucket::open("s3://b", &local()).unwrap();
         assert_eq!(top.path("mp3/x.mp3").unwrap().as_ref(), "mp3/x.mp3");
     }
 }

@@ -175,7 +175,7 @@ mod tests {
     fn pages_rehash_and_quarantine_moves_only_changed_files() {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::new(dir.path());
-        let _lock = layout.prepare().unwrap();
+        let _lock = layout.prepare(true).unwrap();
         store(&layout, Class::Txt, "a.txt", b"alpha");
         let bad = store(&layout, Class::Txt, "d/b.txt", b"bravo");
         store(&layout, Class::Others, "c", b"charlie");

@@ -34,6 +34,10 @@ pub enum StoreError {
     /// Too many transfers at once.
     #[error("{0}")]
     Busy(String),
+    /// The object store behind the node (`--backend s3://…`) is away or refused the request
+    /// (credentials, permissions, quota): the sender tries again later.
+    #[error("the object store: {0}")]
+    Store(String),
     /// An I/O operation on the node's disk failed.
     #[error("cannot {action} {}: {source}", path.display())]
     Io {
@@ -73,6 +77,7 @@ impl StoreError {
             }
             StoreError::NotFound(_) => ErrorCode::NotFound,
             StoreError::Busy(_) => ErrorCode::Busy,
+            StoreError::Store(_) => ErrorCode::Unavailable,
             StoreError::Io { source, .. } if is_no_space(source) => ErrorCode::NoSpace,
             StoreError::Io { .. } => ErrorCode::Io,
         }

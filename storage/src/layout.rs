@@ -102,9 +102,10 @@ impl Layout {
     }
 
     /// Makes the root ready to serve: creates the class folders and `.dfs/tmp`, takes the lock
-    /// (one node per root), empties `.dfs/tmp` of an earlier run's leftovers and checks that the
-    /// filesystem keeps user extended attributes. Returns the lock, held while it lives.
-    pub fn prepare(&self) -> anyhow::Result<File> {
+    /// (one node per root), empties `.dfs/tmp` of an earlier run's leftovers and, when the files
+    /// are kept here (`files`; not with an S3 backend), checks that the filesystem keeps user
+    /// extended attributes. Returns the lock, held while it lives.
+    pub fn prepare(&self, files: bool) -> anyhow::Result<File> {
         for class in Class::ALL {
             let dir = self.class_dir(class);
             fs::create_dir_all(&dir)
@@ -122,7 +123,9 @@ impl Layout {
                 "removed leftovers of interrupted uploads"
             );
         }
-        self.probe_xattrs()?;
+        if files {
+            self.probe_xattrs()?;
+        }
         Ok(lock)
     }
 
@@ -209,18 +212,18 @@ mod tests {
     fn prepare_creates_folders_cleans_tmp_and_locks() {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::new(dir.path());
-        let lock = layout.prepare().unwrap();
+        let lock = layout.prepare(true).unwrap();
         for c in ["mp3", "txt", "pdf", "others"] {
             assert!(dir.path().join(c).is_dir());
         }
         // A second node on the same root is refused while the first holds the lock.
-        let err = layout.prepare().unwrap_err();
+        let err = layout.prepare(true).unwrap_err();
         assert!(format!("{err:#}").contains("already serving"), "{err:#}");
         drop(lock);
 
         fs::write(dir.path().join(".dfs/tmp/leftover.part"), b"x").unwrap();
         fs::create_dir(dir.path().join(".dfs/tmp/odd")).unwrap();
-        let _lock = layout.prepare().unwrap();
+        let _lock = layout.prepare(true).unwrap();
         assert_eq!(
             fs::read_dir(dir.path().join(".dfs/tmp")).unwrap().count(),
             0

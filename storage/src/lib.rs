@@ -35,6 +35,7 @@ pub mod owners;
 pub mod past;
 pub mod peer;
 pub mod read;
+pub mod s3;
 pub mod status;
 pub mod sync;
 pub mod upload;
@@ -90,6 +91,29 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", env = "DFS_STORAGE_KEEP_HISTORY",
           default_value = "30d", value_parser = parse_keep)]
     pub keep_history: std::time::Duration,
+
+    /// Keep the files in an S3 bucket instead of under --root, which then holds only the
+    /// uploads and reads in progress. Credentials: AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY (the other AWS_* variables apply too).
+    #[arg(long, value_name = "s3://BUCKET[/PREFIX]", env = "DFS_STORAGE_BACKEND")]
+    pub backend: Option<String>,
+    /// The S3 endpoint of --backend, such as http://127.0.0.1:3900 for a Garage beside the
+    /// node (AWS_ENDPOINT_URL when not given).
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "DFS_STORAGE_S3_ENDPOINT",
+        requires = "backend"
+    )]
+    pub s3_endpoint: Option<String>,
+    /// The S3 region of --backend (Garage's s3_region; AWS_REGION when not given).
+    #[arg(
+        long,
+        value_name = "REGION",
+        env = "DFS_STORAGE_S3_REGION",
+        requires = "backend"
+    )]
+    pub s3_region: Option<String>,
 
     /// Most bytes the history may hold beyond the current files (such as 200GiB). Past it the
     /// oldest versions go before their time, with a warning; without it only --keep-history

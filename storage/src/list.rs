@@ -158,7 +158,7 @@ mod tests {
     fn pages_through_classes_and_nested_folders_in_walk_order() {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::new(dir.path());
-        let _lock = layout.prepare().unwrap();
+        let _lock = layout.prepare(true).unwrap();
         let files = [
             (Class::Others, "z"),
             (Class::Mp3, "b/x.mp3"),

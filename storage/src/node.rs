@@ -11,7 +11,8 @@ use crate::outbox::Outbox;
 use crate::past::{self, Past};
 use crate::peer::hex;
 use crate::read::Reads;
-use crate::sync::{self, SyncPool, Work};
+use crate::s3::S3;
+use crate::sync::{self, Backend, RenameJob, SyncPool, Work};
 use crate::upload::Uploads;
 use crate::{change, list, Args, StoreError};
 use anyhow::Context as _;
@@ -33,6 +34,8 @@ const BATCH: usize = 256;
 pub struct Node {
     ctx: zmq::Context,
     layout: Arc<Layout>,
+    /// The bucket, with `--backend s3://…`.
+    s3: Option<Arc<S3>>,
     sockets: Vec<zmq::Socket>,
     results: zmq::Socket,
     results_endpoint: String,
@@ -58,7 +61,11 @@ impl Node {
         let layout = Arc::new(
             Layout::with_history(&root, args.keep_history).with_history_budget(args.history_budget),
         );
-        let lock = layout.prepare()?;
+        let s3 = match &args.backend {
+            None => None,
+            Some(url) => Some(Arc::new(open_backend(url, args, &layout)?)),
+        };
+        let lock = layout.prepare(s3.is_none())?;
         let security = ServerSecurity::start(
             ctx,
             ServerOptions {
@@ -102,6 +109,7 @@ impl Node {
         Ok(Node {
             ctx: ctx.clone(),
             layout,
+            s3,
             sockets,
             results,
             results_endpoint,
@@ -132,10 +140,14 @@ impl Node {
     /// Serves until `stop` triggers; returns `Ok` after a clean stop. Uploads not yet durable
     /// are abandoned (their temporary files removed) and never acknowledged.
     pub fn serve(self, stop: Shutdown) -> anyhow::Result<()> {
+        let backend = Backend {
+            layout: self.layout.clone(),
+            s3: self.s3.clone(),
+        };
         let pool = SyncPool::start(
             &self.ctx,
             &self.results_endpoint,
-            self.layout.clone(),
+            backend,
             self.sync_threads,
             stop.clone(),
             &self.metrics,
@@ -150,7 +162,8 @@ impl Node {
             },
             results: self.results,
             layout: self.layout.clone(),
-            uploads: Uploads::new(self.layout.clone(), Some(pool)),
+            on_s3: self.s3.is_some(),
+            uploads: Uploads::new(self.layout.clone(), Some(pool)).on_s3(self.s3.is_some()),
             reads: Reads::new(self.layout, self.metrics),
             started: Instant::now(),
         };
@@ -202,6 +215,9 @@ struct Server {
     /// The sync workers' results.
     results: zmq::Socket,
     layout: Arc<Layout>,
+    /// Whether the files are in a bucket: every request that reaches them then goes to the
+    /// sync workers, since each is a round trip to the store.
+    on_s3: bool,
     uploads: Uploads,
     reads: Reads,
     /// When the node started serving (for its uptime).
@@ -268,6 +284,12 @@ impl Server {
         let Some(p) = self.uploads.on_result(ticket) else {
             return;
         };
+        if let Some((file, entry)) = self.uploads.take_spooled(ticket) {
+            // A read copied from the store: served from its temporary file from here on.
+            return self
+                .reads
+                .serve((p.peer, p.id), file, entry, &mut self.ports);
+        }
         let sock = &self.ports.sockets[p.sock];
         if let Err(e) = codec::send_encoded(sock, Some(&p.peer), reply, None) {
             tracing::debug!(peer = %hex(&p.peer), "cannot send the result of an upload: {e}");
@@ -291,6 +313,29 @@ impl Server {
         };
         let data = inbound.data;
         let root = self.layout.root();
+        if self.on_s3 {
+            if let Message::List {
+                id, at, deleted, ..
+            } = &msg
+            {
+                if at.is_some() || *deleted {
+                    let e = StoreError::NotFound(
+                        "the S3 backend keeps no history yet: no listing as of a time or of \
+                         deleted names"
+                            .into(),
+                    );
+                    return out.send_error(sock, &peer, *id, &e, root);
+                }
+            }
+            if let Some((id, work)) = to_worker(sock, &msg) {
+                if sock == SERVE && matches!(work, Work::Spool { .. }) {
+                    if let Err(e) = self.reads.admit(&peer, id) {
+                        return out.send_error(sock, &peer, id, &e, root);
+                    }
+                }
+                return self.uploads.submit((sock, peer, id), work, out);
+            }
+        }
         match (sock, msg) {
             (_, Message::Ping { id }) => {
                 out.send(sock, &peer, &Message::Pong { id }, None);
@@ -479,6 +524,107 @@ impl Server {
             (_, other) => unexpected(out, sock, &peer, &other),
         }
     }
+}
+
+/// The job for a sync worker that `msg` on socket `sock` becomes on the S3 backend, with the
+/// request id; `None` for what the socket thread handles itself (uploads, credit, pings) or
+/// refuses.
+fn to_worker(sock: usize, msg: &Message) -> Option<(u64, Work)> {
+    let job = match (sock, msg) {
+        (
+            SERVE,
+            Message::Get {
+                id,
+                name,
+                class,
+                version,
+            },
+        ) => (
+            *id,
+            Work::Spool {
+                name: name.clone(),
+                class: *class,
+                version: *version,
+            },
+        ),
+        (SERVE, Message::History { id, name }) => (*id, Work::History { name: name.clone() }),
+        (SERVE, Message::SetOwner { id, volume, owner }) => (
+            *id,
+            Work::SetOwner {
+                volume: volume.clone(),
+                owner: owner.clone(),
+            },
+        ),
+        (SERVE, Message::Owners { id }) => (*id, Work::Owners),
+        (
+            SERVE,
+            Message::List {
+                id,
+                after,
+                limit,
+                at: None,
+                deleted: false,
+            },
+        ) => (
+            *id,
+            Work::List {
+                after: after.clone(),
+                limit: *limit,
+            },
+        ),
+        (s, Message::Delete { id, name }) if s < SERVE => (
+            *id,
+            Work::Delete {
+                class: Class::ALL[s],
+                name: name.clone(),
+            },
+        ),
+        (
+            s,
+            Message::Rename {
+                id,
+                from,
+                to,
+                blake3,
+                to_class,
+                version,
+            },
+        ) if s < SERVE => (
+            *id,
+            Work::Rename(RenameJob {
+                class: Class::ALL[s],
+                from: from.clone(),
+                to: to.clone(),
+                blake3: *blake3,
+                to_class: *to_class,
+                version: *version,
+            }),
+        ),
+        _ => return None,
+    };
+    Some(job)
+}
+
+/// Opens the bucket of `--backend` and checks that it answers.
+fn open_backend(url: &str, args: &Args, layout: &Layout) -> anyhow::Result<S3> {
+    if !args.keep_history.is_zero() {
+        anyhow::bail!(
+            "the S3 backend keeps no history yet: run it with --keep-history 0 (replaced and \
+             deleted versions are then not kept)"
+        );
+    }
+    let access = crate::bucket::Access {
+        endpoint: args.s3_endpoint.clone(),
+        region: args.s3_region.clone(),
+        ..Default::default()
+    };
+    let bucket =
+        crate::bucket::Bucket::open(url, &access).with_context(|| format!("--backend {url}"))?;
+    let s3 = S3::new(bucket, url, &layout.root().join(".dfs").join("tmp"));
+    s3.probe()
+        .with_context(|| format!("the bucket of --backend {url} does not answer"))?;
+    tracing::info!(backend = url, "files are kept in the bucket");
+    Ok(s3)
 }
 
 /// Answers a message type this socket does not take.

@@ -42,24 +42,37 @@ impl Owners {
 
     /// Records that `owner` owns `volume`, durably (nothing is written when it already does).
     pub fn set(&self, volume: &str, owner: &str) -> Result<(), StoreError> {
-        schema::names::Volume::named(volume)
-            .map_err(|e| StoreError::Protocol(format!("set_owner: {e}")))?;
-        if owner.is_empty() {
-            return Err(StoreError::Protocol("set_owner: the owner is empty".into()));
-        }
         let mut all = self.all()?;
-        if all.get(volume).map(String::as_str) == Some(owner) {
+        if !admit(&mut all, volume, owner)? {
             return Ok(());
         }
-        if !all.contains_key(volume) && all.len() >= MAX_VOLUMES {
-            return Err(StoreError::Protocol(format!(
-                "set_owner: the node records at most {MAX_VOLUMES} volumes"
-            )));
-        }
-        all.insert(volume.to_string(), owner.to_string());
         let text = serde_json::to_vec_pretty(&all).unwrap_or_default();
         Ok(disk::atomic::replace_file(&self.path, &text)?)
     }
+}
+
+/// Records `owner` for `volume` in `all` after checking both; `false` when it was recorded
+/// already (nothing to write).
+pub fn admit(
+    all: &mut BTreeMap<String, String>,
+    volume: &str,
+    owner: &str,
+) -> Result<bool, StoreError> {
+    schema::names::Volume::named(volume)
+        .map_err(|e| StoreError::Protocol(format!("set_owner: {e}")))?;
+    if owner.is_empty() {
+        return Err(StoreError::Protocol("set_owner: the owner is empty".into()));
+    }
+    if all.get(volume).map(String::as_str) == Some(owner) {
+        return Ok(false);
+    }
+    if !all.contains_key(volume) && all.len() >= MAX_VOLUMES {
+        return Err(StoreError::Protocol(format!(
+            "set_owner: the node records at most {MAX_VOLUMES} volumes"
+        )));
+    }
+    all.insert(volume.to_string(), owner.to_string());
+    Ok(true)
 }
 
 #[cfg(test)]

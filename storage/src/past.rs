@@ -251,7 +251,7 @@ mod tests {
     fn the_tree_as_it_was_and_the_names_deleted_since() {
         let root = tempfile::tempdir().unwrap();
         let layout = Layout::with_history(root.path(), Duration::from_secs(86_400));
-        layout.prepare().unwrap();
+        layout.prepare(true).unwrap();
         let h = schema::Hash::of;
         store(&layout, Class::Txt, "a.txt", b"one");
         store(&layout, Class::Txt, "b.txt-1", b"b1");

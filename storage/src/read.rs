@@ -194,6 +194,22 @@ impl Reads {
         self.open.is_empty()
     }
 
+    /// Whether a new read `id` of `peer` may start: its id is free and fewer than
+    /// [`MAX_READS`] are open.
+    pub fn admit(&self, peer: &[u8], id: u64) -> Result<(), StoreError> {
+        if self.open.contains_key(&(SERVE, peer.to_vec(), id)) {
+            return Err(StoreError::Protocol(format!(
+                "read id {id} is already in use"
+            )));
+        }
+        if self.open.len() >= MAX_READS {
+            return Err(StoreError::Busy(format!(
+                "the node has {MAX_READS} reads open; try again later"
+            )));
+        }
+        Ok(())
+    }
+
     /// A `get`: answer `meta` and, for small files, the content.
     pub fn on_get(
         &mut self,
@@ -204,26 +220,33 @@ impl Reads {
         out: &mut impl Outbox,
     ) {
         let root = self.layout.root();
-        let key: Key = (SERVE, peer, id);
-        if self.open.contains_key(&key) {
-            let e = StoreError::Protocol(format!("read id {id} is already in use"));
-            return out.send_error(SERVE, &key.1, id, &e, root);
+        if let Err(e) = self.admit(&peer, id) {
+            return out.send_error(SERVE, &peer, id, &e, root);
         }
-        if self.open.len() >= MAX_READS {
-            let e = StoreError::Busy(format!(
-                "{name}: the node has {MAX_READS} reads open; try again later"
-            ));
-            return out.send_error(SERVE, &key.1, id, &e, root);
-        }
-        let (file, entry) = match open_version(&self.layout, name, class, version) {
-            Ok(found) => found,
+        match open_version(&self.layout, name, class, version) {
+            Ok((file, entry)) => self.serve((peer, id), file, entry, out),
             Err(e) => {
                 if e.code() != ErrorCode::NotFound && e.code() != ErrorCode::BadName {
                     tracing::warn!("read of {name} failed: {e}");
                 }
-                return out.send_error(SERVE, &key.1, id, &e, root);
+                out.send_error(SERVE, &peer, id, &e, root)
             }
-        };
+        }
+    }
+
+    /// Serves the open `file` of `entry` to read `id` of `peer` (a request admitted before):
+    /// `meta` with the content when small, else `meta` and chunks as credit comes.
+    pub fn serve(
+        &mut self,
+        (peer, id): (Vec<u8>, u64),
+        file: File,
+        entry: schema::Entry,
+        out: &mut impl Outbox,
+    ) {
+        let root = self.layout.root();
+        let key: Key = (SERVE, peer, id);
+        let name = entry.name.clone();
+        let name = name.as_str();
         let size = entry.size;
         if size <= INLINE_MAX {
             let read = read_frame(&file, 0, size as usize, name).and_then(|data| {
@@ -348,7 +371,7 @@ mod tests {
     /// Reads on a prepared root in `dir`, with `files` stored in class txt.
     fn reads(dir: &tempfile::TempDir, files: &[(&str, &[u8])]) -> (Reads, std::fs::File) {
         let layout = Arc::new(Layout::new(dir.path()));
-        let lock = layout.prepare().unwrap();
+        let lock = layout.prepare(true).unwrap();
         for (name, bytes) in files {
             crate::tests::store(&layout, Class::Txt, name, bytes);
         }

@@ -65,6 +65,36 @@ pub fn report(layout: &Layout, snapshot: Snapshot) -> NodeReport {
         version: SOFTWARE_VERSION.to_string(),
         uptime: snapshot.uptime,
         root: layout.root().display().to_string(),
+        backend: None,
+        files: classes.iter().map(|c| c.files).sum(),
+        bytes: classes.iter().map(|c| c.bytes).sum(),
+        classes,
+        disk,
+        uploads: snapshot.uploads,
+        reads: snapshot.reads,
+    }
+}
+
+/// The report of a node on the S3 backend: usage counted in the bucket, the free space of the
+/// root that holds its temporary files.
+pub fn report_s3(s3: &crate::s3::S3, layout: &Layout, snapshot: Snapshot) -> NodeReport {
+    let classes = s3.usage().unwrap_or_else(|e| {
+        tracing::warn!(
+            backend = s3.url(),
+            "cannot count what the bucket holds: {e}"
+        );
+        Vec::new()
+    });
+    let disk = disk::space::of(layout.root())
+        .map(|(free, total)| DiskSpace { free, total })
+        .unwrap_or_default();
+    NodeReport {
+        history_objects: 0,
+        history_bytes: 0,
+        version: SOFTWARE_VERSION.to_string(),
+        uptime: snapshot.uptime,
+        root: layout.root().display().to_string(),
+        backend: Some(s3.url().to_string()),
         files: classes.iter().map(|c| c.files).sum(),
         bytes: classes.iter().map(|c| c.bytes).sum(),
         classes,
@@ -82,7 +112,7 @@ mod tests {
     fn counts_files_and_bytes_per_class() {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::new(dir.path());
-        let _lock = layout.prepare().unwrap();
+        let _lock = layout.prepare(true).unwrap();
         std::fs::create_dir_all(dir.path().join("mp3/a/b")).unwrap();
         std::fs::write(dir.path().join("mp3/a/b/x.mp3"), b"12345").unwrap();
         std::fs::write(dir.path().join("mp3/y.mp3"), b"1").unwrap();

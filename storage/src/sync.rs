@@ -6,17 +6,21 @@
 //! each result through their own inproc PUSH socket to a PULL that the socket thread polls beside
 //! its ROUTERs, so a finished upload wakes the loop at once and its `done` goes out immediately.
 
+use crate::change;
 use crate::check;
 use crate::durable::commit;
 use crate::error::StoreError;
 use crate::layout::Layout;
 use crate::meta::{self, StoredMeta};
 use crate::metrics::Metrics;
+use crate::s3::S3;
 use anyhow::Context as _;
 use daemon::Shutdown;
 use disk::atomic::{FolderSyncs, TempFile};
 use disk::direct::ContentWriter;
-use schema::{Class, Hash, Message};
+use schema::{Class, Entry, Hash, Message};
+use std::collections::HashMap;
+use std::fs::File;
 use std::io::Write as _;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -38,7 +42,10 @@ pub struct SyncJob {
 #[derive(Debug)]
 pub enum Work {
     /// A small file whose whole content came with its `put`: verify, write, commit.
-    Inline { meta: StoredMeta, data: Vec<u8> },
+    Inline {
+        meta: StoredMeta,
+        data: Vec<u8>,
+    },
     /// A chunked upload, received and verified: write what the writer holds back, commit.
     Finish {
         temp: TempFile,
@@ -54,15 +61,72 @@ pub enum Work {
         history: bool,
     },
     /// A `quarantine`: set aside `name` of `class` if its content changed.
-    Quarantine { class: Class, name: String },
+    Quarantine {
+        class: Class,
+        name: String,
+    },
     /// A `status`: count what is stored (a walk of the class folders).
     Status(crate::status::Snapshot),
+    /// A `get` on the S3 backend: copy the object into a temporary file, verified, for the
+    /// reads component to serve (see [`SyncPool::take_spooled`]).
+    Spool {
+        name: String,
+        class: Option<Class>,
+        version: Option<u64>,
+    },
+    /// A `delete`, a `rename`, a `list`, a `history`, an `owners` or a `set_owner` on the S3
+    /// backend (each a round trip to the store, so off the socket thread).
+    Delete {
+        class: Class,
+        name: String,
+    },
+    Rename(RenameJob),
+    List {
+        after: Option<String>,
+        limit: u32,
+    },
+    History {
+        name: String,
+    },
+    Owners,
+    SetOwner {
+        volume: String,
+        owner: String,
+    },
 }
+
+/// The fields of a `rename`, owned (see [`change::Rename`]).
+#[derive(Debug)]
+pub struct RenameJob {
+    pub class: Class,
+    pub from: String,
+    pub to: String,
+    pub blake3: Hash,
+    pub to_class: Option<Class>,
+    pub version: Option<u64>,
+}
+
+impl RenameJob {
+    fn borrowed(&self) -> change::Rename<'_> {
+        change::Rename {
+            class: self.class,
+            from: &self.from,
+            to: &self.to,
+            blake3: self.blake3,
+            to_class: self.to_class,
+            version: self.version,
+        }
+    }
+}
+
+/// Reads copied from the S3 backend, by ticket, until the socket thread takes them.
+pub type Spooled = Arc<Mutex<HashMap<u64, (File, Entry)>>>;
 
 /// The running pool. [`SyncPool::stop`] ends it.
 pub struct SyncPool {
     tx: Option<mpsc::Sender<SyncJob>>,
     workers: Vec<JoinHandle<()>>,
+    spooled: Spooled,
 }
 
 impl SyncPool {
@@ -71,11 +135,12 @@ impl SyncPool {
     pub fn start(
         ctx: &zmq::Context,
         endpoint: &str,
-        layout: Arc<Layout>,
+        backend: Backend,
         threads: usize,
         stop: Shutdown,
         metrics: &Metrics,
     ) -> anyhow::Result<SyncPool> {
+        let spooled = Spooled::default();
         let (tx, rx) = mpsc::channel::<SyncJob>();
         let rx = Arc::new(Mutex::new(rx));
         // One set of folder fsyncs for all workers, so that they can share them.
@@ -97,17 +162,26 @@ impl SyncPool {
                 }
             };
             connected.with_context(|| format!("cannot connect a sync worker to {endpoint}"))?;
-            let (rx, layout, stop) = (rx.clone(), layout.clone(), stop.clone());
-            let (metrics, folders) = (metrics.clone(), folders.clone());
+            let (rx, backend, stop) = (rx.clone(), backend.clone(), stop.clone());
+            let (metrics, folders, spooled) = (metrics.clone(), folders.clone(), spooled.clone());
             let handle = std::thread::Builder::new()
                 .name(format!("storage-sync-{i}"))
-                .spawn(move || worker(&rx, &push, &layout, &stop, &metrics, &folders))
+                .spawn(move || {
+                    let ctx = Ctx {
+                        backend: &backend,
+                        metrics: &metrics,
+                        folders: &folders,
+                        spooled: &spooled,
+                    };
+                    worker(&rx, &push, &stop, &ctx)
+                })
                 .context("cannot start a sync worker thread")?;
             workers.push(handle);
         }
         Ok(SyncPool {
             tx: Some(tx),
             workers,
+            spooled,
         })
     }
 
@@ -118,6 +192,7 @@ impl SyncPool {
         let pool = SyncPool {
             tx: Some(tx),
             workers: Vec::new(),
+            spooled: Spooled::default(),
         };
         (pool, rx)
     }
@@ -128,6 +203,14 @@ impl SyncPool {
             Some(tx) => tx.send(job).is_ok(),
             None => false,
         }
+    }
+
+    /// The read a `Spool` job with `ticket` copied from the store, once its result came.
+    pub fn take_spooled(&self, ticket: u64) -> Option<(File, Entry)> {
+        self.spooled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&ticket)
     }
 
     /// Closes the queue and waits for the workers to finish.
@@ -141,15 +224,24 @@ impl SyncPool {
     }
 }
 
+/// Where the node keeps its files: the local folders of its root, or an S3 bucket (with the
+/// root's temporary folder beside it).
+#[derive(Debug, Clone)]
+pub struct Backend {
+    pub layout: Arc<Layout>,
+    pub s3: Option<Arc<S3>>,
+}
+
+/// What a worker works with.
+struct Ctx<'a> {
+    backend: &'a Backend,
+    metrics: &'a Metrics,
+    folders: &'a FolderSyncs,
+    spooled: &'a Spooled,
+}
+
 /// One worker: takes jobs until the queue closes.
-fn worker(
-    rx: &Mutex<mpsc::Receiver<SyncJob>>,
-    push: &zmq::Socket,
-    layout: &Layout,
-    stop: &Shutdown,
-    metrics: &Metrics,
-    folders: &FolderSyncs,
-) {
+fn worker(rx: &Mutex<mpsc::Receiver<SyncJob>>, push: &zmq::Socket, stop: &Shutdown, ctx: &Ctx) {
     loop {
         let job = match rx.lock() {
             Ok(rx) => rx.recv(),
@@ -160,9 +252,12 @@ fn worker(
             tracing::debug!(ticket = job.ticket, "stopping: upload abandoned");
             continue;
         }
-        let reply = perform(layout, job.id, job.work, metrics, folders);
+        let reply = match &ctx.backend.s3 {
+            Some(s3) => perform_s3(s3, job.ticket, job.id, job.work, ctx),
+            None => perform(&ctx.backend.layout, job.ticket, job.id, job.work, ctx),
+        };
         if let Message::Error { code, .. } = &reply {
-            daemon::metrics::count_error(&metrics.errors, daemon::metrics::code_kind(*code));
+            daemon::metrics::count_error(&ctx.metrics.errors, daemon::metrics::code_kind(*code));
         }
         let frames = [
             job.ticket.to_le_bytes().to_vec(),
@@ -174,14 +269,177 @@ fn worker(
     }
 }
 
-/// Does `work` for request `id`; returns the reply.
-fn perform(
-    layout: &Layout,
+/// The reply to a `done`-answered request: `Done` with the version, or the error.
+fn done(id: u64, result: Result<(u64, bool), StoreError>, root: &std::path::Path) -> Message {
+    match result {
+        Ok((version, unchanged)) => Message::Done {
+            id,
+            version,
+            unchanged,
+        },
+        Err(e) => {
+            if e.code() != schema::ErrorCode::NotFound {
+                tracing::warn!("request {id} failed: {e}");
+            }
+            e.reply(id, root)
+        }
+    }
+}
+
+/// The reply to a request answered by `reply` unless it failed.
+fn answer<T>(
     id: u64,
-    work: Work,
-    metrics: &Metrics,
-    folders: &FolderSyncs,
+    result: Result<T, StoreError>,
+    root: &std::path::Path,
+    reply: impl FnOnce(T) -> Message,
 ) -> Message {
+    match result {
+        Ok(v) => reply(v),
+        Err(e) => {
+            if e.code() != schema::ErrorCode::NotFound && e.code() != schema::ErrorCode::BadName {
+                tracing::warn!("request {id} failed: {e}");
+            }
+            e.reply(id, root)
+        }
+    }
+}
+
+/// Does `work` for request `id` (job `ticket`) on the S3 backend; returns the reply.
+fn perform_s3(s3: &S3, ticket: u64, id: u64, work: Work, ctx: &Ctx) -> Message {
+    let root = ctx.backend.layout.root();
+    let started = std::time::Instant::now();
+    match work {
+        Work::Inline { meta, data } => {
+            let actual = Hash::of(&data);
+            if actual != meta.blake3 {
+                let e = StoreError::Integrity {
+                    name: meta.name,
+                    expected: meta.blake3,
+                    actual,
+                };
+                return done(id, Err(e), root);
+            }
+            let size = data.len() as u64;
+            let r = s3.commit_bytes(&meta, data);
+            stored(&meta, size, &r, started, ctx.metrics);
+            done(id, r, root)
+        }
+        Work::Finish {
+            temp,
+            writer,
+            meta,
+            size,
+        } => {
+            let r = writer
+                .finish(temp.file())
+                .map_err(|e| StoreError::io("write", temp.path(), e))
+                .and_then(|()| s3.commit_file(&meta, temp.file(), size));
+            stored(&meta, size, &r, started, ctx.metrics);
+            done(id, r, root)
+        }
+        Work::Spool {
+            name,
+            class,
+            version,
+        } => {
+            let r = s3
+                .spool(&name, class)
+                .and_then(|(file, entry)| match version {
+                    Some(v) if v != entry.version => Err(StoreError::NotFound(format!(
+                        "{name}: version {v} is not kept on this node (the S3 backend keeps the \
+                     current version, {})",
+                        entry.version
+                    ))),
+                    _ => Ok((file, entry)),
+                });
+            answer(id, r, root, |(file, entry)| {
+                ctx.spooled
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(ticket, (file, entry.clone()));
+                Message::Meta { id, entry }
+            })
+        }
+        Work::Delete { class, name } => {
+            done(id, s3.delete(class, &name).map(|()| (0, false)), root)
+        }
+        Work::Rename(r) => done(id, s3.rename(&r.borrowed()).map(|v| (v, false)), root),
+        Work::List { after, limit } => answer(
+            id,
+            s3.list_page(after.as_deref(), limit),
+            root,
+            |(entries, more)| Message::Listing { id, entries, more },
+        ),
+        Work::History { name } => {
+            let r = s3.history(&name);
+            answer(id, r, root, |versions| Message::Versions {
+                id,
+                name,
+                versions,
+            })
+        }
+        Work::Owners => answer(id, s3.owners(), root, |owners| Message::Owned {
+            id,
+            owners,
+        }),
+        Work::SetOwner { volume, owner } => {
+            done(id, s3.set_owner(&volume, &owner).map(|()| (0, false)), root)
+        }
+        Work::Check {
+            after,
+            limit,
+            history,
+        } => {
+            if history {
+                // The S3 backend keeps no history yet: there is nothing kept to check.
+                return Message::Checked {
+                    id,
+                    files: Vec::new(),
+                    more: false,
+                };
+            }
+            answer(
+                id,
+                s3.check_page(after.as_deref(), limit),
+                root,
+                |(files, more)| Message::Checked { id, files, more },
+            )
+        }
+        Work::Quarantine { class, name } => {
+            done(id, s3.quarantine(class, &name).map(|()| (0, false)), root)
+        }
+        Work::Status(snapshot) => {
+            let node = crate::status::report_s3(s3, &ctx.backend.layout, snapshot);
+            Message::NodeStatus {
+                id,
+                node: Box::new(node),
+            }
+        }
+    }
+}
+
+/// Counts and logs a stored upload.
+fn stored(
+    meta: &StoredMeta,
+    size: u64,
+    r: &Result<(u64, bool), StoreError>,
+    started: std::time::Instant,
+    metrics: &Metrics,
+) {
+    if let Ok((_, false)) = r {
+        metrics
+            .durable_seconds
+            .observe(started.elapsed().as_secs_f64());
+        metrics.files_stored.inc();
+        metrics.bytes_stored.inc_by(size);
+        tracing::info!(name = %schema::names::escape(&meta.name), class = %meta.class, size, version = meta.version, "stored");
+    }
+}
+
+/// Does `work` for request `id` (job `ticket`) on the local folders; returns the reply.
+fn perform(layout: &Layout, ticket: u64, id: u64, work: Work, ctx: &Ctx) -> Message {
+    let (metrics, folders) = (ctx.metrics, ctx.folders);
+    let root = layout.root();
     let result = match work {
         Work::Check {
             after,
@@ -211,21 +469,48 @@ fn perform(
                 node: Box::new(node),
             };
         }
+        Work::Spool {
+            name,
+            class,
+            version,
+        } => {
+            let r = crate::read::open_version(layout, &name, class, version);
+            return answer(id, r, root, |(file, entry)| {
+                ctx.spooled
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(ticket, (file, entry.clone()));
+                Message::Meta { id, entry }
+            });
+        }
+        Work::Delete { class, name } => change::delete(layout, class, &name).map(|()| (0, false)),
+        Work::Rename(r) => change::rename(layout, &r.borrowed()).map(|v| (v, false)),
+        Work::List { after, limit } => {
+            let r = crate::list::page(layout, after.as_deref(), limit);
+            return answer(id, r, root, |(entries, more)| Message::Listing {
+                id,
+                entries,
+                more,
+            });
+        }
+        Work::History { name } => {
+            let r = crate::read::history(layout, &name);
+            return answer(id, r, root, |versions| Message::Versions {
+                id,
+                name,
+                versions,
+            });
+        }
+        Work::Owners => {
+            let r = crate::owners::Owners::new(root).all();
+            return answer(id, r, root, |owners| Message::Owned { id, owners });
+        }
+        Work::SetOwner { volume, owner } => crate::owners::Owners::new(root)
+            .set(&volume, &owner)
+            .map(|()| (0, false)),
         work => store(layout, work, metrics, folders),
     };
-    match result {
-        Ok((version, unchanged)) => Message::Done {
-            id,
-            version,
-            unchanged,
-        },
-        Err(e) => {
-            if e.code() != schema::ErrorCode::NotFound {
-                tracing::warn!("request {id} failed: {e}");
-            }
-            e.reply(id, layout.root())
-        }
-    }
+    done(id, result, root)
 }
 
 /// Makes one finished upload durable; returns its version and whether it was unchanged.
@@ -280,9 +565,7 @@ fn store(
             }
             Ok(stored)
         }
-        Work::Check { .. } | Work::Quarantine { .. } | Work::Status(_) => {
-            Err(StoreError::Protocol("a check is not an upload".into()))
-        }
+        _ => Err(StoreError::Protocol("not an upload".into())),
     }
 }
 

@@ -69,6 +69,8 @@ pub struct ReplyTo {
     pub sock: usize,
     /// The requester's identity.
     pub peer: Vec<u8>,
+    /// The request id.
+    pub id: u64,
 }
 
 /// What one accepted chunk meant.
@@ -137,6 +139,8 @@ pub struct Uploads {
     /// Jobs in the sync pool, by ticket.
     pending: HashMap<u64, ReplyTo>,
     next_ticket: u64,
+    /// The files go to a bucket ([`Uploads::on_s3`]).
+    on_s3: bool,
 }
 
 impl Uploads {
@@ -149,6 +153,7 @@ impl Uploads {
             ledger: Ledger::default(),
             pending: HashMap::new(),
             next_ticket: 0,
+            on_s3: false,
         }
     }
 
@@ -185,6 +190,11 @@ impl Uploads {
             Ok(p) => p,
             Err(e) => return out.send_error(sock, &peer, id, &e.into(), root),
         };
+        if self.on_s3 {
+            if let Err(e) = crate::s3::key(class, &put.name) {
+                return out.send_error(sock, &peer, id, &e, root);
+            }
+        }
         let key: Key = (sock, peer, id);
         if self.receiving.contains_key(&key) {
             let e = StoreError::Protocol(format!("transfer id {id} is already in use"));
@@ -220,7 +230,7 @@ impl Uploads {
             };
             return self.submit(key, work, out);
         }
-        if let Some(h) = put.blake3 {
+        if let Some(h) = put.blake3.filter(|_| !self.on_s3) {
             if let Some(old) = meta::stored(&dest, &put.name).filter(|old| old.blake3 == h) {
                 tracing::debug!(name = %put.name, "unchanged");
                 let done = Message::Done {
@@ -390,11 +400,23 @@ impl Uploads {
             None => false,
         };
         if submitted {
-            self.pending.insert(ticket, ReplyTo { sock, peer });
+            self.pending.insert(ticket, ReplyTo { sock, peer, id });
         } else {
             let e = StoreError::Busy("the node is stopping".into());
             out.send_error(sock, &peer, id, &e, self.layout.root());
         }
+    }
+
+    /// The read job `ticket` copied from the store (see [`SyncPool::take_spooled`]).
+    pub fn take_spooled(&self, ticket: u64) -> Option<(std::fs::File, schema::Entry)> {
+        self.pool.as_ref().and_then(|p| p.take_spooled(ticket))
+    }
+
+    /// Uploads to a bucket (`true`): the names must make S3 keys, and whether the store already
+    /// holds a content is asked by the sync worker, not here.
+    pub fn on_s3(mut self, on: bool) -> Uploads {
+        self.on_s3 = on;
+        self
     }
 
     /// A sync worker finished job `ticket`: where its reply goes (`None` for an unknown job).
@@ -423,7 +445,7 @@ mod tests {
     /// Uploads on a prepared root in `dir`; their jobs land in the returned queue.
     fn uploads(dir: &tempfile::TempDir) -> (Uploads, mpsc::Receiver<SyncJob>, std::fs::File) {
         let layout = Arc::new(Layout::new(dir.path()));
-        let lock = layout.prepare().unwrap();
+        let lock = layout.prepare(true).unwrap();
         let (pool, jobs) = SyncPool::detached();
         (Uploads::new(layout, Some(pool)), jobs, lock)
     }

@@ -38,8 +38,20 @@ pub struct Proc {
 impl Proc {
     /// Starts `dfs ARGS...`, its stdout and stderr going to `dir/<name>.log`.
     pub fn spawn(name: &str, dir: &Path, cwd: &Path, args: &[String]) -> Proc {
+        Proc::spawn_with_env(name, dir, cwd, args, &[])
+    }
+
+    /// [`Proc::spawn`] with the environment variables `env` set too.
+    pub fn spawn_with_env(
+        name: &str,
+        dir: &Path,
+        cwd: &Path,
+        args: &[String],
+        env: &[(String, String)],
+    ) -> Proc {
         let mut cmd = Command::new(dfs_bin());
         cmd.args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .current_dir(cwd)
             // DFS_E2E_LOG (for example `debug`) makes the logs of a failing test more telling.
             .env(
@@ -183,6 +195,11 @@ pub struct Cluster {
     pub storage_args: Vec<String>,
     /// The ready file each role wrote when it last started.
     pub ready: BTreeMap<String, serde_json::Value>,
+    /// Environment variables of every daemon this cluster starts (the S3 credentials).
+    pub env: Vec<(String, String)>,
+    /// The bucket the storage node keeps its files in, when it runs with `--backend`: what
+    /// the node holds is then read there.
+    pub bucket: Option<storage::bucket::Bucket>,
     /// Last, so that it is removed after the processes stopped and their logs were printed.
     pub dir: tempfile::TempDir,
 }
@@ -229,7 +246,7 @@ impl Cluster {
     }
 
     /// The folders of a cluster in a new temporary folder, and no process yet.
-    fn new(daemon_args: &[&str]) -> Cluster {
+    pub fn new(daemon_args: &[&str]) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("dfs-e2e-")
             .tempdir()
@@ -256,6 +273,8 @@ impl Cluster {
             daemon_args: daemon_args.iter().map(|a| a.to_string()).collect(),
             storage_args: Vec::new(),
             ready: BTreeMap::new(),
+            env: Vec::new(),
+            bucket: None,
             dir,
         }
     }
@@ -272,7 +291,7 @@ impl Cluster {
         all.extend(args);
         all.extend(self.daemon_args.iter().cloned());
         all.extend(["--ready-file".to_string(), ready.display().to_string()]);
-        let mut p = Proc::spawn(role, self.dir.path(), self.dir.path(), &all);
+        let mut p = Proc::spawn_with_env(role, self.dir.path(), self.dir.path(), &all, &self.env);
         let v = p.wait_ready(&ready);
         self.ready.insert(role.to_string(), v.clone());
         (p, v)
@@ -348,9 +367,28 @@ impl Cluster {
         parse_listing(&out.stdout)
     }
 
-    /// What the node holds under its class folders: `class/name` → hash hex.
+    /// What the node holds under its class folders: `class/name` → hash hex. On an S3
+    /// backend, the objects of the bucket with the hash their metadata records.
     pub fn node_files(&self) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
+        if let Some(b) = &self.bucket {
+            for class in ["mp3", "txt", "pdf", "others"] {
+                let keys: Vec<String> = b
+                    .list(&format!("{class}/"))
+                    .unwrap()
+                    .into_iter()
+                    .map(|(k, _)| k)
+                    .collect();
+                for (k, head) in keys.iter().zip(b.head_many(&keys).unwrap()) {
+                    let hash = head
+                        .and_then(|h| h.meta.into_iter().find(|(n, _)| n == "dfs-blake3"))
+                        .map(|(_, v)| v)
+                        .unwrap_or_default();
+                    out.insert(k.clone(), hash);
+                }
+            }
+            return out;
+        }
         for class in ["mp3", "txt", "pdf", "others"] {
             for (name, hash) in tree_hashes(&self.root.join(class)) {
                 out.insert(format!("{class}/{name}"), hash);

@@ -43,6 +43,9 @@ impl TestNode {
             insecure: false,
             keep_history: crate::layout::DEFAULT_KEEP_HISTORY,
             history_budget: None,
+            backend: None,
+            s3_endpoint: None,
+            s3_region: None,
         };
         let node = Node::bind(&ctx, &args).unwrap();
         let (base, root) = (node.base_port(), node.root().to_path_buf());

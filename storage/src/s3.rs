@@ -1,0 +1,512 @@
+//! The node's S3 backend (docs/CONTRACT.md §9, `dfs storage --backend s3://BUCKET[/PREFIX]`):
+//! the current files are the objects `<class>/<name>` of the bucket, each carrying the
+//! metadata that rebuilds the index (`x-amz-meta-dfs-blake3`, `-dfs-modified`,
+//! `-dfs-version`), so that any S3 client sees the same tree as `ROOT/<class>/` and a broker
+//! that lost its index gets it back from the bucket alone.
+//!
+//! ```text
+//! <prefix>/mp3/…, txt/…, pdf/…, others/…     current files only, with their metadata
+//! <prefix>/.dfs/owners.json                  the volume owners (as ROOT/.dfs/owners.json)
+//! <prefix>/.dfs/quarantine/<class>/<name>    files set aside by `dfs fsck --repair`
+//! ROOT/.dfs/tmp/                             uploads being received, reads being served
+//! ```
+//!
+//! Every call here blocks on the store, so the node makes them on its sync workers, never on
+//! the socket thread. An upload becomes current only once verified (its BLAKE3 checked when
+//! the last chunk came, and again on the bytes sent to the store) and acknowledged by the
+//! store; S3 replaces an object whole, so a reader sees the old or the new version. A read is
+//! first copied from the store into a temporary file, hashed on the way, and served only if
+//! it has its recorded hash.
+
+use crate::bucket::{self, Bucket, BucketError, Meta};
+use crate::change::Rename;
+use crate::error::StoreError;
+use crate::meta::StoredMeta;
+use schema::status::ClassUsage;
+use schema::{CheckedFile, Class, Entry, Hash, PageBuilder, Routes};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+/// The metadata names (after `x-amz-meta-`) of a current object.
+const BLAKE3: &str = "dfs-blake3";
+const MODIFIED: &str = "dfs-modified";
+const VERSION: &str = "dfs-version";
+
+/// The key of the owners record.
+const OWNERS: &str = ".dfs/owners.json";
+
+/// The node's bucket, and the folder where reads and renames spool what they fetch.
+#[derive(Debug)]
+pub struct S3 {
+    bucket: Bucket,
+    url: String,
+    tmp: PathBuf,
+}
+
+impl From<BucketError> for StoreError {
+    fn from(e: BucketError) -> StoreError {
+        match e {
+            BucketError::BadKey { key, why } => {
+                StoreError::Protocol(format!("{key}: not a name the S3 backend can store: {why}"))
+            }
+            BucketError::Changed { .. } | BucketError::Short { .. } => {
+                StoreError::Corrupt(e.to_string())
+            }
+            // The store is away or refuses (credentials, quota): the sender tries again later.
+            e => StoreError::Store(e.to_string()),
+        }
+    }
+}
+
+/// The key of `name` in `class`, or why the S3 backend cannot store that name.
+pub fn key(class: Class, name: &str) -> Result<String, StoreError> {
+    schema::names::check(name)?;
+    let key = format!("{class}/{name}");
+    match bucket::key_problem(&key) {
+        None => Ok(key),
+        Some(why) => Err(StoreError::Protocol(format!(
+            "{}: the name {why}; the S3 backend cannot store it",
+            schema::names::escape(name)
+        ))),
+    }
+}
+
+/// The object metadata that records `meta`.
+fn headers(meta: &StoredMeta) -> Vec<(&'static str, String)> {
+    vec![
+        (BLAKE3, meta.blake3.to_string()),
+        (MODIFIED, meta.modified.to_string()),
+        (VERSION, meta.version.to_string()),
+    ]
+}
+
+/// The stored metadata of `name` in `class` from an object's metadata; `None` for an object
+/// dfs did not write (no or unreadable dfs metadata).
+fn parse(name: &str, class: Class, meta: &Meta) -> Option<StoredMeta> {
+    let get = |k: &str| {
+        meta.iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(k))
+            .map(|(_, v)| v)
+    };
+    let blake3: Hash = get(BLAKE3)?.parse().ok()?;
+    let modified: i64 = get(MODIFIED)?.parse().ok()?;
+    let version: u64 = get(VERSION)?.parse().ok()?;
+    Some(StoredMeta::new(name, class, blake3, modified, version))
+}
+
+impl S3 {
+    /// The bucket at `url`, spooling into `tmp` (the node's `ROOT/.dfs/tmp`).
+    pub fn new(bucket: Bucket, url: &str, tmp: &Path) -> S3 {
+        S3 {
+            bucket,
+            url: url.to_string(),
+            tmp: tmp.to_path_buf(),
+        }
+    }
+
+    /// The backend as `--backend` named it (for logs and `dfs status`).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Fails with a clear error unless the bucket answers with these credentials (a listing
+    /// of one key).
+    pub fn probe(&self) -> Result<(), StoreError> {
+        self.bucket.list_after("", None, 1)?;
+        Ok(())
+    }
+
+    /// What `name` of `class` holds now, if dfs stored it: its size, metadata, and when the
+    /// store took it.
+    fn current(
+        &self,
+        class: Class,
+        name: &str,
+    ) -> Result<Option<(u64, StoredMeta, i64)>, StoreError> {
+        let key = key(class, name)?;
+        Ok(self
+            .bucket
+            .head(&key)?
+            .and_then(|h| parse(name, class, &h.meta).map(|meta| (h.size, meta, h.stored))))
+    }
+
+    /// Every version of `name` the bucket holds: the current one, if any (the S3 backend keeps
+    /// no history yet).
+    pub fn history(&self, name: &str) -> Result<Vec<schema::VersionInfo>, StoreError> {
+        schema::names::check(name)?;
+        for class in Class::ALL {
+            if let Some((size, m, stored)) = self.current(class, name)? {
+                return Ok(vec![schema::VersionInfo {
+                    version: m.version,
+                    class,
+                    size,
+                    blake3: m.blake3,
+                    modified: m.modified,
+                    since: stored,
+                    until: None,
+                    deleted: false,
+                }]);
+            }
+        }
+        Ok(Vec::new())
+    }
+
+    /// Makes `data` (verified) the current `meta.name`; returns its version and whether the
+    /// store already held that content.
+    pub fn commit_bytes(
+        &self,
+        meta: &StoredMeta,
+        data: Vec<u8>,
+    ) -> Result<(u64, bool), StoreError> {
+        let key = key(meta.class, &meta.name)?;
+        if let Some(old) = self.unchanged(meta)? {
+            return Ok((old, true));
+        }
+        self.bucket.put(&key, data, &headers(meta))?;
+        Ok((meta.version, false))
+    }
+
+    /// Makes the first `size` bytes of `file` (verified as they came) the current `meta.name`,
+    /// hashing them again on their way to the store; returns its version and whether the store
+    /// already held that content.
+    pub fn commit_file(
+        &self,
+        meta: &StoredMeta,
+        file: &File,
+        size: u64,
+    ) -> Result<(u64, bool), StoreError> {
+        let key = key(meta.class, &meta.name)?;
+        if let Some(old) = self.unchanged(meta)? {
+            return Ok((old, true));
+        }
+        self.bucket
+            .put_file(&key, file, size, &headers(meta), meta.blake3)?;
+        Ok((meta.version, false))
+    }
+
+    /// The version of the current `meta.name` if it already has `meta`'s content.
+    fn unchanged(&self, meta: &StoredMeta) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .current(meta.class, &meta.name)?
+            .filter(|(_, old, _)| old.blake3 == meta.blake3)
+            .map(|(_, old, _)| old.version))
+    }
+
+    /// Copies the current `name` (in `class`, or the first class holding it) from the store
+    /// into an unnamed temporary file, hashing it on the way; returns the file and its entry,
+    /// or `Corrupt` when the bytes do not hash to the recorded BLAKE3 (never served).
+    pub fn spool(&self, name: &str, class: Option<Class>) -> Result<(File, Entry), StoreError> {
+        let classes = match class {
+            Some(c) => vec![c],
+            None => Class::ALL.to_vec(),
+        };
+        for class in classes {
+            let key = key(class, name)?;
+            let temp = match disk::atomic::TempFile::unnamed(&self.tmp) {
+                Some(t) => t,
+                None => disk::atomic::TempFile::create(disk::atomic::temp_name(&self.tmp))?,
+            };
+            let file = temp
+                .file()
+                .try_clone()
+                .map_err(|e| StoreError::io("open", temp.path(), e))?;
+            let mut hasher = blake3::Hasher::new();
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, &file);
+            let mut recorded = None;
+            let got = self.bucket.get_into(
+                &key,
+                |_, m| {
+                    recorded = parse(name, class, m);
+                    Ok(())
+                },
+                |piece| {
+                    hasher.update(piece);
+                    out.write_all(piece)
+                        .map_err(|e| BucketError::Read(key.clone(), e))
+                },
+            )?;
+            let Some((size, _)) = got else { continue };
+            out.flush()
+                .map_err(|e| StoreError::io("write", temp.path(), e))?;
+            drop(out);
+            let Some(meta) = recorded else {
+                // An object some other client put there: not a dfs file.
+                continue;
+            };
+            let actual = Hash::from(hasher.finalize());
+            if actual != meta.blake3 {
+                tracing::warn!(
+                    name,
+                    expected = %meta.blake3,
+                    %actual,
+                    "stored object no longer matches its recorded hash: not served (run dfs fsck --repair)"
+                );
+                return Err(StoreError::Corrupt(format!(
+                    "{name}: the stored object hashes to {actual}, not to its recorded {}; not \
+                     served (it changed in the bucket; `dfs fsck --repair` sets it aside)",
+                    meta.blake3
+                )));
+            }
+            return Ok((file, meta.entry(size)));
+        }
+        Err(StoreError::NotFound(format!(
+            "{name}: not stored in {}",
+            self.url
+        )))
+    }
+
+    /// Removes `name` from `class`, if stored.
+    pub fn delete(&self, class: Class, name: &str) -> Result<(), StoreError> {
+        let key = key(class, name)?;
+        self.bucket.delete(&key)?;
+        tracing::info!(name = %schema::names::escape(name), %class, "deleted");
+        Ok(())
+    }
+
+    /// Moves the stored `from` to `to` with new metadata (the store cannot change an object's
+    /// metadata in place, so the content is copied through the node, verified); returns the
+    /// version of `to`.
+    pub fn rename(&self, r: &Rename) -> Result<u64, StoreError> {
+        let to_class = r
+            .to_class
+            .unwrap_or_else(|| Routes::default().class_of(r.to));
+        let to_key = key(to_class, r.to)?;
+        let from_key = key(r.class, r.from)?;
+        let not_found = |why: String| StoreError::NotFound(format!("{}: {why}", r.from));
+        let (file, entry) = match self.spool(r.from, Some(r.class)) {
+            Ok(found) => found,
+            Err(e) if e.code() == schema::ErrorCode::NotFound => {
+                return Err(not_found("not stored on this node".into()))
+            }
+            Err(e) => return Err(e),
+        };
+        if entry.blake3 != r.blake3 {
+            return Err(not_found(format!(
+                "stored with hash {}, not {}",
+                entry.blake3, r.blake3
+            )));
+        }
+        let version = match r.version {
+            Some(v) => v,
+            None if to_key == from_key => entry.version,
+            None => self
+                .current(to_class, r.to)?
+                .map_or(1, |(_, m, _)| m.version + 1),
+        };
+        let new = StoredMeta::new(r.to, to_class, entry.blake3, entry.modified, version);
+        self.bucket
+            .put_file(&to_key, &file, entry.size, &headers(&new), entry.blake3)?;
+        if to_key != from_key {
+            self.bucket.delete(&from_key)?;
+        }
+        tracing::info!(
+            from = %schema::names::escape(r.from),
+            to = %schema::names::escape(r.to),
+            %to_class,
+            version,
+            "renamed"
+        );
+        Ok(version)
+    }
+
+    /// Up to `limit` entries after the node cursor `after` (classes in `Class::ALL` order,
+    /// names in key order within a class), and whether more follow. Objects without dfs
+    /// metadata are not listed.
+    pub fn list_page(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<(Vec<Entry>, bool), StoreError> {
+        let cursor = after
+            .map(|a| {
+                schema::page::parse_node_cursor(a).map_err(|e| {
+                    StoreError::Protocol(format!(
+                        "list cursor {a:?} {e}; a node's cursor is \"<class>/<name>\""
+                    ))
+                })
+            })
+            .transpose()?;
+        let mut page = PageBuilder::new(limit);
+        let want = limit.clamp(1, schema::limits::MAX_LIST_PAGE) as usize;
+        for class in Class::ALL {
+            let mut from = match cursor {
+                Some((c, _)) if class < c => continue,
+                Some((c, name)) if class == c => Some(key(c, name)?),
+                _ => None,
+            };
+            loop {
+                let keys = self
+                    .bucket
+                    .list_after(&format!("{class}/"), from.as_deref(), want)?;
+                let Some((last, _)) = keys.last() else { break };
+                from = Some(last.clone());
+                let full = keys.len() == want;
+                let names: Vec<String> = keys.iter().map(|(k, _)| k.clone()).collect();
+                let heads = self.bucket.head_many(&names)?;
+                for (k, head) in names.iter().zip(heads) {
+                    let name = &k[class.as_str().len() + 1..];
+                    let entry =
+                        head.and_then(|h| parse(name, class, &h.meta).map(|m| m.entry(h.size)));
+                    let Some(meta) = entry else {
+                        continue;
+                    };
+                    if !page.fits(&meta) {
+                        return Ok((page.into_entries(), true));
+                    }
+                    page.push(meta);
+                }
+                if !full {
+                    break;
+                }
+            }
+        }
+        Ok((page.into_entries(), false))
+    }
+
+    /// Up to `limit` stored files after `after`, each with the hash of its content as read
+    /// from the store now, and whether more follow (`dfs fsck`). The page ends early once
+    /// [`crate::check::CHECK_BYTES`] were read.
+    pub fn check_page(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<(Vec<CheckedFile>, bool), StoreError> {
+        let (entries, mut more) =
+            self.list_page(after, limit.clamp(1, crate::check::CHECK_PAGE))?;
+        let mut files = Vec::with_capacity(entries.len());
+        let mut bytes = 0u64;
+        for entry in entries {
+            if !files.is_empty() && bytes.saturating_add(entry.size) > crate::check::CHECK_BYTES {
+                more = true;
+                break;
+            }
+            bytes = bytes.saturating_add(entry.size);
+            let key = key(entry.class, &entry.name)?;
+            let mut hasher = blake3::Hasher::new();
+            let read = self.bucket.get_into(
+                &key,
+                |_, _| Ok(()),
+                |piece| {
+                    hasher.update(piece);
+                    Ok(())
+                },
+            );
+            let (content, reason) = match read {
+                Ok(Some(_)) => (Some(Hash::from(hasher.finalize())), None),
+                Ok(None) => (None, Some(format!("{key} is gone from {}", self.url))),
+                Err(e) => (None, Some(format!("cannot read {key}: {e}"))),
+            };
+            if content.is_some() && content != Some(entry.blake3) {
+                tracing::warn!(name = %entry.name, class = %entry.class, "content no longer matches its recorded hash");
+            }
+            files.push(CheckedFile {
+                entry,
+                content,
+                reason,
+            });
+        }
+        Ok((files, more))
+    }
+
+    /// Sets aside `name` of `class` (to `.dfs/quarantine/<class>/<name>`) if its content no
+    /// longer matches its recorded hash; `NotFound` when it does (or is gone).
+    pub fn quarantine(&self, class: Class, name: &str) -> Result<(), StoreError> {
+        let key = key(class, name)?;
+        let not_found =
+            |why: &str| StoreError::NotFound(format!("{name}: {why}; nothing set aside"));
+        let mut hasher = blake3::Hasher::new();
+        let mut recorded = None;
+        let got = self.bucket.get_into(
+            &key,
+            |_, m| {
+                recorded = parse(name, class, m).map(|m| m.blake3);
+                Ok(())
+            },
+            |piece| {
+                hasher.update(piece);
+                Ok(())
+            },
+        )?;
+        if got.is_none() {
+            return Err(not_found("not stored on this node"));
+        }
+        if recorded == Some(Hash::from(hasher.finalize())) {
+            return Err(not_found("its content matches its recorded hash"));
+        }
+        let aside = format!(".dfs/quarantine/{key}");
+        self.bucket.copy(&key, &aside)?;
+        self.bucket.delete(&key)?;
+        tracing::warn!(name, %class, to = %aside, "set aside an object whose content no longer matches its recorded hash");
+        Ok(())
+    }
+
+    /// Every volume recorded, with its owner.
+    pub fn owners(&self) -> Result<BTreeMap<String, String>, StoreError> {
+        let Some((text, _)) = self.bucket.get(OWNERS)? else {
+            return Ok(BTreeMap::new());
+        };
+        serde_json::from_slice(&text).map_err(|e| {
+            StoreError::Protocol(format!(
+                "{OWNERS} in {} is not a JSON object of volume owners: {e}",
+                self.url
+            ))
+        })
+    }
+
+    /// Records that `owner` owns `volume` (nothing is written when it already does).
+    pub fn set_owner(&self, volume: &str, owner: &str) -> Result<(), StoreError> {
+        let mut all = self.owners()?;
+        if !crate::owners::admit(&mut all, volume, owner)? {
+            return Ok(());
+        }
+        let text = serde_json::to_vec_pretty(&all).unwrap_or_default();
+        self.bucket.put(OWNERS, text, &[])?;
+        Ok(())
+    }
+
+    /// Files and bytes stored in each class.
+    pub fn usage(&self) -> Result<Vec<ClassUsage>, StoreError> {
+        Class::ALL
+            .iter()
+            .map(|&class| {
+                let all = self.bucket.list(&format!("{class}/"))?;
+                Ok(ClassUsage {
+                    class,
+                    files: all.len() as u64,
+                    bytes: all.iter().map(|(_, s)| s).sum(),
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_round_trips_and_foreign_objects_are_not_files() {
+        let meta = StoredMeta::new("a/b.txt", Class::Txt, Hash::of(b"x"), -5, 7);
+        let pairs: Meta = headers(&meta)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        assert_eq!(parse("a/b.txt", Class::Txt, &pairs), Some(meta));
+        assert_eq!(parse("a/b.txt", Class::Txt, &Vec::new()), None);
+        let upper: Meta = pairs
+            .iter()
+            .map(|(k, v)| (k.to_uppercase(), v.clone()))
+            .collect();
+        assert!(parse("a/b.txt", Class::Txt, &upper).is_some());
+    }
+
+    #[test]
+    fn names_an_s3_key_cannot_carry_are_refused_with_why() {
+        assert_eq!(key(Class::Txt, "a/b [1].txt").unwrap(), "txt/a/b [1].txt");
+        let e = key(Class::Txt, "a\tb.txt").unwrap_err();
+        assert!(e.to_string().contains("control character"), "{e}");
+        assert!(key(Class::Txt, "../x").is_err());
+    }
+}
