@@ -210,7 +210,7 @@ impl Garage {
     }
 
     /// [`Garage::try_cli`], retried for a while (the cluster may still be forming).
-    fn cli(&self, i: usize, args: &[&str]) -> String {
+    pub fn cli(&self, i: usize, args: &[&str]) -> String {
         let deadline = std::time::Instant::now() + FORM;
         loop {
             match self.try_cli(i, args) {

@@ -23,6 +23,7 @@ mod pipeline;
 mod recovery;
 mod restore;
 mod s3;
+mod s3_faults;
 mod scale;
 mod security;
 mod shutdown;

@@ -129,7 +129,7 @@ fn backend_args(g: &Garage, prefix: &str) -> Vec<String> {
 }
 
 /// Storage node (on the bucket, through Garage node 0), broker and watcher.
-fn cluster_on(g: &Garage, prefix: &str) -> Cluster {
+pub fn cluster_on(g: &Garage, prefix: &str) -> Cluster {
     let mut c = Cluster::new(&[]);
     c.storage_args = backend_args(g, prefix);
     c.env = vec![
@@ -143,7 +143,7 @@ fn cluster_on(g: &Garage, prefix: &str) -> Cluster {
     c
 }
 
-fn show(out: &Output) -> String {
+pub fn show(out: &Output) -> String {
     format!(
         "exit {:?}\nstdout: {}\nstderr: {}",
         out.status.code(),
