@@ -21,7 +21,7 @@ use schema::{Class, Hash};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::fs::{self, OpenOptions};
-use std::io::{self, BufRead, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -622,26 +622,37 @@ mod hex_hash {
 
 /// The records of one history file; a torn or unreadable line is skipped with a warning.
 pub(crate) fn read_versions(path: &Path) -> Result<Vec<Version>, StoreError> {
-    let file = match fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(StoreError::io("open", path, e)),
-    };
+    match fs::read(path) {
+        Ok(text) => Ok(parse_versions(&text, &path.display().to_string())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(StoreError::io("read", path, e)),
+    }
+}
+
+/// The records of a history file's text (one JSON object a line); a torn or unreadable line is
+/// skipped with a warning naming `what`.
+pub(crate) fn parse_versions(text: &[u8], what: &str) -> Vec<Version> {
     let mut out = Vec::new();
-    for line in io::BufReader::new(file).lines() {
-        let line = line.map_err(|e| StoreError::io("read", path, e))?;
-        match serde_json::from_str::<Version>(&line) {
+    for line in text.split(|b| *b == b'\n') {
+        match serde_json::from_slice::<Version>(line) {
             Ok(v) => out.push(v),
-            Err(e) if !line.trim().is_empty() => {
-                tracing::warn!(
-                    "{}: skipping an unreadable version record: {e}",
-                    path.display()
-                );
+            Err(e) if !line.trim_ascii().is_empty() => {
+                tracing::warn!("{what}: skipping an unreadable version record: {e}");
             }
             Err(_) => {}
         }
     }
-    Ok(out)
+    out
+}
+
+/// The text of a history file holding `kept`.
+pub(crate) fn encode_versions(kept: &[Version]) -> Vec<u8> {
+    let mut text = Vec::new();
+    for v in kept {
+        text.extend(serde_json::to_vec(v).unwrap_or_default());
+        text.push(b'\n');
+    }
+    text
 }
 
 /// Replaces the history file at `path` by `kept` (removed when empty), atomically.
@@ -650,12 +661,7 @@ fn rewrite(path: &Path, kept: &[Version]) -> Result<(), StoreError> {
         fs::remove_file(path).map_err(|e| StoreError::io("remove", path, e))?;
         return Ok(fsync_parent(path)?);
     }
-    let mut text = Vec::new();
-    for v in kept {
-        text.extend(serde_json::to_vec(v).unwrap_or_default());
-        text.push(b'\n');
-    }
-    Ok(disk::atomic::replace_file(path, &text)?)
+    Ok(disk::atomic::replace_file(path, &encode_versions(kept))?)
 }
 
 #[cfg(test)]

@@ -153,7 +153,10 @@ impl Node {
             &self.metrics,
         )?;
         let _security = self.security;
-        let pruner = crate::history::start_pruner(self.layout.history().clone(), stop.clone())?;
+        let pruner = match &self.s3 {
+            Some(s3) => s3.clone().start_pruner(stop.clone())?,
+            None => crate::history::start_pruner(self.layout.history().clone(), stop.clone())?,
+        };
         let mut server = Server {
             gate: self.gate,
             ports: Ports {
@@ -314,19 +317,6 @@ impl Server {
         let data = inbound.data;
         let root = self.layout.root();
         if self.on_s3 {
-            if let Message::List {
-                id, at, deleted, ..
-            } = &msg
-            {
-                if at.is_some() || *deleted {
-                    let e = StoreError::NotFound(
-                        "the S3 backend keeps no history yet: no listing as of a time or of \
-                         deleted names"
-                            .into(),
-                    );
-                    return out.send_error(sock, &peer, *id, &e, root);
-                }
-            }
             if let Some((id, work)) = to_worker(sock, &msg) {
                 if sock == SERVE && matches!(work, Work::Spool { .. }) {
                     if let Err(e) = self.reads.admit(&peer, id) {
@@ -562,14 +552,21 @@ fn to_worker(sock: usize, msg: &Message) -> Option<(u64, Work)> {
                 id,
                 after,
                 limit,
-                at: None,
-                deleted: false,
+                at,
+                deleted,
             },
         ) => (
             *id,
             Work::List {
                 after: after.clone(),
                 limit: *limit,
+                past: match (at, deleted) {
+                    (None, false) => None,
+                    (Some(t), false) => Some(Past::At(*t)),
+                    (None, true) => Some(Past::Deleted),
+                    // Answered by the socket thread with its error.
+                    (Some(_), true) => return None,
+                },
             },
         ),
         (s, Message::Delete { id, name }) if s < SERVE => (
@@ -607,10 +604,10 @@ fn to_worker(sock: usize, msg: &Message) -> Option<(u64, Work)> {
 
 /// Opens the bucket of `--backend` and checks that it answers.
 fn open_backend(url: &str, args: &Args, layout: &Layout) -> anyhow::Result<S3> {
-    if !args.keep_history.is_zero() {
+    if args.history_budget.is_some() {
         anyhow::bail!(
-            "the S3 backend keeps no history yet: run it with --keep-history 0 (replaced and \
-             deleted versions are then not kept)"
+            "--history-budget bounds the history on a local root; on --backend {url} the \
+             store's quota bounds the bucket (set one there)"
         );
     }
     let access = crate::bucket::Access {
@@ -620,7 +617,8 @@ fn open_backend(url: &str, args: &Args, layout: &Layout) -> anyhow::Result<S3> {
     };
     let bucket =
         crate::bucket::Bucket::open(url, &access).with_context(|| format!("--backend {url}"))?;
-    let s3 = S3::new(bucket, url, &layout.root().join(".dfs").join("tmp"));
+    let tmp = layout.root().join(".dfs").join("tmp");
+    let s3 = S3::new(bucket, url, &tmp, args.keep_history);
     s3.probe()
         .with_context(|| format!("the bucket of --backend {url} does not answer"))?;
     tracing::info!(backend = url, "files are kept in the bucket");

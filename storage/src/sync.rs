@@ -84,6 +84,8 @@ pub enum Work {
     List {
         after: Option<String>,
         limit: u32,
+        /// A listing of the past (`at` or `deleted`) rather than of the present.
+        past: Option<crate::past::Past>,
     },
     History {
         name: String,
@@ -342,16 +344,7 @@ fn perform_s3(s3: &S3, ticket: u64, id: u64, work: Work, ctx: &Ctx) -> Message {
             class,
             version,
         } => {
-            let r = s3
-                .spool(&name, class)
-                .and_then(|(file, entry)| match version {
-                    Some(v) if v != entry.version => Err(StoreError::NotFound(format!(
-                        "{name}: version {v} is not kept on this node (the S3 backend keeps the \
-                     current version, {})",
-                        entry.version
-                    ))),
-                    _ => Ok((file, entry)),
-                });
+            let r = s3.spool_version(&name, class, version);
             answer(id, r, root, |(file, entry)| {
                 ctx.spooled
                     .lock()
@@ -364,12 +357,17 @@ fn perform_s3(s3: &S3, ticket: u64, id: u64, work: Work, ctx: &Ctx) -> Message {
             done(id, s3.delete(class, &name).map(|()| (0, false)), root)
         }
         Work::Rename(r) => done(id, s3.rename(&r.borrowed()).map(|v| (v, false)), root),
-        Work::List { after, limit } => answer(
-            id,
-            s3.list_page(after.as_deref(), limit),
-            root,
-            |(entries, more)| Message::Listing { id, entries, more },
-        ),
+        Work::List { after, limit, past } => {
+            let page = match past {
+                None => s3.list_page(after.as_deref(), limit),
+                Some(p) => s3.past_page(p, after.as_deref(), limit),
+            };
+            answer(id, page, root, |(entries, more)| Message::Listing {
+                id,
+                entries,
+                more,
+            })
+        }
         Work::History { name } => {
             let r = s3.history(&name);
             answer(id, r, root, |versions| Message::Versions {
@@ -390,20 +388,16 @@ fn perform_s3(s3: &S3, ticket: u64, id: u64, work: Work, ctx: &Ctx) -> Message {
             limit,
             history,
         } => {
-            if history {
-                // The S3 backend keeps no history yet: there is nothing kept to check.
-                return Message::Checked {
-                    id,
-                    files: Vec::new(),
-                    more: false,
-                };
-            }
-            answer(
+            let page = if history {
+                s3.kept_check_page(after.as_deref(), limit)
+            } else {
+                s3.check_page(after.as_deref(), limit)
+            };
+            answer(id, page, root, |(files, more)| Message::Checked {
                 id,
-                s3.check_page(after.as_deref(), limit),
-                root,
-                |(files, more)| Message::Checked { id, files, more },
-            )
+                files,
+                more,
+            })
         }
         Work::Quarantine { class, name } => {
             done(id, s3.quarantine(class, &name).map(|()| (0, false)), root)
@@ -485,8 +479,11 @@ fn perform(layout: &Layout, ticket: u64, id: u64, work: Work, ctx: &Ctx) -> Mess
         }
         Work::Delete { class, name } => change::delete(layout, class, &name).map(|()| (0, false)),
         Work::Rename(r) => change::rename(layout, &r.borrowed()).map(|v| (v, false)),
-        Work::List { after, limit } => {
-            let r = crate::list::page(layout, after.as_deref(), limit);
+        Work::List { after, limit, past } => {
+            let r = match past {
+                None => crate::list::page(layout, after.as_deref(), limit),
+                Some(p) => crate::past::page(layout, p, after.as_deref(), limit),
+            };
             return answer(id, r, root, |(entries, more)| Message::Listing {
                 id,
                 entries,

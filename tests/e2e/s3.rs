@@ -120,8 +120,6 @@ fn backend_args(g: &Garage, prefix: &str) -> Vec<String> {
         &g.endpoint(0),
         "--s3-region",
         "garage",
-        "--keep-history",
-        "0",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -289,4 +287,170 @@ fn a_corrupted_object_is_refused_on_read_and_found_by_fsck() {
         show(&repaired)
     );
     assert!(b.head(".dfs/quarantine/txt/bad.txt").unwrap().is_some());
+}
+
+/// The rows of `dfs history --json NAME`: (version, state).
+fn history_of(c: &Cluster, name: &str) -> Vec<(u64, String)> {
+    let out = run_bounded(
+        c.dir.path(),
+        &["history", "--broker", &c.broker_addr(), "--json", name],
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let r: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                r["version"].as_u64().unwrap(),
+                r["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn versions_replaced_deleted_and_moved_stay_in_the_bucket_and_restore_as_of_any_instant() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(g) = Garage::start(dir.path()) else {
+        return;
+    };
+    let c = cluster_on(&g, "history");
+    let s = c.source.clone();
+    let drafts = ["first draft", "second draft", "final text"];
+    fs::write(s.join("keep.mp3"), random_bytes(8, 2_000)).unwrap();
+    fs::write(s.join("gone.pdf"), "deleted later").unwrap();
+    fs::write(s.join("moved.txt"), "moved later").unwrap();
+    let mut instants = Vec::new();
+    for (i, text) in drafts.iter().enumerate() {
+        fs::write(s.join("notes.txt"), text).unwrap();
+        wait_until(&format!("notes.txt v{}", i + 1), SYNC, || {
+            c.listing().get("notes.txt").map(|l| l.version) == Some(i as u64 + 1)
+        });
+        c.wait_synced(SYNC);
+        // Not a wait for anything: an instant clear of this version's start and the next's.
+        std::thread::sleep(Duration::from_millis(20));
+        instants.push(humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let before = tree_hashes(&s);
+    fs::remove_file(s.join("gone.pdf")).unwrap();
+    fs::rename(s.join("moved.txt"), s.join("sub-moved.txt")).unwrap();
+    c.wait_synced(SYNC);
+
+    // In the bucket, outside the class tree: the contents once each, a record a name.
+    let b = c.bucket.as_ref().unwrap();
+    for text in [
+        "first draft",
+        "second draft",
+        "deleted later",
+        "moved later",
+    ] {
+        let key = format!(".dfs/objects/{}", blake3::hash(text.as_bytes()).to_hex());
+        assert_eq!(
+            b.get(&key).unwrap().map(|(bytes, _)| bytes).as_deref(),
+            Some(text.as_bytes()),
+            "{key}"
+        );
+    }
+    assert!(b.head(".dfs/history/txt/notes.txt").unwrap().is_some());
+    assert!(b.head("pdf/gone.pdf").unwrap().is_none());
+
+    assert_eq!(
+        history_of(&c, "notes.txt"),
+        [
+            (1, "replaced".into()),
+            (2, "replaced".into()),
+            (3, "current".into())
+        ]
+    );
+    assert_eq!(history_of(&c, "gone.pdf"), [(1, "deleted".into())]);
+    for (v, text) in [(1, "first draft"), (2, "second draft"), (3, "final text")] {
+        let out = c.fetch(&["--version", &v.to_string(), "-o", "-", "notes.txt"]);
+        assert!(out.status.success(), "v{v}: {}", show(&out));
+        assert_eq!(out.stdout, text.as_bytes());
+    }
+    for (at, text) in instants.iter().zip(drafts) {
+        let out = c.fetch(&["--at", at, "-o", "-", "notes.txt"]);
+        assert!(out.status.success(), "{at}: {}", show(&out));
+        assert_eq!(out.stdout, text.as_bytes(), "--at {at}");
+    }
+    // The whole tree as it was before the delete and the move.
+    let then = c.dir.path().join("then");
+    let out = c.fetch(&[
+        "--at",
+        instants.last().unwrap(),
+        "--target",
+        then.to_str().unwrap(),
+        "**",
+    ]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(tree_hashes(&then), before);
+    let deleted = run_bounded(
+        c.dir.path(),
+        &["history", "--broker", &c.broker_addr(), "--deleted"],
+        Duration::from_secs(60),
+    );
+    let text = String::from_utf8_lossy(&deleted.stdout);
+    assert!(
+        text.contains("gone.pdf") && text.contains("moved.txt"),
+        "{}",
+        show(&deleted)
+    );
+
+    // fsck checks the kept versions too, and finds one changed in the bucket.
+    let fsck = |c: &Cluster| {
+        run_bounded(
+            c.dir.path(),
+            &["fsck", "--broker", &c.broker_addr()],
+            Duration::from_secs(120),
+        )
+    };
+    let clean = fsck(&c);
+    assert_eq!(clean.status.code(), Some(0), "{}", show(&clean));
+    let key = format!(".dfs/objects/{}", blake3::hash(b"first draft").to_hex());
+    b.put(&key, b"first draft, tampered".to_vec(), &[]).unwrap();
+    let found = fsck(&c);
+    assert_eq!(found.status.code(), Some(1), "{}", show(&found));
+    let report = String::from_utf8_lossy(&found.stdout);
+    assert!(
+        report
+            .lines()
+            .any(|l| l.starts_with("kept_corrupt") && l.contains("notes.txt")),
+        "{report}"
+    );
+    // And the tampered version is refused, never served.
+    let out = c.fetch(&["--version", "1", "-o", "-", "notes.txt"]);
+    assert!(!out.status.success(), "{}", show(&out));
+}
+
+#[test]
+fn the_retention_removes_old_versions_and_their_contents_from_the_bucket() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(g) = Garage::start(dir.path()) else {
+        return;
+    };
+    let mut c = Cluster::new(&[]);
+    c.storage_args = backend_args(&g, "prune");
+    c.storage_args
+        .extend(["--keep-history".to_string(), "2s".to_string()]);
+    c.env = vec![
+        ("AWS_ACCESS_KEY_ID".into(), g.key_id.clone()),
+        ("AWS_SECRET_ACCESS_KEY".into(), g.secret.clone()),
+    ];
+    c.bucket = Some(bucket(&g, 0, &format!("s3://{BUCKET}/prune")));
+    c.start_storage(0);
+    c.start_broker();
+    c.start_watcher();
+    for text in ["one", "two"] {
+        fs::write(c.source.join("a.txt"), text).unwrap();
+        c.wait_synced(SYNC);
+    }
+    let b = c.bucket.as_ref().unwrap();
+    assert!(!b.list(".dfs/history/").unwrap().is_empty());
+    wait_until("the retention empties the history", SYNC, || {
+        b.list(".dfs/history/").unwrap().is_empty() && b.list(".dfs/objects/").unwrap().is_empty()
+    });
+    // The current version is never touched.
+    assert_eq!(b.get("txt/a.txt").unwrap().unwrap().0, b"two");
 }

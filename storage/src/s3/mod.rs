@@ -8,6 +8,7 @@
 //! <prefix>/mp3/…, txt/…, pdf/…, others/…     current files only, with their metadata
 //! <prefix>/.dfs/owners.json                  the volume owners (as ROOT/.dfs/owners.json)
 //! <prefix>/.dfs/quarantine/<class>/<name>    files set aside by `dfs fsck --repair`
+//! <prefix>/.dfs/objects/, .dfs/history/       replaced and deleted versions (`history`)
 //! ROOT/.dfs/tmp/                             uploads being received, reads being served
 //! ```
 //!
@@ -17,6 +18,8 @@
 //! store; S3 replaces an object whole, so a reader sees the old or the new version. A read is
 //! first copied from the store into a temporary file, hashed on the way, and served only if
 //! it has its recorded hash.
+
+mod history;
 
 use crate::bucket::{self, Bucket, BucketError, Meta};
 use crate::change::Rename;
@@ -33,6 +36,7 @@ use std::path::{Path, PathBuf};
 const BLAKE3: &str = "dfs-blake3";
 const MODIFIED: &str = "dfs-modified";
 const VERSION: &str = "dfs-version";
+const SINCE: &str = "dfs-since";
 
 /// The key of the owners record.
 const OWNERS: &str = ".dfs/owners.json";
@@ -43,6 +47,8 @@ pub struct S3 {
     bucket: Bucket,
     url: String,
     tmp: PathBuf,
+    /// How long replaced and deleted versions stay (`--keep-history`; zero: none).
+    keep: std::time::Duration,
 }
 
 impl From<BucketError> for StoreError {
@@ -60,11 +66,12 @@ impl From<BucketError> for StoreError {
     }
 }
 
-/// The key of `name` in `class`, or why the S3 backend cannot store that name.
+/// The key of `name` in `class`, or why the S3 backend cannot store that name (its history
+/// key, the longest key a name has, must be a valid S3 key too).
 pub fn key(class: Class, name: &str) -> Result<String, StoreError> {
     schema::names::check(name)?;
     let key = format!("{class}/{name}");
-    match bucket::key_problem(&key) {
+    match bucket::key_problem(&history::history_key(class, name)) {
         None => Ok(key),
         Some(why) => Err(StoreError::Protocol(format!(
             "{}: the name {why}; the S3 backend cannot store it",
@@ -74,12 +81,24 @@ pub fn key(class: Class, name: &str) -> Result<String, StoreError> {
 }
 
 /// The object metadata that records `meta`.
+/// The object metadata that records `meta`, and when it becomes current (now: the store's own
+/// `Last-Modified` has whole seconds only, too coarse for `--at`).
 fn headers(meta: &StoredMeta) -> Vec<(&'static str, String)> {
     vec![
         (BLAKE3, meta.blake3.to_string()),
         (MODIFIED, meta.modified.to_string()),
         (VERSION, meta.version.to_string()),
+        (SINCE, now().to_string()),
     ]
+}
+
+/// When the object with metadata `meta` became current (ns): what it records, else the
+/// store's time of the object.
+fn since_of(meta: &Meta, stored: i64) -> i64 {
+    meta.iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(SINCE))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(stored)
 }
 
 /// The stored metadata of `name` in `class` from an object's metadata; `None` for an object
@@ -96,13 +115,33 @@ fn parse(name: &str, class: Class, meta: &Meta) -> Option<StoredMeta> {
     Some(StoredMeta::new(name, class, blake3, modified, version))
 }
 
+/// The time now, ns since the Unix epoch.
+fn now() -> i64 {
+    schema::time::to_ns(std::time::SystemTime::now())
+}
+
+/// A node cursor (`"<class>/<name>"`), parsed.
+fn parse_cursor(after: Option<&str>) -> Result<Option<(Class, &str)>, StoreError> {
+    after
+        .map(|a| {
+            schema::page::parse_node_cursor(a).map_err(|e| {
+                StoreError::Protocol(format!(
+                    "list cursor {a:?} {e}; a node's cursor is \"<class>/<name>\""
+                ))
+            })
+        })
+        .transpose()
+}
+
 impl S3 {
     /// The bucket at `url`, spooling into `tmp` (the node's `ROOT/.dfs/tmp`).
-    pub fn new(bucket: Bucket, url: &str, tmp: &Path) -> S3 {
+    /// keeping replaced and deleted versions for `keep` (zero: none).
+    pub fn new(bucket: Bucket, url: &str, tmp: &Path, keep: std::time::Duration) -> S3 {
         S3 {
             bucket,
             url: url.to_string(),
             tmp: tmp.to_path_buf(),
+            keep,
         }
     }
 
@@ -118,27 +157,28 @@ impl S3 {
         Ok(())
     }
 
-    /// What `name` of `class` holds now, if dfs stored it: its size, metadata, and when the
-    /// store took it.
+    /// What `name` of `class` holds now, if dfs stored it: its size, metadata, and when it
+    /// became current.
     fn current(
         &self,
         class: Class,
         name: &str,
     ) -> Result<Option<(u64, StoredMeta, i64)>, StoreError> {
         let key = key(class, name)?;
-        Ok(self
-            .bucket
-            .head(&key)?
-            .and_then(|h| parse(name, class, &h.meta).map(|meta| (h.size, meta, h.stored))))
+        Ok(self.bucket.head(&key)?.and_then(|h| {
+            let since = since_of(&h.meta, h.stored);
+            parse(name, class, &h.meta).map(|meta| (h.size, meta, since))
+        }))
     }
 
-    /// Every version of `name` the bucket holds: the current one, if any (the S3 backend keeps
-    /// no history yet).
+    /// Every version of `name` the bucket holds, oldest first: those its history keeps, then
+    /// the current one, if any.
     pub fn history(&self, name: &str) -> Result<Vec<schema::VersionInfo>, StoreError> {
         schema::names::check(name)?;
+        let mut all = self.kept_report(name)?;
         for class in Class::ALL {
             if let Some((size, m, stored)) = self.current(class, name)? {
-                return Ok(vec![schema::VersionInfo {
+                all.push(schema::VersionInfo {
                     version: m.version,
                     class,
                     size,
@@ -147,10 +187,11 @@ impl S3 {
                     since: stored,
                     until: None,
                     deleted: false,
-                }]);
+                });
+                break;
             }
         }
-        Ok(Vec::new())
+        Ok(all)
     }
 
     /// Makes `data` (verified) the current `meta.name`; returns its version and whether the
@@ -161,7 +202,7 @@ impl S3 {
         data: Vec<u8>,
     ) -> Result<(u64, bool), StoreError> {
         let key = key(meta.class, &meta.name)?;
-        if let Some(old) = self.unchanged(meta)? {
+        if let Some(old) = self.replacing(meta)? {
             return Ok((old, true));
         }
         self.bucket.put(&key, data, &headers(meta))?;
@@ -178,7 +219,7 @@ impl S3 {
         size: u64,
     ) -> Result<(u64, bool), StoreError> {
         let key = key(meta.class, &meta.name)?;
-        if let Some(old) = self.unchanged(meta)? {
+        if let Some(old) = self.replacing(meta)? {
             return Ok((old, true));
         }
         self.bucket
@@ -186,12 +227,74 @@ impl S3 {
         Ok((meta.version, false))
     }
 
-    /// The version of the current `meta.name` if it already has `meta`'s content.
-    fn unchanged(&self, meta: &StoredMeta) -> Result<Option<u64>, StoreError> {
-        Ok(self
-            .current(meta.class, &meta.name)?
-            .filter(|(_, old, _)| old.blake3 == meta.blake3)
-            .map(|(_, old, _)| old.version))
+    /// Before `meta` replaces what its name holds: the version stored if it already has
+    /// `meta`'s content (nothing to do), else `None` once the version it replaces, if any, is
+    /// kept in the history.
+    fn replacing(&self, meta: &StoredMeta) -> Result<Option<u64>, StoreError> {
+        match self.current(meta.class, &meta.name)? {
+            Some((_, old, _)) if old.blake3 == meta.blake3 => Ok(Some(old.version)),
+            Some((size, old, since)) => {
+                self.keep(&old, size, (since, now()), false)?;
+                Ok(None)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Copies the object `key` from the store into an unnamed temporary file, hashing it on
+    /// the way: the file, its size, the dfs metadata it carries (of `name` in `class`) and the
+    /// hash of its bytes; `None` when there is no such object.
+    #[allow(clippy::type_complexity)]
+    fn copy_out(
+        &self,
+        key: &str,
+        name: &str,
+        class: Class,
+    ) -> Result<Option<(File, u64, Option<StoredMeta>, Hash)>, StoreError> {
+        let temp = match disk::atomic::TempFile::unnamed(&self.tmp) {
+            Some(t) => t,
+            None => disk::atomic::TempFile::create(disk::atomic::temp_name(&self.tmp))?,
+        };
+        let file = temp
+            .file()
+            .try_clone()
+            .map_err(|e| StoreError::io("open", temp.path(), e))?;
+        let mut hasher = blake3::Hasher::new();
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, &file);
+        let mut recorded = None;
+        let got = self.bucket.get_into(
+            key,
+            |_, m| {
+                recorded = parse(name, class, m);
+                Ok(())
+            },
+            |piece| {
+                hasher.update(piece);
+                out.write_all(piece)
+                    .map_err(|e| BucketError::Read(key.to_string(), e))
+            },
+        )?;
+        let Some((size, _)) = got else {
+            return Ok(None);
+        };
+        out.flush()
+            .map_err(|e| StoreError::io("write", temp.path(), e))?;
+        drop(out);
+        Ok(Some((file, size, recorded, Hash::from(hasher.finalize()))))
+    }
+
+    /// The error for `name`, whose stored bytes hash to `actual` instead of `expected`.
+    fn corrupt(&self, name: &str, expected: Hash, actual: Hash) -> StoreError {
+        tracing::warn!(
+            name,
+            %expected,
+            %actual,
+            "stored object no longer matches its recorded hash: not served (run dfs fsck --repair)"
+        );
+        StoreError::Corrupt(format!(
+            "{name}: the stored object hashes to {actual}, not to its recorded {expected}; not \
+             served (it changed in the bucket; `dfs fsck --repair` sets it aside)"
+        ))
     }
 
     /// Copies the current `name` (in `class`, or the first class holding it) from the store
@@ -204,50 +307,12 @@ impl S3 {
         };
         for class in classes {
             let key = key(class, name)?;
-            let temp = match disk::atomic::TempFile::unnamed(&self.tmp) {
-                Some(t) => t,
-                None => disk::atomic::TempFile::create(disk::atomic::temp_name(&self.tmp))?,
-            };
-            let file = temp
-                .file()
-                .try_clone()
-                .map_err(|e| StoreError::io("open", temp.path(), e))?;
-            let mut hasher = blake3::Hasher::new();
-            let mut out = std::io::BufWriter::with_capacity(1 << 20, &file);
-            let mut recorded = None;
-            let got = self.bucket.get_into(
-                &key,
-                |_, m| {
-                    recorded = parse(name, class, m);
-                    Ok(())
-                },
-                |piece| {
-                    hasher.update(piece);
-                    out.write_all(piece)
-                        .map_err(|e| BucketError::Read(key.clone(), e))
-                },
-            )?;
-            let Some((size, _)) = got else { continue };
-            out.flush()
-                .map_err(|e| StoreError::io("write", temp.path(), e))?;
-            drop(out);
-            let Some(meta) = recorded else {
-                // An object some other client put there: not a dfs file.
+            // An object without dfs metadata was put there by some other client: not a file.
+            let Some((file, size, Some(meta), actual)) = self.copy_out(&key, name, class)? else {
                 continue;
             };
-            let actual = Hash::from(hasher.finalize());
             if actual != meta.blake3 {
-                tracing::warn!(
-                    name,
-                    expected = %meta.blake3,
-                    %actual,
-                    "stored object no longer matches its recorded hash: not served (run dfs fsck --repair)"
-                );
-                return Err(StoreError::Corrupt(format!(
-                    "{name}: the stored object hashes to {actual}, not to its recorded {}; not \
-                     served (it changed in the bucket; `dfs fsck --repair` sets it aside)",
-                    meta.blake3
-                )));
+                return Err(self.corrupt(name, meta.blake3, actual));
             }
             return Ok((file, meta.entry(size)));
         }
@@ -257,9 +322,53 @@ impl S3 {
         )))
     }
 
-    /// Removes `name` from `class`, if stored.
+    /// Copies version `version` of `name` (the current one when it has that version or none
+    /// is asked for, else the kept one) into a temporary file, verified, as [`S3::spool`].
+    pub fn spool_version(
+        &self,
+        name: &str,
+        class: Option<Class>,
+        version: Option<u64>,
+    ) -> Result<(File, Entry), StoreError> {
+        let Some(wanted) = version else {
+            return self.spool(name, class);
+        };
+        let current = match self.spool(name, class) {
+            Ok((file, entry)) if entry.version == wanted => return Ok((file, entry)),
+            Ok(_) => true,
+            Err(e) if e.code() == schema::ErrorCode::NotFound => false,
+            Err(e) => return Err(e),
+        };
+        let gone = || {
+            StoreError::NotFound(format!(
+                "{name}: version {wanted} is not kept on this node{}",
+                if current {
+                    ""
+                } else {
+                    " (nor any current one)"
+                }
+            ))
+        };
+        let Some((class, v)) = self.find(name, wanted)? else {
+            return Err(gone());
+        };
+        let Some((file, _, _, actual)) = self.copy_out(&self.kept_object(&v), name, class)? else {
+            return Err(gone());
+        };
+        if actual != v.blake3 {
+            return Err(self.corrupt(name, v.blake3, actual));
+        }
+        Ok((file, v.entry(name.to_string(), class)))
+    }
+
+    /// Removes `name` from `class`, if stored; the deleted version stays in the history.
     pub fn delete(&self, class: Class, name: &str) -> Result<(), StoreError> {
         let key = key(class, name)?;
+        let Some((size, old, since)) = self.current(class, name)? else {
+            // Nothing dfs stored there (an object of another client is left alone).
+            return Ok(());
+        };
+        self.keep(&old, size, (since, now()), true)?;
         self.bucket.delete(&key)?;
         tracing::info!(name = %schema::names::escape(name), %class, "deleted");
         Ok(())
@@ -296,6 +405,17 @@ impl S3 {
                 .map_or(1, |(_, m, _)| m.version + 1),
         };
         let new = StoredMeta::new(r.to, to_class, entry.blake3, entry.modified, version);
+        if to_key != from_key {
+            // History: `from` stops being current (moved away), and a version `to` had is
+            // replaced.
+            let now = now();
+            if let Some((size, old, since)) = self.current(r.class, r.from)? {
+                self.keep(&old, size, (since, now), true)?;
+            }
+            if let Some((size, replaced, since)) = self.current(to_class, r.to)? {
+                self.keep(&replaced, size, (since, now), false)?;
+            }
+        }
         self.bucket
             .put_file(&to_key, &file, entry.size, &headers(&new), entry.blake3)?;
         if to_key != from_key {
@@ -319,15 +439,7 @@ impl S3 {
         after: Option<&str>,
         limit: u32,
     ) -> Result<(Vec<Entry>, bool), StoreError> {
-        let cursor = after
-            .map(|a| {
-                schema::page::parse_node_cursor(a).map_err(|e| {
-                    StoreError::Protocol(format!(
-                        "list cursor {a:?} {e}; a node's cursor is \"<class>/<name>\""
-                    ))
-                })
-            })
-            .transpose()?;
+        let cursor = parse_cursor(after)?;
         let mut page = PageBuilder::new(limit);
         let want = limit.clamp(1, schema::limits::MAX_LIST_PAGE) as usize;
         for class in Class::ALL {
