@@ -73,8 +73,11 @@ pub struct Args {
     #[arg(long, env = "DFS_BROKER_FETCH_PORT", default_value_t = schema::ports::FETCH_PORT)]
     pub fetch_port: u16,
     /// The storage node: HOST[:BASEPORT] (classes on BASEPORT..+3, reads on BASEPORT+4).
-    #[arg(long, env = "DFS_BROKER_STORAGE", default_value = schema::ports::STORAGE_ADDR)]
-    pub storage: String,
+    /// Repeat it for several nodes that share one backend (`dfs storage --backend s3://…`):
+    /// requests are spread across the nodes that answer.
+    #[arg(long, env = "DFS_BROKER_STORAGE", default_value = schema::ports::STORAGE_ADDR,
+          value_delimiter = ',')]
+    pub storage: Vec<String>,
     /// Extra routes, EXT=CLASS,... (for example flac=mp3,md=txt); classes: mp3, txt, pdf, others.
     #[arg(long, env = "DFS_BROKER_ROUTES")]
     pub routes: Option<String>,
@@ -161,22 +164,30 @@ impl Broker {
                 .map_err(|e| anyhow::anyhow!("bad --routes {spec:?}: {e}"))?,
             None => Routes::default(),
         };
-        let (host, base) = host_port(&args.storage, schema::ports::STORAGE_BASE_PORT)
-            .map_err(|e| anyhow::anyhow!("bad --storage: {e}"))?;
-        if base.checked_add(SERVE_OFFSET).is_none() {
-            anyhow::bail!(
-                "bad --storage {}: base port {base} leaves no room for the five node ports",
-                args.storage
-            );
+        let mut nodes = Vec::with_capacity(args.storage.len());
+        for spec in &args.storage {
+            let (host, base) = host_port(spec, schema::ports::STORAGE_BASE_PORT)
+                .map_err(|e| anyhow::anyhow!("bad --storage {spec}: {e}"))?;
+            if base.checked_add(SERVE_OFFSET).is_none() {
+                anyhow::bail!(
+                    "bad --storage {spec}: base port {base} leaves no room for the five node ports"
+                );
+            }
+            let auth = client_auth(ClientOptions {
+                peer: "the storage node",
+                host: &host,
+                secret_key: args.storage_key.as_ref().and(args.secret_key.as_deref()),
+                server_key: args.storage_key.as_deref(),
+                server_option: "--storage-key",
+                insecure: Some(args.insecure),
+            })?;
+            nodes.push((host, base, auth));
         }
-        let node_auth = client_auth(ClientOptions {
-            peer: "the storage node",
-            host: &host,
-            secret_key: args.storage_key.as_ref().and(args.secret_key.as_deref()),
-            server_key: args.storage_key.as_deref(),
-            server_option: "--storage-key",
-            insecure: Some(args.insecure),
-        })?;
+        if nodes.is_empty() {
+            anyhow::bail!("no --storage given");
+        }
+        let named: Vec<String> = nodes.iter().map(|(h, b, _)| format!("{h}:{b}")).collect();
+        let named = named.join(", ");
         let security = ServerSecurity::start(
             ctx,
             ServerOptions {
@@ -189,8 +200,8 @@ impl Broker {
                 insecure: args.insecure,
             },
         )?;
-        let node = NodeLinks::connect(ctx, &host, base, &node_auth)
-            .with_context(|| format!("cannot connect to the storage node {host}:{base}"))?;
+        let node = NodeLinks::connect(ctx, &nodes)
+            .with_context(|| format!("cannot connect to the storage nodes {named}"))?;
         let (ingest, ingest_port) = router_with(
             ctx,
             &args.bind,
@@ -207,7 +218,7 @@ impl Broker {
         .context("cannot open the fetch port (for fetchers)")?;
         tracing::info!(
             "broker listening on {}: ingest port {ingest_port}, fetch port {fetch_port}; \
-             storage node {host}:{base}",
+             storage nodes {named}",
             args.bind
         );
         let rebuild = Rebuild::new(opened.needs_rebuild());

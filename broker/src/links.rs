@@ -2,7 +2,7 @@
 //! with outage bookkeeping so an unreachable node is logged once, not once per file.
 
 use net::security::{ClientAuth, HandshakeProbe};
-use net::socket::{dealer_probed, endpoint, reconnect, SocketError};
+use net::socket::{dealer_watched, endpoint, reconnect, SocketError};
 use schema::codec;
 use schema::route::SERVE_OFFSET;
 use schema::{Class, Message};
@@ -59,58 +59,87 @@ pub trait ToNode {
 
     /// The address of `link`, for logs and error messages.
     fn endpoint(&self, link: NodePort) -> &str;
+
+    /// Every node's serve address, and whether it took the last message sent to it.
+    fn nodes(&self) -> Vec<(String, bool)> {
+        vec![(self.endpoint(NodePort::Serve).to_string(), true)]
+    }
 }
 
-/// The DEALERs connected to one storage node.
+/// The DEALERs connected to the storage nodes: five a node (its four class ports and its serve
+/// port), node after node. Several nodes share one backend (an S3 bucket, CONTRACT §9), so any
+/// of them can take any request: a request goes to the node its id points at, or, when that
+/// one is away, to the next that takes it. All messages of one transfer carry the same id, so
+/// they go to the same node while the set of nodes that answer stays the same.
 pub struct NodeLinks {
+    /// Every socket, node after node, in the order of [`NodePort::ALL`] within a node.
     sockets: Vec<zmq::Socket>,
     endpoints: Vec<String>,
-    down: [bool; 5],
+    down: Vec<bool>,
     /// Handshake failures of each socket (the node refused the broker's key, ...).
     probes: Vec<HandshakeProbe>,
     /// When to connect a refused socket again.
-    retry_at: [Option<Instant>; 5],
-    /// Whether the refusal of the node was logged (once until it admits the broker).
-    refused_warned: bool,
+    retry_at: Vec<Option<Instant>>,
+    /// Whether the refusal of each node was logged (once until it admits the broker).
+    refused_warned: Vec<bool>,
+    /// Whether each socket's node is connected, as its monitor last said.
+    connected: Vec<Option<bool>>,
 }
 
+/// Sockets per node.
+const PER_NODE: usize = NodePort::ALL.len();
+
 impl NodeLinks {
-    /// Connects to the node at `host` with class ports `base..base+3` and serve at `base+4`,
-    /// with the security `auth`. Connecting never waits for the node: ZeroMQ reconnects in the
-    /// background.
+    /// Connects to the nodes `nodes` (host, base port: class ports `base..base+3`, serve at
+    /// `base+4`), each with its security. Connecting never waits for a node: ZeroMQ reconnects
+    /// in the background.
     pub fn connect(
         ctx: &zmq::Context,
-        host: &str,
-        base: u16,
-        auth: &ClientAuth,
+        nodes: &[(String, u16, ClientAuth)],
     ) -> Result<NodeLinks, SocketError> {
-        let mut sockets = Vec::with_capacity(5);
-        let mut endpoints = Vec::with_capacity(5);
-        let mut probes = Vec::with_capacity(5);
-        for link in NodePort::ALL {
-            let ep = endpoint(host, u32::from(base) + link.slot() as u32);
-            let (sock, probe) = dealer_probed(ctx, &ep, auth)?;
-            sockets.push(sock);
-            probes.push(probe);
-            endpoints.push(ep);
+        let mut sockets = Vec::with_capacity(PER_NODE * nodes.len());
+        let mut endpoints = Vec::with_capacity(PER_NODE * nodes.len());
+        let mut probes = Vec::with_capacity(PER_NODE * nodes.len());
+        for (host, base, auth) in nodes {
+            for link in NodePort::ALL {
+                let ep = endpoint(host, u32::from(*base) + link.slot() as u32);
+                let (sock, probe) = dealer_watched(ctx, &ep, auth)?;
+                sockets.push(sock);
+                probes.push(probe);
+                endpoints.push(ep);
+            }
         }
+        let n = sockets.len();
         Ok(NodeLinks {
             sockets,
             endpoints,
-            down: [false; 5],
+            down: vec![false; n],
             probes,
-            retry_at: [None; 5],
-            refused_warned: false,
+            retry_at: vec![None; n],
+            refused_warned: vec![false; nodes.len()],
+            connected: vec![None; n],
         })
     }
 
-    /// Looks for refused handshakes (logged once) and connects refused sockets again after
-    /// [`HANDSHAKE_RETRY`]: libzmq itself gives up on them, and the node may admit the broker
-    /// after a reload of its allow-list.
+    /// How many nodes there are.
+    pub fn nodes(&self) -> usize {
+        self.sockets.len() / PER_NODE
+    }
+
+    /// The node port of the socket at `index` of [`NodeLinks::sockets`], and its address.
+    pub fn port_of(&self, index: usize) -> (NodePort, &str) {
+        (NodePort::ALL[index % PER_NODE], &self.endpoints[index])
+    }
+
+    /// Looks for refused handshakes (logged once a node) and connects refused sockets again
+    /// after [`HANDSHAKE_RETRY`]: libzmq itself gives up on them, and the node may admit the
+    /// broker after a reload of its allow-list.
     pub fn check_handshakes(&mut self, now: Instant) {
         for slot in 0..self.sockets.len() {
-            if let Some(why) = self.probes[slot].take_failure() {
-                if !std::mem::replace(&mut self.refused_warned, true) {
+            let failure = self.probes[slot].take_failure();
+            self.connected[slot] = self.probes[slot].connected();
+            if let Some(why) = failure {
+                if !std::mem::replace(&mut self.refused_warned[slot / PER_NODE], true) {
                     tracing::warn!(
                         "storage node {}: {why}; retrying every {} s (its --allow must hold \
                          this broker's public key)",
@@ -129,31 +158,29 @@ impl NodeLinks {
         }
     }
 
-    /// The sockets, in the order of [`NodePort::ALL`] (for polling).
+    /// The sockets, node after node, in the order of [`NodePort::ALL`] within a node (for
+    /// polling; [`NodeLinks::port_of`] names each).
     pub fn sockets(&self) -> &[zmq::Socket] {
         &self.sockets
     }
-}
 
-impl ToNode for NodeLinks {
-    /// The address of `link`.
-    fn endpoint(&self, link: NodePort) -> &str {
-        &self.endpoints[link.slot()]
-    }
-
-    /// Sends `msg` (and `data`) on `link` without blocking. A failure means the node is away;
-    /// the first failure after a success is logged as an outage, the first success after an
-    /// outage as a recovery.
-    fn send(
+    /// Sends on the socket at `slot`; logs the first failure after a success as an outage of
+    /// that port, the first success after an outage as a recovery.
+    fn send_on(
         &mut self,
-        link: NodePort,
+        slot: usize,
         msg: &Message,
         data: Option<zmq::Message>,
-    ) -> Result<(), Unreachable> {
-        let slot = link.slot();
+        spare: bool,
+    ) -> Result<(), (Unreachable, Option<zmq::Message>)> {
+        // A copy of the data for the next node, should this one not take it.
+        let spare = data
+            .as_ref()
+            .filter(|_| spare)
+            .map(|d| zmq::Message::from(&d[..]));
         match codec::send(&self.sockets[slot], None, msg, data) {
             Ok(()) => {
-                self.refused_warned = false;
+                self.refused_warned[slot / PER_NODE] = false;
                 if std::mem::replace(&mut self.down[slot], false) {
                     tracing::info!("storage node {} is reachable again", self.endpoints[slot]);
                 }
@@ -166,16 +193,67 @@ impl ToNode for NodeLinks {
                 };
                 if !std::mem::replace(&mut self.down[slot], true) {
                     tracing::warn!(
-                        "storage node {} is unreachable ({reason}); requests for it are \
-                         refused until it is back",
+                        "storage node {} is unreachable ({reason}); its requests go to the \
+                         other nodes, or are refused until one is back",
                         self.endpoints[slot]
                     );
                 }
-                Err(Unreachable {
+                let why = Unreachable {
                     endpoint: self.endpoints[slot].clone(),
                     reason,
-                })
+                };
+                Err((why, spare))
             }
         }
+    }
+}
+
+impl ToNode for NodeLinks {
+    /// The serve address of each node, and whether it took the last message sent to it (any
+    /// of its ports).
+    fn nodes(&self) -> Vec<(String, bool)> {
+        (0..self.nodes())
+            .map(|n| {
+                let serve = n * PER_NODE + NodePort::Serve.slot();
+                // The serve port's connection, as its monitor saw it last (check_handshakes
+                // reads the events every sweep); before any event, its last send.
+                let up = self.connected[serve].unwrap_or(!self.down[serve]);
+                (self.endpoints[serve].clone(), up)
+            })
+            .collect()
+    }
+
+    /// The address of `link` on the first node that was reachable last (for logs).
+    fn endpoint(&self, link: NodePort) -> &str {
+        let up = (0..self.nodes())
+            .map(|n| n * PER_NODE + link.slot())
+            .find(|&slot| !self.down[slot])
+            .unwrap_or(link.slot());
+        &self.endpoints[up]
+    }
+
+    /// Sends `msg` (and `data`) on `link` of the node its id points at, or of the next node
+    /// that takes it, without blocking. Fails when no node takes it.
+    fn send(
+        &mut self,
+        link: NodePort,
+        msg: &Message,
+        data: Option<zmq::Message>,
+    ) -> Result<(), Unreachable> {
+        let nodes = self.nodes();
+        let first = (msg.id() % nodes as u64) as usize;
+        let mut data = data;
+        let mut last = None;
+        for k in 0..nodes {
+            let slot = ((first + k) % nodes) * PER_NODE + link.slot();
+            match self.send_on(slot, msg, data, k + 1 < nodes) {
+                Ok(()) => return Ok(()),
+                Err((why, spare)) => {
+                    last = Some(why);
+                    data = spare;
+                }
+            }
+        }
+        Err(last.expect("at least one storage node"))
     }
 }

@@ -5,7 +5,7 @@
 
 use crate::commit::GroupCommit;
 use crate::export::Exporter;
-use crate::links::{NodeLinks, NodePort};
+use crate::links::NodeLinks;
 use crate::outbox::Reply;
 use crate::peer::Front;
 use crate::relay::Relay;
@@ -83,14 +83,15 @@ impl Serve {
     /// One poll round: waits up to `POLL_MS`, reads what is ready (front ports too when
     /// `fronts`), then starts the next flush and sends the replies that waited for the last.
     fn round(&mut self, fronts: bool) -> zmq::Result<()> {
-        let mut ready = [false; 8];
+        // The two front ports, five per node, the commit reports.
+        let mut ready = vec![false; 3 + self.node.sockets().len()];
         let front_events = if fronts {
             zmq::POLLIN
         } else {
             zmq::PollEvents::empty()
         };
         {
-            let mut items: Vec<zmq::PollItem> = Vec::with_capacity(8);
+            let mut items: Vec<zmq::PollItem> = Vec::with_capacity(ready.len());
             items.push(self.ingest.as_poll_item(front_events));
             items.push(self.fetch.as_poll_item(front_events));
             for s in self.node.sockets() {
@@ -102,7 +103,13 @@ impl Serve {
                 *r = item.is_readable();
             }
         }
-        for (slot, _) in ready.iter().enumerate().take(7).filter(|(_, r)| **r) {
+        let fronts_and_nodes = 2 + self.node.sockets().len();
+        for (slot, _) in ready
+            .iter()
+            .enumerate()
+            .take(fronts_and_nodes)
+            .filter(|(_, r)| **r)
+        {
             for _ in 0..BATCH {
                 let sock = match slot {
                     0 => &self.ingest,
@@ -117,9 +124,10 @@ impl Serve {
                                 self.relay.on_front(front, inbound, &mut self.node);
                             }
                         }
-                        n => self
-                            .relay
-                            .on_node(NodePort::ALL[n - 2], inbound, &mut self.node),
+                        n => {
+                            let (port, _) = self.node.port_of(n - 2);
+                            self.relay.on_node(port, inbound, &mut self.node)
+                        }
                     },
                     Err(zmq::Error::EAGAIN) => break,
                     Err(e) => {

@@ -41,6 +41,8 @@ pub struct Facts {
     pub rebuilding: bool,
     /// The node's serve address.
     pub storage: String,
+    /// Every node's serve address and whether it is reachable.
+    pub nodes: Vec<(String, bool)>,
     /// Mass-change alarms in effect.
     pub alarms: Vec<String>,
 }
@@ -192,6 +194,18 @@ impl StatusDesk {
             in_flight: facts.in_flight,
             rebuilding: facts.rebuilding,
             storage: facts.storage.clone(),
+            storage_nodes: if facts.nodes.len() > 1 {
+                facts
+                    .nodes
+                    .iter()
+                    .map(|(address, reachable)| schema::status::NodeLink {
+                        address: address.clone(),
+                        reachable: *reachable,
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
             alarms: facts.alarms.clone(),
         }
     }

@@ -317,15 +317,44 @@ pub fn is_loopback(host: &str) -> bool {
 pub struct HandshakeProbe {
     events: crate::inproc::Monitor,
     last_failure: Option<String>,
+    /// Whether the socket's peer is connected now: a handshake succeeded and no disconnect
+    /// came since (unknown, `None`, until the first of either).
+    connected: Option<bool>,
 }
 
 impl HandshakeProbe {
-    /// Starts watching `sock`. Call before connect.
+    /// Starts watching `sock` for refused handshakes. Call before connect.
     pub fn attach(ctx: &zmq::Context, sock: &zmq::Socket) -> zmq::Result<HandshakeProbe> {
+        HandshakeProbe::watching(ctx, sock, HANDSHAKE_FAILURES)
+    }
+
+    /// Starts watching `sock` for refused handshakes and for its connection coming and going
+    /// ([`HandshakeProbe::connected`]). Call before connect. The probe must then be read
+    /// regularly for as long as the socket lives: libzmq blocks the socket's I/O when the
+    /// events pile up unread.
+    pub fn attach_with_connection(
+        ctx: &zmq::Context,
+        sock: &zmq::Socket,
+    ) -> zmq::Result<HandshakeProbe> {
+        let events = HANDSHAKE_FAILURES
+            | zmq::SocketEvent::HANDSHAKE_SUCCEEDED as i32
+            | zmq::SocketEvent::DISCONNECTED as i32;
+        HandshakeProbe::watching(ctx, sock, events)
+    }
+
+    fn watching(ctx: &zmq::Context, sock: &zmq::Socket, events: i32) -> zmq::Result<Self> {
         Ok(HandshakeProbe {
-            events: crate::inproc::Monitor::attach(ctx, sock, HANDSHAKE_FAILURES)?,
+            events: crate::inproc::Monitor::attach(ctx, sock, events)?,
             last_failure: None,
+            connected: None,
         })
+    }
+
+    /// Whether the peer is connected, as far as the events read so far tell (`None`: no
+    /// handshake nor disconnect seen yet).
+    pub fn connected(&mut self) -> Option<bool> {
+        self.take_failure();
+        self.connected
     }
 
     /// Why the last handshake failed, if one ever did: one clause for an error message.
@@ -340,6 +369,11 @@ impl HandshakeProbe {
     pub fn take_failure(&mut self) -> Option<String> {
         let mut fresh = None;
         while let Some(e) = self.events.next() {
+            if e.is(zmq::SocketEvent::HANDSHAKE_SUCCEEDED) {
+                self.connected = Some(true);
+            } else if e.is(zmq::SocketEvent::DISCONNECTED) {
+                self.connected = Some(false);
+            }
             if let Some(why) = handshake_failure(e.event, e.value) {
                 self.last_failure = Some(why.clone());
                 fresh = Some(why);

@@ -187,6 +187,20 @@ pub fn dealer_probed(
     Ok((sock, probe))
 }
 
+/// [`dealer_probed`] whose probe also follows the connection coming and going
+/// (`HandshakeProbe::connected`); the caller reads the probe for as long as the socket lives.
+pub fn dealer_watched(
+    ctx: &zmq::Context,
+    ep: &str,
+    auth: &ClientAuth,
+) -> Result<(zmq::Socket, HandshakeProbe), SocketError> {
+    let sock = dealer_unconnected(ctx, ep, auth)?;
+    let probe = HandshakeProbe::attach_with_connection(ctx, &sock)
+        .map_err(err("watch the connection of", ep))?;
+    sock.connect(ep).map_err(err("connect to", ep))?;
+    Ok((sock, probe))
+}
+
 /// A configured DEALER for `ep`, not yet connected.
 fn dealer_unconnected(
     ctx: &zmq::Context,

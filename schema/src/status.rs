@@ -77,10 +77,22 @@ pub struct BrokerReport {
     pub rebuilding: bool,
     /// The node's endpoint as the broker reaches it (its serve port).
     pub storage: String,
+    /// Every storage node the broker uses (`--storage` given more than once), with whether it
+    /// took the last message the broker sent it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub storage_nodes: Vec<NodeLink>,
     /// Mass-change alarms in effect, one line each (a volume mostly deleted or rewritten at
     /// once: someone should look).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub alarms: Vec<String>,
+}
+
+/// One storage node as the broker sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeLink {
+    /// Its serve port's endpoint.
+    pub address: String,
+    pub reachable: bool,
 }
 
 /// What a watcher writes to its `--status-file` and `dfs status` reads back: one JSON object,
@@ -174,6 +186,10 @@ mod tests {
             in_flight: 2,
             rebuilding: false,
             storage: "tcp://127.0.0.1:9004".into(),
+            storage_nodes: vec![NodeLink {
+                address: "tcp://b:9004".into(),
+                reachable: false,
+            }],
             alarms: vec!["mass change in volume photos: 150 names".into()],
         };
         for m in [

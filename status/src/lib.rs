@@ -256,6 +256,18 @@ fn ask_broker(
         found.problem(Severity::Unhealthy, subject.clone(), alarm.clone());
     }
     disk_check(found, &subject, &broker.data, broker.disk);
+    let up = broker.storage_nodes.iter().filter(|n| n.reachable).count();
+    for n in broker.storage_nodes.iter().filter(|n| !n.reachable) {
+        let why = format!(
+            "is unreachable; {up} of the {} storage nodes serve",
+            broker.storage_nodes.len()
+        );
+        found.problem(
+            Severity::Unhealthy,
+            format!("storage node {}", n.address),
+            why,
+        );
+    }
     let node_subject = format!("storage node {}", broker.storage);
     match node {
         Some(node) => {
@@ -445,6 +457,16 @@ fn print_table(found: &Findings, out: &mut dyn Write) -> std::io::Result<()> {
             }
         )?;
         writeln!(out, "         disk: {}", disk_text(b, "data"))?;
+        if let Some(nodes) = b["storage_nodes"].as_array() {
+            let each: Vec<String> = nodes
+                .iter()
+                .map(|n| {
+                    let up = if n["reachable"] == true { "up" } else { "DOWN" };
+                    format!("{} {up}", n["address"].as_str().unwrap_or("?"))
+                })
+                .collect();
+            writeln!(out, "         storage nodes: {}", each.join(", "))?;
+        }
     }
     let s = &found.storage;
     match s["address"].as_str() {
@@ -491,6 +513,12 @@ fn print_table(found: &Findings, out: &mut dyn Write) -> std::io::Result<()> {
             num(&s["history_objects"]),
             Size(num(&s["history_bytes"]))
         )?;
+        if let Some(backend) = s["backend"].as_str() {
+            writeln!(
+                out,
+                "         backend: {backend} (the root holds transfers only)"
+            )?;
+        }
         writeln!(out, "         disk: {}", disk_text(s, "root"))?;
     } else if let Some(e) = s["error"].as_str() {
         writeln!(out, "         {e}")?;

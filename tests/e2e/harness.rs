@@ -200,6 +200,8 @@ pub struct Cluster {
     /// The bucket the storage node keeps its files in, when it runs with `--backend`: what
     /// the node holds is then read there.
     pub bucket: Option<storage::bucket::Bucket>,
+    /// More storage nodes the broker uses (`--storage HOST:BASE` each), beside the cluster's.
+    pub more_storage: Vec<String>,
     /// Last, so that it is removed after the processes stopped and their logs were printed.
     pub dir: tempfile::TempDir,
 }
@@ -275,6 +277,7 @@ impl Cluster {
             ready: BTreeMap::new(),
             env: Vec::new(),
             bucket: None,
+            more_storage: Vec::new(),
             dir,
         }
     }
@@ -315,7 +318,7 @@ impl Cluster {
 
     /// Starts the broker against the running node (ports 0 the first time, then the same ones).
     pub fn start_broker(&mut self) {
-        let args = vec![
+        let mut args = vec![
             "--data".into(),
             self.data.display().to_string(),
             "--bind".into(),
@@ -327,6 +330,9 @@ impl Cluster {
             "--storage".into(),
             format!("127.0.0.1:{}", self.base_port),
         ];
+        for more in &self.more_storage {
+            args.extend(["--storage".to_string(), more.clone()]);
+        }
         let (p, v) = self.spawn_ready("broker", args);
         self.ingest_port = port(&v, "ingest_port");
         self.fetch_port = port(&v, "fetch_port");

@@ -14,7 +14,7 @@ use storage::bucket::{Access, Bucket, PART_SIZE};
 const SYNC: Duration = Duration::from_secs(120);
 
 /// A client of the bucket through Garage node `i`.
-fn bucket(g: &Garage, i: usize, url: &str) -> Bucket {
+pub fn bucket(g: &Garage, i: usize, url: &str) -> Bucket {
     let access = Access {
         endpoint: Some(g.endpoint(i)),
         region: Some("garage".into()),
@@ -112,7 +112,7 @@ fn a_bucket_on_garage_keeps_objects_with_their_metadata_and_survives_a_lost_node
 
 /// The S3 endpoint's options of a storage node on `g`, keeping its files below `prefix` of
 /// the bucket.
-fn backend_args(g: &Garage, prefix: &str) -> Vec<String> {
+pub fn backend_args(g: &Garage, prefix: &str) -> Vec<String> {
     [
         "--backend",
         &format!("s3://{BUCKET}/{prefix}"),

@@ -190,3 +190,171 @@ fn a_300_mib_file_goes_to_the_bucket_and_back_in_bounded_memory() {
     assert_eq!(c.node_tmp_bytes(), 0);
     c.assert_peaks_below(100 * 1024, Vec::new());
 }
+
+/// Starts a second storage node on the same bucket (through Garage node 1), with its own root
+/// for transfers; returns it and its `--storage` address.
+fn second_node(c: &Cluster, g: &Garage, prefix: &str, base: u16) -> (Proc, String) {
+    let root = c.dir.path().join("node2");
+    let ready = c.dir.path().join("storage2.ready");
+    let _ = fs::remove_file(&ready);
+    let mut args: Vec<String> = [
+        "storage",
+        "--root",
+        root.to_str().unwrap(),
+        "--bind",
+        "127.0.0.1",
+        "--base-port",
+        &base.to_string(),
+        "--ready-file",
+        ready.to_str().unwrap(),
+        "--backend",
+        &format!("s3://{}/{prefix}", crate::garage::BUCKET),
+        "--s3-endpoint",
+        &g.endpoint(1),
+        "--s3-region",
+        "garage",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(c.daemon_args.iter().cloned());
+    let mut p = Proc::spawn_with_env("storage2", c.dir.path(), c.dir.path(), &args, &c.env);
+    let v = p.wait_ready(&ready);
+    let base = v["base_port"].as_u64().unwrap();
+    (p, format!("127.0.0.1:{base}"))
+}
+
+/// How many files a node's log says it stored.
+fn stored_by(p: &Proc) -> usize {
+    p.log_text()
+        .lines()
+        .filter(|l| l.contains(" stored "))
+        .count()
+}
+
+#[test]
+fn two_nodes_on_one_bucket_share_the_work_and_one_killed_mid_upload_leaves_the_other_to_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(g) = Garage::start(dir.path()) else {
+        return;
+    };
+    // The cluster's node, then a second one on the same bucket; the broker uses both.
+    let mut c = Cluster::new(&[]);
+    c.storage_args = crate::s3::backend_args(&g, "two");
+    c.env = vec![
+        ("AWS_ACCESS_KEY_ID".into(), g.key_id.clone()),
+        ("AWS_SECRET_ACCESS_KEY".into(), g.secret.clone()),
+    ];
+    c.bucket = Some(crate::s3::bucket(
+        &g,
+        0,
+        &format!("s3://{}/two", crate::garage::BUCKET),
+    ));
+    c.start_storage(0);
+    let (mut other, other_addr) = second_node(&c, &g, "two", 0);
+    let other_base: u16 = other_addr.rsplit(':').next().unwrap().parse().unwrap();
+    c.more_storage = vec![other_addr];
+    c.start_broker();
+    c.start_watcher();
+
+    for i in 0..40 {
+        fs::write(c.source.join(format!("{i}.txt")), format!("file {i}")).unwrap();
+    }
+    c.wait_synced(SYNC);
+    let (first, second) = (stored_by(c.storage.as_ref().unwrap()), stored_by(&other));
+    assert!(
+        first > 0 && second > 0,
+        "one node did all the work: {first} and {second}"
+    );
+    assert_eq!(first + second, 40);
+
+    // `dfs status` names both nodes and the backend.
+    let status = run_bounded(
+        c.dir.path(),
+        &["status", "--broker", &c.broker_addr()],
+        Duration::from_secs(60),
+    );
+    let text = String::from_utf8_lossy(&status.stdout).to_string();
+    assert!(
+        text.contains("storage nodes:") && text.contains("backend: s3://dfs/two"),
+        "{text}"
+    );
+
+    // A large file; whichever node takes it is killed half-way through.
+    let hash = write_big_file(&c.source.join("big.bin"), 3, 120 << 20);
+    let roots = [c.root.join(".dfs/tmp"), c.dir.path().join("node2/.dfs/tmp")];
+    let mut taker = None;
+    wait_until("a node receives the large file", SYNC, || {
+        let pids = [c.storage.as_ref().unwrap().pid(), other.pid()];
+        taker = (0..2).find(|&i| open_bytes_in(pids[i], &roots[i]) > 8 << 20);
+        taker.is_some()
+    });
+    let killed_first = taker == Some(0);
+    if killed_first {
+        c.kill9(Role::Storage);
+    } else {
+        other.kill9();
+    }
+    eprintln!("killed the node that took the large file");
+    wait_until("the large file is stored by the other node", SYNC, || {
+        c.listing().get("big.bin").map(|l| l.blake3.clone()) == Some(hash.clone())
+    });
+    if killed_first {
+        assert!(other.alive());
+    } else {
+        assert!(c.storage.as_mut().unwrap().alive());
+    }
+    eprintln!("the large file is stored");
+    let out = c.fetch(&["--target", &c.target.display().to_string(), "big.bin"]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(file_hash(&c.target.join("big.bin")), hash);
+    eprintln!("the large file is fetched");
+    // The status says one node is down, and that the other serves.
+    let status = run_bounded(
+        c.dir.path(),
+        &["status", "--broker", &c.broker_addr()],
+        Duration::from_secs(60),
+    );
+    assert_ne!(status.status.code(), Some(0), "{}", show(&status));
+    assert!(
+        String::from_utf8_lossy(&status.stderr)
+            .contains("is unreachable; 1 of the 2 storage nodes serve"),
+        "{}",
+        show(&status)
+    );
+    // More changes go on with one node.
+    fs::write(c.source.join("later.txt"), "with one node").unwrap();
+    c.wait_synced(SYNC);
+
+    // The node that comes back is used again.
+    let came_back = if killed_first {
+        c.restart(Role::Storage);
+        c.storage.as_ref().unwrap()
+    } else {
+        other = second_node(&c, &g, "two", other_base).0;
+        &other
+    };
+    let before = stored_by(came_back);
+    wait_until("the broker is connected to both nodes again", SYNC, || {
+        let status = run_bounded(
+            c.dir.path(),
+            &["status", "--broker", &c.broker_addr()],
+            Duration::from_secs(60),
+        );
+        let text = String::from_utf8_lossy(&status.stdout).to_string();
+        text.contains("storage nodes:") && !text.contains("DOWN")
+    });
+    for i in 0..20 {
+        fs::write(c.source.join(format!("back-{i}.txt")), format!("back {i}")).unwrap();
+    }
+    c.wait_synced(SYNC);
+    let came_back = if killed_first {
+        c.storage.as_ref().unwrap()
+    } else {
+        &other
+    };
+    assert!(
+        stored_by(came_back) > before,
+        "the node that came back stored nothing"
+    );
+}

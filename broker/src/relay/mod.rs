@@ -220,6 +220,7 @@ impl Relay {
             in_flight: self.table.len() as u64,
             rebuilding: self.rebuild.is_active(),
             storage: node.endpoint(NodePort::Serve).to_string(),
+            nodes: node.nodes(),
             alarms: self.alarm.alarms(std::time::Instant::now()),
         }
     }

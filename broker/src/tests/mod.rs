@@ -78,7 +78,7 @@ impl Harness {
             bind: "127.0.0.1".into(),
             ingest_port: 0,
             fetch_port: 0,
-            storage: format!("127.0.0.1:{base}"),
+            storage: vec![format!("127.0.0.1:{base}")],
             routes: None,
             ready_file: None,
             metrics: None,
