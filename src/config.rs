@@ -479,7 +479,9 @@ mod tests {
                 let key = l.split('=').next().unwrap_or("").trim();
                 l.contains(" = ")
                     && !key.is_empty()
-                    && key.chars().all(|c| c.is_ascii_lowercase() || c == '-')
+                    && key
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
             })
             .map(|l| format!("{l}\n"))
             .collect()
