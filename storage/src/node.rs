@@ -284,14 +284,18 @@ impl Server {
 
     /// A sync worker finished job `ticket`: forward its reply header to the requester.
     fn on_result(&mut self, ticket: u64, reply: Vec<u8>) {
+        if ticket == sync::NUDGE {
+            // More of a read being copied from the store has arrived.
+            return self.reads.pump(&mut self.ports);
+        }
         let Some(p) = self.uploads.on_result(ticket) else {
             return;
         };
-        if let Some((file, entry)) = self.uploads.take_spooled(ticket) {
+        if let Some((file, entry, arrival)) = self.uploads.take_spooled(ticket) {
             // A read copied from the store: served from its temporary file from here on.
             return self
                 .reads
-                .serve((p.peer, p.id), file, entry, &mut self.ports);
+                .serve((p.peer, p.id), file, entry, arrival, &mut self.ports);
         }
         let sock = &self.ports.sockets[p.sock];
         if let Err(e) = codec::send_encoded(sock, Some(&p.peer), reply, None) {

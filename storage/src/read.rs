@@ -11,6 +11,7 @@
 //! [`Reads`] owns the open reads; it opens files through the [`Layout`] and sends through an
 //! [`Outbox`], so it runs without sockets (the socket loop in `node` drives it).
 
+use crate::arrival::Arrival;
 use crate::error::StoreError;
 use crate::layout::Layout;
 use crate::meta::StoredMeta;
@@ -43,6 +44,11 @@ pub struct Read {
     hasher: blake3::Hasher,
     /// When the reader last spoke.
     pub last_seen: Instant,
+    /// While the file is still being copied from the object store: how much has arrived. A
+    /// chunk goes out only once its bytes are there.
+    arrival: Option<Arc<Arrival>>,
+    /// Chunks the reader granted that wait for their bytes to arrive.
+    owed: u32,
 }
 
 /// Every version of `name` on the node, the current one last (`history`).
@@ -224,7 +230,7 @@ impl Reads {
             return out.send_error(SERVE, &peer, id, &e, root);
         }
         match open_version(&self.layout, name, class, version) {
-            Ok((file, entry)) => self.serve((peer, id), file, entry, out),
+            Ok((file, entry)) => self.serve((peer, id), file, entry, None, out),
             Err(e) => {
                 if e.code() != ErrorCode::NotFound && e.code() != ErrorCode::BadName {
                     tracing::warn!("read of {name} failed: {e}");
@@ -236,11 +242,14 @@ impl Reads {
 
     /// Serves the open `file` of `entry` to read `id` of `peer` (a request admitted before):
     /// `meta` with the content when small, else `meta` and chunks as credit comes.
+    /// `arrival`, for a file still being copied from the object store, says how much of it is
+    /// there (a file of at most `INLINE_MAX` bytes comes whole).
     pub fn serve(
         &mut self,
         (peer, id): (Vec<u8>, u64),
         file: File,
         entry: schema::Entry,
+        arrival: Option<Arc<Arrival>>,
         out: &mut impl Outbox,
     ) {
         let root = self.layout.root();
@@ -279,6 +288,8 @@ impl Reads {
                 expected,
                 hasher: blake3::Hasher::new(),
                 last_seen: Instant::now(),
+                arrival,
+                owed: 0,
             };
             self.open.insert(key, read);
         }
@@ -286,7 +297,6 @@ impl Reads {
 
     /// A `credit` of a read: send up to `chunks` more chunks.
     pub fn on_credit(&mut self, peer: Vec<u8>, id: u64, chunks: u32, out: &mut impl Outbox) {
-        let root = self.layout.root();
         let key: Key = (SERVE, peer, id);
         // Taken out of the map while chunks go out; put back unless the read is over.
         let Some(mut read) = self.open.remove(&key) else {
@@ -299,11 +309,46 @@ impl Reads {
             return;
         };
         read.last_seen = Instant::now();
-        for _ in 0..chunks {
+        read.owed = read.owed.saturating_add(chunks);
+        self.send_owed(key, read, out);
+    }
+
+    /// More bytes arrived for reads still being copied from the object store: send the chunks
+    /// their readers are owed.
+    pub fn pump(&mut self, out: &mut impl Outbox) {
+        let waiting: Vec<Key> = self
+            .open
+            .iter()
+            .filter(|(_, r)| r.owed > 0 && r.arrival.is_some())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in waiting {
+            if let Some(read) = self.open.remove(&key) {
+                self.send_owed(key, read, out);
+            }
+        }
+    }
+
+    /// Sends the chunks `read` is owed whose bytes are there; keeps it open unless it is over.
+    fn send_owed(&mut self, key: Key, mut read: Read, out: &mut impl Outbox) {
+        let root = self.layout.root();
+        let id = key.2;
+        while read.owed > 0 {
             if read.offset >= read.size {
                 break;
             }
             let len = (read.size - read.offset).min(CHUNK_SIZE as u64) as usize;
+            if let Some(a) = &read.arrival {
+                if let Some(why) = a.failure() {
+                    let e = StoreError::Store(format!("{}: {why}", read.name));
+                    return out.send_error(SERVE, &key.1, id, &e, root);
+                }
+                if a.arrived() < read.offset + len as u64 {
+                    // Sent once the bytes are there (`pump`).
+                    break;
+                }
+                read.last_seen = Instant::now();
+            }
             let frame = match read_frame(&read.file, read.offset, len, &read.name) {
                 Ok(frame) => frame,
                 Err(e) => {
@@ -330,6 +375,7 @@ impl Reads {
                 return;
             }
             read.offset += len as u64;
+            read.owed -= 1;
             self.metrics.bytes_served.inc_by(len as u64);
         }
         if read.offset >= read.size {
@@ -409,6 +455,83 @@ mod tests {
         assert_eq!(reads.metrics.bytes_served.get(), 1000);
         reads.on_get(PEER.to_vec(), 2, "missing.txt", (None, None), &mut out);
         assert_eq!(error_code(&out.take()), ErrorCode::NotFound);
+    }
+
+    /// A file still being copied from the store: its chunks go out as their bytes arrive, and
+    /// a copy that fails ends the read with an error.
+    #[test]
+    fn a_file_still_arriving_is_served_as_its_bytes_come() {
+        use std::os::unix::fs::FileExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let (mut reads, _lock) = reads(&dir, &[]);
+        let data = bytes(3 * CHUNK_SIZE);
+        let file = tempfile::tempfile().unwrap();
+        let entry = schema::Entry {
+            name: "arriving.bin".into(),
+            class: Class::Others,
+            size: data.len() as u64,
+            blake3: Hash::of(&data),
+            modified: 0,
+            version: 1,
+        };
+        let arrival = Arc::new(Arrival::default());
+        let mut out = Recorder::default();
+        let clone = file.try_clone().unwrap();
+        reads.serve(
+            (PEER.to_vec(), 7),
+            clone,
+            entry.clone(),
+            Some(arrival.clone()),
+            &mut out,
+        );
+        assert!(matches!(
+            out.take().as_slice(),
+            [(_, _, Message::Meta { id: 7, .. }, None)]
+        ));
+        // Credit for everything, nothing arrived: nothing goes out yet.
+        reads.on_credit(PEER.to_vec(), 7, 3, &mut out);
+        assert!(out.take().is_empty());
+        // One chunk and a half arrive: one chunk goes out.
+        // Written as the worker writes: at offsets (the read's handle shares the file offset).
+        file.write_all_at(&data[..CHUNK_SIZE + CHUNK_SIZE / 2], 0)
+            .unwrap();
+        arrival.add((CHUNK_SIZE + CHUNK_SIZE / 2) as u64);
+        reads.pump(&mut out);
+        let sent = out.take();
+        assert!(
+            matches!(
+                sent.as_slice(),
+                [(_, _, Message::Chunk { offset: 0, .. }, Some(_))]
+            ),
+            "{sent:?}"
+        );
+        // The rest: the last two, and the read is over.
+        let half = CHUNK_SIZE + CHUNK_SIZE / 2;
+        file.write_all_at(&data[half..], half as u64).unwrap();
+        arrival.add((data.len() - CHUNK_SIZE - CHUNK_SIZE / 2) as u64);
+        reads.pump(&mut out);
+        let sent = out.take();
+        let got: Vec<u8> = sent.iter().flat_map(|s| s.3.clone().unwrap()).collect();
+        assert_eq!(got, data[CHUNK_SIZE..]);
+        assert_eq!(reads.len(), 0);
+
+        // A copy that fails mid-way ends the read with an error, never a short file.
+        let failing = Arc::new(Arrival::default());
+        let clone = file.try_clone().unwrap();
+        reads.serve(
+            (PEER.to_vec(), 8),
+            clone,
+            entry,
+            Some(failing.clone()),
+            &mut out,
+        );
+        out.take();
+        reads.on_credit(PEER.to_vec(), 8, 3, &mut out);
+        failing.add(CHUNK_SIZE as u64);
+        failing.fail("the store went away".into());
+        reads.pump(&mut out);
+        assert_eq!(error_code(&out.take()), ErrorCode::Unavailable);
+        assert_eq!(reads.len(), 0);
     }
 
     #[test]

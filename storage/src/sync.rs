@@ -6,6 +6,7 @@
 //! each result through their own inproc PUSH socket to a PULL that the socket thread polls beside
 //! its ROUTERs, so a finished upload wakes the loop at once and its `done` goes out immediately.
 
+use crate::arrival::Arrival;
 use crate::change;
 use crate::check;
 use crate::durable::commit;
@@ -121,8 +122,16 @@ impl RenameJob {
     }
 }
 
+/// A read copied from the S3 backend for the socket thread to serve: the file, its entry and,
+/// while the copy goes on, how much of it has arrived.
+pub type Spool = (File, Entry, Option<Arc<Arrival>>);
+
 /// Reads copied from the S3 backend, by ticket, until the socket thread takes them.
-pub type Spooled = Arc<Mutex<HashMap<u64, (File, Entry)>>>;
+pub type Spooled = Arc<Mutex<HashMap<u64, Spool>>>;
+
+/// The ticket of a worker's nudge: bytes arrived for a read being served while it is copied
+/// (see [`crate::arrival`]); no job has it.
+pub const NUDGE: u64 = u64::MAX;
 
 /// The running pool. [`SyncPool::stop`] ends it.
 pub struct SyncPool {
@@ -174,8 +183,9 @@ impl SyncPool {
                         metrics: &metrics,
                         folders: &folders,
                         spooled: &spooled,
+                        push: &push,
                     };
-                    worker(&rx, &push, &stop, &ctx)
+                    worker(&rx, &stop, &ctx)
                 })
                 .context("cannot start a sync worker thread")?;
             workers.push(handle);
@@ -208,7 +218,7 @@ impl SyncPool {
     }
 
     /// The read a `Spool` job with `ticket` copied from the store, once its result came.
-    pub fn take_spooled(&self, ticket: u64) -> Option<(File, Entry)> {
+    pub fn take_spooled(&self, ticket: u64) -> Option<Spool> {
         self.spooled
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -240,10 +250,32 @@ struct Ctx<'a> {
     metrics: &'a Metrics,
     folders: &'a FolderSyncs,
     spooled: &'a Spooled,
+    push: &'a zmq::Socket,
+}
+
+impl Ctx<'_> {
+    /// Sends the reply of job `ticket` to the socket thread.
+    fn report(&self, ticket: u64, reply: &Message) {
+        if let Message::Error { code, .. } = reply {
+            daemon::metrics::count_error(&self.metrics.errors, daemon::metrics::code_kind(*code));
+        }
+        let frames = [ticket.to_le_bytes().to_vec(), schema::codec::encode(reply)];
+        if let Err(e) = self.push.send_multipart(frames, 0) {
+            tracing::warn!("a sync worker cannot report a result: {e}");
+        }
+    }
+
+    /// Tells the socket thread that more of a read being copied has arrived.
+    fn nudge(&self) {
+        let frames = [NUDGE.to_le_bytes().to_vec(), Vec::new()];
+        if let Err(e) = self.push.send_multipart(frames, 0) {
+            tracing::debug!("a sync worker cannot nudge the socket thread: {e}");
+        }
+    }
 }
 
 /// One worker: takes jobs until the queue closes.
-fn worker(rx: &Mutex<mpsc::Receiver<SyncJob>>, push: &zmq::Socket, stop: &Shutdown, ctx: &Ctx) {
+fn worker(rx: &Mutex<mpsc::Receiver<SyncJob>>, stop: &Shutdown, ctx: &Ctx) {
     loop {
         let job = match rx.lock() {
             Ok(rx) => rx.recv(),
@@ -256,17 +288,17 @@ fn worker(rx: &Mutex<mpsc::Receiver<SyncJob>>, push: &zmq::Socket, stop: &Shutdo
         }
         let reply = match &ctx.backend.s3 {
             Some(s3) => perform_s3(s3, job.ticket, job.id, job.work, ctx),
-            None => perform(&ctx.backend.layout, job.ticket, job.id, job.work, ctx),
+            None => Some(perform(
+                &ctx.backend.layout,
+                job.ticket,
+                job.id,
+                job.work,
+                ctx,
+            )),
         };
-        if let Message::Error { code, .. } = &reply {
-            daemon::metrics::count_error(&ctx.metrics.errors, daemon::metrics::code_kind(*code));
-        }
-        let frames = [
-            job.ticket.to_le_bytes().to_vec(),
-            schema::codec::encode(&reply),
-        ];
-        if let Err(e) = push.send_multipart(frames, 0) {
-            tracing::warn!("a sync worker cannot report a result: {e}");
+        // None: the job reported its reply itself, early (a read served while it is copied).
+        if let Some(reply) = reply {
+            ctx.report(job.ticket, &reply);
         }
     }
 }
@@ -307,7 +339,38 @@ fn answer<T>(
 }
 
 /// Does `work` for request `id` (job `ticket`) on the S3 backend; returns the reply.
-fn perform_s3(s3: &S3, ticket: u64, id: u64, work: Work, ctx: &Ctx) -> Message {
+/// `None` when the job reported its reply itself (a read handed to the socket thread while it
+/// is still copied from the store).
+fn perform_s3(s3: &S3, ticket: u64, id: u64, work: Work, ctx: &Ctx) -> Option<Message> {
+    // A read: handed over early (see `crate::arrival`), or answered with its error.
+    let Work::Spool {
+        name,
+        class,
+        version,
+    } = work
+    else {
+        return Some(reply_s3(s3, id, work, ctx));
+    };
+    let mut hand = |file: File, entry: Entry, arrival: Option<Arc<Arrival>>| {
+        ctx.spooled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(ticket, (file, entry.clone(), arrival));
+        ctx.report(ticket, &Message::Meta { id, entry });
+    };
+    match s3.read_into((&name, class, version), &mut hand, &|| ctx.nudge()) {
+        Ok(()) => None,
+        Err(e) => {
+            if e.code() != schema::ErrorCode::NotFound && e.code() != schema::ErrorCode::BadName {
+                tracing::warn!("read of {name} failed: {e}");
+            }
+            Some(e.reply(id, ctx.backend.layout.root()))
+        }
+    }
+}
+
+/// Does `work` (anything but a read) for request `id` on the S3 backend; returns the reply.
+fn reply_s3(s3: &S3, id: u64, work: Work, ctx: &Ctx) -> Message {
     let root = ctx.backend.layout.root();
     let started = std::time::Instant::now();
     match work {
@@ -339,20 +402,11 @@ fn perform_s3(s3: &S3, ticket: u64, id: u64, work: Work, ctx: &Ctx) -> Message {
             stored(&meta, size, &r, started, ctx.metrics);
             done(id, r, root)
         }
-        Work::Spool {
-            name,
-            class,
-            version,
-        } => {
-            let r = s3.spool_version(&name, class, version);
-            answer(id, r, root, |(file, entry)| {
-                ctx.spooled
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(ticket, (file, entry.clone()));
-                Message::Meta { id, entry }
-            })
-        }
+        Work::Spool { .. } => Message::error(
+            id,
+            schema::ErrorCode::Io,
+            "a read is not answered here".to_string(),
+        ),
         Work::Delete { class, name } => {
             done(id, s3.delete(class, &name).map(|()| (0, false)), root)
         }
@@ -473,7 +527,7 @@ fn perform(layout: &Layout, ticket: u64, id: u64, work: Work, ctx: &Ctx) -> Mess
                 ctx.spooled
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .insert(ticket, (file, entry.clone()));
+                    .insert(ticket, (file, entry.clone(), None));
                 Message::Meta { id, entry }
             });
         }

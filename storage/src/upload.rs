@@ -408,7 +408,7 @@ impl Uploads {
     }
 
     /// The read job `ticket` copied from the store (see [`SyncPool::take_spooled`]).
-    pub fn take_spooled(&self, ticket: u64) -> Option<(std::fs::File, schema::Entry)> {
+    pub fn take_spooled(&self, ticket: u64) -> Option<crate::sync::Spool> {
         self.pool.as_ref().and_then(|p| p.take_spooled(ticket))
     }
 

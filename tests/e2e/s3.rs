@@ -238,6 +238,8 @@ fn a_corrupted_object_is_refused_on_read_and_found_by_fsck() {
     let mut c = cluster_on(&g, "corrupt");
     fs::write(c.source.join("good.txt"), "good").unwrap();
     fs::write(c.source.join("bad.txt"), "the original").unwrap();
+    // Larger than a chunk: read while it is still coming from the store.
+    fs::write(c.source.join("bad-big.bin"), random_bytes(11, 3 << 20)).unwrap();
     c.wait_synced(SYNC);
     drop(c.watch.take());
     // Rewritten behind dfs's back by a plain S3 client, metadata kept.
@@ -246,6 +248,21 @@ fn a_corrupted_object_is_refused_on_read_and_found_by_fsck() {
     let meta: Vec<(&str, String)> = meta.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
     b.put("txt/bad.txt", b"tampered!!!!".to_vec(), &meta)
         .unwrap();
+    let (_, big_meta) = b.get("others/bad-big.bin").unwrap().unwrap();
+    let big_meta: Vec<(&str, String)> = big_meta
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
+    let mut tampered = random_bytes(11, 3 << 20);
+    tampered[2 << 20] ^= 1;
+    b.put("others/bad-big.bin", tampered, &big_meta).unwrap();
+    let out = c.fetch(&["--target", &c.target.display().to_string(), "bad-big.bin"]);
+    assert!(
+        !out.status.success(),
+        "a corrupted large object was served: {}",
+        show(&out)
+    );
+    assert!(!c.target.join("bad-big.bin").exists());
 
     let out = c.fetch(&["--target", &c.target.display().to_string(), "bad.txt"]);
     assert!(

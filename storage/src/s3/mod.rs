@@ -21,6 +21,7 @@
 
 mod history;
 
+use crate::arrival::Arrival;
 use crate::bucket::{self, Bucket, BucketError, Meta};
 use crate::change::Rename;
 use crate::error::StoreError;
@@ -31,6 +32,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The metadata names (after `x-amz-meta-`) of a current object.
 const BLAKE3: &str = "dfs-blake3";
@@ -113,6 +115,16 @@ fn parse(name: &str, class: Class, meta: &Meta) -> Option<StoredMeta> {
     let modified: i64 = get(MODIFIED)?.parse().ok()?;
     let version: u64 = get(VERSION)?.parse().ok()?;
     Some(StoredMeta::new(name, class, blake3, modified, version))
+}
+
+/// What [`S3::stream`] did with one key.
+enum Streamed {
+    /// The file was handed over (its read goes on, or it is whole).
+    Handed,
+    /// No dfs file there.
+    Absent,
+    /// The current file there has this other version; nothing was read.
+    Other(u64),
 }
 
 /// The time now, ns since the Unix epoch.
@@ -322,27 +334,42 @@ impl S3 {
         )))
     }
 
-    /// Copies version `version` of `name` (the current one when it has that version or none
-    /// is asked for, else the kept one) into a temporary file, verified, as [`S3::spool`].
-    pub fn spool_version(
+    /// Reads version `version` of `name` (the current one when it has that version or none is
+    /// asked for, in `class` or the first class holding it; else the kept one) from the store
+    /// into an unnamed temporary file, and hands the file over with its entry through `hand`:
+    /// a file of at most `INLINE_MAX` bytes once it is whole and verified, a larger one as soon
+    /// as its entry is known, with the [`Arrival`] the copy then advances (`nudge` is called as
+    /// bytes come; a copy that fails, or whose bytes do not hash to the entry's BLAKE3, is marked
+    /// failed there). Errors before the file is handed over are returned.
+    pub fn read_into(
         &self,
-        name: &str,
-        class: Option<Class>,
-        version: Option<u64>,
-    ) -> Result<(File, Entry), StoreError> {
-        let Some(wanted) = version else {
-            return self.spool(name, class);
+        (name, class, version): (&str, Option<Class>, Option<u64>),
+        hand: &mut dyn FnMut(File, Entry, Option<Arc<Arrival>>),
+        nudge: &dyn Fn(),
+    ) -> Result<(), StoreError> {
+        let classes = match class {
+            Some(c) => vec![c],
+            None => Class::ALL.to_vec(),
         };
-        let current = match self.spool(name, class) {
-            Ok((file, entry)) if entry.version == wanted => return Ok((file, entry)),
-            Ok(_) => true,
-            Err(e) if e.code() == schema::ErrorCode::NotFound => false,
-            Err(e) => return Err(e),
+        let mut current = None;
+        for class in classes {
+            let key = key(class, name)?;
+            match self.stream(&key, (name, class), None, version, hand, nudge)? {
+                Streamed::Handed => return Ok(()),
+                Streamed::Other(v) => current = Some(v),
+                Streamed::Absent => {}
+            }
+        }
+        let Some(wanted) = version else {
+            return Err(StoreError::NotFound(format!(
+                "{name}: not stored in {}",
+                self.url
+            )));
         };
         let gone = || {
             StoreError::NotFound(format!(
                 "{name}: version {wanted} is not kept on this node{}",
-                if current {
+                if current.is_some() {
                     ""
                 } else {
                     " (nor any current one)"
@@ -352,13 +379,132 @@ impl S3 {
         let Some((class, v)) = self.find(name, wanted)? else {
             return Err(gone());
         };
-        let Some((file, _, _, actual)) = self.copy_out(&self.kept_object(&v), name, class)? else {
-            return Err(gone());
-        };
-        if actual != v.blake3 {
-            return Err(self.corrupt(name, v.blake3, actual));
+        let entry = v.entry(name.to_string(), class);
+        match self.stream(
+            &self.kept_object(&v),
+            (name, class),
+            Some(entry),
+            None,
+            hand,
+            nudge,
+        )? {
+            Streamed::Handed => Ok(()),
+            _ => Err(gone()),
         }
-        Ok((file, v.entry(name.to_string(), class)))
+    }
+
+    /// Copies the object `key` (of `name` in `class`) into a temporary file and hands it over
+    /// (see [`S3::read_into`]). Its entry is `expected` (a kept version) or what its metadata
+    /// records (the current one; then, when `version` is asked for and it is another, nothing is
+    /// read and its version is returned).
+    fn stream(
+        &self,
+        key: &str,
+        (name, class): (&str, Class),
+        expected: Option<Entry>,
+        version: Option<u64>,
+        hand: &mut dyn FnMut(File, Entry, Option<Arc<Arrival>>),
+        nudge: &dyn Fn(),
+    ) -> Result<Streamed, StoreError> {
+        use std::cell::RefCell;
+        use std::os::unix::fs::FileExt as _;
+        let temp = match disk::atomic::TempFile::unnamed(&self.tmp) {
+            Some(t) => t,
+            None => disk::atomic::TempFile::create(disk::atomic::temp_name(&self.tmp))?,
+        };
+        let file = temp
+            .file()
+            .try_clone()
+            .map_err(|e| StoreError::io("open", temp.path(), e))?;
+        // What the start of the response said: the entry, and the arrival once handed over.
+        let state: RefCell<Option<(Entry, Option<Arc<Arrival>>)>> = RefCell::new(None);
+        // Why the start declined the object: not a dfs file, or another version than asked.
+        let mut declined: Option<Streamed> = None;
+        let mut hasher = blake3::Hasher::new();
+        let mut written = 0u64;
+        let mut since_nudge = 0u64;
+        let decline = || BucketError::Read(key.to_string(), std::io::Error::other("declined"));
+        let got = self.bucket.get_into(
+            key,
+            |size, m| {
+                let entry = match &expected {
+                    Some(e) => e.clone(),
+                    None => match parse(name, class, m) {
+                        Some(meta) => meta.entry(size),
+                        // Put there by another client: not a dfs file.
+                        None => {
+                            declined = Some(Streamed::Absent);
+                            return Err(decline());
+                        }
+                    },
+                };
+                if version.is_some_and(|v| v != entry.version) && expected.is_none() {
+                    declined = Some(Streamed::Other(entry.version));
+                    return Err(decline());
+                }
+                let arrival = (size > schema::limits::INLINE_MAX).then(Arc::<Arrival>::default);
+                if let Some(a) = &arrival {
+                    let handed = file
+                        .try_clone()
+                        .map_err(|e| BucketError::Read(key.into(), e))?;
+                    hand(handed, entry.clone(), Some(a.clone()));
+                }
+                *state.borrow_mut() = Some((entry, arrival));
+                Ok(())
+            },
+            |piece| {
+                file.write_all_at(piece, written)
+                    .map_err(|e| BucketError::Read(key.to_string(), e))?;
+                hasher.update(piece);
+                written += piece.len() as u64;
+                since_nudge += piece.len() as u64;
+                if let Some((_, Some(a))) = &*state.borrow() {
+                    a.add(piece.len() as u64);
+                    if since_nudge >= 1 << 20 {
+                        since_nudge = 0;
+                        nudge();
+                    }
+                }
+                Ok(())
+            },
+        );
+        let state = state.into_inner();
+        let arrival = state.as_ref().and_then(|(_, a)| a.clone());
+        let failed = |why: String, a: &Arrival| {
+            tracing::warn!("read of {name} from {} failed: {why}", self.url);
+            a.fail(why);
+            nudge();
+            Ok(Streamed::Handed)
+        };
+        match got {
+            Ok(Some(_)) => {}
+            Ok(None) => return Ok(Streamed::Absent),
+            Err(e) => {
+                if let Some(d) = declined {
+                    return Ok(d);
+                }
+                return match &arrival {
+                    Some(a) => failed(e.to_string(), a),
+                    None => Err(e.into()),
+                };
+            }
+        }
+        let Some((entry, _)) = state else {
+            return Ok(Streamed::Absent);
+        };
+        let actual = Hash::from(hasher.finalize());
+        if actual != entry.blake3 {
+            let e = self.corrupt(name, entry.blake3, actual);
+            return match &arrival {
+                Some(a) => failed(e.to_string(), a),
+                None => Err(e),
+            };
+        }
+        match arrival {
+            Some(_) => nudge(),
+            None => hand(file, entry, None),
+        }
+        Ok(Streamed::Handed)
     }
 
     /// Removes `name` from `class`, if stored; the deleted version stays in the history.
