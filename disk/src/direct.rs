@@ -44,6 +44,9 @@ pub enum ContentWriter {
     Buffered(Writeback),
     /// With `O_DIRECT` from a writer thread.
     Direct(DirectWriter),
+    /// Through the page cache, left there: for a file read back soon and never fsynced (an
+    /// upload the node sends on to an object store).
+    Cached,
 }
 
 impl ContentWriter {
@@ -66,6 +69,7 @@ impl ContentWriter {
                 Ok(())
             }
             ContentWriter::Direct(w) => w.write(data),
+            ContentWriter::Cached => io::Write::write_all(&mut &*file, data),
         }
     }
 
@@ -73,7 +77,7 @@ impl ContentWriter {
     /// content durable.
     pub fn finish(self, file: &File) -> io::Result<()> {
         match self {
-            ContentWriter::Buffered(_) => Ok(()),
+            ContentWriter::Buffered(_) | ContentWriter::Cached => Ok(()),
             ContentWriter::Direct(w) => w.finish(file),
         }
     }

@@ -257,7 +257,12 @@ impl Uploads {
         };
         // A file followed while written is large by the time its writer closes it.
         let expected = if put.growing { u64::MAX } else { put.size };
-        let writer = ContentWriter::new(&temp.reopen_path(), expected);
+        // A file sent on to a bucket is read back at once: it stays in the page cache.
+        let writer = if self.on_s3 {
+            ContentWriter::Cached
+        } else {
+            ContentWriter::new(&temp.reopen_path(), expected)
+        };
         let upload = Incoming {
             // The hash is known once the last chunk is in; until then it holds the announced one.
             meta: StoredMeta::new(

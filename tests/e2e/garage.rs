@@ -155,7 +155,28 @@ impl Garage {
                 "bucket", "allow", "--read", "--write", "--owner", BUCKET, "--key", "dfs-test",
             ],
         );
+        // The layout and the key reach every node in a moment: until then a write may miss
+        // its quorum. Ready once each node takes a write and reads it back.
+        for i in 0..3 {
+            let b = g.client(i, &format!("s3://{BUCKET}"));
+            wait_until(&format!("garage node {i} serves the bucket"), FORM, || {
+                b.put(".probe", b"probe".to_vec(), &[]).is_ok()
+                    && b.get(".probe").ok().flatten().is_some()
+            });
+            b.delete(".probe").unwrap();
+        }
         Some(g)
+    }
+
+    /// A client of the bucket `url` (`s3://BUCKET[/PREFIX]`) through node `i`.
+    pub fn client(&self, i: usize, url: &str) -> storage::bucket::Bucket {
+        let access = storage::bucket::Access {
+            endpoint: Some(self.endpoint(i)),
+            region: Some("garage".into()),
+            key_id: Some(self.key_id.clone()),
+            secret: Some(self.secret.clone()),
+        };
+        storage::bucket::Bucket::open(url, &access).unwrap()
     }
 
     /// The S3 endpoint of node `i` (`http://127.0.0.1:PORT`).

@@ -9,19 +9,13 @@ use std::fs;
 use std::io::Write as _;
 use std::process::Output;
 use std::time::Duration;
-use storage::bucket::{Access, Bucket, PART_SIZE};
+use storage::bucket::{Bucket, PART_SIZE};
 
 const SYNC: Duration = Duration::from_secs(120);
 
 /// A client of the bucket through Garage node `i`.
 pub fn bucket(g: &Garage, i: usize, url: &str) -> Bucket {
-    let access = Access {
-        endpoint: Some(g.endpoint(i)),
-        region: Some("garage".into()),
-        key_id: Some(g.key_id.clone()),
-        secret: Some(g.secret.clone()),
-    };
-    Bucket::open(url, &access).unwrap()
+    g.client(i, url)
 }
 
 fn meta(pairs: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
