@@ -166,19 +166,14 @@ impl NodeLinks {
 
     /// Sends on the socket at `slot`; logs the first failure after a success as an outage of
     /// that port, the first success after an outage as a recovery.
+    /// A message the socket did not take at all comes back with its data, for another node.
     fn send_on(
         &mut self,
         slot: usize,
         msg: &Message,
         data: Option<zmq::Message>,
-        spare: bool,
     ) -> Result<(), (Unreachable, Option<zmq::Message>)> {
-        // A copy of the data for the next node, should this one not take it.
-        let spare = data
-            .as_ref()
-            .filter(|_| spare)
-            .map(|d| zmq::Message::from(&d[..]));
-        match codec::send(&self.sockets[slot], None, msg, data) {
+        match codec::try_send(&self.sockets[slot], msg, data) {
             Ok(()) => {
                 self.refused_warned[slot / PER_NODE] = false;
                 if std::mem::replace(&mut self.down[slot], false) {
@@ -186,7 +181,7 @@ impl NodeLinks {
                 }
                 Ok(())
             }
-            Err(e) => {
+            Err((e, spare)) => {
                 let reason = match e {
                     zmq::Error::EAGAIN => "not connected".to_string(),
                     other => other.to_string(),
@@ -242,12 +237,15 @@ impl ToNode for NodeLinks {
     ) -> Result<(), Unreachable> {
         let nodes = self.nodes();
         let first = (msg.id() % nodes as u64) as usize;
+        let with_data = data.is_some();
         let mut data = data;
         let mut last = None;
         for k in 0..nodes {
             let slot = ((first + k) % nodes) * PER_NODE + link.slot();
-            match self.send_on(slot, msg, data, k + 1 < nodes) {
+            match self.send_on(slot, msg, data) {
                 Ok(()) => return Ok(()),
+                // A message taken in part (ZeroMQ takes all of it or none) goes nowhere else.
+                Err((why, None)) if with_data => return Err(why),
                 Err((why, spare)) => {
                     last = Some(why);
                     data = spare;

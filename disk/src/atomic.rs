@@ -94,6 +94,15 @@ impl TempFile {
         })
     }
 
+    /// A new temporary file in the folder `dir`: unnamed where the file system allows, else
+    /// under a fresh name there (removed again when dropped).
+    pub fn in_dir(dir: &Path) -> Result<TempFile, DiskError> {
+        match TempFile::unnamed(dir) {
+            Some(temp) => Ok(temp),
+            None => TempFile::create(temp_name(dir)),
+        }
+    }
+
     /// The open file, for writing content.
     pub fn file(&self) -> &File {
         &self.file

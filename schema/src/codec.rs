@@ -240,6 +240,27 @@ pub fn send(
     send_encoded(sock, peer, encode(msg), data)
 }
 
+/// [`send`] on a socket that sends no peer frame (a DEALER), giving `data` back when the message
+/// was not taken at all (its first frame refused: the peer is away), so that it can go to
+/// another peer without a copy. Once the first frame is taken, ZeroMQ takes the whole message.
+pub fn try_send(
+    sock: &zmq::Socket,
+    msg: &Message,
+    data: Option<zmq::Message>,
+) -> Result<(), (zmq::Error, Option<zmq::Message>)> {
+    let flags = zmq::DONTWAIT;
+    let header = encode(msg);
+    match data {
+        None => sock.send(header, flags).map_err(|e| (e, None)),
+        Some(d) => {
+            if let Err(e) = sock.send(header, flags | zmq::SNDMORE) {
+                return Err((e, Some(d)));
+            }
+            sock.send(d, flags).map_err(|e| (e, None))
+        }
+    }
+}
+
 /// Sends a header already encoded with [`encode`] (a reply made on another thread, a listing
 /// page encoded once), as [`send`] does.
 pub fn send_encoded(

@@ -49,6 +49,20 @@ pub struct Version {
 }
 
 impl Version {
+    /// The version as `history` reports it, kept in `class`.
+    pub fn info(&self, class: Class) -> schema::VersionInfo {
+        schema::VersionInfo {
+            version: self.version,
+            class,
+            size: self.size,
+            blake3: self.blake3,
+            modified: self.modified,
+            since: self.since,
+            until: Some(self.until),
+            deleted: self.deleted,
+        }
+    }
+
     /// The version as a listing entry of `name` in `class`.
     pub fn entry(&self, name: String, class: Class) -> schema::Entry {
         schema::Entry {
@@ -211,18 +225,7 @@ impl History {
     ) -> Result<Vec<schema::VersionInfo>, StoreError> {
         let mut all = Vec::new();
         for class in Class::ALL {
-            for v in self.versions(class, name)? {
-                all.push(schema::VersionInfo {
-                    version: v.version,
-                    class,
-                    size: v.size,
-                    blake3: v.blake3,
-                    modified: v.modified,
-                    since: v.since,
-                    until: Some(v.until),
-                    deleted: v.deleted,
-                });
-            }
+            all.extend(self.versions(class, name)?.iter().map(|v| v.info(class)));
         }
         all.sort_by_key(|v| (v.until, v.version));
         if let Some((path, e)) = current {

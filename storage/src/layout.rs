@@ -95,10 +95,7 @@ impl Layout {
     /// A new, empty temporary file in `ROOT/.dfs/tmp`, removed again when dropped: unnamed where
     /// the file system allows (see `disk::atomic`).
     pub fn new_temp(&self) -> Result<TempFile, StoreError> {
-        match TempFile::unnamed(&self.tmp) {
-            Some(temp) => Ok(temp),
-            None => Ok(TempFile::create(disk::atomic::temp_name(&self.tmp))?),
-        }
+        Ok(TempFile::in_dir(&self.tmp)?)
     }
 
     /// Makes the root ready to serve: creates the class folders and `.dfs/tmp`, takes the lock

@@ -134,7 +134,7 @@ pub fn open(
 }
 
 /// The error that ends a read whose content hashes to `actual` instead of `expected`.
-fn changed(name: &str, expected: Hash, actual: Hash) -> StoreError {
+pub(crate) fn changed(name: &str, expected: Hash, actual: Hash) -> StoreError {
     tracing::warn!(
         name,
         %expected,

@@ -2,6 +2,7 @@
 //! class folders on a sync worker (never on the socket thread), and the space left on its disk.
 
 use crate::layout::Layout;
+use crate::s3::S3;
 use schema::status::{ClassUsage, DiskSpace, NodeReport, SOFTWARE_VERSION};
 use schema::Class;
 use walkdir::WalkDir;
@@ -50,51 +51,35 @@ pub fn usage(layout: &Layout) -> Vec<ClassUsage> {
         .collect()
 }
 
-/// The node's report: `snapshot` from the socket thread, usage and disk space read now.
-pub fn report(layout: &Layout, snapshot: Snapshot) -> NodeReport {
-    let classes = usage(layout);
+/// The node's report: `snapshot` from the socket thread, usage and disk space read now. With
+/// an S3 backend (`s3`) what is stored is counted in the bucket, and the disk is the root's,
+/// which holds the transfers in progress.
+pub fn report(layout: &Layout, s3: Option<&S3>, snapshot: Snapshot) -> NodeReport {
+    let (classes, (history_objects, history_bytes)) = match s3 {
+        None => (usage(layout), layout.history().usage()),
+        Some(s3) => {
+            let counted = s3.usage().and_then(|c| Ok((c, s3.history_usage()?)));
+            counted.unwrap_or_else(|e| {
+                tracing::warn!(
+                    backend = s3.url(),
+                    "cannot count what the bucket holds: {e}"
+                );
+                (Vec::new(), (0, 0))
+            })
+        }
+    };
     let disk = disk::space::of(layout.root()).map(|(free, total)| DiskSpace { free, total });
     let disk = disk.unwrap_or_else(|e| {
         tracing::warn!(root = %layout.root().display(), "cannot read the free space: {e}");
         DiskSpace::default()
     });
-    let (history_objects, history_bytes) = layout.history().usage();
     NodeReport {
         history_objects,
         history_bytes,
         version: SOFTWARE_VERSION.to_string(),
         uptime: snapshot.uptime,
         root: layout.root().display().to_string(),
-        backend: None,
-        files: classes.iter().map(|c| c.files).sum(),
-        bytes: classes.iter().map(|c| c.bytes).sum(),
-        classes,
-        disk,
-        uploads: snapshot.uploads,
-        reads: snapshot.reads,
-    }
-}
-
-/// The report of a node on the S3 backend: usage counted in the bucket, the free space of the
-/// root that holds its temporary files.
-pub fn report_s3(s3: &crate::s3::S3, layout: &Layout, snapshot: Snapshot) -> NodeReport {
-    let classes = s3.usage().unwrap_or_else(|e| {
-        tracing::warn!(
-            backend = s3.url(),
-            "cannot count what the bucket holds: {e}"
-        );
-        Vec::new()
-    });
-    let disk = disk::space::of(layout.root())
-        .map(|(free, total)| DiskSpace { free, total })
-        .unwrap_or_default();
-    NodeReport {
-        history_objects: 0,
-        history_bytes: 0,
-        version: SOFTWARE_VERSION.to_string(),
-        uptime: snapshot.uptime,
-        root: layout.root().display().to_string(),
-        backend: Some(s3.url().to_string()),
+        backend: s3.map(|s3| s3.url().to_string()),
         files: classes.iter().map(|c| c.files).sum(),
         bytes: classes.iter().map(|c| c.bytes).sum(),
         classes,
@@ -124,7 +109,7 @@ mod tests {
             reads: 2,
             uptime: 3,
         };
-        let r = report(&layout, snapshot);
+        let r = report(&layout, None, snapshot);
         assert_eq!((r.files, r.bytes), (3, 6));
         let per: Vec<(Class, u64, u64)> = r
             .classes

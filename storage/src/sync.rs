@@ -288,13 +288,7 @@ fn worker(rx: &Mutex<mpsc::Receiver<SyncJob>>, stop: &Shutdown, ctx: &Ctx) {
         }
         let reply = match &ctx.backend.s3 {
             Some(s3) => perform_s3(s3, job.ticket, job.id, job.work, ctx),
-            None => Some(perform(
-                &ctx.backend.layout,
-                job.ticket,
-                job.id,
-                job.work,
-                ctx,
-            )),
+            None => Some(perform(&ctx.backend.layout, job.id, job.work, ctx)),
         };
         // None: the job reported its reply itself, early (a read served while it is copied).
         if let Some(reply) = reply {
@@ -457,7 +451,7 @@ fn reply_s3(s3: &S3, id: u64, work: Work, ctx: &Ctx) -> Message {
             done(id, s3.quarantine(class, &name).map(|()| (0, false)), root)
         }
         Work::Status(snapshot) => {
-            let node = crate::status::report_s3(s3, &ctx.backend.layout, snapshot);
+            let node = crate::status::report(&ctx.backend.layout, Some(s3), snapshot);
             Message::NodeStatus {
                 id,
                 node: Box::new(node),
@@ -484,8 +478,9 @@ fn stored(
     }
 }
 
-/// Does `work` for request `id` (job `ticket`) on the local folders; returns the reply.
-fn perform(layout: &Layout, ticket: u64, id: u64, work: Work, ctx: &Ctx) -> Message {
+/// Does `work` for request `id` on the local folders; returns the reply. (Reads, deletes,
+/// renames, listings and owners are answered by the socket thread on a local root.)
+fn perform(layout: &Layout, id: u64, work: Work, ctx: &Ctx) -> Message {
     let (metrics, folders) = (ctx.metrics, ctx.folders);
     let root = layout.root();
     let result = match work {
@@ -511,54 +506,12 @@ fn perform(layout: &Layout, ticket: u64, id: u64, work: Work, ctx: &Ctx) -> Mess
             check::quarantine(layout, class, &name).map(|()| (0, false))
         }
         Work::Status(snapshot) => {
-            let node = crate::status::report(layout, snapshot);
+            let node = crate::status::report(layout, None, snapshot);
             return Message::NodeStatus {
                 id,
                 node: Box::new(node),
             };
         }
-        Work::Spool {
-            name,
-            class,
-            version,
-        } => {
-            let r = crate::read::open_version(layout, &name, class, version);
-            return answer(id, r, root, |(file, entry)| {
-                ctx.spooled
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(ticket, (file, entry.clone(), None));
-                Message::Meta { id, entry }
-            });
-        }
-        Work::Delete { class, name } => change::delete(layout, class, &name).map(|()| (0, false)),
-        Work::Rename(r) => change::rename(layout, &r.borrowed()).map(|v| (v, false)),
-        Work::List { after, limit, past } => {
-            let r = match past {
-                None => crate::list::page(layout, after.as_deref(), limit),
-                Some(p) => crate::past::page(layout, p, after.as_deref(), limit),
-            };
-            return answer(id, r, root, |(entries, more)| Message::Listing {
-                id,
-                entries,
-                more,
-            });
-        }
-        Work::History { name } => {
-            let r = crate::read::history(layout, &name);
-            return answer(id, r, root, |versions| Message::Versions {
-                id,
-                name,
-                versions,
-            });
-        }
-        Work::Owners => {
-            let r = crate::owners::Owners::new(root).all();
-            return answer(id, r, root, |owners| Message::Owned { id, owners });
-        }
-        Work::SetOwner { volume, owner } => crate::owners::Owners::new(root)
-            .set(&volume, &owner)
-            .map(|()| (0, false)),
         work => store(layout, work, metrics, folders),
     };
     done(id, result, root)

@@ -120,8 +120,9 @@ pub fn backend_args(g: &Garage, prefix: &str) -> Vec<String> {
     .collect()
 }
 
-/// Storage node (on the bucket, through Garage node 0), broker and watcher.
-pub fn cluster_on(g: &Garage, prefix: &str) -> Cluster {
+/// A cluster whose storage node keeps its files below `prefix` of the bucket (through Garage
+/// node 0), with the key in its environment; nothing started yet.
+pub fn cluster_for(g: &Garage, prefix: &str) -> Cluster {
     let mut c = Cluster::new(&[]);
     c.storage_args = backend_args(g, prefix);
     c.env = vec![
@@ -129,6 +130,12 @@ pub fn cluster_on(g: &Garage, prefix: &str) -> Cluster {
         ("AWS_SECRET_ACCESS_KEY".into(), g.secret.clone()),
     ];
     c.bucket = Some(bucket(g, 0, &format!("s3://{BUCKET}/{prefix}")));
+    c
+}
+
+/// Storage node (on the bucket, through Garage node 0), broker and watcher.
+pub fn cluster_on(g: &Garage, prefix: &str) -> Cluster {
+    let mut c = cluster_for(g, prefix);
     c.start_storage(0);
     c.start_broker();
     c.start_watcher();
@@ -365,6 +372,22 @@ fn versions_replaced_deleted_and_moved_stay_in_the_bucket_and_restore_as_of_any_
         );
     }
     assert!(b.head(".dfs/history/txt/notes.txt").unwrap().is_some());
+    // `dfs status` counts those four contents, and their bytes, in the bucket.
+    let status = run_bounded(
+        c.dir.path(),
+        &["status", "--broker", &c.broker_addr(), "--json"],
+        Duration::from_secs(60),
+    );
+    let report: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let kept = [
+        "first draft",
+        "second draft",
+        "deleted later",
+        "moved later",
+    ];
+    assert_eq!(report["storage"]["history_objects"], 4, "{report}");
+    let bytes: usize = kept.iter().map(|t| t.len()).sum();
+    assert_eq!(report["storage"]["history_bytes"], bytes as u64, "{report}");
     assert!(b.head("pdf/gone.pdf").unwrap().is_none());
 
     assert_eq!(
@@ -441,15 +464,9 @@ fn the_retention_removes_old_versions_and_their_contents_from_the_bucket() {
     let Some(g) = Garage::start(dir.path()) else {
         return;
     };
-    let mut c = Cluster::new(&[]);
-    c.storage_args = backend_args(&g, "prune");
+    let mut c = cluster_for(&g, "prune");
     c.storage_args
         .extend(["--keep-history".to_string(), "2s".to_string()]);
-    c.env = vec![
-        ("AWS_ACCESS_KEY_ID".into(), g.key_id.clone()),
-        ("AWS_SECRET_ACCESS_KEY".into(), g.secret.clone()),
-    ];
-    c.bucket = Some(bucket(&g, 0, &format!("s3://{BUCKET}/prune")));
     c.start_storage(0);
     c.start_broker();
     c.start_watcher();

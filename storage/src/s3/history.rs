@@ -118,21 +118,17 @@ impl S3 {
     pub(super) fn kept_report(&self, name: &str) -> Result<Vec<schema::VersionInfo>, StoreError> {
         let mut all = Vec::new();
         for class in Class::ALL {
-            for v in self.versions(class, name)? {
-                all.push(schema::VersionInfo {
-                    version: v.version,
-                    class,
-                    size: v.size,
-                    blake3: v.blake3,
-                    modified: v.modified,
-                    since: v.since,
-                    until: Some(v.until),
-                    deleted: v.deleted,
-                });
-            }
+            all.extend(self.versions(class, name)?.iter().map(|v| v.info(class)));
         }
         all.sort_by_key(|v| (v.until, v.version));
         Ok(all)
+    }
+
+    /// Contents the history keeps and their bytes (every one is the history's alone: a kept
+    /// content is a copy in the bucket, not shared with a current object).
+    pub fn history_usage(&self) -> Result<(u64, u64), StoreError> {
+        let all = self.bucket.list(OBJECTS)?;
+        Ok((all.len() as u64, all.iter().map(|(_, size)| size).sum()))
     }
 
     /// The key of the content of kept version `v`.

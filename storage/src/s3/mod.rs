@@ -263,10 +263,7 @@ impl S3 {
         name: &str,
         class: Class,
     ) -> Result<Option<(File, u64, Option<StoredMeta>, Hash)>, StoreError> {
-        let temp = match disk::atomic::TempFile::unnamed(&self.tmp) {
-            Some(t) => t,
-            None => disk::atomic::TempFile::create(disk::atomic::temp_name(&self.tmp))?,
-        };
+        let temp = disk::atomic::TempFile::in_dir(&self.tmp)?;
         let file = temp
             .file()
             .try_clone()
@@ -295,20 +292,6 @@ impl S3 {
         Ok(Some((file, size, recorded, Hash::from(hasher.finalize()))))
     }
 
-    /// The error for `name`, whose stored bytes hash to `actual` instead of `expected`.
-    fn corrupt(&self, name: &str, expected: Hash, actual: Hash) -> StoreError {
-        tracing::warn!(
-            name,
-            %expected,
-            %actual,
-            "stored object no longer matches its recorded hash: not served (run dfs fsck --repair)"
-        );
-        StoreError::Corrupt(format!(
-            "{name}: the stored object hashes to {actual}, not to its recorded {expected}; not \
-             served (it changed in the bucket; `dfs fsck --repair` sets it aside)"
-        ))
-    }
-
     /// Copies the current `name` (in `class`, or the first class holding it) from the store
     /// into an unnamed temporary file, hashing it on the way; returns the file and its entry,
     /// or `Corrupt` when the bytes do not hash to the recorded BLAKE3 (never served).
@@ -324,7 +307,7 @@ impl S3 {
                 continue;
             };
             if actual != meta.blake3 {
-                return Err(self.corrupt(name, meta.blake3, actual));
+                return Err(crate::read::changed(name, meta.blake3, actual));
             }
             return Ok((file, meta.entry(size)));
         }
@@ -408,10 +391,7 @@ impl S3 {
     ) -> Result<Streamed, StoreError> {
         use std::cell::RefCell;
         use std::os::unix::fs::FileExt as _;
-        let temp = match disk::atomic::TempFile::unnamed(&self.tmp) {
-            Some(t) => t,
-            None => disk::atomic::TempFile::create(disk::atomic::temp_name(&self.tmp))?,
-        };
+        let temp = disk::atomic::TempFile::in_dir(&self.tmp)?;
         let file = temp
             .file()
             .try_clone()
@@ -494,7 +474,7 @@ impl S3 {
         };
         let actual = Hash::from(hasher.finalize());
         if actual != entry.blake3 {
-            let e = self.corrupt(name, entry.blake3, actual);
+            let e = crate::read::changed(name, entry.blake3, actual);
             return match &arrival {
                 Some(a) => failed(e.to_string(), a),
                 None => Err(e),
