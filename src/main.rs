@@ -49,6 +49,9 @@ enum Command {
     // `--version N` picks a stored version here; `dfs --version` still prints dfs's.
     #[command(disable_version_flag = true)]
     Fetch(fetcher::Args),
+    /// The stored tree as a read-only folder (FUSE): files read on demand and verified;
+    /// --at TIME, or DIR/.history/TIME/, shows the tree as it was then.
+    Mount(mount::Args),
     /// Storage, broker and watcher in one process on 127.0.0.1, with folders under the current one.
     Up(up::Args),
     /// Checks the index against the storage node: names missing, extra or with a different
@@ -101,6 +104,7 @@ fn main() -> ExitCode {
     logging::init(&cli.log_level, cli.log_format);
     let code = match cli.command {
         Command::Fetch(args) => fetcher::run(args),
+        Command::Mount(args) => mount::run(args),
         Command::Storage(args) => daemon(|stop| storage::run(args, stop)),
         Command::Broker(args) => daemon(|stop| broker::run(args, stop)),
         Command::Watch(args) => daemon(|stop| watcher::run(args, stop)),

@@ -15,12 +15,12 @@ pub mod client;
 pub mod error;
 pub mod history;
 pub mod human;
-mod list;
+pub mod list;
 mod many;
 mod progress;
 mod save;
 mod select;
-mod transfer;
+pub mod transfer;
 
 #[cfg(test)]
 mod tests;

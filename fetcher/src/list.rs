@@ -16,7 +16,7 @@ const MAX_NAME_WIDTH: usize = 60;
 
 /// Which tree a listing pages through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Tree {
+pub enum Tree {
     /// The stored files now (the broker's index, in name order).
     Now,
     /// The versions current at this instant (ns), deleted ones included (the node's history).
@@ -81,7 +81,7 @@ pub(crate) fn list(
 
 /// Pages through the listing of `tree`, handing each page to `on_page`. The next page is asked
 /// for before the current one is handed over, so the broker prepares it meanwhile.
-pub(crate) fn pages(
+pub fn pages(
     client: &mut Client,
     tree: Tree,
     mut on_page: impl FnMut(&[Entry]) -> Result<(), FetchError>,

@@ -12,14 +12,14 @@ use schema::{Entry, Hash, Message};
 use tracing::debug;
 
 /// Where the content of a read goes, in order.
-pub(crate) trait Sink {
+pub trait Sink {
     /// Takes the next bytes of the file.
     fn write_all(&mut self, bytes: &[u8]) -> Result<(), FetchError>;
 }
 
 /// Asks the broker for `name` (its current version, or `version` from the history) and
 /// returns its entry, before any content moves.
-pub(crate) fn request(
+pub fn request(
     client: &mut Client,
     name: &str,
     version: Option<u64>,
@@ -46,7 +46,7 @@ pub(crate) fn request(
 }
 
 /// A read the broker accepted: its entry and, for a small file, the whole content.
-pub(crate) struct Started {
+pub struct Started {
     id: u64,
     /// What the broker holds for the name.
     pub entry: Entry,
