@@ -284,6 +284,12 @@ impl Cache {
         self.evict(&mut inner);
     }
 
+    /// Evicts what is beyond the budgets now (a file was closed: its content may go).
+    pub fn trim(&self) {
+        let mut inner = self.inner();
+        self.evict(&mut inner);
+    }
+
     /// Drops the least recently used contents that no open file reads until both budgets hold.
     /// Runs only when one is exceeded, and then goes down to 90 % of it, so its cost is shared.
     fn evict(&self, inner: &mut Inner) {
@@ -397,5 +403,19 @@ mod tests {
         assert!(cache.has(&Hash::of(&d)));
         assert!(cache.held().0 <= 100);
         drop(held_a);
+    }
+
+    #[test]
+    fn a_content_closed_beyond_the_budget_goes_at_once() {
+        let cache = Cache::new(50);
+        let open = fill(&cache, &[7u8; 60]);
+        assert!(
+            cache.has(&Hash::of(&[7u8; 60])),
+            "kept while open, beyond the budget"
+        );
+        drop(open);
+        cache.trim();
+        assert!(!cache.has(&Hash::of(&[7u8; 60])));
+        assert_eq!(cache.held(), (0, 0));
     }
 }

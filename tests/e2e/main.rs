@@ -17,6 +17,7 @@ mod hosts;
 mod kill;
 mod memory;
 mod metrics;
+mod mount;
 mod names;
 mod outage;
 mod pipeline;
