@@ -6,12 +6,12 @@
 //! reply is parked on the content and sent when the content is ready or has failed.
 
 use disk::atomic::TempFile;
-use fuser::{Errno, ReplyData};
+use fuser::{BackingId, Errno, ReplyData};
 use schema::limits::INLINE_MAX;
 use schema::{Entry, Hash};
 use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 /// Most bytes of small contents held in memory (fewer when `--cache-size` is smaller).
 pub const MEMORY_BUDGET: u64 = 64 << 20;
@@ -54,12 +54,18 @@ impl Body {
     }
 }
 
-/// A read waiting for its content.
-struct Waiter {
-    offset: u64,
-    size: u32,
-    reply: ReplyData,
+/// What waits for a content: a read, or an open that hands the kernel the content's file.
+enum Waiter {
+    Read {
+        offset: u64,
+        size: u32,
+        reply: ReplyData,
+    },
+    Settled(Settled),
 }
+
+/// Called once a content is ready (with its body) or has failed.
+pub type Settled = Box<dyn FnOnce(Result<&Body, Failure>) + Send>;
 
 enum State {
     /// Asked for, not yet here: the reads waiting for it.
@@ -85,6 +91,9 @@ pub struct Content {
     hash: Hash,
     size: u64,
     state: Mutex<State>,
+    /// The kernel's handle of the content's file while open files read it directly
+    /// (passthrough); every open of it shares one.
+    backing: Mutex<Weak<BackingId>>,
 }
 
 impl Content {
@@ -93,6 +102,7 @@ impl Content {
             hash,
             size,
             state: Mutex::new(state),
+            backing: Mutex::new(Weak::new()),
         }
     }
 
@@ -124,7 +134,7 @@ impl Content {
     pub fn read(&self, offset: u64, size: u32, reply: ReplyData) {
         let mut state = self.state();
         match &mut *state {
-            State::Pending(waiting) => waiting.push(Waiter {
+            State::Pending(waiting) => waiting.push(Waiter::Read {
                 offset,
                 size,
                 reply,
@@ -154,12 +164,56 @@ impl Content {
             Err(f) => State::Failed(f),
         };
         for w in waiting {
-            match &*state {
-                State::Ready(body) => answer(body, w.offset, w.size, w.reply),
-                State::Failed(f) => w.reply.error(f.errno),
-                State::Pending(_) => unreachable!("the state was just set"),
-            }
+            settle(&state, w);
         }
+    }
+
+    /// Calls `then` once the content is ready or has failed (now, if it has).
+    pub fn when_settled(&self, then: Settled) {
+        let mut state = self.state();
+        match &mut *state {
+            State::Pending(waiting) => waiting.push(Waiter::Settled(then)),
+            settled => settle(settled, Waiter::Settled(then)),
+        }
+    }
+
+    /// The kernel's handle of this content's file for passthrough: the one open files share,
+    /// or a new one made by `open` from a read-only descriptor of the file.
+    pub fn backing(
+        &self,
+        body: &Body,
+        open: impl FnOnce(&std::fs::File) -> std::io::Result<BackingId>,
+    ) -> std::io::Result<Arc<BackingId>> {
+        let mut slot = self.backing.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(id) = slot.upgrade() {
+            return Ok(id);
+        }
+        let Body::File(temp) = body else {
+            return Err(std::io::Error::other("a small content has no file"));
+        };
+        // The kernel gets a read-only descriptor of the unnamed file, never the writable one.
+        use std::os::fd::AsRawFd;
+        let readonly = std::fs::File::open(format!("/proc/self/fd/{}", temp.file().as_raw_fd()))?;
+        let id = Arc::new(open(&readonly)?);
+        *slot = Arc::downgrade(&id);
+        Ok(id)
+    }
+}
+
+fn settle(state: &State, w: Waiter) {
+    match (state, w) {
+        (
+            State::Ready(body),
+            Waiter::Read {
+                offset,
+                size,
+                reply,
+            },
+        ) => answer(body, offset, size, reply),
+        (State::Failed(f), Waiter::Read { reply, .. }) => reply.error(f.errno),
+        (State::Ready(body), Waiter::Settled(then)) => then(Ok(body)),
+        (State::Failed(f), Waiter::Settled(then)) => then(Err(*f)),
+        (State::Pending(_), _) => unreachable!("only a settled state answers"),
     }
 }
 

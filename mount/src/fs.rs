@@ -8,16 +8,16 @@ use crate::link::Fetcher;
 use crate::tree::{join, Node, Tree};
 use crate::views::{PastError, Views};
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    KernelConfig, OpenAccMode, OpenFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
-    WriteFlags,
+    BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    InitFlags, KernelConfig, OpenAccMode, OpenFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, TimeOrNow, WriteFlags,
 };
 use schema::limits::INLINE_MAX;
 use schema::Entry;
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -37,11 +37,15 @@ const PREFETCH_FILES: usize = 256;
 /// Block size `stat` shows: the size `cp` and `cat` read in.
 const BLOCK: u32 = 128 * 1024;
 
-/// One open file: the version it opened, and its content.
+/// One open file: the version it opened, its content, and the kernel's handle of the content's
+/// file when the kernel reads it directly (passthrough).
 struct Open {
     entry: Entry,
     content: Arc<Content>,
+    backing: Option<Arc<BackingId>>,
 }
+
+type OpenFiles = Arc<Mutex<HashMap<u64, Open>>>;
 
 /// The dfs tree as a read-only file system.
 pub struct DfsFs {
@@ -49,8 +53,11 @@ pub struct DfsFs {
     inodes: Mutex<Inodes>,
     cache: Arc<Cache>,
     fetcher: Arc<Fetcher>,
-    open: Mutex<HashMap<u64, Open>>,
+    open: OpenFiles,
     next_fh: AtomicU64,
+    /// Whether large files are opened in passthrough: the kernel then reads the verified
+    /// content's cache file itself, with no copy through this process.
+    passthrough: Arc<AtomicBool>,
     uid: u32,
     gid: u32,
     /// When the mount started: the times of folders with no files.
@@ -68,8 +75,14 @@ enum Place {
 }
 
 impl DfsFs {
-    /// The file system over `views`, reading contents through `fetcher` into `cache`.
-    pub fn new(views: Arc<Views>, cache: Arc<Cache>, fetcher: Arc<Fetcher>) -> DfsFs {
+    /// The file system over `views`, reading contents through `fetcher` into `cache`; large
+    /// files in passthrough when `passthrough` and the kernel allow.
+    pub fn new(
+        views: Arc<Views>,
+        cache: Arc<Cache>,
+        fetcher: Arc<Fetcher>,
+        passthrough: bool,
+    ) -> DfsFs {
         // SAFETY: getuid and getgid cannot fail and touch no memory.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         DfsFs {
@@ -77,8 +90,9 @@ impl DfsFs {
             inodes: Mutex::new(Inodes::default()),
             cache,
             fetcher,
-            open: Mutex::new(HashMap::new()),
+            open: Arc::new(Mutex::new(HashMap::new())),
             next_fh: AtomicU64::new(1),
+            passthrough: Arc::new(AtomicBool::new(passthrough)),
             uid,
             gid,
             started: SystemTime::now(),
@@ -91,7 +105,7 @@ impl DfsFs {
     }
 
     fn open_files(&self) -> MutexGuard<'_, HashMap<u64, Open>> {
-        self.open.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.open)
     }
 
     /// Drops the inodes the kernel no longer holds whose place is gone, once per listing of
@@ -267,6 +281,13 @@ impl DfsFs {
 impl Filesystem for DfsFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_readahead(1 << 20);
+        // Passthrough (Linux 6.9 and later, as root): the cache files are on a local file
+        // system, one level of stacking.
+        let on = self.passthrough.load(Ordering::Relaxed)
+            && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(1).is_ok();
+        tracing::debug!(passthrough = on, "kernel connection set up");
+        self.passthrough.store(on, Ordering::Relaxed);
         Ok(())
     }
 
@@ -379,11 +400,50 @@ impl Filesystem for DfsFs {
             return reply.error(Errno::EISDIR);
         };
         let content = self.content(&entry);
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         if entry.size <= INLINE_MAX {
             self.prefetch_after(&k, &entry);
+        } else if self.passthrough.load(Ordering::Relaxed) {
+            // Answered once the content is here and verified: the kernel then reads its file.
+            let (open, passthrough, held) =
+                (self.open.clone(), self.passthrough.clone(), content.clone());
+            content.when_settled(Box::new(move |settled| {
+                let body = match settled {
+                    Ok(body) => body,
+                    Err(f) => return reply.error(f.errno),
+                };
+                let backing = match held.backing(body, |file| reply.open_backing(file)) {
+                    Ok(id) => Some(id),
+                    Err(e) => {
+                        if passthrough.swap(false, Ordering::Relaxed) {
+                            tracing::warn!(
+                                "the kernel refused passthrough ({e}); files are read through this process"
+                            );
+                        }
+                        None
+                    }
+                };
+                let opened = Open {
+                    entry,
+                    content: held,
+                    backing: backing.clone(),
+                };
+                lock(&open).insert(fh, opened);
+                match backing {
+                    Some(id) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id),
+                    None => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+                }
+            }));
+            return;
         }
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.open_files().insert(fh, Open { entry, content });
+        self.open_files().insert(
+            fh,
+            Open {
+                entry,
+                content,
+                backing: None,
+            },
+        );
         // An inode's bytes never change (a new version is a new inode): the kernel may keep them.
         reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
     }
@@ -428,7 +488,10 @@ impl Filesystem for DfsFs {
     ) {
         let closed = self.open_files().remove(&fh.0);
         reply.ok();
-        if closed.is_some_and(|o| Arc::strong_count(&o.content) <= 2) {
+        if closed.is_some_and(|o| {
+            drop(o.backing);
+            Arc::strong_count(&o.content) <= 2
+        }) {
             // No other open file reads it (the cache holds the other reference).
             self.cache.trim();
         }
@@ -621,4 +684,8 @@ impl Filesystem for DfsFs {
     ) {
         reply.error(Errno::EROFS);
     }
+}
+
+fn lock(open: &OpenFiles) -> MutexGuard<'_, HashMap<u64, Open>> {
+    open.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -99,6 +99,12 @@ pub struct Args {
     )]
     pub refresh: f64,
 
+    /// Read large files through this process instead of letting the kernel read their verified
+    /// cache files directly (FUSE passthrough, used by default where the kernel has it: Linux
+    /// 6.9 and later, as root).
+    #[arg(long, env = "DFS_MOUNT_NO_PASSTHROUGH")]
+    pub no_passthrough: bool,
+
     /// Write a JSON line here once the folder is mounted (for scripts and tests).
     #[arg(long, value_name = "FILE")]
     pub ready_file: Option<PathBuf>,
@@ -202,7 +208,7 @@ fn execute(args: &Args, stop: &Shutdown) -> Result<(), Failure> {
 
     let cache = Arc::new(Cache::new(args.cache_size.as_u64()));
     let fetcher = Fetcher::start(&link, cache.clone(), cache_dir.clone());
-    let fs = fs::DfsFs::new(views.clone(), cache, fetcher);
+    let fs = fs::DfsFs::new(views.clone(), cache, fetcher, !args.no_passthrough);
     let main = views.main();
     info!(
         "mounting {} files ({}) of {endpoint} at {}{}",

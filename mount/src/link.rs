@@ -463,6 +463,7 @@ impl Fetcher {
     /// on the way; it is ready only once it matched its BLAKE3.
     fn fetch_large(&self, client: &mut Client, job: &Job) -> Result<Body, Failure> {
         let fail = |e: FetchError| self.failure(&job.entry, &e);
+        let began = Instant::now();
         let started = fetcher::transfer::request(client, &job.entry.name, Some(job.entry.version))
             .map_err(fail)?;
         if started.entry.blake3 != job.entry.blake3 || started.entry.size != job.entry.size {
@@ -493,6 +494,7 @@ impl Fetcher {
         })?;
         drop(sink);
         self.outage.answered();
+        debug!(name = %job.entry.name, size = job.entry.size, took = ?began.elapsed(), "in the cache");
         Ok(Body::File(temp))
     }
 }

@@ -543,10 +543,19 @@ fn corrupt_content_fails_reads_with_eio_and_is_logged() {
     fs::create_dir_all(c.source.join("bad")).unwrap();
     fs::write(c.source.join("bad/broken.txt"), &bad).unwrap();
     fs::write(c.source.join("fine.txt"), &good).unwrap();
+    fs::write(c.source.join("big.bin"), random_bytes(43, 5 << 20)).unwrap();
     c.wait_synced(SYNC);
     corrupt_in_place(&c.root.join("txt/bad/broken.txt"), 1_000, 16);
 
-    let m = FuseMount::start(c.dir.path(), "mnt", &c.broker_addr(), &[]);
+    // Large files are read by the kernel from the verified cache file (passthrough), or
+    // through the mount's process: both refuse the corrupt bytes.
+    for (name, extra) in [("mnt", &[][..]), ("mnt-read", &["--no-passthrough"][..])] {
+        corrupt_file_is_refused(&c, name, extra, &good);
+    }
+}
+
+fn corrupt_file_is_refused(c: &Cluster, name: &str, extra: &[&str], good: &[u8]) {
+    let m = FuseMount::start(c.dir.path(), name, &c.broker_addr(), extra);
     for attempt in 0..2 {
         let out = cat(&m.path("bad/broken.txt"));
         assert_failed_with(
@@ -566,6 +575,18 @@ fn corrupt_content_fails_reads_with_eio_and_is_logged() {
         || m.log().contains("bad/broken.txt"),
     );
     assert_eq!(cat_ok(&m.path("fine.txt")), good);
+    let big = random_bytes(43, 5 << 20);
+    let copy = c.dir.path().join(format!("{name}-big.copy"));
+    let cp = run("cp", &[s(&m.path("big.bin")), s(&copy)]);
+    assert!(
+        cp.status.success(),
+        "cp of a large file {extra:?}: {}",
+        show(&cp)
+    );
+    assert!(
+        fs::read(&copy).unwrap() == big,
+        "the large file read {extra:?} differs"
+    );
     // Listed as it was stored: the size is still that of the stored file.
     let out = run("stat", &["-c", "%s", s(&m.path("bad/broken.txt"))]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "200000");
