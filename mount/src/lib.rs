@@ -218,6 +218,13 @@ fn execute(args: &Args, stop: &Shutdown) -> Result<(), Failure> {
         at.map(|t| format!(" as they were at {}", schema::time::rfc3339(t)))
             .unwrap_or_default()
     );
+    if main.get(fs::HISTORY_DIR).is_some() {
+        warn!(
+            "the store has a top-level {0}; DIR/{0} is the view of the past, so reach the stored \
+             one with dfs fetch",
+            fs::HISTORY_DIR
+        );
+    }
     if main.shadowed() > 0 {
         warn!(
             "{} names are not shown: a folder has the same path",
