@@ -459,19 +459,27 @@ impl Filesystem for DfsFs {
         _lock_owner: Option<fuser::LockOwner>,
         reply: ReplyData,
     ) {
-        let content = {
-            let mut open = self.open_files();
-            let Some(o) = open.get_mut(&fh.0) else {
-                return reply.error(Errno::EBADF);
-            };
-            if offset >= o.entry.size {
-                return reply.data(&[]);
+        // The open files' table is never held while a content's state is looked at: a fetch
+        // worker settling a content takes them the other way round.
+        let Some((entry, content)) = self
+            .open_files()
+            .get(&fh.0)
+            .map(|o| (o.entry.clone(), o.content.clone()))
+        else {
+            return reply.error(Errno::EBADF);
+        };
+        if offset >= entry.size {
+            return reply.data(&[]);
+        }
+        let content = if content.retry() {
+            // Asked for again: the broker may be back.
+            let fresh = self.content(&entry);
+            if let Some(o) = self.open_files().get_mut(&fh.0) {
+                o.content = fresh.clone();
             }
-            if o.content.retry() {
-                // Asked for again: the broker may be back.
-                o.content = self.content(&o.entry);
-            }
-            o.content.clone()
+            fresh
+        } else {
+            content
         };
         content.read(offset, size, reply);
     }

@@ -140,7 +140,9 @@ impl Lister {
                             continue;
                         }
                         Err(mpsc::RecvTimeoutError::Timeout) => {}
-                        Err(mpsc::RecvTimeoutError::Disconnected) => {}
+                        Err(mpsc::RecvTimeoutError::Disconnected) => {
+                            std::thread::sleep(wait.min(Duration::from_millis(200)));
+                        }
                     }
                     if Instant::now() < next {
                         continue;
