@@ -52,6 +52,9 @@ enum Command {
     /// The stored tree as a read-only folder (FUSE): files read on demand and verified;
     /// --at TIME, or DIR/.history/TIME/, shows the tree as it was then.
     Mount(mount::Args),
+    /// A read-only web page (browse, search, history, downloads, restore as of an instant,
+    /// health with plots) through the broker's fetch port.
+    Web(web::Args),
     /// Storage, broker and watcher in one process on 127.0.0.1, with folders under the current one.
     Up(up::Args),
     /// Checks the index against the storage node: names missing, extra or with a different
@@ -105,6 +108,7 @@ fn main() -> ExitCode {
     let code = match cli.command {
         Command::Fetch(args) => fetcher::run(args),
         Command::Mount(args) => mount::run(args),
+        Command::Web(args) => web::run(args),
         Command::Storage(args) => daemon(|stop| storage::run(args, stop)),
         Command::Broker(args) => daemon(|stop| broker::run(args, stop)),
         Command::Watch(args) => daemon(|stop| watcher::run(args, stop)),

@@ -6,7 +6,7 @@ use crate::export::Totals;
 use crate::links::{NodePort, ToNode};
 use crate::outbox::Outbox;
 use crate::peer::{Bids, Requester};
-use schema::status::{BrokerReport, DiskSpace, NodeReport, SOFTWARE_VERSION};
+use schema::status::{Activity, BrokerReport, DiskSpace, NodeReport, SOFTWARE_VERSION};
 use schema::Message;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -30,6 +30,8 @@ pub struct StatusDesk {
     pub(crate) totals: Arc<Totals>,
     /// Node `status` requests in flight: broker id → who asked and until when to wait.
     waiting: HashMap<u64, (Requester, Instant)>,
+    /// What was stored since the start, for the report's `activity`.
+    activity: Activity,
 }
 
 /// What the status report says about the rest of the broker, gathered when one is answered.
@@ -54,6 +56,7 @@ impl Default for StatusDesk {
             data: PathBuf::new(),
             totals: Arc::default(),
             waiting: HashMap::new(),
+            activity: Activity::default(),
         }
     }
 }
@@ -207,6 +210,19 @@ impl StatusDesk {
                 Vec::new()
             },
             alarms: facts.alarms.clone(),
+            activity: self.activity,
         }
+    }
+
+    /// Counts a new or changed content of `size` bytes stored.
+    pub fn note_stored(&mut self, size: u64) {
+        self.activity.stored_files += 1;
+        self.activity.stored_bytes += size;
+    }
+
+    /// Counts an upload answered `done` after `took`.
+    pub fn note_upload(&mut self, took: Duration) {
+        self.activity.uploads += 1;
+        self.activity.upload_micros += u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
     }
 }

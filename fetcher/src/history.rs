@@ -184,7 +184,7 @@ fn expand(
 }
 
 /// The version of `versions` that was current at `t` (ns), if the name existed then.
-pub(crate) fn current_at(versions: &[VersionInfo], t: i64) -> Option<&VersionInfo> {
+pub fn current_at(versions: &[VersionInfo], t: i64) -> Option<&VersionInfo> {
     versions
         .iter()
         .rev()
@@ -192,10 +192,7 @@ pub(crate) fn current_at(versions: &[VersionInfo], t: i64) -> Option<&VersionInf
 }
 
 /// The versions of `name`, oldest first.
-pub(crate) fn versions(
-    client: &mut client::Client,
-    name: &str,
-) -> Result<Vec<VersionInfo>, FetchError> {
+pub fn versions(client: &mut client::Client, name: &str) -> Result<Vec<VersionInfo>, FetchError> {
     let id = client.new_id();
     client.send(&Message::History {
         id,
@@ -212,7 +209,7 @@ pub(crate) fn versions(
 }
 
 /// Whether a version is current, was replaced, or was deleted (or moved away).
-fn state(v: &VersionInfo) -> &'static str {
+pub fn state(v: &VersionInfo) -> &'static str {
     match (v.until, v.deleted) {
         (None, _) => "current",
         (Some(_), true) => "deleted",

@@ -19,7 +19,7 @@ pub mod list;
 mod many;
 mod progress;
 mod save;
-mod select;
+pub mod select;
 pub mod transfer;
 
 #[cfg(test)]

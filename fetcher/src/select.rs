@@ -13,12 +13,12 @@ use schema::Class;
 use std::collections::HashSet;
 
 /// Whether `arg` is a glob pattern rather than a name.
-pub(crate) fn is_pattern(arg: &str) -> bool {
+pub fn is_pattern(arg: &str) -> bool {
     arg.contains(['*', '?', '[', '{'])
 }
 
 /// A compiled pattern and how many stored files it matched.
-pub(crate) struct Pattern {
+pub struct Pattern {
     pub(crate) text: String,
     matcher: GlobMatcher,
     pub(crate) hits: usize,
@@ -26,7 +26,7 @@ pub(crate) struct Pattern {
 
 impl Pattern {
     /// Compiles `text`; a malformed pattern is a usage error.
-    pub(crate) fn new(text: &str) -> Result<Pattern, FetchError> {
+    pub fn new(text: &str) -> Result<Pattern, FetchError> {
         let glob = GlobBuilder::new(text)
             .literal_separator(true)
             .backslash_escape(true)
@@ -40,7 +40,7 @@ impl Pattern {
     }
 
     /// Whether the pattern matches the whole of `name`.
-    pub(crate) fn matches(&self, name: &str) -> bool {
+    pub fn matches(&self, name: &str) -> bool {
         self.matcher.is_match(name)
     }
 }

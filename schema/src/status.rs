@@ -85,6 +85,21 @@ pub struct BrokerReport {
     /// once: someone should look).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub alarms: Vec<String>,
+    /// Activity since the broker started, for plots of what moved: new or changed contents
+    /// stored and their bytes, and uploads answered `done` with the sum of their latencies
+    /// (from the `put` arriving to its `done` going out, in µs).
+    #[serde(default)]
+    pub activity: Activity,
+}
+
+/// What a broker has done since it started (counters only grow).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Activity {
+    pub stored_files: u64,
+    pub stored_bytes: u64,
+    pub uploads: u64,
+    pub upload_micros: u64,
 }
 
 /// One storage node as the broker sees it.
@@ -191,6 +206,12 @@ mod tests {
                 reachable: false,
             }],
             alarms: vec!["mass change in volume photos: 150 names".into()],
+            activity: Activity {
+                stored_files: 4,
+                stored_bytes: 40,
+                uploads: 5,
+                upload_micros: 1_500,
+            },
         };
         for m in [
             Message::Status {

@@ -236,12 +236,16 @@ impl Relay {
     }
 
     /// Notes in the metrics that request `p` got its final answer from the node.
-    fn observe_done(&self, p: &Forwarded) {
+    fn observe_done(&mut self, p: &Forwarded) {
         let op = p.op.label();
+        let took = p.started.elapsed();
         self.metrics
             .request_seconds
             .get_or_create(&[("op", op)])
-            .observe(p.started.elapsed().as_secs_f64());
+            .observe(took.as_secs_f64());
+        if matches!(p.op, Op::Put { .. }) {
+            self.status.note_upload(took);
+        }
     }
 
     /// Feeds the mass-change alarm: `name` was deleted or moved away (`gone`) or rewritten.

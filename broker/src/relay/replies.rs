@@ -203,6 +203,7 @@ impl Relay {
                 if written.is_ok() && !unchanged {
                     self.metrics.files_routed.inc();
                     self.metrics.bytes_routed.inc_by(*size);
+                    self.status.note_stored(*size);
                 }
                 if written.is_ok() {
                     tracing::info!(
