@@ -3,6 +3,7 @@
 
 mod alarm;
 mod bad_peers;
+mod browser;
 mod churn;
 mod config;
 mod disk;
@@ -32,3 +33,5 @@ mod status;
 mod systemd;
 mod up;
 mod volumes;
+mod web;
+mod webdriver;

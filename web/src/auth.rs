@@ -16,6 +16,12 @@ pub struct Token {
     cookie: String,
 }
 
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(redacted)")
+    }
+}
+
 impl Token {
     /// Reads the token from `path` (its first line, trimmed).
     pub fn read(path: &Path) -> Result<Token, String> {

@@ -113,7 +113,7 @@ fn entries_table(id: &str, folder: &str, at: Option<&str>, rows: &[Row<'_>]) -> 
                         Row::Dir { name, path, files } => {
                             tr.dir {
                                 td.name { a href={ "/browse/" (encode_name(path)) (at_query(at, true)) } { (name) "/" } }
-                                td.size {} td { (files) " files" } td {} td {} td {}
+                                td.size {} td { (files) @if *files == 1 { " file" } @else { " files" } } td {} td {} td {}
                             }
                         }
                         Row::File(e) => { (file_row(e, &e.name[folder.len()..], at)) }
@@ -273,7 +273,10 @@ fn plot(s: &Series) -> Markup {
                 line x1=(PAD) y1=(H - 18.0) x2=(W - 8.0) y2=(H - 18.0) stroke="#999" {}
                 line x1=(PAD) y1="18" x2=(PAD) y2=(H - 18.0) stroke="#999" {}
                 text x="2" y="14" font-size="11" fill="#555" { (top) }
-                text x=(PAD) y=(H - 4.0) font-size="11" fill="#555" { (s.points.len()) " points" }
+                @if let (Some(first), Some(last)) = (s.points.first(), s.points.last()) {
+                    text x=(PAD) y=(H - 4.0) font-size="11" fill="#555" { (clock(first.0)) }
+                    text x=(W - 8.0) y=(H - 4.0) font-size="11" fill="#555" text-anchor="end" { (clock(last.0)) " UTC" }
+                }
                 @if pts.is_empty() {
                     text x=(W / 2.0 - 40.0) y=(H / 2.0) font-size="12" fill="#777" { "no data yet" }
                 } @else {
@@ -282,6 +285,13 @@ fn plot(s: &Series) -> Markup {
             }
         }
     }
+}
+
+/// `HH:MM:SS` of a time in seconds since the epoch.
+fn clock(t: f64) -> String {
+    let secs = t.max(0.0) as u64;
+    let day = secs % 86_400;
+    format!("{:02}:{:02}:{:02}", day / 3600, day % 3600 / 60, day % 60)
 }
 
 /// The login form.
