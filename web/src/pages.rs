@@ -201,21 +201,25 @@ pub fn facts(v: &Value) -> Markup {
     let b = &v["broker"];
     let up = |x: &Value| x.as_bool().unwrap_or(false);
     let num = |x: &Value| x.as_u64().unwrap_or(0);
-    let problems: Vec<String> = v["problems"]
+    let alarms: Vec<&str> = v["alarms"]
         .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|p| p.as_str().map(String::from))
-                .collect()
-        })
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
+    // An alarm is also one of `dfs status`'s problems: it is shown once, as the alarm.
+    let problems: Vec<&str> = v["problems"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| !alarms.iter().any(|a| p.ends_with(a)))
+        .collect();
     html! {
-        @if problems.is_empty() && up(&b["reachable"]) {
+        @if problems.is_empty() && alarms.is_empty() && up(&b["reachable"]) {
             p.ok { "Everything is up." }
         }
         @for p in &problems { p.problem { (p) } }
-        @for a in v["alarms"].as_array().into_iter().flatten() {
-            p.alarm { "Mass change: " (a.as_str().unwrap_or("")) }
+        @for a in &alarms {
+            p.alarm { "Alarm: " (a) ". Someone should look; “As of” above shows the files as they were before." }
         }
         table #status {
             tr { th { "Broker" } td { (b["address"].as_str().unwrap_or("?")) } td.state { @if up(&b["reachable"]) { "up" } @else { "down" } } }
