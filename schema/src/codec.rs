@@ -5,7 +5,7 @@
 //! frame of raw file content. On a ROUTER socket the peer's identity frame comes first and is
 //! kept intact so the reply can be routed back.
 
-use crate::limits::{CHUNK_SIZE, MAX_FRAME, MAX_FRAMES};
+use crate::limits::{CHUNK_SIZE, MAX_FRAME, MAX_FRAMES, MAX_HEADER};
 use crate::message::{DataRule, ErrorCode, Message};
 use crate::PROTOCOL_VERSION;
 
@@ -22,12 +22,12 @@ pub enum DecodeError {
     UnknownType(String),
     #[error("bad {kind} message: {reason}")]
     Invalid { kind: String, reason: String },
-    #[error("message has {0} frames; at most {MAX_FRAMES} are allowed")]
+    #[error("message has {0} frames; at most 2 are allowed (a header and one data frame)")]
     TooManyFrames(usize),
     #[error("message has no header frame")]
     NoHeader,
-    #[error("header frame of {0} bytes is larger than {MAX_FRAME} bytes")]
-    HeaderTooLarge(usize),
+    #[error("header frame of {size} bytes is larger than {limit} bytes")]
+    HeaderTooLarge { size: usize, limit: usize },
     #[error("{kind} message: {reason}")]
     Data { kind: String, reason: String },
 }
@@ -94,16 +94,76 @@ struct ListingHeader {
     more: bool,
 }
 
+/// A decoding error in words, without the parser's internals.
+fn describe(e: &ciborium::de::Error<std::io::Error>) -> String {
+    use ciborium::de::Error as E;
+    match e {
+        E::Io(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => "truncated CBOR".into(),
+        E::Io(e) => e.to_string(),
+        E::Syntax(at) => format!("CBOR syntax error at byte {at}"),
+        E::Semantic(_, what) => what.clone(),
+        E::RecursionLimitExceeded => "CBOR nested too deeply".into(),
+    }
+}
+
 /// The message in header frame `frame`.
+///
+/// Keys that are not text are ignored, like unknown text keys: the header is read again
+/// without them.
 pub fn decode(frame: &[u8]) -> Result<Message, Rejected> {
+    match decode_map(frame) {
+        Ok(m) => Ok(m),
+        Err(first) => match without_other_keys(frame) {
+            Some(clean) => decode_map(&clean).map_err(|e| if e.id != 0 { e } else { first }),
+            None => Err(first),
+        },
+    }
+}
+
+/// `frame` re-encoded without its keys that are not text, when it is a CBOR map that has such
+/// keys (and not larger than a request may be).
+fn without_other_keys(frame: &[u8]) -> Option<Vec<u8>> {
+    if frame.len() > MAX_HEADER {
+        return None;
+    }
+    let ciborium::Value::Map(pairs) = ciborium::from_reader(frame).ok()? else {
+        return None;
+    };
+    if pairs.iter().all(|(k, _)| k.is_text()) {
+        return None;
+    }
+    let kept: Vec<_> = pairs.into_iter().filter(|(k, _)| k.is_text()).collect();
+    let mut out = Vec::with_capacity(frame.len());
+    ciborium::into_writer(&ciborium::Value::Map(kept), &mut out).ok()?;
+    Some(out)
+}
+
+/// The id of the header in `frame`, when one can be read (0 otherwise).
+pub fn id_of(frame: &[u8]) -> u64 {
+    let env: Result<Envelope, _> = ciborium::from_reader(frame);
+    match env {
+        Ok(e) => e.id.unwrap_or(0),
+        Err(_) => without_other_keys(frame)
+            .and_then(|clean| ciborium::from_reader::<Envelope, _>(&clean[..]).ok())
+            .and_then(|e| e.id)
+            .unwrap_or(0),
+    }
+}
+
+fn decode_map(frame: &[u8]) -> Result<Message, Rejected> {
     let reject = |id, error| Rejected { id, error };
     if frame.len() as i64 > MAX_FRAME {
-        return Err(reject(0, DecodeError::HeaderTooLarge(frame.len())));
+        let limit = MAX_FRAME as usize;
+        let error = DecodeError::HeaderTooLarge {
+            size: frame.len(),
+            limit,
+        };
+        return Err(reject(0, error));
     }
     let env: Envelope = ciborium::from_reader(frame).map_err(|e| {
         let error = match e {
             ciborium::de::Error::Semantic(..) => DecodeError::NotAHeader,
-            e => DecodeError::Malformed(e.to_string()),
+            e => DecodeError::Malformed(describe(&e)),
         };
         reject(0, error)
     })?;
@@ -115,7 +175,7 @@ pub fn decode(frame: &[u8]) -> Result<Message, Rejected> {
         return Err(reject(id, DecodeError::Version(version)));
     }
     let invalid = |e: ciborium::de::Error<std::io::Error>, kind: String| {
-        let text = e.to_string();
+        let text = describe(&e);
         if text.contains("unknown variant") {
             reject(id, DecodeError::UnknownType(kind))
         } else {
@@ -202,18 +262,28 @@ pub fn recv(sock: &zmq::Socket, router: bool, flags: i32) -> zmq::Result<Inbound
     } else {
         None
     };
-    let reject = |error| Inbound {
+    let reject = |id, error| Inbound {
         peer: peer.clone(),
-        msg: Err(Rejected { id: 0, error }),
+        msg: Err(Rejected { id, error }),
         data: None,
         user_id: user_id.clone(),
     };
-    if count > MAX_FRAMES - usize::from(!router) {
-        return Ok(reject(DecodeError::TooManyFrames(count)));
-    }
     let Some(header) = it.next() else {
-        return Ok(reject(DecodeError::NoHeader));
+        return Ok(reject(0, DecodeError::NoHeader));
     };
+    // The frames the sender sent, without the identity a ROUTER puts first.
+    let sent = count - usize::from(router);
+    if sent > MAX_FRAMES - 1 {
+        return Ok(reject(id_of(&header), DecodeError::TooManyFrames(sent)));
+    }
+    // A request's header is small; only replies (a listing page) may be larger.
+    if router && header.len() > MAX_HEADER {
+        let error = DecodeError::HeaderTooLarge {
+            size: header.len(),
+            limit: MAX_HEADER,
+        };
+        return Ok(reject(id_of(&header), error));
+    }
     let data = it.next();
     let msg = decode(&header).and_then(|m| {
         check_data(&m, data.as_deref())
@@ -373,10 +443,45 @@ mod tests {
             (Value::Text("t".into()), Value::Text("put".into())),
         ]);
         ciborium::into_writer(&v, &mut bytes).unwrap();
-        assert!(matches!(
-            decode(&bytes).unwrap_err().error,
-            DecodeError::Invalid { .. }
-        ));
+        let e = decode(&bytes).unwrap_err().error;
+        assert!(matches!(e, DecodeError::Invalid { .. }));
+        // Said in words, without the parser's internals.
+        assert_eq!(e.to_string(), "bad put message: missing field `id`");
+    }
+
+    fn map(pairs: Vec<(Value, Value)>) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        ciborium::into_writer(&Value::Map(pairs), &mut bytes).unwrap();
+        bytes
+    }
+
+    fn text(s: &str) -> Value {
+        Value::Text(s.into())
+    }
+
+    #[test]
+    fn keys_that_are_not_text_are_ignored_like_unknown_keys() {
+        let v = Value::Integer(crate::PROTOCOL_VERSION.into());
+        let bytes = map(vec![
+            (text("v"), v.clone()),
+            (Value::Integer(7.into()), text("ignored")),
+            (text("t"), text("ping")),
+            (text("id"), Value::Integer(41.into())),
+            (Value::Bytes(vec![1]), Value::Null),
+        ]);
+        assert_eq!(decode(&bytes), Ok(Message::Ping { id: 41 }));
+        assert_eq!(id_of(&bytes), 41);
+        // A missing `v` is `bad_message`, with the id.
+        let bytes = map(vec![
+            (text("t"), text("ping")),
+            (text("id"), Value::Integer(5.into())),
+        ]);
+        let r = decode(&bytes).unwrap_err();
+        assert_eq!((r.id, r.error.code()), (5, ErrorCode::BadMessage));
+        // Truncated CBOR is said as such.
+        let ping = encode(&Message::Ping { id: 1 });
+        let e = decode(&ping[..ping.len() - 1]).unwrap_err().error;
+        assert_eq!(e.to_string(), "malformed CBOR header: truncated CBOR");
     }
 
     #[test]

@@ -15,7 +15,8 @@ const UNKNOWN_TYPE: &[u8] = b"\xa3\x61v\x02\x61t\x66launch\x62id\x06";
 /// Most a process may have had resident at any time (VmHWM) after the abuse.
 const LIMIT_KIB: u64 = 100 * 1024;
 
-fn dealer(ctx: &zmq::Context, port: u16) -> zmq::Socket {
+/// A plain DEALER on `port` with 5 s timeouts.
+pub fn dealer(ctx: &zmq::Context, port: u16) -> zmq::Socket {
     let s = ctx.socket(zmq::DEALER).unwrap();
     s.set_linger(0).unwrap();
     s.set_rcvtimeo(5000).unwrap();
@@ -24,7 +25,8 @@ fn dealer(ctx: &zmq::Context, port: u16) -> zmq::Socket {
     s
 }
 
-fn reply(s: &zmq::Socket, port: u16, what: &str) -> Message {
+/// The next reply on `s`, decoded.
+pub fn reply(s: &zmq::Socket, port: u16, what: &str) -> Message {
     let frames = s
         .recv_multipart(0)
         .unwrap_or_else(|e| panic!("port {port}: no reply to {what}: {e}"));
@@ -174,7 +176,8 @@ fn floods_of_frames_and_messages_leave_every_process_serving_in_bounded_memory()
 }
 
 /// Every port a cluster binds: ingest, fetch, the node's four class ports and its serve port.
-fn ports(c: &Cluster) -> Vec<u16> {
+/// Every port a peer may reach: the broker's ingest and fetch ports, the node's five.
+pub fn ports(c: &Cluster) -> Vec<u16> {
     [c.ingest_port, c.fetch_port]
         .into_iter()
         .chain((0..5).map(|i| c.base_port + i))

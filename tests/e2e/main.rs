@@ -22,6 +22,7 @@ mod mount;
 mod names;
 mod outage;
 mod pipeline;
+mod protocol;
 mod recovery;
 mod restore;
 mod s3;
