@@ -45,7 +45,8 @@ for path in \
   ./lib/systemd/system/dfs-broker.service \
   ./lib/systemd/system/dfs-watch.service \
   ./lib/systemd/system/dfs-watch@.service \
-  ./etc/dfs/storage.toml ./etc/dfs/broker.toml ./etc/dfs/watch.toml \
+  ./lib/systemd/system/dfs-web.service \
+  ./etc/dfs/storage.toml ./etc/dfs/broker.toml ./etc/dfs/watch.toml ./etc/dfs/web.toml \
   ./usr/share/man/man1/dfs.1.gz ./usr/share/man/man1/dfs-storage.1.gz \
   ./usr/share/man/man1/dfs-broker.1.gz ./usr/share/man/man1/dfs-watch.1.gz \
   ./usr/share/man/man1/dfs-fetch.1.gz \
@@ -55,7 +56,7 @@ for path in \
   grep -qxF "$path" <<<"$contents" || fail "$deb lacks $path"
 done
 conffiles=$(dpkg-deb -I "$deb" conffiles)
-for conf in /etc/dfs/storage.toml /etc/dfs/broker.toml /etc/dfs/watch.toml; do
+for conf in /etc/dfs/storage.toml /etc/dfs/broker.toml /etc/dfs/watch.toml /etc/dfs/web.toml; do
   grep -qxF "$conf" <<<"$conffiles" || fail "$conf is not a conffile of $deb"
 done
 

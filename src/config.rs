@@ -1,4 +1,4 @@
-//! Config files of the daemons: `dfs storage|broker|watch|up --config FILE` (or `DFS_CONFIG`).
+//! Config files of the daemons: `dfs storage|broker|watch|up|web --config FILE` (or `DFS_CONFIG`).
 //!
 //! A config file is TOML with one `key = value` per option, the key being the option's long name
 //! without dashes in front (`base-port = 9000`, `keep-deleted = true`,
@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 
 /// The subcommands that take `--config`.
-pub const DAEMONS: [&str; 4] = ["storage", "broker", "watch", "up"];
+pub const DAEMONS: [&str; 5] = ["storage", "broker", "watch", "up", "web"];
 
 /// The id of the `--config` option.
 const CONFIG: &str = "config";
@@ -495,6 +495,7 @@ mod tests {
             ("storage", "storage.toml"),
             ("broker", "broker.toml"),
             ("watch", "watch.toml"),
+            ("web", "web.toml"),
         ] {
             let text = uncommented(example);
             let sub_cmd = cmd.find_subcommand(sub).unwrap();
