@@ -158,3 +158,47 @@ fn a_listing_limit_of_zero_or_past_the_maximum_still_pages_forward() {
     let (entries, more) = list(20, None, 1_000_000);
     assert_eq!((entries.len(), more), (3, false));
 }
+
+#[test]
+fn concurrent_uploads_share_the_credit_and_each_gets_some_at_once() {
+    let c = Cluster::start_without_watcher();
+    let ctx = zmq::Context::new();
+    // Twelve uploads of three chunks each, from one peer straight to the txt port: every one is
+    // given credit before any chunk is sent (each takes at most half of the budget still free,
+    // so the last ones still find some).
+    let port = c.base_port + 1;
+    let s = dealer(&ctx, port);
+    let size = 3 * schema::limits::CHUNK_SIZE as u64;
+    for id in 1..=12u64 {
+        let put = Message::Put {
+            id,
+            name: format!("fair/{id}.txt"),
+            size,
+            modified: 0,
+            blake3: None,
+            version: Some(1),
+            growing: false,
+        };
+        s.send(schema::codec::encode(&put), 0).unwrap();
+    }
+    let mut credit = std::collections::BTreeMap::new();
+    while credit.len() < 12 {
+        let Ok(frames) = s.recv_multipart(0) else {
+            panic!("only these uploads were given credit: {credit:?}");
+        };
+        match schema::codec::decode(&frames[0]).unwrap() {
+            Message::Credit { id, chunks } => {
+                assert!(chunks >= 1, "upload {id}: a grant of {chunks}");
+                *credit.entry(id).or_insert(0u32) += chunks;
+            }
+            other => panic!("a put answered {other:?} before any chunk was sent"),
+        }
+    }
+    let total: u32 = credit.values().sum();
+    assert!(total <= schema::limits::GLOBAL_WINDOW, "{credit:?}");
+    assert!(credit.values().all(|&n| n >= 1), "{credit:?}");
+    for id in 1..=12u64 {
+        s.send(schema::codec::encode(&Message::Abort { id }), 0)
+            .unwrap();
+    }
+}
