@@ -563,6 +563,12 @@ fn store(
             let cached = temp.file().try_clone().ok();
             let dest = layout.file_path(meta.class, &meta.name)?;
             let old = meta::stored(&dest, &meta.name);
+            // The same content sent again in chunks (its hash known only now): nothing changes,
+            // as for an inline one.
+            if let Some(old) = old.as_ref().filter(|old| old.blake3 == meta.blake3) {
+                tracing::debug!(name = %meta.name, "unchanged");
+                return Ok((old.version, true));
+            }
             let stored = finish(layout, Stored { temp, size }, old, &meta, metrics, folders)?;
             if let Some(file) = cached {
                 disk::writeback::drop_cached(&file);

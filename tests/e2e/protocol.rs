@@ -202,3 +202,78 @@ fn concurrent_uploads_share_the_credit_and_each_gets_some_at_once() {
             .unwrap();
     }
 }
+
+/// Uploads `data` in chunks as `name` straight to the node's port `port` (request `id`, the
+/// version the broker would give `version`), sending each chunk under the credit granted;
+/// returns the `done`.
+fn chunked_put(
+    s: &zmq::Socket,
+    port: u16,
+    id: u64,
+    name: &str,
+    data: &[u8],
+    version: u64,
+) -> Message {
+    let put = Message::Put {
+        id,
+        name: name.into(),
+        size: data.len() as u64,
+        modified: 0,
+        blake3: None,
+        version: Some(version),
+        growing: false,
+    };
+    s.send(schema::codec::encode(&put), 0).unwrap();
+    let mut offset = 0usize;
+    let mut credit = 0u32;
+    loop {
+        while credit > 0 && offset < data.len() {
+            let end = (offset + schema::limits::CHUNK_SIZE).min(data.len());
+            let chunk = Message::Chunk {
+                id,
+                offset: offset as u64,
+                blake3: (end == data.len()).then(|| schema::Hash::of(data)),
+                modified: None,
+            };
+            s.send(schema::codec::encode(&chunk), zmq::SNDMORE).unwrap();
+            s.send(&data[offset..end], 0).unwrap();
+            offset = end;
+            credit -= 1;
+        }
+        match reply(s, port, "upload") {
+            Message::Credit { chunks, .. } => credit += chunks,
+            done @ Message::Done { .. } => return done,
+            other => panic!("the upload answered {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn the_same_content_sent_again_in_chunks_is_unchanged() {
+    let c = Cluster::start_without_watcher();
+    let ctx = zmq::Context::new();
+    let port = c.base_port + 1;
+    let s = dealer(&ctx, port);
+    let data = random_bytes(5, schema::limits::CHUNK_SIZE * 2 + 10);
+    let first = chunked_put(&s, port, 1, "again.txt", &data, 1);
+    assert_eq!(
+        first,
+        Message::Done {
+            id: 1,
+            version: 1,
+            unchanged: false
+        }
+    );
+    // Without `blake3` on the `put`, the node learns the hash at the last chunk: the same bytes
+    // are still recognised, and the version stays.
+    let again = chunked_put(&s, port, 2, "again.txt", &data, 2);
+    assert_eq!(
+        again,
+        Message::Done {
+            id: 2,
+            version: 1,
+            unchanged: true
+        }
+    );
+    assert_eq!(std::fs::read(c.root.join("txt/again.txt")).unwrap(), data);
+}
