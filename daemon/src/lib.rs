@@ -14,6 +14,18 @@ use std::sync::Arc;
 /// How long a daemon's poll loop waits before it looks at the stop signal again (ms).
 pub const POLL_MS: i64 = 50;
 
+/// Checks a duration option given in seconds (`--timeout`, `--refresh`): a number above 0 and
+/// at most a day; the error is the usage line naming `option`.
+pub fn check_secs(option: &str, secs: f64) -> Result<f64, String> {
+    if secs.is_finite() && secs > 0.0 && secs <= 86_400.0 {
+        Ok(secs)
+    } else {
+        Err(format!(
+            "{option} {secs} is not a number of seconds between 0 and 86400"
+        ))
+    }
+}
+
 /// The stop signal: set once (Ctrl-C, SIGTERM, the end of a test), seen by every loop.
 #[derive(Clone, Default, Debug)]
 pub struct Shutdown(Arc<AtomicBool>);
@@ -21,6 +33,24 @@ pub struct Shutdown(Arc<AtomicBool>);
 impl Shutdown {
     pub fn new() -> Shutdown {
         Shutdown::default()
+    }
+
+    /// SIGINT/SIGTERM as a flag, for a command that stops on them by itself (`dfs fetch`,
+    /// `dfs mount`, `dfs web`); a stop also tells the service manager (STOPPING=1). Installed
+    /// once per process; when another handler owns the signals the flag simply never rises.
+    pub fn on_signals() -> &'static Shutdown {
+        static SIGNAL: std::sync::OnceLock<Shutdown> = std::sync::OnceLock::new();
+        SIGNAL.get_or_init(|| {
+            let stop = Shutdown::new();
+            let handler = stop.clone();
+            if let Err(e) = ctrlc::set_handler(move || {
+                handler.trigger();
+                notify_stopping();
+            }) {
+                tracing::debug!("SIGINT/SIGTERM handler not installed: {e}");
+            }
+            stop
+        })
     }
 
     /// Asks every holder to stop.

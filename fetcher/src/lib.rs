@@ -32,7 +32,6 @@ use crate::save::{TempFile, WriterSink};
 use daemon::Shutdown;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::OnceLock;
 use tracing::debug;
 
 /// Options of `dfs fetch`.
@@ -119,7 +118,12 @@ enum Mode<'a> {
 pub fn run(args: Args) -> u8 {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(256 * 1024, stdout.lock());
-    let code = execute(&args, &mut out, &mut std::io::stderr(), interrupt_signal());
+    let code = execute(
+        &args,
+        &mut out,
+        &mut std::io::stderr(),
+        Shutdown::on_signals(),
+    );
     match out.flush() {
         Ok(()) => code,
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => code,
@@ -128,21 +132,6 @@ pub fn run(args: Args) -> u8 {
             code.max(error::EXIT_FILE)
         }
     }
-}
-
-/// SIGINT/SIGTERM as a flag the waits look at, so an interrupted retrieval removes its
-/// temporary file. Installed once per process; when another handler owns the signals the flag
-/// simply never rises.
-fn interrupt_signal() -> &'static Shutdown {
-    static SIGNAL: OnceLock<Shutdown> = OnceLock::new();
-    SIGNAL.get_or_init(|| {
-        let stop = Shutdown::new();
-        let handler = stop.clone();
-        if let Err(e) = ctrlc::set_handler(move || handler.trigger()) {
-            debug!("SIGINT/SIGTERM handler not installed: {e}");
-        }
-        stop
-    })
 }
 
 /// Does what `args` ask, writing results to `out` and failure lines to `err`; returns the exit
@@ -356,12 +345,7 @@ fn save_many(
 /// Checks the combination of options and returns the mode and the broker's endpoint.
 fn usage(args: &Args) -> Result<(Mode<'_>, String), FetchError> {
     let bad = |s: String| Err(FetchError::Usage(s));
-    if !(args.timeout.is_finite() && args.timeout > 0.0 && args.timeout <= 86_400.0) {
-        return bad(format!(
-            "--timeout {} is not a number of seconds between 0 and 86400",
-            args.timeout
-        ));
-    }
+    daemon::check_secs("--timeout", args.timeout).map_err(FetchError::Usage)?;
     let (host, port) =
         daemon::host_port(&args.broker, schema::ports::FETCH_PORT).map_err(FetchError::Usage)?;
     let endpoint = net::socket::endpoint(&host, port);
@@ -428,7 +412,8 @@ pub fn parse_time(text: &str, now: i64) -> Result<i64, String> {
     }
 }
 
-fn now_ns() -> i64 {
+/// Now, in ns since the Unix epoch (the `now` of [`parse_time`]).
+pub fn now_ns() -> i64 {
     schema::time::to_ns(std::time::SystemTime::now())
 }
 

@@ -86,6 +86,25 @@ pub struct Failure {
     pub retry: bool,
 }
 
+impl Failure {
+    /// The broker did not answer (or the cache folder failed): reads fail with `EIO`, and a
+    /// read of an open file asks again.
+    pub const AGAIN: Failure = Failure {
+        errno: Errno::EIO,
+        retry: true,
+    };
+    /// Corrupt content, or a stop: reads fail with `EIO` until a later open asks again.
+    pub const FINAL: Failure = Failure {
+        errno: Errno::EIO,
+        retry: false,
+    };
+    /// The name is gone from the store: reads fail with `ENOENT`.
+    pub const GONE: Failure = Failure {
+        errno: Errno::ENOENT,
+        retry: false,
+    };
+}
+
 /// One content, as the cache and the open files share it.
 pub struct Content {
     hash: Hash,
@@ -148,10 +167,7 @@ impl Content {
     /// waiting read.
     pub fn finish(&self, result: Result<Body, Failure>) {
         let mut state = self.state();
-        let gone = State::Failed(Failure {
-            errno: Errno::EIO,
-            retry: true,
-        });
+        let gone = State::Failed(Failure::AGAIN);
         let waiting = match std::mem::replace(&mut *state, gone) {
             State::Pending(w) => w,
             other => {
@@ -429,10 +445,7 @@ mod tests {
         let Found::New(c) = cache.obtain(&entry(b"x")) else {
             panic!("new content expected")
         };
-        c.finish(Err(Failure {
-            errno: Errno::EIO,
-            retry: false,
-        }));
+        c.finish(Err(Failure::FINAL));
         cache.settled(&c);
         assert!(c.failed());
         assert!(!cache.has(&Hash::of(b"x")));

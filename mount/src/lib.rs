@@ -113,29 +113,13 @@ pub struct Args {
 /// Runs `dfs mount` until SIGINT or SIGTERM, then unmounts. Exit codes: 0 after a clean stop,
 /// 1 the folder cannot be mounted, 2 usage error, 3 the broker is unreachable at start.
 pub fn run(args: Args) -> u8 {
-    match execute(&args, stop_signal()) {
+    match execute(&args, Shutdown::on_signals()) {
         Ok(()) => EXIT_OK,
         Err((code, line)) => {
             eprintln!("dfs mount: {line}");
             code
         }
     }
-}
-
-/// SIGINT/SIGTERM as a flag.
-fn stop_signal() -> &'static Shutdown {
-    static SIGNAL: OnceLock<Shutdown> = OnceLock::new();
-    SIGNAL.get_or_init(|| {
-        let stop = Shutdown::new();
-        let handler = stop.clone();
-        if let Err(e) = ctrlc::set_handler(move || {
-            handler.trigger();
-            daemon::notify_stopping();
-        }) {
-            warn!("SIGINT/SIGTERM handler not installed: {e}");
-        }
-        stop
-    })
 }
 
 type Failure = (u8, String);
@@ -145,24 +129,12 @@ fn usage(line: String) -> Failure {
 }
 
 fn execute(args: &Args, stop: &Shutdown) -> Result<(), Failure> {
-    let secs_ok = |s: f64| s.is_finite() && s > 0.0 && s <= 86_400.0;
-    if !secs_ok(args.timeout) {
-        return Err(usage(format!(
-            "--timeout {} is not a number of seconds between 0 and 86400",
-            args.timeout
-        )));
-    }
-    if !secs_ok(args.refresh) {
-        return Err(usage(format!(
-            "--refresh {} is not a number of seconds between 0 and 86400",
-            args.refresh
-        )));
-    }
-    let now = schema::time::to_ns(std::time::SystemTime::now());
+    daemon::check_secs("--timeout", args.timeout).map_err(usage)?;
+    daemon::check_secs("--refresh", args.refresh).map_err(usage)?;
     let at = args
         .at
         .as_deref()
-        .map(|t| fetcher::parse_time(t, now))
+        .map(|t| fetcher::parse_time(t, fetcher::now_ns()))
         .transpose()
         .map_err(usage)?;
     let (host, port) = daemon::host_port(&args.broker, schema::ports::FETCH_PORT).map_err(usage)?;

@@ -12,14 +12,13 @@ use fetcher::client::Client;
 use fetcher::error::FetchError;
 use fetcher::list::Tree as Listing;
 use fetcher::transfer::Sink;
-use fuser::Errno;
 use net::security::ClientAuth;
 use schema::limits::INLINE_MAX;
 use schema::{Entry, ErrorCode, Hash, Message};
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -204,8 +203,6 @@ pub struct Fetcher {
     dir: PathBuf,
     stop: Shutdown,
     outage: Outage,
-    /// Contents whose bytes did not match their BLAKE3.
-    pub corrupt: AtomicU64,
 }
 
 impl Fetcher {
@@ -218,7 +215,6 @@ impl Fetcher {
             dir,
             stop: link.stop.clone(),
             outage: Outage::default(),
-            corrupt: AtomicU64::new(0),
         });
         for n in 0..WORKERS {
             let (f, link) = (fetcher.clone(), link.clone());
@@ -301,10 +297,7 @@ impl Fetcher {
                     Ok(c) => client = Some(c),
                     Err(e) => {
                         self.outage.failed("cannot reach the broker", &e);
-                        let failure = Failure {
-                            errno: Errno::EIO,
-                            retry: true,
-                        };
+                        let failure = Failure::AGAIN;
                         for job in batch {
                             self.settle(&job, Err(failure));
                         }
@@ -343,43 +336,27 @@ impl Fetcher {
                 code: ErrorCode::Integrity,
                 ..
             } => {
-                self.corrupt.fetch_add(1, Ordering::Relaxed);
                 error!(
                     "{} (version {}): {e}; reads of it fail with EIO",
                     entry.name, entry.version
                 );
-                Failure {
-                    errno: Errno::EIO,
-                    retry: false,
-                }
+                Failure::FINAL
             }
             FetchError::Remote {
                 code: ErrorCode::NotFound,
                 ..
             } => {
                 debug!(name = %entry.name, "gone from the store: {e}");
-                Failure {
-                    errno: Errno::ENOENT,
-                    retry: false,
-                }
+                Failure::GONE
             }
-            FetchError::Interrupted => Failure {
-                errno: Errno::EIO,
-                retry: false,
-            },
+            FetchError::Interrupted => Failure::FINAL,
             e if e.is_link_failure() => {
                 self.outage.failed(&entry.name, e);
-                Failure {
-                    errno: Errno::EIO,
-                    retry: true,
-                }
+                Failure::AGAIN
             }
             e => {
                 warn!("{}: {e}", entry.name);
-                Failure {
-                    errno: Errno::EIO,
-                    retry: true,
-                }
+                Failure::AGAIN
             }
         }
     }
@@ -472,10 +449,7 @@ impl Fetcher {
             started.abandon(client);
             return Err(fail(FetchError::Integrity));
         }
-        let local = Failure {
-            errno: Errno::EIO,
-            retry: true,
-        };
+        let local = Failure::AGAIN;
         let temp = TempFile::in_dir(&self.dir).map_err(|e| {
             error!(
                 "cannot make a file in the cache folder {}: {e}",

@@ -97,8 +97,7 @@ impl Views {
                 return Ok(p.id);
             }
         }
-        let now = schema::time::to_ns(std::time::SystemTime::now());
-        let at = fetcher::parse_time(name, now).map_err(|_| PastError::NotATime)?;
+        let at = fetcher::parse_time(name, fetcher::now_ns()).map_err(|_| PastError::NotATime)?;
         let lister = self
             .lister
             .get()

@@ -143,12 +143,8 @@ pub fn run(args: StatusArgs) -> u8 {
 /// Does what `args` ask, writing the report to `out` and one line per problem to `err`;
 /// returns the exit code.
 pub fn execute(args: &StatusArgs, out: &mut dyn Write, err: &mut dyn Write, stop: &Shutdown) -> u8 {
-    if !(args.timeout.is_finite() && args.timeout > 0.0 && args.timeout <= 86_400.0) {
-        let _ = writeln!(
-            err,
-            "dfs status: --timeout {} is not a number of seconds between 0 and 86400",
-            args.timeout
-        );
+    if let Err(e) = daemon::check_secs("--timeout", args.timeout) {
+        let _ = writeln!(err, "dfs status: {e}");
         return EXIT_USAGE;
     }
     let endpoint = match daemon::host_port(&args.broker, schema::ports::FETCH_PORT) {

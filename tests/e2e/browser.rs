@@ -9,15 +9,17 @@
 //! `target/web-screenshots/` for a person to look at.
 
 use crate::harness::*;
-use crate::web::{instant_between, listed_version, write_files, Web, SYNC};
+use crate::web::{Web, SYNC};
 use crate::webdriver::{no_browser, Driver, Element, ENTER};
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long a page or an element may take to show.
 const SHOW: Duration = Duration::from_secs(30);
+/// How often a condition in the browser is looked at (each look is a WebDriver call).
+const POLL: Duration = Duration::from_millis(100);
 
 macro_rules! skip_without_browser {
     () => {
@@ -63,18 +65,6 @@ fn assert_no_alert(d: &Driver, page: &str) {
     match d.alert_text() {
         Ok(text) => panic!("an alert is open on {page}: {text:?}"),
         Err(e) => assert_eq!(e.error, "no such alert", "{page}: {e}"),
-    }
-}
-
-/// Polls `cond` every 100 ms until it holds; fails naming `what` after `timeout`.
-fn poll(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting until {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -179,7 +169,7 @@ fn a_browser_browses_searches_downloads_an_old_version_and_sees_the_plots_refres
     let q = d.wait_for("form#search input#q", SHOW);
     d.send_keys(&q, "report");
     d.send_keys(&q, ENTER);
-    poll("the search results show", SHOW, || {
+    wait_every("the search results show", SHOW, POLL, || {
         d.current_url().contains("/search?") && d.find("#results").is_some()
     });
     d.wait_loaded(SHOW);
@@ -195,7 +185,7 @@ fn a_browser_browses_searches_downloads_an_old_version_and_sees_the_plots_refres
     d.clear(&q);
     d.send_keys(&q, "script");
     d.send_keys(&q, ENTER);
-    poll("the search for script shows", SHOW, || {
+    wait_every("the search for script shows", SHOW, POLL, || {
         d.current_url().contains("q=script") && d.find("#results").is_some()
     });
     d.wait_loaded(SHOW);
@@ -213,7 +203,7 @@ fn a_browser_browses_searches_downloads_an_old_version_and_sees_the_plots_refres
     let link = d.find_in(&row, "a.history");
     assert_eq!(link.len(), 1, "one history link in the notes.txt row");
     d.click(&link[0]);
-    poll("the history page of notes.txt shows", SHOW, || {
+    wait_every("the history page of notes.txt shows", SHOW, POLL, || {
         d.current_url().contains("/history/notes.txt")
             && d.find_all("#versions tr.version").len() == 2
     });
@@ -240,7 +230,7 @@ fn a_browser_browses_searches_downloads_an_old_version_and_sees_the_plots_refres
     assert_eq!(download.len(), 1, "one download link in version 1's row");
     d.click(&download[0]);
     let mut last = (BTreeMap::new(), false);
-    poll("version 1 is downloaded", SHOW, || {
+    wait_every("version 1 is downloaded", SHOW, POLL, || {
         last = downloads_in(&downloads);
         !last.1 && !last.0.is_empty()
     });
@@ -268,9 +258,10 @@ fn a_browser_browses_searches_downloads_an_old_version_and_sees_the_plots_refres
             .and_then(|p| d.attribute(&p, "data-updated"))
     };
     let first = updated(&d);
-    poll(
+    wait_every(
         "the plots are refreshed (#plots data-updated changes)",
         SHOW,
+        POLL,
         || {
             let now = updated(&d);
             now.is_some() && now != first

@@ -15,7 +15,13 @@ pub fn dfs_bin() -> &'static str {
 }
 
 /// Polls `cond` every 20 ms until it holds; fails the test naming `what` after `timeout`.
-pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+pub fn wait_until(what: &str, timeout: Duration, cond: impl FnMut() -> bool) {
+    wait_every(what, timeout, Duration::from_millis(20), cond)
+}
+
+/// [`wait_until`], polling every `every` (for a condition that is costly to look at: a
+/// browser, a listing).
+pub fn wait_every(what: &str, timeout: Duration, every: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     loop {
         if cond() {
@@ -24,7 +30,31 @@ pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool)
         if Instant::now() > deadline {
             panic!("timed out after {timeout:?} waiting until {what}");
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(every);
+    }
+}
+
+/// An instant between two versions, as RFC 3339. Not a wait for anything: the kernel stamps
+/// ctimes with a coarse clock (a few ms), so the instant is taken clear of the version before
+/// it and the one after.
+pub fn instant_between() -> String {
+    std::thread::sleep(Duration::from_millis(30));
+    let t = humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();
+    std::thread::sleep(Duration::from_millis(30));
+    t
+}
+
+/// The version of `name` the broker lists, if it lists it.
+pub fn listed_version(c: &Cluster, name: &str) -> Option<u64> {
+    c.listing().get(name).map(|l| l.version)
+}
+
+/// Writes `files` (name → bytes) into `dir`, folders made as needed.
+pub fn write_files(dir: &Path, files: &BTreeMap<String, Vec<u8>>) {
+    for (name, bytes) in files {
+        let path = dir.join(name);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, bytes).unwrap();
     }
 }
 

@@ -11,10 +11,6 @@ fn object(root: &Path, hex: &str) -> Option<Vec<u8>> {
     fs::read(root.join(".dfs/objects").join(&hex[..2]).join(hex)).ok()
 }
 
-fn listed_version(c: &Cluster, name: &str) -> Option<u64> {
-    c.listing().get(name).map(|l| l.version)
-}
-
 #[test]
 fn replaced_and_deleted_versions_stay_on_the_node_with_their_bytes() {
     let c = Cluster::start();
@@ -30,11 +26,7 @@ fn replaced_and_deleted_versions_stay_on_the_node_with_their_bytes() {
             Duration::from_secs(30),
             || listed_version(&c, "notes.txt") == Some(want),
         );
-        // Not a wait for anything: the kernel stamps ctimes with a coarse clock (a few ms), so
-        // the instant is taken clear of this version's start and the next one's.
-        std::thread::sleep(Duration::from_millis(20));
-        instants.push(humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string());
-        std::thread::sleep(Duration::from_millis(20));
+        instants.push(instant_between());
     }
     fs::remove_file(&file).unwrap();
     wait_until("the delete is synced", Duration::from_secs(30), || {

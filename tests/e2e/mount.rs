@@ -127,18 +127,6 @@ fn bounded<T: Send + 'static>(
     }
 }
 
-/// Polls `cond` every `every` until it holds; fails naming `what` after `timeout`.
-fn poll(what: &str, timeout: Duration, every: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting until {what}"
-        );
-        std::thread::sleep(every);
-    }
-}
-
 /// `\040` and the like in /proc/self/mountinfo, back to bytes.
 fn unescape_mountinfo(field: &str) -> String {
     let b = field.as_bytes();
@@ -292,15 +280,6 @@ impl Drop for FuseMount {
                 Err(e) => eprintln!("cannot run umount -l {d}: {e}"),
             }
         }
-    }
-}
-
-/// Writes `files` (name → bytes) into `dir`, folders made as needed.
-fn write_files(dir: &Path, files: &BTreeMap<String, Vec<u8>>) {
-    for (name, bytes) in files {
-        let path = dir.join(name);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(&path, bytes).unwrap();
     }
 }
 
@@ -491,11 +470,7 @@ fn at_and_history_show_the_tree_as_it_was() {
     fs::write(c.source.join("a.txt"), &v1).unwrap();
     fs::write(c.source.join("b.txt"), &b).unwrap();
     c.wait_synced(SYNC);
-    // Not a wait for anything: the kernel stamps ctimes with a coarse clock (a few ms), so the
-    // instant is taken clear of the versions before and after it.
-    std::thread::sleep(Duration::from_millis(20));
-    let t = humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();
-    std::thread::sleep(Duration::from_millis(20));
+    let t = instant_between();
     fs::write(c.source.join("a.txt"), &v2).unwrap();
     wait_until("a.txt v2 is stored", SYNC, || {
         c.listing().get("a.txt").map(|l| l.version) == Some(2)
@@ -694,7 +669,7 @@ fn the_mount_follows_changes_and_open_files_keep_their_version() {
     fs::write(c.source.join("replace.txt"), &r2).unwrap();
     fs::remove_file(c.source.join("gone/away.pdf")).unwrap();
     let t0 = Instant::now();
-    poll(
+    wait_every(
         "the mount shows the new, replaced and deleted files",
         FOLLOW,
         Duration::from_millis(200),
@@ -723,7 +698,7 @@ fn the_mount_follows_changes_and_open_files_keep_their_version() {
     assert_eq!(head[..], old[..10]);
     let new = random_bytes(66, 200 << 10);
     fs::write(c.source.join("open.bin"), &new).unwrap();
-    poll(
+    wait_every(
         "a fresh open of open.bin reads the new version",
         FOLLOW,
         Duration::from_millis(200),
@@ -803,7 +778,7 @@ fn a_broker_outage_fails_uncached_reads_in_bounded_time_and_reads_recover() {
     );
 
     c.restart(Role::Broker);
-    poll(
+    wait_every(
         "the uncached file reads once the broker is back",
         Duration::from_secs(30),
         Duration::from_millis(200),

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 pub const SYNC: Duration = Duration::from_secs(120);
 /// The longest any one HTTP request may take (connect, send, answer and body).
@@ -669,28 +669,6 @@ pub fn resolve(page: &str, href: &str) -> String {
     }
 }
 
-/// An instant between two versions, as RFC 3339 (clear of the coarse ctime clock either side).
-pub fn instant_between() -> String {
-    std::thread::sleep(Duration::from_millis(30));
-    let t = humantime::format_rfc3339_nanos(SystemTime::now()).to_string();
-    std::thread::sleep(Duration::from_millis(30));
-    t
-}
-
-pub fn listed_version(c: &Cluster, name: &str) -> Option<u64> {
-    c.listing().get(name).map(|l| l.version)
-}
-
-/// Writes `files` into `dir`, folders made as needed.
-pub fn write_files(dir: &Path, files: &BTreeMap<String, Vec<u8>>) {
-    for (name, bytes) in files {
-        let path = dir.join(name);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(&path, bytes).unwrap();
-    }
-}
-
-/// The names of `rows`, in order.
 fn names(rows: &[Row]) -> Vec<String> {
     rows.iter().map(Row::name).collect()
 }

@@ -3,10 +3,11 @@
 //! bytes stored per minute, the mean upload latency, the history's size. The plots cover the
 //! last [`KEPT`] of samples, since this page started.
 
+use crate::snapshot::lock;
 use daemon::Shutdown;
 use serde_json::{json, Value};
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 /// How often the status is sampled.
@@ -188,10 +189,6 @@ pub fn rates(samples: &[Sample]) -> Vec<Series> {
             points: history,
         },
     ]
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

@@ -26,9 +26,9 @@ use daemon::Shutdown;
 use fetcher::error::{EXIT_FILE, EXIT_OK, EXIT_USAGE};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
-use tracing::{info, warn};
+use tracing::info;
 
 /// Options of `dfs web`.
 #[derive(clap::Args, Debug, Clone)]
@@ -87,28 +87,13 @@ pub struct Args {
 /// Runs `dfs web` until SIGINT or SIGTERM. Exit codes: 0 after a clean stop, 1 it cannot
 /// serve, 2 usage error (a listen address beyond loopback without a token included).
 pub fn run(args: Args) -> u8 {
-    match execute(&args, stop_signal()) {
+    match execute(&args, Shutdown::on_signals()) {
         Ok(()) => EXIT_OK,
         Err((code, line)) => {
             eprintln!("dfs web: {line}");
             code
         }
     }
-}
-
-fn stop_signal() -> &'static Shutdown {
-    static SIGNAL: OnceLock<Shutdown> = OnceLock::new();
-    SIGNAL.get_or_init(|| {
-        let stop = Shutdown::new();
-        let handler = stop.clone();
-        if let Err(e) = ctrlc::set_handler(move || {
-            handler.trigger();
-            daemon::notify_stopping();
-        }) {
-            warn!("SIGINT/SIGTERM handler not installed: {e}");
-        }
-        stop
-    })
 }
 
 type Failure = (u8, String);
@@ -124,12 +109,7 @@ pub(crate) struct Shared {
 
 fn execute(args: &Args, stop: &Shutdown) -> Result<(), Failure> {
     let usage = |line: String| (EXIT_USAGE, line);
-    if !(args.timeout.is_finite() && args.timeout > 0.0 && args.timeout <= 86_400.0) {
-        return Err(usage(format!(
-            "--timeout {} is not a number of seconds between 0 and 86400",
-            args.timeout
-        )));
-    }
+    daemon::check_secs("--timeout", args.timeout).map_err(usage)?;
     let listen: SocketAddr = args.listen.parse().map_err(|_| {
         usage(format!(
             "--listen {:?}: give HOST:PORT with an IP address, such as 127.0.0.1:8080",

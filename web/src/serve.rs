@@ -2,7 +2,7 @@
 //! and answers them with its own link to the broker (a ZeroMQ socket belongs to one thread),
 //! made when first needed and kept. Only `GET` and `HEAD` are served, and `POST /login`.
 
-use crate::files::{self, Archive, Verified};
+use crate::files::{self, Archive};
 use crate::pages;
 use crate::url;
 use crate::Shared;
@@ -108,6 +108,26 @@ fn text(req: Request, code: u16, content_type: &str, body: String) {
         std::io::Cursor::new(body.into_bytes()),
         Some(len),
     );
+}
+
+/// `Content-Disposition` for a download saved as `file`: an ASCII fallback, and the exact name
+/// (RFC 6266 `filename*`).
+fn attachment(file: &str) -> Header {
+    let ascii: String = file
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let value = format!(
+        "attachment; filename=\"{ascii}\"; filename*=UTF-8''{}",
+        url::encode(file)
+    );
+    header("Content-Disposition", &value)
 }
 
 fn cookie_of(req: &Request) -> Option<String> {
@@ -309,11 +329,7 @@ fn browse(
         Ok(l) => l,
         Err(e) => return Err(Box::new((req, e))),
     };
-    let folder = if folder.is_empty() || folder.ends_with('/') {
-        folder.to_string()
-    } else {
-        format!("{folder}/")
-    };
+    let folder = crate::snapshot::folder_path(folder);
     if !listing.is_folder(&folder) {
         page(
             req,
@@ -410,31 +426,12 @@ fn download(
         Err(e) => return Err(Box::new((req, e))),
     };
     let leaf = name.rsplit('/').next().unwrap_or(name);
-    let ascii: String = leaf
-        .chars()
-        .map(|c| {
-            if c.is_ascii_graphic() && c != '"' && c != '\\' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
     let h = vec![
         header("Content-Type", "application/octet-stream"),
-        header(
-            "Content-Disposition",
-            &format!(
-                "attachment; filename=\"{ascii}\"; filename*=UTF-8''{}",
-                url::encode(leaf)
-            ),
-        ),
+        attachment(leaf),
     ];
     let len = usize::try_from(entry.size).ok();
-    match content {
-        Verified::Memory(v) => respond(req, 200, h, std::io::Cursor::new(v), len),
-        Verified::File(f) => respond(req, 200, h, f, len),
-    }
+    respond(req, 200, h, content.reader(), len);
     Ok(())
 }
 
@@ -449,11 +446,7 @@ fn archive(
         Ok(l) => l,
         Err(e) => return Err(Box::new((req, e))),
     };
-    let folder = if folder.is_empty() || folder.ends_with('/') {
-        folder.to_string()
-    } else {
-        format!("{folder}/")
-    };
+    let folder = crate::snapshot::folder_path(folder);
     let entries = listing.under(&folder).to_vec();
     if entries.is_empty() {
         page(
@@ -472,16 +465,10 @@ fn archive(
     let when = at
         .map(|t| format!("-{}", schema::time::rfc3339(t)))
         .unwrap_or_default();
-    let file = format!("{base}{when}.tar").replace([':', '"', '\\'], "-");
+    let file = format!("{base}{when}.tar").replace(':', "-");
     let h = vec![
         header("Content-Type", "application/x-tar"),
-        header(
-            "Content-Disposition",
-            &format!(
-                "attachment; filename=\"{}\"",
-                file.replace(|c: char| !c.is_ascii_graphic(), "_")
-            ),
-        ),
+        attachment(&file),
     ];
     let reader = Archive::new(client, &folder, &entries);
     respond(req, 200, h, reader, None);

@@ -178,7 +178,17 @@ impl Snapshots {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// A folder's path as listings use it: `""` for the root, else ending in `/`.
+pub fn folder_path(name: &str) -> String {
+    if name.is_empty() || name.ends_with('/') {
+        name.to_string()
+    } else {
+        format!("{name}/")
+    }
+}
+
+/// `m` locked, whether or not a holder panicked (the data is plain state, always whole).
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
