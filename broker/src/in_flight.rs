@@ -7,6 +7,7 @@
 use crate::links::NodePort;
 use crate::peer::{Front, Requester};
 use crate::record::Record;
+use schema::transfer::Credit;
 use schema::{Class, Hash};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -28,6 +29,8 @@ pub enum Op {
         blake3: Option<Hash>,
         last_sent: bool,
         growing: bool,
+        /// The node's credit relayed to the sender, and the chunks relayed under it.
+        credit: Credit,
     },
     /// A delete of an indexed name.
     Delete { name: String },
@@ -37,8 +40,13 @@ pub enum Op {
         to: String,
         rec: Record,
     },
-    /// A read; `size` is known once the node's `meta` came.
-    Get { name: String, size: Option<u64> },
+    /// A read; `size` is known once the node's `meta` came; `credit` is the reader's, relayed
+    /// to the node, and the chunks relayed under it.
+    Get {
+        name: String,
+        size: Option<u64>,
+        credit: Credit,
+    },
     /// A question about a name's versions.
     History { name: String },
     /// A page of the tree as it was (`list` with `at`) or of deleted names, from the history.
@@ -239,6 +247,7 @@ mod tests {
             blake3: None,
             last_sent: true,
             growing: false,
+            credit: Credit::default(),
         }
     }
 
@@ -275,6 +284,7 @@ mod tests {
         let get = Op::Get {
             name: "a.txt".into(),
             size: None,
+            credit: Credit::default(),
         };
         let g = 5;
         t.insert(g, req(4), NodePort::Serve, get).unwrap();

@@ -28,6 +28,15 @@ pub struct Requester {
     pub id: u64,
 }
 
+impl Requester {
+    /// The number the node knows this requester's connection by (`put.sender`), so that it
+    /// shares its credit fairly between the broker's peers, not only between their uploads.
+    pub fn sender(&self) -> u64 {
+        let hash = blake3::hash(&self.peer);
+        u64::from_le_bytes(hash.as_bytes()[..8].try_into().expect("8 bytes"))
+    }
+}
+
 /// Broker ids (bids): every request the broker sends to the node, forwarded or its own (index
 /// rebuild pages, fsck checks, status), gets a fresh one, so the node's answers can be told
 /// apart.

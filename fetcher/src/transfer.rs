@@ -116,7 +116,10 @@ fn stream(
             ))
         })?;
         // Grant the next chunk before writing this one, so the window stays full.
-        if window.received() {
+        if window
+            .received()
+            .map_err(|e| FetchError::Protocol(e.to_string()))?
+        {
             client.send(&Message::Credit { id, chunks: 1 })?;
         }
         sink.write_all(data)?;

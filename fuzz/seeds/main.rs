@@ -27,6 +27,7 @@ fn messages() -> Vec<Message> {
             blake3: Some(h),
             version: None,
             growing: false,
+            sender: None,
         },
         Message::Put {
             id: 3,
@@ -36,6 +37,7 @@ fn messages() -> Vec<Message> {
             blake3: None,
             version: Some(4),
             growing: false,
+            sender: None,
         },
         Message::Put {
             id: 5,
@@ -45,6 +47,7 @@ fn messages() -> Vec<Message> {
             blake3: None,
             version: Some(1),
             growing: true,
+            sender: None,
         },
         Message::Chunk {
             id: 3,

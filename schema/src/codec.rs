@@ -207,6 +207,9 @@ pub fn check_data(msg: &Message, data: Option<&[u8]>) -> Result<(), DecodeError>
             "data frame of {} bytes, expected {n} (the whole file)",
             d.len()
         ))),
+        (DataRule::Exactly(0), None) => Err(bad(
+            "an empty file still carries its data frame, an empty one".into(),
+        )),
         (DataRule::Exactly(n), None) => Err(bad(format!(
             "a file of {n} bytes must carry its content in one data frame"
         ))),
@@ -370,6 +373,7 @@ mod tests {
                 blake3: Some(h),
                 version: None,
                 growing: false,
+                sender: Some(7),
             },
             Message::Chunk {
                 id: 3,
@@ -494,6 +498,7 @@ mod tests {
             blake3: None,
             version: None,
             growing: false,
+            sender: None,
         };
         assert!(check_data(&put(3), Some(b"abc")).is_ok());
         assert!(check_data(&put(3), Some(b"ab")).is_err());

@@ -36,6 +36,10 @@ pub enum Message {
         version: Option<u64>,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         growing: bool,
+        /// Set by a broker: an opaque number naming the front peer it relays the upload for, so
+        /// the node shares its credit fairly between peers, not only between uploads.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sender: Option<u64>,
     },
     /// File content of transfer `id` at `offset`, in the following data frame (at most
     /// `CHUNK_SIZE` bytes). In an upload the last chunk (offset + length = size) carries the

@@ -102,6 +102,32 @@ impl Routes {
             .and_then(|ext| self.by_ext.get(&ext.to_lowercase()).copied())
             .unwrap_or(Class::Others)
     }
+
+    /// Whether `name` may be stored in `port`'s class: the rule of every class port.
+    pub fn check(&self, name: &str, port: Class) -> Result<(), WrongClass> {
+        let routed = self.class_of(name);
+        if routed == port {
+            Ok(())
+        } else {
+            Err(WrongClass {
+                name: name.to_string(),
+                routed,
+                port,
+            })
+        }
+    }
+}
+
+/// A name sent to the port of a class it does not route to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{name} routes to class {routed}, not {port}: a class port takes only names of its class \
+     (the broker and the storage node must be given the same --routes)"
+)]
+pub struct WrongClass {
+    pub name: String,
+    pub routed: Class,
+    pub port: Class,
 }
 
 /// The last extension of the last component of `name`, if it has one. A leading dot alone (a
@@ -146,6 +172,10 @@ mod tests {
         assert_eq!(r.class_of("a.flac"), Class::Mp3);
         assert_eq!(r.class_of("a.md"), Class::Txt);
         assert!(Routes::default().with_overrides("flac").is_err());
+        assert_eq!(r.check("a.md", Class::Txt), Ok(()));
+        let wrong = r.check("a.md", Class::Others).unwrap_err();
+        assert_eq!((wrong.routed, wrong.port), (Class::Txt, Class::Others));
+        assert!(Routes::default().check("a.md", Class::Others).is_ok());
         assert!(Routes::default().with_overrides("flac=ogg").is_err());
     }
 }

@@ -141,34 +141,96 @@ impl Receiver {
     }
 }
 
+/// A chunk or a grant that breaks the credit rules (PROTOCOL.md, flow control).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CreditError {
+    #[error("chunk {chunk} sent without credit ({granted} granted so far)")]
+    NoCredit { chunk: u64, granted: u64 },
+    #[error(
+        "a grant of {grant} would leave {outstanding} chunks of credit outstanding; \
+         at most {TRANSFER_WINDOW}"
+    )]
+    OverWindow { grant: u32, outstanding: u64 },
+}
+
+/// One transfer's credit as a peer on its path counts it (the node and the broker for an
+/// upload's chunks, the node and the broker for a reader's grants): the chunks granted, and
+/// those sent under them. Every hop refuses a chunk beyond what it has seen granted, and a grant
+/// that would leave more than [`TRANSFER_WINDOW`] chunks outstanding, so no peer on the path
+/// queues more than a window of one transfer's content.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Credit {
+    granted: u64,
+    used: u64,
+}
+
+impl Credit {
+    /// Adds a grant of `chunks`; refused (and not counted) when it would leave more than the
+    /// window outstanding.
+    pub fn grant(&mut self, chunks: u32) -> Result<(), CreditError> {
+        let outstanding = self.outstanding() + u64::from(chunks);
+        if outstanding > u64::from(TRANSFER_WINDOW) {
+            return Err(CreditError::OverWindow {
+                grant: chunks,
+                outstanding,
+            });
+        }
+        self.granted += u64::from(chunks);
+        Ok(())
+    }
+
+    /// Counts one chunk; refused (and not counted) when no credit is left.
+    pub fn spend(&mut self) -> Result<(), CreditError> {
+        if self.used >= self.granted {
+            return Err(CreditError::NoCredit {
+                chunk: self.used,
+                granted: self.granted,
+            });
+        }
+        self.used += 1;
+        Ok(())
+    }
+
+    /// Chunks granted and not sent yet.
+    pub fn outstanding(&self) -> u64 {
+        self.granted - self.used
+    }
+
+    /// Chunks granted so far.
+    pub fn granted(&self) -> u64 {
+        self.granted
+    }
+}
+
 /// A reader's credit for one chunked read (PROTOCOL.md, flow control): [`TRANSFER_WINDOW`]
 /// chunks at first, then one more for every chunk received, never more than the file needs, so
-/// at most a window of chunks is ever outstanding and the window stays full.
+/// at most a window of chunks is ever outstanding and the window stays full. A chunk beyond the
+/// credit granted is refused.
 #[derive(Debug, Clone, Copy)]
 pub struct ReadWindow {
     total: u64,
-    granted: u64,
+    credit: Credit,
 }
 
 impl ReadWindow {
     /// The window of a read of `size` bytes, and the credit to grant at once.
     pub fn open(size: u64) -> (ReadWindow, u32) {
         let total = size.div_ceil(CHUNK_SIZE as u64);
-        let first = total.min(u64::from(TRANSFER_WINDOW));
-        let window = ReadWindow {
-            total,
-            granted: first,
-        };
-        (window, first as u32)
+        let first = total.min(u64::from(TRANSFER_WINDOW)) as u32;
+        let mut credit = Credit::default();
+        credit.grant(first).expect("a first grant fits the window");
+        (ReadWindow { total, credit }, first)
     }
 
-    /// A chunk arrived: whether to grant one more (before writing it, so the window stays full).
-    pub fn received(&mut self) -> bool {
-        if self.granted < self.total {
-            self.granted += 1;
-            true
+    /// A chunk arrived: whether to grant one more (before writing it, so the window stays
+    /// full), or the error of a chunk sent without credit.
+    pub fn received(&mut self) -> Result<bool, CreditError> {
+        self.credit.spend()?;
+        if self.credit.granted() < self.total {
+            self.credit.grant(1)?;
+            Ok(true)
         } else {
-            false
+            Ok(false)
         }
     }
 }
@@ -272,15 +334,44 @@ mod tests {
     }
 
     #[test]
+    fn credit_is_counted_on_both_sides() {
+        let mut c = Credit::default();
+        assert_eq!(
+            c.spend(),
+            Err(CreditError::NoCredit {
+                chunk: 0,
+                granted: 0
+            })
+        );
+        c.grant(TRANSFER_WINDOW).unwrap();
+        assert_eq!(
+            c.grant(1),
+            Err(CreditError::OverWindow {
+                grant: 1,
+                outstanding: u64::from(TRANSFER_WINDOW) + 1
+            })
+        );
+        c.spend().unwrap();
+        c.grant(1).unwrap();
+        for _ in 0..TRANSFER_WINDOW {
+            c.spend().unwrap();
+        }
+        assert_eq!(c.outstanding(), 0);
+        assert!(c.spend().is_err(), "nothing left");
+        assert!(c.grant(u32::MAX).is_err());
+    }
+
+    #[test]
     fn a_read_window_keeps_a_window_outstanding() {
         let c = CHUNK_SIZE as u64;
         let (mut w, first) = ReadWindow::open(INLINE_MAX + 1);
         assert_eq!(first, 1);
-        assert!(!w.received());
+        assert_eq!(w.received(), Ok(false));
+        assert!(w.received().is_err(), "a chunk past the file's credit");
         let chunks = u64::from(TRANSFER_WINDOW) + 3;
         let (mut w2, first) = ReadWindow::open(chunks * c);
         assert_eq!(first, TRANSFER_WINDOW);
-        let more: Vec<bool> = (0..chunks).map(|_| w2.received()).collect();
+        let more: Vec<bool> = (0..chunks).map(|_| w2.received().unwrap()).collect();
         assert_eq!(more.iter().filter(|m| **m).count(), 3);
         assert!(
             more[..3].iter().all(|m| *m),

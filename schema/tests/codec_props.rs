@@ -86,6 +86,7 @@ fn message() -> impl Strategy<Value = Message> {
                     blake3,
                     version,
                     growing,
+                    sender: None,
                 }
             }),
         (

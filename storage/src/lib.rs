@@ -122,6 +122,10 @@ pub struct Args {
     #[arg(long, value_name = "SIZE", env = "DFS_STORAGE_HISTORY_BUDGET",
           value_parser = parse_budget)]
     pub history_budget: Option<u64>,
+    /// Extra routes, EXT=CLASS,... as given to the broker (`dfs broker --routes`; for example
+    /// flac=mp3,md=txt): each class port refuses a name that routes to another class.
+    #[arg(long, value_name = "EXT=CLASS,...", env = "DFS_STORAGE_ROUTES")]
+    pub routes: Option<String>,
 }
 
 /// A `--history-budget` value: bytes, or a size such as `200GiB` or `500MB`.

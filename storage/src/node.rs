@@ -19,7 +19,7 @@ use anyhow::Context as _;
 use daemon::{Shutdown, POLL_MS};
 use net::security::{Domain, Gate, ServerOptions, ServerSecurity};
 use schema::codec::{self, Inbound};
-use schema::{Class, ErrorCode, Message};
+use schema::{Class, ErrorCode, Message, Routes};
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
@@ -43,6 +43,8 @@ pub struct Node {
     sync_threads: usize,
     metrics: Metrics,
     gate: Gate,
+    /// Which class each name routes to: a class port takes only names of its class.
+    routes: Routes,
     /// The ZAP handler, when the ports use CURVE; dropped after the sockets.
     security: ServerSecurity,
     _lock: File,
@@ -52,6 +54,12 @@ impl Node {
     /// Prepares the root (folders, lock, leftovers of interrupted uploads, extended attribute
     /// check) and binds the five ROUTERs on consecutive ports.
     pub fn bind(ctx: &zmq::Context, args: &Args) -> anyhow::Result<Node> {
+        let routes = match &args.routes {
+            Some(spec) => Routes::default()
+                .with_overrides(spec)
+                .map_err(|e| anyhow::anyhow!("bad --routes {spec:?}: {e}"))?,
+            None => Routes::default(),
+        };
         std::fs::create_dir_all(&args.root)
             .with_context(|| format!("cannot create the storage root {}", args.root.display()))?;
         let root = args
@@ -117,6 +125,7 @@ impl Node {
             sync_threads: usize::from(args.sync_threads),
             metrics: Metrics::default(),
             gate: security.gate(Domain::Storage),
+            routes,
             security,
             _lock: lock,
         })
@@ -159,6 +168,7 @@ impl Node {
         };
         let mut server = Server {
             gate: self.gate,
+            routes: self.routes,
             ports: Ports {
                 sockets: self.sockets,
                 metrics: self.metrics.clone(),
@@ -214,6 +224,8 @@ impl Outbox for Ports {
 struct Server {
     /// Who may send on the node's ports (every port serves the broker only).
     gate: Gate,
+    /// Which class each name routes to.
+    routes: Routes,
     ports: Ports,
     /// The sync workers' results.
     results: zmq::Socket,
@@ -320,6 +332,11 @@ impl Server {
         };
         let data = inbound.data;
         let root = self.layout.root();
+        if let Err(e) = class_rule(&self.routes, sock, &msg) {
+            tracing::warn!(peer = %hex(&peer), "refused a message: {e}");
+            let e = StoreError::Protocol(e.to_string());
+            return out.send_error(sock, &peer, msg.id(), &e, root);
+        }
         if self.on_s3 {
             if let Some((id, work)) = to_worker(sock, &msg) {
                 if sock == SERVE && matches!(work, Work::Spool { .. }) {
@@ -444,6 +461,7 @@ impl Server {
                     blake3,
                     version,
                     growing,
+                    sender,
                 },
             ) => {
                 let put = crate::upload::Put {
@@ -454,6 +472,7 @@ impl Server {
                     modified,
                     blake3,
                     version,
+                    sender,
                 };
                 self.uploads.on_put(sock, peer, put, data, out);
             }
@@ -517,6 +536,27 @@ impl Server {
             }
             (_, other) => unexpected(out, sock, &peer, &other),
         }
+    }
+}
+
+/// A class port takes only names of its class: the `name` of a `put`, the `to` of a
+/// `rename` (in `to_class`, else the port's class).
+fn class_rule(
+    routes: &Routes,
+    sock: usize,
+    msg: &Message,
+) -> Result<(), schema::route::WrongClass> {
+    let Some(&port) = Class::ALL.get(sock) else {
+        return Ok(());
+    };
+    // A name that breaks the name rules is refused as such, later.
+    let valid = |name: &str| schema::names::check(name).is_ok();
+    match msg {
+        Message::Put { name, .. } if valid(name) => routes.check(name, port),
+        Message::Rename { to, to_class, .. } if valid(to) => {
+            routes.check(to, to_class.unwrap_or(port))
+        }
+        _ => Ok(()),
     }
 }
 

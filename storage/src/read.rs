@@ -19,6 +19,7 @@ use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::peer::{hex, Key, SERVE};
 use schema::limits::{CHUNK_SIZE, IDLE_TIMEOUT, INLINE_MAX};
+use schema::transfer::Credit;
 use schema::{Class, ErrorCode, Hash, Message};
 use std::collections::HashMap;
 use std::fs::File;
@@ -47,8 +48,9 @@ pub struct Read {
     /// While the file is still being copied from the object store: how much has arrived. A
     /// chunk goes out only once its bytes are there.
     arrival: Option<Arc<Arrival>>,
-    /// Chunks the reader granted that wait for their bytes to arrive.
-    owed: u32,
+    /// The reader's credit: chunks granted, and those sent under it (a grant past the window
+    /// is refused).
+    credit: Credit,
 }
 
 /// Every version of `name` on the node, the current one last (`history`).
@@ -289,7 +291,7 @@ impl Reads {
                 hasher: blake3::Hasher::new(),
                 last_seen: Instant::now(),
                 arrival,
-                owed: 0,
+                credit: Credit::default(),
             };
             self.open.insert(key, read);
         }
@@ -309,7 +311,12 @@ impl Reads {
             return;
         };
         read.last_seen = Instant::now();
-        read.owed = read.owed.saturating_add(chunks);
+        if let Err(e) = read.credit.grant(chunks) {
+            // Dropped (it is out of the map): its reader broke flow control.
+            let e = StoreError::Protocol(format!("read {id} of {}: {e}; read dropped", read.name));
+            tracing::warn!(peer = %hex(&key.1), "{e}");
+            return out.send_error(SERVE, &key.1, id, &e, self.layout.root());
+        }
         self.send_owed(key, read, out);
     }
 
@@ -319,7 +326,7 @@ impl Reads {
         let waiting: Vec<Key> = self
             .open
             .iter()
-            .filter(|(_, r)| r.owed > 0 && r.arrival.is_some())
+            .filter(|(_, r)| r.credit.outstanding() > 0 && r.arrival.is_some())
             .map(|(k, _)| k.clone())
             .collect();
         for key in waiting {
@@ -333,7 +340,7 @@ impl Reads {
     fn send_owed(&mut self, key: Key, mut read: Read, out: &mut impl Outbox) {
         let root = self.layout.root();
         let id = key.2;
-        while read.owed > 0 {
+        while read.credit.outstanding() > 0 {
             if read.offset >= read.size {
                 break;
             }
@@ -375,7 +382,7 @@ impl Reads {
                 return;
             }
             read.offset += len as u64;
-            read.owed -= 1;
+            read.credit.spend().expect("credit is outstanding");
             self.metrics.bytes_served.inc_by(len as u64);
         }
         if read.offset >= read.size {
@@ -411,6 +418,7 @@ mod tests {
 
     use super::*;
     use crate::outbox::{Recorder, Sent};
+    use schema::limits::TRANSFER_WINDOW;
 
     const PEER: &[u8] = b"broker";
 
@@ -574,6 +582,31 @@ mod tests {
         // The read is over: more credit is for an unknown transfer.
         reads.on_credit(PEER.to_vec(), 3, 1, &mut out);
         assert_eq!(error_code(&out.take()), ErrorCode::UnknownTransfer);
+    }
+
+    #[test]
+    fn a_grant_past_the_window_drops_the_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = bytes(40 * CHUNK_SIZE);
+        let (mut reads, _lock) = reads(&dir, &[("big.txt", &data)]);
+        let mut out = Recorder::default();
+        reads.on_get(PEER.to_vec(), 9, "big.txt", (None, None), &mut out);
+        out.take();
+        // A window's worth is taken, and its chunks go out at once; credit then comes back one
+        // chunk at a time.
+        reads.on_credit(PEER.to_vec(), 9, TRANSFER_WINDOW, &mut out);
+        assert_eq!(out.take().len(), TRANSFER_WINDOW as usize);
+        reads.on_credit(PEER.to_vec(), 9, 1, &mut out);
+        assert_eq!(out.take().len(), 1);
+        // A grant that would leave more than the window outstanding is refused: 1000 at once.
+        reads.on_credit(PEER.to_vec(), 9, 1000, &mut out);
+        let sent = out.take();
+        assert_eq!(error_code(&sent), ErrorCode::BadMessage, "{sent:?}");
+        let [(_, _, Message::Error { message, .. }, _)] = sent.as_slice() else {
+            panic!("{sent:?}");
+        };
+        assert!(message.contains("at most 32"), "{message}");
+        assert_eq!(reads.len(), 0, "the read is dropped");
     }
 
     #[test]

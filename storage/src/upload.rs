@@ -36,6 +36,16 @@ pub struct Put {
     pub version: Option<u64>,
     /// The file is still being written: its size is known at the last chunk.
     pub growing: bool,
+    /// The front peer a broker relays the upload for, if it named one.
+    pub sender: Option<u64>,
+}
+
+/// Whom an upload shares credit with ([`Ledger`]): the front peer its broker named, else the
+/// peer that sent it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Party {
+    Sender(u64),
+    Peer(Vec<u8>),
 }
 
 /// What a chunk may say besides its content: the hash on the last chunk, and the final
@@ -135,7 +145,7 @@ pub struct Uploads {
     /// `None` once stopped: jobs are then refused with `error busy`.
     pool: Option<SyncPool>,
     receiving: HashMap<Key, Incoming>,
-    ledger: Ledger<Key>,
+    ledger: Ledger<Key, Party>,
     /// Jobs in the sync pool, by ticket.
     pending: HashMap<u64, ReplyTo>,
     next_ticket: u64,
@@ -280,8 +290,12 @@ impl Uploads {
             last_seen: Instant::now(),
         };
         tracing::debug!(peer = %hex(&key.1), id, name = %put.name, size = put.size, "upload started");
+        let party = match put.sender {
+            Some(s) => Party::Sender(s),
+            None => Party::Peer(key.1.clone()),
+        };
         self.receiving.insert(key.clone(), upload);
-        self.ledger.open(key, chunks);
+        self.ledger.open(key, party, chunks);
         self.grant(out);
     }
 
@@ -472,6 +486,7 @@ mod tests {
             blake3,
             version: None,
             growing: false,
+            sender: None,
         }
     }
 

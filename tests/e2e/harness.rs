@@ -223,6 +223,8 @@ pub struct Cluster {
     pub daemon_args: Vec<String>,
     /// Options given to the storage node only (for example `--keep-history 2s`).
     pub storage_args: Vec<String>,
+    /// Options given to the broker only (for example `--routes md=txt`).
+    pub broker_args: Vec<String>,
     /// The ready file each role wrote when it last started.
     pub ready: BTreeMap<String, serde_json::Value>,
     /// Environment variables of every daemon this cluster starts (the S3 credentials).
@@ -304,6 +306,7 @@ impl Cluster {
             storage: None,
             daemon_args: daemon_args.iter().map(|a| a.to_string()).collect(),
             storage_args: Vec::new(),
+            broker_args: Vec::new(),
             ready: BTreeMap::new(),
             env: Vec::new(),
             bucket: None,
@@ -363,6 +366,7 @@ impl Cluster {
         for more in &self.more_storage {
             args.extend(["--storage".to_string(), more.clone()]);
         }
+        args.extend(self.broker_args.iter().cloned());
         let (p, v) = self.spawn_ready("broker", args);
         self.ingest_port = port(&v, "ingest_port");
         self.fetch_port = port(&v, "fetch_port");

@@ -7,6 +7,7 @@ use crate::harness::*;
 use ciborium::Value;
 use schema::limits::MAX_HEADER;
 use schema::{ErrorCode, Message, PROTOCOL_VERSION};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// The error answering `what`: its id, code and text.
@@ -178,6 +179,7 @@ fn concurrent_uploads_share_the_credit_and_each_gets_some_at_once() {
             blake3: None,
             version: Some(1),
             growing: false,
+            sender: None,
         };
         s.send(schema::codec::encode(&put), 0).unwrap();
     }
@@ -222,6 +224,7 @@ fn chunked_put(
         blake3: None,
         version: Some(version),
         growing: false,
+        sender: None,
     };
     s.send(schema::codec::encode(&put), 0).unwrap();
     let mut offset = 0usize;
@@ -276,4 +279,389 @@ fn the_same_content_sent_again_in_chunks_is_unchanged() {
         }
     );
     assert_eq!(std::fs::read(c.root.join("txt/again.txt")).unwrap(), data);
+}
+
+/// A `put` of `size` bytes of `name` with no hash (chunked), on `s`.
+fn open_upload(s: &zmq::Socket, id: u64, name: &str, size: u64) {
+    let put = Message::Put {
+        id,
+        name: name.into(),
+        size,
+        modified: 0,
+        blake3: None,
+        version: None,
+        growing: false,
+        sender: None,
+    };
+    s.send(schema::codec::encode(&put), 0).unwrap();
+}
+
+/// Sends the chunk at `offset` of transfer `id` with `len` bytes.
+fn send_chunk(s: &zmq::Socket, id: u64, offset: u64, len: usize) {
+    let chunk = Message::Chunk {
+        id,
+        offset,
+        blake3: None,
+        modified: None,
+    };
+    s.send(schema::codec::encode(&chunk), zmq::SNDMORE).unwrap();
+    s.send(vec![7u8; len], 0).unwrap();
+}
+
+/// The credit granted on `s` until it adds up to `total`, by transfer.
+fn credit_until(s: &zmq::Socket, port: u16, total: u32) -> BTreeMap<u64, u32> {
+    let mut credit = BTreeMap::new();
+    while credit.values().sum::<u32>() < total {
+        match reply(s, port, "credit") {
+            Message::Credit { id, chunks } => *credit.entry(id).or_insert(0) += chunks,
+            other => panic!("port {port}: expected credit, got {other:?}"),
+        }
+    }
+    credit
+}
+
+/// Waits until the broker of `c` has filled its new index from the node (until then it answers
+/// changes with `busy` and reads with `unavailable`).
+fn wait_index(c: &Cluster) {
+    wait_until(
+        "the broker's index is rebuilt",
+        Duration::from_secs(30),
+        || c.fetch(&["--json"]).status.success(),
+    );
+}
+
+/// Claims the root volume on the broker's ingest connection `s`.
+fn claim_root(s: &zmq::Socket, port: u16) {
+    let claim = Message::Claim {
+        id: 900,
+        volume: String::new(),
+        owner: "raw-peer".into(),
+        take_over: false,
+    };
+    s.send(schema::codec::encode(&claim), 0).unwrap();
+    match reply(s, port, "claim") {
+        Message::Claimed { id: 900, .. } => {}
+        other => panic!("claim answered {other:?}"),
+    }
+}
+
+#[test]
+fn a_chunk_without_credit_is_refused_and_its_upload_dropped_on_every_hop() {
+    let c = Cluster::start_without_watcher();
+    let ctx = zmq::Context::new();
+    let chunk = schema::limits::CHUNK_SIZE;
+    let budget = schema::limits::GLOBAL_WINDOW;
+    // Straight to the node's txt port, then through the broker's ingest port. Forty uploads of
+    // a thousand chunks: the first ones share the budget (each takes half of what is free),
+    // the rest get none while nobody sends.
+    for (port, ingest) in [(c.base_port + 1, false), (c.ingest_port, true)] {
+        let s = dealer(&ctx, port);
+        if ingest {
+            wait_index(&c);
+            claim_root(&s, port);
+        }
+        let name = |id: u64| format!("credit-{}/{id}.txt", u8::from(ingest));
+        for id in 1..=40u64 {
+            open_upload(&s, id, &name(id), 1000 * chunk as u64);
+        }
+        let credit = credit_until(&s, port, budget);
+        assert!(!credit.contains_key(&40), "{credit:?}");
+        // A chunk of an upload that holds no credit: refused with its id, the upload dropped.
+        send_chunk(&s, 40, 0, chunk);
+        let (id, code, message) = error_of(&s, port, "a chunk without credit");
+        assert_eq!((id, code), (40, ErrorCode::BadMessage), "{message}");
+        assert!(message.contains("without credit"), "{message}");
+        // Through the broker, the broker refuses it itself: the node never sees the chunk.
+        assert_eq!(ingest, message.contains("granted so far"), "{message}");
+        send_chunk(&s, 40, 0, chunk);
+        let (id, code, message) = error_of(&s, port, "a chunk of a dropped upload");
+        assert_eq!((id, code), (40, ErrorCode::UnknownTransfer), "{message}");
+        // An upload that spends its credit and sends one chunk more at once: the units its
+        // chunks free go to the uploads waiting (it queues behind them), so the extra chunk has
+        // no credit on any hop.
+        let (&spender, &units) = credit.iter().next().unwrap();
+        for k in 0..=u64::from(units) {
+            send_chunk(&s, spender, k * chunk as u64, chunk);
+        }
+        let refused = loop {
+            match reply(&s, port, "a chunk past the credit") {
+                Message::Error { id, code, message } => break (id, code, message),
+                Message::Credit { id, .. } => assert_ne!(id, spender, "no credit back yet"),
+                other => panic!("port {port}: {other:?}"),
+            }
+        };
+        assert_eq!(
+            (refused.0, refused.1),
+            (spender, ErrorCode::BadMessage),
+            "{refused:?}"
+        );
+        assert!(refused.2.contains("without credit"), "{refused:?}");
+        assert_eq!(ingest, refused.2.contains("granted so far"), "{refused:?}");
+        for id in 1..=39u64 {
+            s.send(schema::codec::encode(&Message::Abort { id }), 0)
+                .unwrap();
+        }
+        // Nothing of the refused or aborted uploads is kept.
+        wait_until(
+            "the node's upload space is empty",
+            Duration::from_secs(10),
+            || std::fs::read_dir(c.root.join(".dfs/tmp")).is_ok_and(|d| d.count() == 0),
+        );
+    }
+    // The node still takes uploads.
+    assert!(!c.root.join("txt/credit-0").exists());
+    assert!(!c.root.join("txt/credit-1").exists());
+    let s = dealer(&ctx, c.base_port + 1);
+    let data = random_bytes(8, chunk * 2 + 1);
+    let done = chunked_put(&s, c.base_port + 1, 50, "after.txt", &data, 1);
+    assert!(matches!(done, Message::Done { id: 50, .. }), "{done:?}");
+    assert_eq!(std::fs::read(c.root.join("txt/after.txt")).unwrap(), data);
+}
+
+#[test]
+fn a_grant_past_the_window_is_refused_and_the_read_dropped() {
+    let c = Cluster::start_without_watcher();
+    let ctx = zmq::Context::new();
+    let txt = dealer(&ctx, c.base_port + 1);
+    let data = random_bytes(9, schema::limits::CHUNK_SIZE * 3 + 5);
+    let done = chunked_put(&txt, c.base_port + 1, 1, "big.txt", &data, 1);
+    assert!(matches!(done, Message::Done { .. }), "{done:?}");
+    // The broker learns of the file by rebuilding its new index from the node.
+    wait_until("big.txt listed", Duration::from_secs(30), || {
+        c.listing().contains_key("big.txt")
+    });
+    let window = schema::limits::TRANSFER_WINDOW;
+    // On the node's serve port (with the class, as the broker sends it) and on the broker's
+    // fetch port.
+    for (port, class) in [
+        (c.base_port + 4, Some(schema::Class::Txt)),
+        (c.fetch_port, None),
+    ] {
+        let s = dealer(&ctx, port);
+        let get = |id: u64| {
+            let get = Message::Get {
+                id,
+                name: "big.txt".into(),
+                class,
+                version: None,
+            };
+            s.send(schema::codec::encode(&get), 0).unwrap();
+            match reply(&s, port, "get") {
+                Message::Meta { entry, .. } => assert_eq!(entry.size, data.len() as u64),
+                other => panic!("port {port}: get answered {other:?}"),
+            }
+        };
+        get(2);
+        let credit = |id: u64, chunks: u32| {
+            s.send(schema::codec::encode(&Message::Credit { id, chunks }), 0)
+                .unwrap();
+        };
+        credit(2, window + 1);
+        let (id, code, message) = error_of(&s, port, "a grant of 33");
+        assert_eq!((id, code), (2, ErrorCode::BadMessage), "{message}");
+        assert!(message.contains(&format!("at most {window}")), "{message}");
+        // The broker refuses it itself (the node never sees the grant).
+        assert_eq!(
+            class.is_none(),
+            message.starts_with("read of "),
+            "{message}"
+        );
+        credit(2, 1);
+        let (id, code, message) = error_of(&s, port, "credit for a dropped read");
+        assert_eq!((id, code), (2, ErrorCode::UnknownTransfer), "{message}");
+        // A whole window is fine, and so is a grant of a whole window at once after it.
+        get(3);
+        credit(3, window);
+        let mut got = Vec::new();
+        while got.len() < data.len() {
+            match s.recv_multipart(0) {
+                Ok(frames) => match schema::codec::decode(&frames[0]).unwrap() {
+                    Message::Chunk { id: 3, .. } => got.extend_from_slice(&frames[1]),
+                    other => panic!("port {port}: {other:?}"),
+                },
+                Err(e) => panic!("port {port}: read stalled at {}: {e}", got.len()),
+            }
+        }
+        assert_eq!(got, data);
+    }
+}
+
+#[test]
+fn a_class_port_refuses_a_name_of_another_class() {
+    let c = Cluster::start_without_watcher();
+    let ctx = zmq::Context::new();
+    let others = c.base_port + 3;
+    let s = dealer(&ctx, others);
+    let data = b"not for the others port";
+    let put = Message::Put {
+        id: 4,
+        name: "notes.txt".into(),
+        size: data.len() as u64,
+        modified: 0,
+        blake3: Some(schema::Hash::of(data)),
+        version: Some(1),
+        growing: false,
+        sender: None,
+    };
+    s.send(schema::codec::encode(&put), zmq::SNDMORE).unwrap();
+    s.send(&data[..], 0).unwrap();
+    let (id, code, message) = error_of(&s, others, "a txt name on the others port");
+    assert_eq!((id, code), (4, ErrorCode::BadMessage), "{message}");
+    assert!(
+        message.contains("class txt") && message.contains("not others"),
+        "{message}"
+    );
+    assert!(!c.root.join("others/notes.txt").exists());
+    // The same on its own port is stored; a rename of it to a name of another class with the
+    // wrong `to_class` is refused too, and the file stays.
+    let txt = dealer(&ctx, c.base_port + 1);
+    let mut put = put;
+    if let Message::Put { id, .. } = &mut put {
+        *id = 5;
+    }
+    txt.send(schema::codec::encode(&put), zmq::SNDMORE).unwrap();
+    txt.send(&data[..], 0).unwrap();
+    assert!(matches!(
+        reply(&txt, c.base_port + 1, "put"),
+        Message::Done { id: 5, .. }
+    ));
+    let rename = Message::Rename {
+        id: 6,
+        from: "notes.txt".into(),
+        to: "notes.pdf".into(),
+        blake3: schema::Hash::of(data),
+        to_class: Some(schema::Class::Txt),
+        version: Some(1),
+    };
+    txt.send(schema::codec::encode(&rename), 0).unwrap();
+    let (id, code, message) = error_of(&txt, c.base_port + 1, "a rename into the wrong class");
+    assert_eq!((id, code), (6, ErrorCode::BadMessage), "{message}");
+    assert_eq!(std::fs::read(c.root.join("txt/notes.txt")).unwrap(), data);
+    assert!(!c.root.join("txt/notes.pdf").exists());
+}
+
+#[test]
+fn routes_given_to_the_broker_and_the_node_place_files_by_them() {
+    let mut c = Cluster::new(&[]);
+    c.storage_args = vec!["--routes".into(), "md=txt".into()];
+    c.broker_args = vec!["--routes".into(), "md=txt".into()];
+    c.start_storage(0);
+    c.start_broker();
+    c.start_watcher();
+    std::fs::write(c.source.join("readme.md"), b"# routed").unwrap();
+    let stored = c.root.join("txt/readme.md");
+    wait_until(
+        "readme.md stored under txt/",
+        Duration::from_secs(60),
+        || std::fs::read(&stored).is_ok_and(|d| d == b"# routed"),
+    );
+    wait_until("readme.md listed", Duration::from_secs(30), || {
+        c.listing().contains_key("readme.md")
+    });
+    assert_eq!(c.listing()["readme.md"].class, "txt");
+    assert!(!c.root.join("others/readme.md").exists());
+    // A broker whose routes the node lacks gets such names refused, never stored elsewhere.
+    let ctx = zmq::Context::new();
+    let others = dealer(&ctx, c.base_port + 3);
+    let data = b"x";
+    let put = Message::Put {
+        id: 1,
+        name: "b.md".into(),
+        size: 1,
+        modified: 0,
+        blake3: Some(schema::Hash::of(data)),
+        version: Some(1),
+        growing: false,
+        sender: None,
+    };
+    others
+        .send(schema::codec::encode(&put), zmq::SNDMORE)
+        .unwrap();
+    others.send(&data[..], 0).unwrap();
+    let (_, code, message) = error_of(&others, c.base_port + 3, "an md name on the others port");
+    assert_eq!(code, ErrorCode::BadMessage, "{message}");
+    assert!(message.contains("--routes"), "{message}");
+}
+
+#[test]
+fn an_empty_file_travels_with_an_empty_data_frame() {
+    let c = Cluster::start_without_watcher();
+    let ctx = zmq::Context::new();
+    let port = c.base_port + 1;
+    let s = dealer(&ctx, port);
+    let put = |id: u64| Message::Put {
+        id,
+        name: "empty.txt".into(),
+        size: 0,
+        modified: 0,
+        blake3: Some(schema::Hash::of(b"")),
+        version: Some(1),
+        growing: false,
+        sender: None,
+    };
+    s.send(schema::codec::encode(&put(1)), 0).unwrap();
+    let (id, code, message) = error_of(&s, port, "an empty file without a data frame");
+    assert_eq!((id, code), (1, ErrorCode::BadMessage), "{message}");
+    assert!(
+        message.contains("empty data frame") || message.contains("an empty one"),
+        "{message}"
+    );
+    s.send(schema::codec::encode(&put(2)), zmq::SNDMORE)
+        .unwrap();
+    s.send(&b""[..], 0).unwrap();
+    assert!(matches!(
+        reply(&s, port, "put"),
+        Message::Done { id: 2, .. }
+    ));
+    assert_eq!(std::fs::read(c.root.join("txt/empty.txt")).unwrap(), b"");
+}
+
+#[test]
+fn a_busy_peer_does_not_take_the_credit_of_another() {
+    let c = Cluster::start_without_watcher();
+    let ctx = zmq::Context::new();
+    let port = c.base_port + 1;
+    let chunk = schema::limits::CHUNK_SIZE;
+    // Peer A opens forty uploads and is given the whole budget.
+    let a = dealer(&ctx, port);
+    for id in 1..=40u64 {
+        open_upload(&a, id, &format!("busy/{id}.txt"), 100 * chunk as u64);
+    }
+    let mut held = credit_until(&a, port, schema::limits::GLOBAL_WINDOW);
+    // Peer B opens one: nothing is free until A sends.
+    let b = dealer(&ctx, port);
+    open_upload(&b, 1, "quiet.txt", 100 * chunk as u64);
+    b.set_rcvtimeo(300).unwrap();
+    assert!(b.recv_multipart(0).is_err(), "no credit is free yet");
+    b.set_rcvtimeo(5000).unwrap();
+    // Every chunk A sends frees a unit, and it goes to B (A is over its half) until B holds
+    // half of the budget.
+    let half = schema::limits::GLOBAL_WINDOW / 2;
+    let mut next_offset = BTreeMap::<u64, u64>::new();
+    let mut to_b = 0;
+    while to_b < half {
+        // An upload of A that still holds credit.
+        let (&id, left) = held.iter_mut().find(|(_, left)| **left > 0).unwrap();
+        *left -= 1;
+        let off = next_offset.entry(id).or_insert(0);
+        send_chunk(&a, id, *off, chunk);
+        *off += chunk as u64;
+        match reply(&b, port, "credit for the quiet peer") {
+            Message::Credit { id: 1, chunks } => to_b += chunks,
+            other => panic!("peer B got {other:?}"),
+        }
+    }
+    assert_eq!(to_b, half);
+    // A was given nothing back meanwhile.
+    a.set_rcvtimeo(300).unwrap();
+    assert!(
+        a.recv_multipart(0).is_err(),
+        "peer A over its share got credit"
+    );
+    for id in 1..=40u64 {
+        a.send(schema::codec::encode(&Message::Abort { id }), 0)
+            .unwrap();
+    }
+    b.send(schema::codec::encode(&Message::Abort { id: 1 }), 0)
+        .unwrap();
 }

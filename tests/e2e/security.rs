@@ -301,6 +301,7 @@ fn inline_put(name: &str, body: &[u8]) -> Message {
         blake3: Some(Hash::of(body)),
         version: None,
         growing: false,
+        sender: None,
     }
 }
 

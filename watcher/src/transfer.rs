@@ -162,6 +162,7 @@ impl Outgoing {
             blake3: self.blake3,
             version: None,
             growing: self.growing.is_some(),
+            sender: None,
         }
     }
 

@@ -62,6 +62,13 @@ impl Relay {
         let req = pending.req.clone();
         match msg {
             Message::Credit { chunks, .. } if matches!(pending.op, Op::Put { .. }) => {
+                if let Op::Put { credit, .. } = &mut pending.op {
+                    if let Err(e) = credit.grant(chunks) {
+                        let text = format!("the storage node broke flow control: {e}");
+                        tracing::warn!("{text}");
+                        return self.fail(bid, ErrorCode::Unavailable, text, node);
+                    }
+                }
                 self.answer(&req, Message::Credit { id: 0, chunks }, None);
             }
             Message::Meta { entry, .. } if matches!(pending.op, Op::Get { .. }) => {
@@ -78,6 +85,13 @@ impl Relay {
                 self.answer(&req, Message::Meta { id: 0, entry }, inbound.data);
             }
             Message::Chunk { offset, .. } if matches!(pending.op, Op::Get { .. }) => {
+                if let Op::Get { credit, .. } = &mut pending.op {
+                    if let Err(e) = credit.spend() {
+                        let text = format!("the storage node broke flow control: {e}");
+                        tracing::warn!("{text}");
+                        return self.fail(bid, ErrorCode::Unavailable, text, node);
+                    }
+                }
                 let len = inbound.data.as_ref().map_or(0, |d| d.len() as u64);
                 let end = offset.saturating_add(len);
                 self.metrics.bytes_served.inc_by(len);

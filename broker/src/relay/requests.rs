@@ -9,6 +9,7 @@ use crate::peer::{Front, Requester};
 use crate::record::Record;
 use schema::codec::Inbound;
 use schema::limits::INLINE_MAX;
+use schema::transfer::Credit;
 use schema::{names, ErrorCode, Hash, Message};
 
 /// The fields of a watcher's `put`.
@@ -358,6 +359,7 @@ impl Relay {
             blake3,
             version: Some(version),
             growing,
+            sender: Some(req.sender()),
         };
         let job = Op::Put {
             name,
@@ -367,6 +369,7 @@ impl Relay {
             blake3,
             last_sent: size <= INLINE_MAX,
             growing,
+            credit: Credit::default(),
         };
         self.forward(req, NodePort::Class(class), job, msg, data, node);
     }
@@ -385,13 +388,19 @@ impl Relay {
             let p = self.table.touch(bid)?;
             match &mut p.op {
                 Op::Put {
+                    name,
                     size,
                     modified: mtime,
                     blake3: hash,
                     last_sent,
                     growing,
+                    credit,
                     ..
                 } => {
+                    // A chunk beyond the credit relayed to the sender is not forwarded.
+                    if let Err(e) = credit.spend() {
+                        return Some(Err((bid, format!("upload of {name}: {e}"))));
+                    }
                     if blake3.is_some() {
                         *hash = blake3;
                     }
@@ -406,18 +415,31 @@ impl Relay {
                             }
                         }
                     }
-                    Some((bid, p.link))
+                    Some(Ok((bid, p.link)))
                 }
                 _ => None,
             }
         });
-        let Some((bid, link)) = found else {
-            let text = format!(
-                "no upload with id {} is in flight (it may have timed out)",
-                req.id
-            );
-            self.refuse(req, ErrorCode::UnknownTransfer, text);
-            return;
+        let (bid, link) = match found {
+            Some(Ok(found)) => found,
+            Some(Err((bid, text))) => {
+                tracing::warn!("{text}; upload dropped");
+                self.fail(
+                    bid,
+                    ErrorCode::BadMessage,
+                    format!("{text}; upload dropped"),
+                    node,
+                );
+                return;
+            }
+            None => {
+                let text = format!(
+                    "no upload with id {} is in flight (it may have timed out)",
+                    req.id
+                );
+                self.refuse(req, ErrorCode::UnknownTransfer, text);
+                return;
+            }
         };
         let chunk = Message::Chunk {
             id: bid,
@@ -571,7 +593,11 @@ impl Relay {
                 class: None,
                 version,
             };
-            let job = Op::Get { name, size: None };
+            let job = Op::Get {
+                name,
+                size: None,
+                credit: Credit::default(),
+            };
             return self.forward(req, NodePort::Serve, job, msg, None, node);
         }
         let Some(rec) = indexed else {
@@ -605,7 +631,11 @@ impl Relay {
             },
             version,
         };
-        let job = Op::Get { name, size: None };
+        let job = Op::Get {
+            name,
+            size: None,
+            credit: Credit::default(),
+        };
         self.forward(req, NodePort::Serve, job, msg, None, node);
     }
 
@@ -649,18 +679,39 @@ impl Relay {
     }
 
     fn read_credit(&mut self, req: &Requester, chunks: u32, node: &mut dyn ToNode) {
-        let bid = self.table.bid_of(req).filter(|bid| {
-            self.table
-                .touch(*bid)
-                .is_some_and(|p| matches!(p.op, Op::Get { .. }))
+        let found = self.table.bid_of(req).and_then(|bid| {
+            let p = self.table.touch(bid)?;
+            match &mut p.op {
+                // A grant past the window is not forwarded: the node would send its chunks.
+                Op::Get { name, credit, .. } => Some(
+                    credit
+                        .grant(chunks)
+                        .map(|()| bid)
+                        .map_err(|e| (bid, format!("read of {name}: {e}"))),
+                ),
+                _ => None,
+            }
         });
-        let Some(bid) = bid else {
-            let text = format!(
-                "no read with id {} is in flight (it may have timed out)",
-                req.id
-            );
-            self.refuse(req, ErrorCode::UnknownTransfer, text);
-            return;
+        let bid = match found {
+            Some(Ok(bid)) => bid,
+            Some(Err((bid, text))) => {
+                tracing::warn!("{text}; read dropped");
+                self.fail(
+                    bid,
+                    ErrorCode::BadMessage,
+                    format!("{text}; read dropped"),
+                    node,
+                );
+                return;
+            }
+            None => {
+                let text = format!(
+                    "no read with id {} is in flight (it may have timed out)",
+                    req.id
+                );
+                self.refuse(req, ErrorCode::UnknownTransfer, text);
+                return;
+            }
         };
         let credit = Message::Credit { id: bid, chunks };
         if let Err(e) = node.send(NodePort::Serve, &credit, None) {

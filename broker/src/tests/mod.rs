@@ -211,6 +211,7 @@ fn put(id: u64, name: &str, size: u64, blake3: Option<Hash>) -> Message {
         blake3,
         version: None,
         growing: false,
+        sender: None,
     }
 }
 

@@ -43,6 +43,7 @@ impl TestNode {
             insecure: false,
             keep_history: crate::layout::DEFAULT_KEEP_HISTORY,
             history_budget: None,
+            routes: None,
             backend: None,
             s3_endpoint: None,
             s3_region: None,
@@ -143,6 +144,7 @@ fn put(id: u64, name: &str, data: &[u8], version: Option<u64>) -> Message {
         blake3: Some(Hash::of(data)),
         version,
         growing: false,
+        sender: None,
     }
 }
 

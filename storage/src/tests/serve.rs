@@ -309,6 +309,7 @@ fn run_writes_the_ready_file_and_stops_on_the_signal() {
         insecure: false,
         keep_history: crate::layout::DEFAULT_KEEP_HISTORY,
         history_budget: None,
+        routes: None,
         backend: None,
         s3_endpoint: None,
         s3_region: None,

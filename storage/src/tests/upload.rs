@@ -20,9 +20,12 @@ fn inline_put_lands_with_its_bytes_and_metadata() {
     );
     assert_stored(&node, Class::Mp3, "music/a.mp3", &data, 1);
     // An empty file is a file too.
-    let reply = put_inline(&mp3, 8, "empty", b"");
+    let reply = put_inline(&mp3, 8, "empty.mp3", b"");
     assert!(matches!(reply, Message::Done { id: 8, .. }), "{reply:?}");
-    assert_eq!(std::fs::read(node.path(Class::Mp3, "empty")).unwrap(), b"");
+    assert_eq!(
+        std::fs::read(node.path(Class::Mp3, "empty.mp3")).unwrap(),
+        b""
+    );
 }
 
 #[test]
@@ -243,6 +246,7 @@ fn put_growing(
         blake3: None,
         version: Some(1),
         growing: true,
+        sender: None,
     };
     send(sock, &put, None);
     send_chunks(sock, id, data, Hash::of(data), modified)
@@ -286,6 +290,7 @@ fn a_growing_upload_ends_at_the_chunk_with_the_hash() {
         blake3: None,
         version: Some(1),
         growing: true,
+        sender: None,
     };
     let (reply, _) = request(&others, &small, None);
     assert_eq!(error_code(&reply), ErrorCode::BadMessage, "{reply:?}");
