@@ -18,6 +18,7 @@
 //! [`meta`] (the `user.dfs.meta` attribute), [`layout`] (the folders under the root: the
 //! local-folder backend), [`error`] (routine errors and their reply codes).
 
+pub mod admission;
 pub mod arrival;
 pub mod bucket;
 pub mod change;

@@ -5,6 +5,7 @@
 //! the disk through the [`Layout`] and says what to send through an [`Outbox`], so it runs
 //! without sockets (the socket loop in `node` drives it).
 
+use crate::admission::{Admission, Refused};
 use crate::credit::Ledger;
 use crate::error::StoreError;
 use crate::layout::Layout;
@@ -146,6 +147,8 @@ pub struct Uploads {
     pool: Option<SyncPool>,
     receiving: HashMap<Key, Incoming>,
     ledger: Ledger<Key, Party>,
+    /// Which party holds each upload slot.
+    slots: Admission<Key, Party>,
     /// Jobs in the sync pool, by ticket.
     pending: HashMap<u64, ReplyTo>,
     next_ticket: u64,
@@ -161,6 +164,7 @@ impl Uploads {
             pool,
             receiving: HashMap::new(),
             ledger: Ledger::default(),
+            slots: Admission::new(MAX_UPLOADS),
             pending: HashMap::new(),
             next_ticket: 0,
             on_s3: false,
@@ -210,13 +214,10 @@ impl Uploads {
             let e = StoreError::Protocol(format!("transfer id {id} is already in use"));
             return out.send_error(sock, &key.1, id, &e, root);
         }
-        if self.receiving.len() + self.pending.len() >= MAX_UPLOADS {
-            let e = StoreError::Busy(format!(
-                "{}: the node has {MAX_UPLOADS} uploads in progress; try again later",
-                put.name
-            ));
-            return out.send_error(sock, &key.1, id, &e, root);
-        }
+        let party = match put.sender {
+            Some(s) => Party::Sender(s),
+            None => Party::Peer(key.1.clone()),
+        };
         let version = put.version.unwrap_or(1);
         let kind = match schema::transfer::put_kind(put.size, put.blake3, put.growing) {
             Ok(kind) => kind,
@@ -233,6 +234,9 @@ impl Uploads {
                 ));
                 return out.send_error(sock, &key.1, id, &e, root);
             };
+            if !self.admit(&key, &party, &put.name, out) {
+                return;
+            }
             let meta = StoredMeta::new(&put.name, class, blake3, put.modified, version);
             let work = Work::Inline {
                 meta,
@@ -290,10 +294,9 @@ impl Uploads {
             last_seen: Instant::now(),
         };
         tracing::debug!(peer = %hex(&key.1), id, name = %put.name, size = put.size, "upload started");
-        let party = match put.sender {
-            Some(s) => Party::Sender(s),
-            None => Party::Peer(key.1.clone()),
-        };
+        if !self.admit(&key, &party, &put.name, out) {
+            return;
+        }
         self.receiving.insert(key.clone(), upload);
         self.ledger.open(key, party, chunks);
         self.grant(out);
@@ -380,10 +383,33 @@ impl Uploads {
         self.grant(out);
     }
 
-    /// Forgets an upload: its temporary file is removed, its credit returns to the budget.
+    /// Takes an upload slot for `key` of `party`, or answers `busy` (see [`Admission`]).
+    fn admit(&mut self, key: &Key, party: &Party, name: &str, out: &mut impl Outbox) -> bool {
+        let in_use = self.receiving.len() + self.pending.len();
+        let refused = match self
+            .slots
+            .admit(key.clone(), party.clone(), in_use, Instant::now())
+        {
+            Ok(()) => return true,
+            Err(Refused::Full) => {
+                format!("{name}: the node has {MAX_UPLOADS} uploads in progress; try again later")
+            }
+            Err(Refused::OverShare { share }) => format!(
+                "{name}: this peer has {share} uploads in progress, its share of the node's \
+                 {MAX_UPLOADS} while other peers wait for one; try again later"
+            ),
+        };
+        let e = StoreError::Busy(refused);
+        out.send_error(key.0, &key.1, key.2, &e, self.layout.root());
+        false
+    }
+
+    /// Forgets an upload: its temporary file is removed, its credit returns to the budget and
+    /// its slot to the others.
     fn drop_upload(&mut self, key: &Key) {
         self.receiving.remove(key);
         self.ledger.close(key);
+        self.slots.release(key);
     }
 
     /// Sends the credit the budget allows; a peer that cannot be reached loses its upload.
@@ -431,6 +457,7 @@ impl Uploads {
         } else {
             let e = StoreError::Busy("the node is stopping".into());
             out.send_error(sock, &peer, id, &e, self.layout.root());
+            self.slots.release(&(sock, peer, id));
         }
     }
 
@@ -449,8 +476,9 @@ impl Uploads {
     /// A sync worker finished job `ticket`: where its reply goes (`None` for an unknown job).
     pub fn on_result(&mut self, ticket: u64) -> Option<ReplyTo> {
         let pending = self.pending.remove(&ticket);
-        if pending.is_none() {
-            tracing::warn!(ticket, "result of an unknown sync job");
+        match &pending {
+            Some(to) => self.slots.release(&(to.sock, to.peer.clone(), to.id)),
+            None => tracing::warn!(ticket, "result of an unknown sync job"),
         }
         pending
     }

@@ -665,3 +665,84 @@ fn a_busy_peer_does_not_take_the_credit_of_another() {
     b.send(schema::codec::encode(&Message::Abort { id: 1 }), 0)
         .unwrap();
 }
+
+#[test]
+fn a_peer_that_fills_every_upload_slot_leaves_one_to_a_peer_that_waits() {
+    let c = Cluster::start_without_watcher();
+    let ctx = zmq::Context::new();
+    let port = c.base_port + 1;
+    let chunk = schema::limits::CHUNK_SIZE as u64;
+    let slots = 1024u64;
+    // Peer A opens as many uploads as the node takes at once.
+    let a = dealer(&ctx, port);
+    for id in 1..=slots {
+        open_upload(&a, id, &format!("slots/{id}.txt"), 10 * chunk);
+    }
+    // A ping behind them: its pong comes once the node has taken every one.
+    a.send(schema::codec::encode(&Message::Ping { id: 0 }), 0)
+        .unwrap();
+    loop {
+        match reply(&a, port, "the uploads and a ping") {
+            Message::Pong { id: 0 } => break,
+            Message::Credit { .. } => {}
+            other => panic!("an upload of A answered {other:?}"),
+        }
+    }
+    let inline = |s: &zmq::Socket, id: u64, name: &str| {
+        let data = name.as_bytes();
+        let put = Message::Put {
+            id,
+            name: name.into(),
+            size: data.len() as u64,
+            modified: 0,
+            blake3: Some(schema::Hash::of(data)),
+            version: Some(1),
+            growing: false,
+            sender: None,
+        };
+        s.send(schema::codec::encode(&put), zmq::SNDMORE).unwrap();
+        s.send(data, 0).unwrap();
+    };
+    // Peer B finds the node full.
+    let b = dealer(&ctx, port);
+    inline(&b, 1, "waiting.txt");
+    let (id, code, message) = error_of(&b, port, "a put to a full node");
+    assert_eq!((id, code), (1, ErrorCode::Busy), "{message}");
+    // A slot frees. A, over its share while B waits, may not take it; B may.
+    a.send(schema::codec::encode(&Message::Abort { id: slots }), 0)
+        .unwrap();
+    wait_until(
+        "A is refused the freed slot",
+        Duration::from_secs(10),
+        || {
+            inline(&a, slots + 1, "greedy.txt");
+            loop {
+                match reply(&a, port, "a put over its share") {
+                    Message::Error { id, code, message } if id == slots + 1 => {
+                        assert_eq!(code, ErrorCode::Busy, "{message}");
+                        // Full until the abort is handled, then over its share.
+                        break message.contains("its share");
+                    }
+                    Message::Credit { .. } => continue,
+                    other => panic!("{other:?}"),
+                }
+            }
+        },
+    );
+    inline(&b, 2, "waiting.txt");
+    assert!(
+        matches!(
+            reply(&b, port, "a put of a waiting peer"),
+            Message::Done { id: 2, .. }
+        ),
+        "B was given the slot"
+    );
+    assert_eq!(
+        std::fs::read(c.root.join("txt/waiting.txt")).unwrap(),
+        b"waiting.txt"
+    );
+    for id in 1..slots {
+        a.send(schema::codec::encode(&Message::Abort { id }), 0)
+            .unwrap();
+    }
+}
