@@ -281,19 +281,31 @@ fn the_same_content_sent_again_in_chunks_is_unchanged() {
     assert_eq!(std::fs::read(c.root.join("txt/again.txt")).unwrap(), data);
 }
 
-/// A `put` of `size` bytes of `name` with no hash (chunked), on `s`.
-fn open_upload(s: &zmq::Socket, id: u64, name: &str, size: u64) {
-    let put = Message::Put {
+/// A `put` of `size` bytes of `name`, version 1, as the broker forwards it (without `sender`).
+fn put_of(id: u64, name: &str, size: u64, blake3: Option<schema::Hash>) -> Message {
+    Message::Put {
         id,
         name: name.into(),
         size,
         modified: 0,
-        blake3: None,
-        version: None,
+        blake3,
+        version: Some(1),
         growing: false,
         sender: None,
-    };
-    s.send(schema::codec::encode(&put), 0).unwrap();
+    }
+}
+
+/// A `put` of `size` bytes of `name` with no hash (chunked), on `s`.
+fn open_upload(s: &zmq::Socket, id: u64, name: &str, size: u64) {
+    s.send(schema::codec::encode(&put_of(id, name, size, None)), 0)
+        .unwrap();
+}
+
+/// An inline `put` of `data` as `name`, on `s`.
+fn send_inline(s: &zmq::Socket, id: u64, name: &str, data: &[u8]) {
+    let put = put_of(id, name, data.len() as u64, Some(schema::Hash::of(data)));
+    s.send(schema::codec::encode(&put), zmq::SNDMORE).unwrap();
+    s.send(data, 0).unwrap();
 }
 
 /// Sends the chunk at `offset` of transfer `id` with `len` bytes.
@@ -493,18 +505,7 @@ fn a_class_port_refuses_a_name_of_another_class() {
     let others = c.base_port + 3;
     let s = dealer(&ctx, others);
     let data = b"not for the others port";
-    let put = Message::Put {
-        id: 4,
-        name: "notes.txt".into(),
-        size: data.len() as u64,
-        modified: 0,
-        blake3: Some(schema::Hash::of(data)),
-        version: Some(1),
-        growing: false,
-        sender: None,
-    };
-    s.send(schema::codec::encode(&put), zmq::SNDMORE).unwrap();
-    s.send(&data[..], 0).unwrap();
+    send_inline(&s, 4, "notes.txt", data);
     let (id, code, message) = error_of(&s, others, "a txt name on the others port");
     assert_eq!((id, code), (4, ErrorCode::BadMessage), "{message}");
     assert!(
@@ -515,12 +516,7 @@ fn a_class_port_refuses_a_name_of_another_class() {
     // The same on its own port is stored; a rename of it to a name of another class with the
     // wrong `to_class` is refused too, and the file stays.
     let txt = dealer(&ctx, c.base_port + 1);
-    let mut put = put;
-    if let Message::Put { id, .. } = &mut put {
-        *id = 5;
-    }
-    txt.send(schema::codec::encode(&put), zmq::SNDMORE).unwrap();
-    txt.send(&data[..], 0).unwrap();
+    send_inline(&txt, 5, "notes.txt", data);
     assert!(matches!(
         reply(&txt, c.base_port + 1, "put"),
         Message::Done { id: 5, .. }
@@ -563,21 +559,7 @@ fn routes_given_to_the_broker_and_the_node_place_files_by_them() {
     // A broker whose routes the node lacks gets such names refused, never stored elsewhere.
     let ctx = zmq::Context::new();
     let others = dealer(&ctx, c.base_port + 3);
-    let data = b"x";
-    let put = Message::Put {
-        id: 1,
-        name: "b.md".into(),
-        size: 1,
-        modified: 0,
-        blake3: Some(schema::Hash::of(data)),
-        version: Some(1),
-        growing: false,
-        sender: None,
-    };
-    others
-        .send(schema::codec::encode(&put), zmq::SNDMORE)
-        .unwrap();
-    others.send(&data[..], 0).unwrap();
+    send_inline(&others, 1, "b.md", b"x");
     let (_, code, message) = error_of(&others, c.base_port + 3, "an md name on the others port");
     assert_eq!(code, ErrorCode::BadMessage, "{message}");
     assert!(message.contains("--routes"), "{message}");
@@ -589,16 +571,7 @@ fn an_empty_file_travels_with_an_empty_data_frame() {
     let ctx = zmq::Context::new();
     let port = c.base_port + 1;
     let s = dealer(&ctx, port);
-    let put = |id: u64| Message::Put {
-        id,
-        name: "empty.txt".into(),
-        size: 0,
-        modified: 0,
-        blake3: Some(schema::Hash::of(b"")),
-        version: Some(1),
-        growing: false,
-        sender: None,
-    };
+    let put = |id: u64| put_of(id, "empty.txt", 0, Some(schema::Hash::of(b"")));
     s.send(schema::codec::encode(&put(1)), 0).unwrap();
     let (id, code, message) = error_of(&s, port, "an empty file without a data frame");
     assert_eq!((id, code), (1, ErrorCode::BadMessage), "{message}");
@@ -688,21 +661,7 @@ fn a_peer_that_fills_every_upload_slot_leaves_one_to_a_peer_that_waits() {
             other => panic!("an upload of A answered {other:?}"),
         }
     }
-    let inline = |s: &zmq::Socket, id: u64, name: &str| {
-        let data = name.as_bytes();
-        let put = Message::Put {
-            id,
-            name: name.into(),
-            size: data.len() as u64,
-            modified: 0,
-            blake3: Some(schema::Hash::of(data)),
-            version: Some(1),
-            growing: false,
-            sender: None,
-        };
-        s.send(schema::codec::encode(&put), zmq::SNDMORE).unwrap();
-        s.send(data, 0).unwrap();
-    };
+    let inline = |s: &zmq::Socket, id: u64, name: &str| send_inline(s, id, name, name.as_bytes());
     // Peer B finds the node full.
     let b = dealer(&ctx, port);
     inline(&b, 1, "waiting.txt");

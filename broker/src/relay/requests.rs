@@ -420,26 +420,8 @@ impl Relay {
                 _ => None,
             }
         });
-        let (bid, link) = match found {
-            Some(Ok(found)) => found,
-            Some(Err((bid, text))) => {
-                tracing::warn!("{text}; upload dropped");
-                self.fail(
-                    bid,
-                    ErrorCode::BadMessage,
-                    format!("{text}; upload dropped"),
-                    node,
-                );
-                return;
-            }
-            None => {
-                let text = format!(
-                    "no upload with id {} is in flight (it may have timed out)",
-                    req.id
-                );
-                self.refuse(req, ErrorCode::UnknownTransfer, text);
-                return;
-            }
+        let Some((bid, link)) = self.within_credit(req, "upload", found, node) else {
+            return;
         };
         let chunk = Message::Chunk {
             id: bid,
@@ -678,6 +660,36 @@ impl Relay {
         self.forward(req, NodePort::Serve, Op::Past, msg, None, node);
     }
 
+    /// What a chunk or grant of `req`'s `transfer` ("upload", "read") found: the transfer, or
+    /// `None` after answering. A transfer not in flight is `unknown_transfer`; one whose credit
+    /// rules the message broke (`Err` with its bid and why) is `bad_message`, and dropped here
+    /// and on the node.
+    fn within_credit<T>(
+        &mut self,
+        req: &Requester,
+        transfer: &str,
+        found: Option<Result<T, (u64, String)>>,
+        node: &mut dyn ToNode,
+    ) -> Option<T> {
+        match found {
+            Some(Ok(found)) => Some(found),
+            Some(Err((bid, text))) => {
+                let text = format!("{text}; {transfer} dropped");
+                tracing::warn!("{text}");
+                self.fail(bid, ErrorCode::BadMessage, text, node);
+                None
+            }
+            None => {
+                let text = format!(
+                    "no {transfer} with id {} is in flight (it may have timed out)",
+                    req.id
+                );
+                self.refuse(req, ErrorCode::UnknownTransfer, text);
+                None
+            }
+        }
+    }
+
     fn read_credit(&mut self, req: &Requester, chunks: u32, node: &mut dyn ToNode) {
         let found = self.table.bid_of(req).and_then(|bid| {
             let p = self.table.touch(bid)?;
@@ -692,26 +704,8 @@ impl Relay {
                 _ => None,
             }
         });
-        let bid = match found {
-            Some(Ok(bid)) => bid,
-            Some(Err((bid, text))) => {
-                tracing::warn!("{text}; read dropped");
-                self.fail(
-                    bid,
-                    ErrorCode::BadMessage,
-                    format!("{text}; read dropped"),
-                    node,
-                );
-                return;
-            }
-            None => {
-                let text = format!(
-                    "no read with id {} is in flight (it may have timed out)",
-                    req.id
-                );
-                self.refuse(req, ErrorCode::UnknownTransfer, text);
-                return;
-            }
+        let Some(bid) = self.within_credit(req, "read", found, node) else {
+            return;
         };
         let credit = Message::Credit { id: bid, chunks };
         if let Err(e) = node.send(NodePort::Serve, &credit, None) {
