@@ -7,7 +7,7 @@ use crate::links::{NodePort, ToNode};
 use crate::outbox::Outbox;
 use crate::peer::{Bids, Requester};
 use schema::status::{Activity, BrokerReport, DiskSpace, NodeReport, SOFTWARE_VERSION};
-use schema::Message;
+use schema::{Message, Routes};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -47,6 +47,8 @@ pub struct Facts {
     pub nodes: Vec<(String, bool)>,
     /// Mass-change alarms in effect.
     pub alarms: Vec<String>,
+    /// The broker's routing table.
+    pub routes: Routes,
 }
 
 impl Default for StatusDesk {
@@ -169,7 +171,19 @@ impl StatusDesk {
         why: Option<String>,
         out: &mut Outbox,
     ) {
-        let broker = self.broker_report(facts);
+        let mut broker = self.broker_report(facts);
+        // A node routing otherwise refuses every name whose class the two tables disagree on.
+        if let Some(node) = node.as_ref().filter(|n| !n.routes.is_empty()) {
+            let differ = facts.routes.differences(&node.routes);
+            if !differ.is_empty() {
+                broker.alarms.push(format!(
+                    "the storage node {} routes otherwise than this broker ({}) and refuses \
+                     those files: give dfs storage the broker's --routes",
+                    facts.storage,
+                    differ.join(", ")
+                ));
+            }
+        }
         let msg = Message::BrokerStatus {
             id: req.id,
             broker: Box::new(broker),

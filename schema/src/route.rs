@@ -1,7 +1,7 @@
 //! Routing: which storage class (and so which node port) a name goes to.
 
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::str::FromStr;
 
@@ -103,6 +103,26 @@ impl Routes {
             .unwrap_or(Class::Others)
     }
 
+    /// The whole table, extension → class (what is not in it goes to `others`).
+    pub fn table(&self) -> BTreeMap<String, Class> {
+        self.by_ext.iter().map(|(e, c)| (e.clone(), *c)).collect()
+    }
+
+    /// Where this table and `other` route an extension differently: `ext: CLASS here, CLASS
+    /// there` for each, in extension order.
+    pub fn differences(&self, other: &BTreeMap<String, Class>) -> Vec<String> {
+        let mine = self.table();
+        let mut exts: Vec<&String> = mine.keys().chain(other.keys()).collect();
+        exts.sort();
+        exts.dedup();
+        let class =
+            |t: &BTreeMap<String, Class>, e: &str| t.get(e).copied().unwrap_or(Class::Others);
+        exts.into_iter()
+            .filter(|e| class(&mine, e) != class(other, e))
+            .map(|e| format!(".{e}: {} here, {} there", class(&mine, e), class(other, e)))
+            .collect()
+    }
+
     /// Whether `name` may be stored in `port`'s class: the rule of every class port.
     pub fn check(&self, name: &str, port: Class) -> Result<(), WrongClass> {
         let routed = self.class_of(name);
@@ -176,6 +196,14 @@ mod tests {
         let wrong = r.check("a.md", Class::Others).unwrap_err();
         assert_eq!((wrong.routed, wrong.port), (Class::Txt, Class::Others));
         assert!(Routes::default().check("a.md", Class::Others).is_ok());
+        assert_eq!(
+            r.differences(&Routes::default().table()),
+            [
+                ".flac: mp3 here, others there",
+                ".md: txt here, others there"
+            ]
+        );
+        assert!(r.differences(&r.table()).is_empty());
         assert!(Routes::default().with_overrides("flac=ogg").is_err());
     }
 }

@@ -4,6 +4,7 @@
 
 use crate::route::Class;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// The version of the dfs software, as `dfs --version` prints it.
 pub const SOFTWARE_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -54,6 +55,10 @@ pub struct NodeReport {
     pub history_objects: u64,
     #[serde(default)]
     pub history_bytes: u64,
+    /// The node's routing table, extension → class (`dfs storage --routes` on the defaults),
+    /// so that a broker routing otherwise can say so; empty from a node that predates it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub routes: BTreeMap<String, Class>,
 }
 
 /// A broker's account of itself (`broker_status`).
@@ -186,6 +191,7 @@ mod tests {
             disk: DiskSpace { free: 1, total: 2 },
             uploads: 0,
             reads: 1,
+            routes: crate::Routes::default().table(),
         }
     }
 

@@ -434,6 +434,7 @@ impl Server {
                     uploads: self.uploads.len() as u64,
                     reads: self.reads.len() as u64,
                     uptime: self.started.elapsed().as_secs(),
+                    routes: self.routes.table(),
                 };
                 self.uploads
                     .submit((sock, peer, id), Work::Status(snapshot), out);

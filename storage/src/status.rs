@@ -8,11 +8,13 @@ use schema::Class;
 use walkdir::WalkDir;
 
 /// What the socket thread knows when `status` comes: the transfers open and the uptime.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Snapshot {
     pub uploads: u64,
     pub reads: u64,
     pub uptime: u64,
+    /// The node's routing table.
+    pub routes: std::collections::BTreeMap<String, Class>,
 }
 
 /// Files and bytes under each class folder (regular files only; unreadable entries are
@@ -86,6 +88,7 @@ pub fn report(layout: &Layout, s3: Option<&S3>, snapshot: Snapshot) -> NodeRepor
         disk,
         uploads: snapshot.uploads,
         reads: snapshot.reads,
+        routes: snapshot.routes,
     }
 }
 
@@ -108,6 +111,7 @@ mod tests {
             uploads: 1,
             reads: 2,
             uptime: 3,
+            routes: schema::Routes::default().table(),
         };
         let r = report(&layout, None, snapshot);
         assert_eq!((r.files, r.bytes), (3, 6));

@@ -556,6 +556,8 @@ fn routes_given_to_the_broker_and_the_node_place_files_by_them() {
     });
     assert_eq!(c.listing()["readme.md"].class, "txt");
     assert!(!c.root.join("others/readme.md").exists());
+    let (code, v, _) = crate::status::status_json(&c, &[]);
+    assert_eq!(code, Some(0), "the same routes on both: healthy: {v:#}");
     // A broker whose routes the node lacks gets such names refused, never stored elsewhere.
     let ctx = zmq::Context::new();
     let others = dealer(&ctx, c.base_port + 3);
@@ -563,6 +565,30 @@ fn routes_given_to_the_broker_and_the_node_place_files_by_them() {
     let (_, code, message) = error_of(&others, c.base_port + 3, "an md name on the others port");
     assert_eq!(code, ErrorCode::BadMessage, "{message}");
     assert!(message.contains("--routes"), "{message}");
+}
+
+#[test]
+fn a_node_routing_otherwise_than_its_broker_is_a_problem_in_dfs_status() {
+    let mut c = Cluster::new(&[]);
+    c.broker_args = vec!["--routes".into(), "md=txt".into()];
+    c.start_storage(0);
+    c.start_broker();
+    c.start_watcher();
+    // The file is refused by the node, and dfs status says why.
+    std::fs::write(c.source.join("readme.md"), b"# refused").unwrap();
+    let mut last = serde_json::Value::Null;
+    wait_until(
+        "dfs status names the routes",
+        Duration::from_secs(30),
+        || {
+            let (code, v, _) = crate::status::status_json(&c, &[]);
+            last = v;
+            code != Some(0) && last.to_string().contains(".md: txt here, others there")
+        },
+    );
+    assert!(last.to_string().contains("--routes"), "{last:#}");
+    assert!(!c.root.join("others/readme.md").exists());
+    assert!(!c.root.join("txt/readme.md").exists());
 }
 
 #[test]

@@ -16,7 +16,7 @@ fn status(c: &Cluster, args: &[&str]) -> Output {
 }
 
 /// `dfs status --json ...` parsed, with its exit code and stderr.
-fn status_json(c: &Cluster, args: &[&str]) -> (Option<i32>, serde_json::Value, String) {
+pub fn status_json(c: &Cluster, args: &[&str]) -> (Option<i32>, serde_json::Value, String) {
     let mut all = vec!["--json"];
     all.extend_from_slice(args);
     let out = status(c, &all);

@@ -222,6 +222,7 @@ impl Relay {
             storage: node.endpoint(NodePort::Serve).to_string(),
             nodes: node.nodes(),
             alarms: self.alarm.alarms(std::time::Instant::now()),
+            routes: self.routes.clone(),
         }
     }
 
