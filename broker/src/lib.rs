@@ -158,12 +158,7 @@ impl Broker {
             ),
             Opened::Damaged(_) => {}
         }
-        let routes = match &args.routes {
-            Some(spec) => Routes::default()
-                .with_overrides(spec)
-                .map_err(|e| anyhow::anyhow!("bad --routes {spec:?}: {e}"))?,
-            None => Routes::default(),
-        };
+        let routes = Routes::from_option(args.routes.as_deref()).map_err(anyhow::Error::msg)?;
         let mut nodes = Vec::with_capacity(args.storage.len());
         for spec in &args.storage {
             let (host, base) = host_port(spec, schema::ports::STORAGE_BASE_PORT)

@@ -96,6 +96,17 @@ impl Routes {
         Ok(self)
     }
 
+    /// The table of a `--routes` option (the broker's and the node's alike): the defaults with
+    /// the overrides of `spec`, if given.
+    pub fn from_option(spec: Option<&str>) -> Result<Routes, String> {
+        match spec {
+            Some(spec) => Routes::default()
+                .with_overrides(spec)
+                .map_err(|e| format!("bad --routes {spec:?}: {e}")),
+            None => Ok(Routes::default()),
+        }
+    }
+
     /// The class of `name`: by the last extension of its last component, lower-cased.
     pub fn class_of(&self, name: &str) -> Class {
         extension(name)
@@ -192,6 +203,13 @@ mod tests {
         assert_eq!(r.class_of("a.flac"), Class::Mp3);
         assert_eq!(r.class_of("a.md"), Class::Txt);
         assert!(Routes::default().with_overrides("flac").is_err());
+        assert_eq!(
+            Routes::from_option(Some("flac=mp3, .MD=txt")),
+            Ok(r.clone())
+        );
+        assert_eq!(Routes::from_option(None), Ok(Routes::default()));
+        let bad = Routes::from_option(Some("flac")).unwrap_err();
+        assert!(bad.starts_with("bad --routes \"flac\""), "{bad}");
         assert_eq!(r.check("a.md", Class::Txt), Ok(()));
         let wrong = r.check("a.md", Class::Others).unwrap_err();
         assert_eq!((wrong.routed, wrong.port), (Class::Txt, Class::Others));

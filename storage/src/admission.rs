@@ -86,7 +86,8 @@ impl<K: Clone + Eq + Hash, P: Clone + Eq + Hash> Admission<K, P> {
     }
 
     /// Slots held by `party`.
-    pub fn held(&self, party: &P) -> usize {
+    #[cfg(test)]
+    fn held(&self, party: &P) -> usize {
         self.open.get(party).copied().unwrap_or(0)
     }
 }

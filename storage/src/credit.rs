@@ -39,6 +39,16 @@ struct Party<K> {
     in_turn: bool,
 }
 
+impl<K> Party<K> {
+    /// Puts the party (named `name`) in `turn` if it waits for credit and is not there yet.
+    fn take_turn<P: Clone>(&mut self, name: &P, turn: &mut VecDeque<P>) {
+        if !self.waiting.is_empty() && !self.in_turn {
+            self.in_turn = true;
+            turn.push_back(name.clone());
+        }
+    }
+}
+
 /// A chunk arrived for a transfer that holds no credit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NoCredit;
@@ -110,10 +120,7 @@ impl<K: Clone + Eq + Hash, P: Clone + Eq + Hash> Ledger<K, P> {
             .get_mut(&acc.party)
             .expect("an account's party");
         party.waiting.push_back(key.clone());
-        if !party.in_turn {
-            party.in_turn = true;
-            self.turn.push_back(acc.party.clone());
-        }
+        party.take_turn(&acc.party, &mut self.turn);
     }
 
     /// Spends one unit of `key`'s credit for a chunk that arrived; the unit returns to the global
@@ -156,15 +163,11 @@ impl<K: Clone + Eq + Hash, P: Clone + Eq + Hash> Ledger<K, P> {
             self.turn.retain(|p| p != &acc.party);
             // The other parties' shares rise: those held back take turns again.
             for (p, party) in &mut self.parties {
-                if !party.waiting.is_empty() && !party.in_turn {
-                    party.in_turn = true;
-                    self.turn.push_back(p.clone());
-                }
+                party.take_turn(p, &mut self.turn);
             }
-        } else if !party.waiting.is_empty() && !party.in_turn {
+        } else {
             // Its credit may have held the party back: it takes turns again.
-            party.in_turn = true;
-            self.turn.push_back(acc.party);
+            party.take_turn(&acc.party, &mut self.turn);
         }
     }
 

@@ -54,12 +54,7 @@ impl Node {
     /// Prepares the root (folders, lock, leftovers of interrupted uploads, extended attribute
     /// check) and binds the five ROUTERs on consecutive ports.
     pub fn bind(ctx: &zmq::Context, args: &Args) -> anyhow::Result<Node> {
-        let routes = match &args.routes {
-            Some(spec) => Routes::default()
-                .with_overrides(spec)
-                .map_err(|e| anyhow::anyhow!("bad --routes {spec:?}: {e}"))?,
-            None => Routes::default(),
-        };
+        let routes = Routes::from_option(args.routes.as_deref()).map_err(anyhow::Error::msg)?;
         std::fs::create_dir_all(&args.root)
             .with_context(|| format!("cannot create the storage root {}", args.root.display()))?;
         let root = args

@@ -9,6 +9,7 @@ use crate::record::Record;
 use schema::codec::Inbound;
 use schema::limits::INLINE_MAX;
 use schema::names;
+use schema::transfer::CreditError;
 use schema::{ErrorCode, Message};
 
 impl Relay {
@@ -64,9 +65,7 @@ impl Relay {
             Message::Credit { chunks, .. } if matches!(pending.op, Op::Put { .. }) => {
                 if let Op::Put { credit, .. } = &mut pending.op {
                     if let Err(e) = credit.grant(chunks) {
-                        let text = format!("the storage node broke flow control: {e}");
-                        tracing::warn!("{text}");
-                        return self.fail(bid, ErrorCode::Unavailable, text, node);
+                        return self.node_broke_credit(bid, e, node);
                     }
                 }
                 self.answer(&req, Message::Credit { id: 0, chunks }, None);
@@ -87,9 +86,7 @@ impl Relay {
             Message::Chunk { offset, .. } if matches!(pending.op, Op::Get { .. }) => {
                 if let Op::Get { credit, .. } = &mut pending.op {
                     if let Err(e) = credit.spend() {
-                        let text = format!("the storage node broke flow control: {e}");
-                        tracing::warn!("{text}");
-                        return self.fail(bid, ErrorCode::Unavailable, text, node);
+                        return self.node_broke_credit(bid, e, node);
                     }
                 }
                 let len = inbound.data.as_ref().map_or(0, |d| d.len() as u64);
@@ -273,5 +270,12 @@ impl Relay {
                 self.answer(&p.req, Message::error(0, ErrorCode::Io, text), None);
             }
         }
+    }
+
+    /// The node sent a chunk or a grant of transfer `bid` beyond its credit: the transfer fails.
+    fn node_broke_credit(&mut self, bid: u64, e: CreditError, node: &mut dyn ToNode) {
+        let text = format!("the storage node broke flow control: {e}");
+        tracing::warn!("{text}");
+        self.fail(bid, ErrorCode::Unavailable, text, node);
     }
 }
