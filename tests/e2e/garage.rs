@@ -7,6 +7,7 @@
 //! Garage runs as its own processes, never linked into dfs (it is AGPL).
 
 use crate::harness::wait_until;
+use crate::ports::free_port;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -46,14 +47,6 @@ fn garage_bin() -> Option<PathBuf> {
             .map(|d| d.join("garage"))
             .find(|p| p.is_file())
     })
-}
-
-/// A port free on loopback now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
 }
 
 impl Garage {

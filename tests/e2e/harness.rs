@@ -333,8 +333,13 @@ impl Cluster {
         (p, v)
     }
 
-    /// Starts the storage node (base port 0 picks a free run).
+    /// Starts the storage node on the five ports from `base`; 0 picks a free run outside the
+    /// ephemeral range, so that a restart finds it free (tests/e2e/ports.rs).
     pub fn start_storage(&mut self, base: u16) {
+        let base = match base {
+            0 => crate::ports::free_run(5),
+            base => base,
+        };
         let mut args = vec![
             "--root".into(),
             self.root.display().to_string(),
@@ -349,8 +354,13 @@ impl Cluster {
         self.storage = Some(p);
     }
 
-    /// Starts the broker against the running node (ports 0 the first time, then the same ones).
+    /// Starts the broker against the running node: on free ports outside the ephemeral range the
+    /// first time, then on the same ones.
     pub fn start_broker(&mut self) {
+        if self.ingest_port == 0 {
+            self.ingest_port = crate::ports::free_port();
+            self.fetch_port = crate::ports::free_port();
+        }
         let mut args = vec![
             "--data".into(),
             self.data.display().to_string(),

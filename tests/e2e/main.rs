@@ -22,6 +22,7 @@ mod mount;
 mod names;
 mod outage;
 mod pipeline;
+mod ports;
 mod protocol;
 mod recovery;
 mod restore;
