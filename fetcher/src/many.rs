@@ -156,6 +156,7 @@ impl Run<'_> {
                     name: name.clone(),
                     class: None,
                     version: *version,
+                    sender: None,
                 };
                 if let Err(e) = self.client.send(&get) {
                     return Some(e.into());

@@ -30,6 +30,7 @@ pub fn request(
         name: name.to_string(),
         class: None,
         version,
+        sender: None,
     })?;
     let reply = client.reply(id)?;
     match reply.msg {

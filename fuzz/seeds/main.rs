@@ -94,6 +94,7 @@ fn messages() -> Vec<Message> {
             name: "a.mp3".into(),
             class: Some(Class::Mp3),
             version: Some(2),
+            sender: Some(7),
         },
         Message::History {
             id: 8,

@@ -371,6 +371,7 @@ impl Fetcher {
                 name: job.entry.name.clone(),
                 class: None,
                 version: Some(job.entry.version),
+                sender: None,
             });
             match sent {
                 Ok(()) => {

@@ -112,6 +112,11 @@ pub enum Message {
         class: Option<Class>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         version: Option<u64>,
+        /// Set by a broker: an opaque number naming the front peer it relays the read for, so
+        /// the node shares its read slots fairly between peers (as `put.sender` does for
+        /// uploads).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sender: Option<u64>,
     },
     /// Asks for every version of `name` the node holds: the current one and those kept in the
     /// history. Answered with `versions`.

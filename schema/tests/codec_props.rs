@@ -149,13 +149,15 @@ fn message() -> impl Strategy<Value = Message> {
             id(),
             text(),
             prop::option::of(class()),
+            prop::option::of(any::<u64>()),
             prop::option::of(any::<u64>())
         )
-            .prop_map(|(id, name, class, version)| Message::Get {
+            .prop_map(|(id, name, class, version, sender)| Message::Get {
                 id,
                 name,
                 class,
-                version
+                version,
+                sender,
             }),
         (id(), text()).prop_map(|(id, name)| Message::History { id, name }),
         (

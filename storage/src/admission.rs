@@ -1,12 +1,13 @@
-//! Upload slots: which party may open one more upload on the node.
+//! Slots: which party may open one more upload, or one more read, on the node.
 //!
 //! A node takes at most [`MAX_UPLOADS`](crate::upload::MAX_UPLOADS) uploads at once (receiving
-//! or committing). Taken first come, first served, one busy party (a watcher with a deep
-//! backlog refills every slot the moment one frees) would keep every other party at `busy`
-//! for as long as its backlog lasts. So a party refused a slot counts as *waiting* for
-//! [`WAITING_FOR`]; while any party waits, no party may hold more than its share of the slots
-//! (the slots divided by the parties with uploads open or waiting), and a party over its share
-//! is refused too. Once nobody has waited for a while, a lone party may take every slot again.
+//! or committing) and [`MAX_READS`](crate::read::MAX_READS) reads. Taken first come, first
+//! served, one busy party (a watcher with a deep backlog, a fetcher with many large files)
+//! refills every slot the moment one frees and keeps every other party at `busy` for as long
+//! as its work lasts. So a party refused a slot counts as *waiting* for [`WAITING_FOR`]; while
+//! any party waits, no party may hold more than its share of the slots (the slots divided by
+//! the parties holding slots or waiting), and a party over its share is refused too. Once
+//! nobody has waited for a while, a lone party may take every slot again.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 /// longest pause between tries (the watcher's probes back off to 5 s).
 pub const WAITING_FOR: Duration = Duration::from_secs(10);
 
-/// Why an upload was not admitted.
+/// Why a transfer was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
     /// Every slot is taken.
@@ -25,48 +26,78 @@ pub enum Refused {
     OverShare { share: usize },
 }
 
+/// The rule itself, for slots counted by their owner: the parties waiting, and whether one
+/// more slot may go to a party given what every party holds.
+#[derive(Debug)]
+pub struct Share<P> {
+    max: usize,
+    /// Parties refused a slot, and when last.
+    waiting: HashMap<P, Instant>,
+}
+
+impl<P: Clone + Eq + Hash> Share<P> {
+    /// The rule for `max` slots.
+    pub fn new(max: usize) -> Share<P> {
+        Share {
+            max,
+            waiting: HashMap::new(),
+        }
+    }
+
+    /// Whether `party` may take one more slot at `now`, when `in_use` slots are taken and
+    /// `held` says how many each party holds; a refused party counts as waiting.
+    pub fn admit(
+        &mut self,
+        party: &P,
+        held: &HashMap<P, usize>,
+        in_use: usize,
+        now: Instant,
+    ) -> Result<(), Refused> {
+        self.waiting
+            .retain(|_, at| now.saturating_duration_since(*at) < WAITING_FOR);
+        let refused = if in_use >= self.max {
+            Some(Refused::Full)
+        } else if self.waiting.keys().any(|p| p != party) {
+            let mut parties: HashSet<&P> = held.keys().chain(self.waiting.keys()).collect();
+            parties.insert(party);
+            let share = (self.max / parties.len().max(1)).max(1);
+            let mine = held.get(party).copied().unwrap_or(0);
+            (mine >= share).then_some(Refused::OverShare { share })
+        } else {
+            None
+        };
+        match refused {
+            Some(why) => {
+                self.waiting.insert(party.clone(), now);
+                Err(why)
+            }
+            None => Ok(()),
+        }
+    }
+}
+
 /// The upload slots of one node, by party, keyed by transfer.
 #[derive(Debug)]
 pub struct Admission<K, P> {
-    max: usize,
+    share: Share<P>,
     party_of: HashMap<K, P>,
     open: HashMap<P, usize>,
-    /// Parties refused a slot, and when last.
-    waiting: HashMap<P, Instant>,
 }
 
 impl<K: Clone + Eq + Hash, P: Clone + Eq + Hash> Admission<K, P> {
     /// Slots for `max` uploads.
     pub fn new(max: usize) -> Admission<K, P> {
         Admission {
-            max,
+            share: Share::new(max),
             party_of: HashMap::new(),
             open: HashMap::new(),
-            waiting: HashMap::new(),
         }
     }
 
     /// Admits upload `key` of `party` at `now`, when `in_use` slots are taken (uploads and the
     /// node's other jobs); a refused party counts as waiting.
     pub fn admit(&mut self, key: K, party: P, in_use: usize, now: Instant) -> Result<(), Refused> {
-        self.waiting
-            .retain(|_, at| now.saturating_duration_since(*at) < WAITING_FOR);
-        let refused = if in_use >= self.max {
-            Some(Refused::Full)
-        } else if self.waiting.keys().any(|p| *p != party) {
-            let mut parties: HashSet<&P> = self.open.keys().chain(self.waiting.keys()).collect();
-            parties.insert(&party);
-            let count = parties.len();
-            let share = (self.max / count.max(1)).max(1);
-            let mine = self.open.get(&party).copied().unwrap_or(0);
-            (mine >= share).then_some(Refused::OverShare { share })
-        } else {
-            None
-        };
-        if let Some(why) = refused {
-            self.waiting.insert(party, now);
-            return Err(why);
-        }
+        self.share.admit(&party, &self.open, in_use, now)?;
         *self.open.entry(party.clone()).or_insert(0) += 1;
         self.party_of.insert(key, party);
         Ok(())

@@ -304,6 +304,10 @@ impl Server {
                 .reads
                 .serve((p.peer, p.id), file, entry, arrival, &mut self.ports);
         }
+        if p.sock == SERVE {
+            // A read that could not be copied from the store gives its slot back.
+            self.reads.forget(&p.peer, p.id);
+        }
         let sock = &self.ports.sockets[p.sock];
         if let Err(e) = codec::send_encoded(sock, Some(&p.peer), reply, None) {
             tracing::debug!(peer = %hex(&p.peer), "cannot send the result of an upload: {e}");
@@ -334,8 +338,8 @@ impl Server {
         }
         if self.on_s3 {
             if let Some((id, work)) = to_worker(sock, &msg) {
-                if sock == SERVE && matches!(work, Work::Spool { .. }) {
-                    if let Err(e) = self.reads.admit(&peer, id) {
+                if let (SERVE, Message::Get { sender, .. }) = (sock, &msg) {
+                    if let Err(e) = self.reads.admit(&peer, id, *sender) {
                         return out.send_error(sock, &peer, id, &e, root);
                     }
                 }
@@ -353,8 +357,11 @@ impl Server {
                     name,
                     class,
                     version,
+                    sender,
                 },
-            ) => self.reads.on_get(peer, id, &name, (class, version), out),
+            ) => self
+                .reads
+                .on_get((peer, id, sender), &name, (class, version), out),
             (SERVE, Message::History { id, name }) => {
                 let reply = match crate::read::history(&self.layout, &name) {
                     Ok(versions) => Message::Versions { id, name, versions },
@@ -568,6 +575,7 @@ fn to_worker(sock: usize, msg: &Message) -> Option<(u64, Work)> {
                 name,
                 class,
                 version,
+                ..
             },
         ) => (
             *id,

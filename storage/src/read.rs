@@ -11,13 +11,14 @@
 //! [`Reads`] owns the open reads; it opens files through the [`Layout`] and sends through an
 //! [`Outbox`], so it runs without sockets (the socket loop in `node` drives it).
 
+use crate::admission::{Refused, Share};
 use crate::arrival::Arrival;
 use crate::error::StoreError;
 use crate::layout::Layout;
 use crate::meta::StoredMeta;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
-use crate::peer::{hex, Key, SERVE};
+use crate::peer::{hex, Key, Party, SERVE};
 use schema::limits::{CHUNK_SIZE, IDLE_TIMEOUT, INLINE_MAX};
 use schema::transfer::Credit;
 use schema::{Class, ErrorCode, Hash, Message};
@@ -28,7 +29,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Most reads open at once; more get `error busy`.
+/// Most reads open at once; more get `error busy`. They are shared fairly between parties
+/// ([`Share`]): through a broker, between the fetchers it relays for.
 pub const MAX_READS: usize = 256;
 
 /// A chunked read in progress.
@@ -51,6 +53,8 @@ pub struct Read {
     /// The reader's credit: chunks granted, and those sent under it (a grant past the window
     /// is refused).
     credit: Credit,
+    /// Whom the read's slot counts against.
+    party: Party,
 }
 
 /// Every version of `name` on the node, the current one last (`history`).
@@ -180,6 +184,11 @@ pub struct Reads {
     /// Shares its values with the node's metrics (`files_served`, `bytes_served`).
     metrics: Metrics,
     open: HashMap<Key, Read>,
+    /// Reads given a slot that are not open yet: their file is being opened, or copied from the
+    /// object store.
+    admitted: HashMap<Key, Party>,
+    /// The rule that shares the slots between parties.
+    share: Share<Party>,
 }
 
 impl Reads {
@@ -189,6 +198,8 @@ impl Reads {
             layout,
             metrics,
             open: HashMap::new(),
+            admitted: HashMap::new(),
+            share: Share::new(MAX_READS),
         }
     }
 
@@ -202,38 +213,65 @@ impl Reads {
         self.open.is_empty()
     }
 
-    /// Whether a new read `id` of `peer` may start: its id is free and fewer than
-    /// [`MAX_READS`] are open.
-    pub fn admit(&self, peer: &[u8], id: u64) -> Result<(), StoreError> {
-        if self.open.contains_key(&(SERVE, peer.to_vec(), id)) {
+    /// Gives a new read `id` of `peer` (relayed for `sender`, if named) a slot, if its id is
+    /// free and the slots are not full or held to their share ([`Share`]).
+    pub fn admit(&mut self, peer: &[u8], id: u64, sender: Option<u64>) -> Result<(), StoreError> {
+        let key: Key = (SERVE, peer.to_vec(), id);
+        if self.open.contains_key(&key) || self.admitted.contains_key(&key) {
             return Err(StoreError::Protocol(format!(
                 "read id {id} is already in use"
             )));
         }
-        if self.open.len() >= MAX_READS {
-            return Err(StoreError::Busy(format!(
-                "the node has {MAX_READS} reads open; try again later"
-            )));
+        let party = Party::of(sender, peer);
+        let mut held: HashMap<Party, usize> = HashMap::new();
+        for p in self
+            .open
+            .values()
+            .map(|r| &r.party)
+            .chain(self.admitted.values())
+        {
+            *held.entry(p.clone()).or_insert(0) += 1;
         }
-        Ok(())
+        let in_use = self.open.len() + self.admitted.len();
+        match self.share.admit(&party, &held, in_use, Instant::now()) {
+            Ok(()) => {
+                self.admitted.insert(key, party);
+                Ok(())
+            }
+            Err(Refused::Full) => Err(StoreError::Busy(format!(
+                "the node has {MAX_READS} reads open; try again later"
+            ))),
+            Err(Refused::OverShare { share }) => Err(StoreError::Busy(format!(
+                "this peer has {share} reads open, its share of the node's {MAX_READS} while \
+                 other peers wait for one; try again later"
+            ))),
+        }
     }
 
-    /// A `get`: answer `meta` and, for small files, the content.
+    /// Frees the slot of read `id` of `peer`, admitted but never served (copying it from the
+    /// object store failed); nothing if it is not waiting.
+    pub fn forget(&mut self, peer: &[u8], id: u64) {
+        self.admitted.remove(&(SERVE, peer.to_vec(), id));
+    }
+
+    /// A `get` (relayed for `sender`, if named): answer `meta` and, for small files, the
+    /// content.
     pub fn on_get(
         &mut self,
-        peer: Vec<u8>,
-        id: u64,
+        (peer, id, sender): (Vec<u8>, u64, Option<u64>),
         name: &str,
         (class, version): (Option<Class>, Option<u64>),
         out: &mut impl Outbox,
     ) {
-        let root = self.layout.root();
-        if let Err(e) = self.admit(&peer, id) {
+        let layout = self.layout.clone();
+        let root = layout.root();
+        if let Err(e) = self.admit(&peer, id, sender) {
             return out.send_error(SERVE, &peer, id, &e, root);
         }
-        match open_version(&self.layout, name, class, version) {
+        match open_version(&layout, name, class, version) {
             Ok((file, entry)) => self.serve((peer, id), file, entry, None, out),
             Err(e) => {
+                self.forget(&peer, id);
                 if e.code() != ErrorCode::NotFound && e.code() != ErrorCode::BadName {
                     tracing::warn!("read of {name} failed: {e}");
                 }
@@ -256,6 +294,10 @@ impl Reads {
     ) {
         let root = self.layout.root();
         let key: Key = (SERVE, peer, id);
+        let party = self
+            .admitted
+            .remove(&key)
+            .unwrap_or_else(|| Party::of(None, &key.1));
         let name = entry.name.clone();
         let name = name.as_str();
         let size = entry.size;
@@ -292,6 +334,7 @@ impl Reads {
                 last_seen: Instant::now(),
                 arrival,
                 credit: Credit::default(),
+                party,
             };
             self.open.insert(key, read);
         }
@@ -449,7 +492,7 @@ mod tests {
         let data = bytes(1000);
         let (mut reads, _lock) = reads(&dir, &[("a.txt", &data)]);
         let mut out = Recorder::default();
-        reads.on_get(PEER.to_vec(), 1, "a.txt", (None, None), &mut out);
+        reads.on_get((PEER.to_vec(), 1, None), "a.txt", (None, None), &mut out);
         match out.take().as_slice() {
             [(SERVE, peer, Message::Meta { id: 1, entry }, Some(d))] => {
                 assert_eq!(peer, PEER);
@@ -461,7 +504,12 @@ mod tests {
         assert_eq!(reads.len(), 0);
         assert_eq!(reads.metrics.files_served.get(), 1);
         assert_eq!(reads.metrics.bytes_served.get(), 1000);
-        reads.on_get(PEER.to_vec(), 2, "missing.txt", (None, None), &mut out);
+        reads.on_get(
+            (PEER.to_vec(), 2, None),
+            "missing.txt",
+            (None, None),
+            &mut out,
+        );
         assert_eq!(error_code(&out.take()), ErrorCode::NotFound);
     }
 
@@ -549,8 +597,7 @@ mod tests {
         let (mut reads, _lock) = reads(&dir, &[("big.txt", &data)]);
         let mut out = Recorder::default();
         reads.on_get(
-            PEER.to_vec(),
-            3,
+            (PEER.to_vec(), 3, None),
             "big.txt",
             (Some(Class::Txt), None),
             &mut out,
@@ -590,7 +637,7 @@ mod tests {
         let data = bytes(40 * CHUNK_SIZE);
         let (mut reads, _lock) = reads(&dir, &[("big.txt", &data)]);
         let mut out = Recorder::default();
-        reads.on_get(PEER.to_vec(), 9, "big.txt", (None, None), &mut out);
+        reads.on_get((PEER.to_vec(), 9, None), "big.txt", (None, None), &mut out);
         out.take();
         // A window's worth is taken, and its chunks go out at once; credit then comes back one
         // chunk at a time.
@@ -615,7 +662,7 @@ mod tests {
         let data = bytes(3 * CHUNK_SIZE);
         let (mut reads, _lock) = reads(&dir, &[("big.txt", &data)]);
         let mut out = Recorder::default();
-        reads.on_get(PEER.to_vec(), 4, "big.txt", (None, None), &mut out);
+        reads.on_get((PEER.to_vec(), 4, None), "big.txt", (None, None), &mut out);
         assert_eq!(reads.len(), 1);
         out.take();
         out.gone.push(PEER.to_vec());
@@ -628,7 +675,7 @@ mod tests {
         );
         assert_eq!(reads.metrics.bytes_served.get(), 0);
         // Nor is a read opened for a reader that cannot get its `meta`.
-        reads.on_get(PEER.to_vec(), 5, "big.txt", (None, None), &mut out);
+        reads.on_get((PEER.to_vec(), 5, None), "big.txt", (None, None), &mut out);
         assert_eq!(reads.len(), 0);
     }
 
@@ -638,7 +685,7 @@ mod tests {
         let data = bytes(2 * CHUNK_SIZE);
         let (mut reads, _lock) = reads(&dir, &[("big.txt", &data)]);
         let mut out = Recorder::default();
-        reads.on_get(PEER.to_vec(), 6, "big.txt", (None, None), &mut out);
+        reads.on_get((PEER.to_vec(), 6, None), "big.txt", (None, None), &mut out);
         out.take();
         // Same size, other bytes, same inode (the metadata attribute stays).
         let path = dir.path().join("txt/big.txt");
@@ -655,5 +702,73 @@ mod tests {
         assert!(matches!(sent[0].2, Message::Chunk { offset: 0, .. }));
         assert_eq!(error_code(&sent[1..]), ErrorCode::Integrity);
         assert_eq!(reads.len(), 0);
+    }
+
+    #[test]
+    fn a_fetcher_holding_every_read_slot_leaves_one_to_a_fetcher_that_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = bytes(2 * CHUNK_SIZE);
+        let (mut reads, _lock) = reads(&dir, &[("big.txt", &data)]);
+        let mut out = Recorder::default();
+        // Fetcher 1, through the broker, opens every slot and grants no credit.
+        let get = |reads: &mut Reads, out: &mut Recorder, id: u64, sender: u64| {
+            reads.on_get(
+                (PEER.to_vec(), id, Some(sender)),
+                "big.txt",
+                (None, None),
+                out,
+            );
+            out.take()
+        };
+        for id in 0..MAX_READS as u64 {
+            let sent = get(&mut reads, &mut out, id, 1);
+            assert!(
+                matches!(sent[..], [(_, _, Message::Meta { .. }, None)]),
+                "{sent:?}"
+            );
+        }
+        // Fetcher 2 finds the node full, and waits.
+        let sent = get(&mut reads, &mut out, 1000, 2);
+        assert_eq!(error_code(&sent), ErrorCode::Busy);
+        // A slot frees: fetcher 1, over its share while 2 waits, may not take it; 2 may.
+        reads.on_abort(PEER.to_vec(), 0);
+        let sent = get(&mut reads, &mut out, 1001, 1);
+        let [(_, _, Message::Error { code, message, .. }, None)] = sent.as_slice() else {
+            panic!("{sent:?}");
+        };
+        assert_eq!(*code, ErrorCode::Busy);
+        assert!(message.contains("its share of the node's 256"), "{message}");
+        let sent = get(&mut reads, &mut out, 1002, 2);
+        assert!(
+            matches!(sent[..], [(_, _, Message::Meta { id: 1002, .. }, None)]),
+            "{sent:?}"
+        );
+        assert_eq!(reads.len(), MAX_READS);
+        // The slots are full again: fetcher 2 is refused the next one too.
+        assert_eq!(
+            error_code(&get(&mut reads, &mut out, 1003, 2)),
+            ErrorCode::Busy
+        );
+    }
+
+    #[test]
+    fn a_read_admitted_but_never_served_gives_its_slot_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut reads, _lock) = reads(&dir, &[]);
+        reads.admit(PEER, 1, None).unwrap();
+        let again = reads.admit(PEER, 1, None).unwrap_err();
+        assert!(again.to_string().contains("already in use"), "{again}");
+        reads.forget(PEER, 1);
+        reads.admit(PEER, 1, None).unwrap();
+        // A get of a name not stored frees its slot at once.
+        let mut out = Recorder::default();
+        reads.on_get(
+            (PEER.to_vec(), 2, None),
+            "missing.txt",
+            (None, None),
+            &mut out,
+        );
+        assert_eq!(error_code(&out.take()), ErrorCode::NotFound);
+        reads.admit(PEER, 2, None).unwrap();
     }
 }

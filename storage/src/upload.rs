@@ -11,7 +11,7 @@ use crate::error::StoreError;
 use crate::layout::Layout;
 use crate::meta::{self, StoredMeta};
 use crate::outbox::Outbox;
-use crate::peer::{hex, Key};
+use crate::peer::{hex, Key, Party};
 use crate::sync::{SyncJob, SyncPool, Work};
 use disk::atomic::TempFile;
 use disk::direct::ContentWriter;
@@ -39,14 +39,6 @@ pub struct Put {
     pub growing: bool,
     /// The front peer a broker relays the upload for, if it named one.
     pub sender: Option<u64>,
-}
-
-/// Whom an upload shares credit with ([`Ledger`]): the front peer its broker named, else the
-/// peer that sent it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Party {
-    Sender(u64),
-    Peer(Vec<u8>),
 }
 
 /// What a chunk may say besides its content: the hash on the last chunk, and the final
@@ -214,10 +206,7 @@ impl Uploads {
             let e = StoreError::Protocol(format!("transfer id {id} is already in use"));
             return out.send_error(sock, &key.1, id, &e, root);
         }
-        let party = match put.sender {
-            Some(s) => Party::Sender(s),
-            None => Party::Peer(key.1.clone()),
-        };
+        let party = Party::of(put.sender, &key.1);
         let version = put.version.unwrap_or(1);
         let kind = match schema::transfer::put_kind(put.size, put.blake3, put.growing) {
             Ok(kind) => kind,

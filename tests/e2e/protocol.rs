@@ -465,6 +465,7 @@ fn a_grant_past_the_window_is_refused_and_the_read_dropped() {
                 name: "big.txt".into(),
                 class,
                 version: None,
+                sender: None,
             };
             s.send(schema::codec::encode(&get), 0).unwrap();
             match reply(&s, port, "get") {
@@ -735,6 +736,95 @@ fn a_peer_that_fills_every_upload_slot_leaves_one_to_a_peer_that_waits() {
         std::fs::read(c.root.join("txt/waiting.txt")).unwrap(),
         b"waiting.txt"
     );
+    for id in 1..slots {
+        a.send(schema::codec::encode(&Message::Abort { id }), 0)
+            .unwrap();
+    }
+}
+
+#[test]
+fn a_fetcher_holding_every_read_slot_leaves_one_to_a_fetcher_that_waits() {
+    let c = Cluster::start_without_watcher();
+    let ctx = zmq::Context::new();
+    let txt = dealer(&ctx, c.base_port + 1);
+    let data = random_bytes(11, schema::limits::CHUNK_SIZE * 2 + 1);
+    let done = chunked_put(&txt, c.base_port + 1, 1, "big.txt", &data, 1);
+    assert!(matches!(done, Message::Done { .. }), "{done:?}");
+    wait_until("big.txt listed", Duration::from_secs(30), || {
+        c.listing().contains_key("big.txt")
+    });
+    let port = c.fetch_port;
+    let get = |s: &zmq::Socket, id: u64| {
+        let get = Message::Get {
+            id,
+            name: "big.txt".into(),
+            class: None,
+            version: None,
+            sender: None,
+        };
+        s.send(schema::codec::encode(&get), 0).unwrap();
+        reply(s, port, "get")
+    };
+    // Fetcher A opens as many reads as the node serves at once, and grants no credit. Both
+    // fetchers reach the node through the broker's one connection.
+    let slots = 256u64;
+    let a = dealer(&ctx, port);
+    for id in 1..=slots {
+        let got = get(&a, id);
+        assert!(
+            matches!(got, Message::Meta { .. }),
+            "read {id} of A: {got:?}"
+        );
+    }
+    // Fetcher B finds the node full.
+    let b = dealer(&ctx, port);
+    match get(&b, 1) {
+        Message::Error {
+            id: 1,
+            code,
+            message,
+        } => {
+            assert_eq!(code, ErrorCode::Busy, "{message}");
+            assert!(message.contains("256 reads open"), "{message}");
+        }
+        other => panic!("a get of B answered {other:?}"),
+    }
+    // A slot frees. A, over its share while B waits, may not take it; B may.
+    a.send(schema::codec::encode(&Message::Abort { id: slots }), 0)
+        .unwrap();
+    let mut id = slots;
+    wait_until(
+        "A is refused the freed slot",
+        Duration::from_secs(10),
+        || {
+            id += 1;
+            match get(&a, id) {
+                // Full until the abort reaches the node, then over its share.
+                Message::Error { code, message, .. } => {
+                    assert_eq!(code, ErrorCode::Busy, "{message}");
+                    message.contains("its share")
+                }
+                other => panic!("a get of A over its share answered {other:?}"),
+            }
+        },
+    );
+    assert!(matches!(get(&b, 2), Message::Meta { id: 2, .. }));
+    b.send(
+        schema::codec::encode(&Message::Credit { id: 2, chunks: 3 }),
+        0,
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    while got.len() < data.len() {
+        match b.recv_multipart(0) {
+            Ok(frames) => match schema::codec::decode(&frames[0]).unwrap() {
+                Message::Chunk { id: 2, .. } => got.extend_from_slice(&frames[1]),
+                other => panic!("{other:?}"),
+            },
+            Err(e) => panic!("B's read stalled at {}: {e}", got.len()),
+        }
+    }
+    assert_eq!(got, data, "B read the file whole");
     for id in 1..slots {
         a.send(schema::codec::encode(&Message::Abort { id }), 0)
             .unwrap();

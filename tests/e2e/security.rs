@@ -551,6 +551,7 @@ fn the_fetch_port_lets_a_fetcher_read_but_never_write() {
             name: "kept.txt".into(),
             class: None,
             version: None,
+            sender: None,
         },
         None,
     );

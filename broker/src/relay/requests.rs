@@ -574,6 +574,7 @@ impl Relay {
                 name: name.clone(),
                 class: None,
                 version,
+                sender: Some(req.sender()),
             };
             let job = Op::Get {
                 name,
@@ -612,6 +613,7 @@ impl Relay {
                 Some(rec.class)
             },
             version,
+            sender: Some(req.sender()),
         };
         let job = Op::Get {
             name,

@@ -53,6 +53,7 @@ fn an_unreachable_node_is_reported_not_waited_for() {
             name: "q.txt".into(),
             class: None,
             version: None,
+            sender: None,
         },
         None,
     );

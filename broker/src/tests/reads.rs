@@ -54,13 +54,16 @@ fn reads_listings_and_bad_input() {
             name: "s.mp3".into(),
             class: None,
             version: None,
+            sender: None,
         },
         None,
     );
     let (peer, msg, _) = h.at_node(4, "the get on the serve port");
+    // The node is told which fetcher the read is for, so it can share its slots between them.
     let Message::Get {
         id: bid,
         class: Some(Class::Mp3),
+        sender: Some(_),
         ..
     } = msg
     else {
@@ -94,6 +97,7 @@ fn reads_listings_and_bad_input() {
             name: "z/big.bin".into(),
             class: None,
             version: None,
+            sender: None,
         },
         None,
     );
@@ -160,6 +164,7 @@ fn reads_listings_and_bad_input() {
             name: "missing".into(),
             class: None,
             version: None,
+            sender: None,
         },
         None,
     );
@@ -175,6 +180,7 @@ fn reads_listings_and_bad_input() {
             name: "../etc".into(),
             class: None,
             version: None,
+            sender: None,
         },
         None,
     );
@@ -200,6 +206,7 @@ fn reads_listings_and_bad_input() {
             name: "s.mp3".into(),
             class: None,
             version: None,
+            sender: None,
         },
         None,
     );

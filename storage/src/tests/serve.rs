@@ -87,6 +87,7 @@ fn get_inline_and_chunked_and_list() {
         name: name.into(),
         class: Some(Class::Mp3),
         version: None,
+        sender: None,
     };
     let (reply, data) = request(&serve, &get(3, "s.mp3"), None);
     let Message::Meta { id: 3, entry } = reply else {
@@ -143,6 +144,7 @@ fn get_inline_and_chunked_and_list() {
             name: "s.mp3".into(),
             class: None,
             version: None,
+            sender: None,
         },
         None,
     );
@@ -189,6 +191,7 @@ fn a_file_cut_short_during_a_read_ends_it_with_an_error() {
         name: "cut.pdf".into(),
         class: Some(Class::Pdf),
         version: None,
+        sender: None,
     };
     assert!(matches!(
         request(&serve, &get, None).0,
@@ -256,6 +259,7 @@ fn malformed_input_gets_an_error_and_the_node_keeps_serving() {
         name: "a.mp3".into(),
         class: None,
         version: None,
+        sender: None,
     };
     assert_eq!(
         error_code(&request(&mp3, &get, None).0),
