@@ -439,18 +439,41 @@ fn a_chunk_without_credit_is_refused_and_its_upload_dropped_on_every_hop() {
     assert_eq!(std::fs::read(c.root.join("txt/after.txt")).unwrap(), data);
 }
 
+/// Stores `len` random bytes (from `seed`) as big.txt on the node's txt port, and waits until the
+/// broker lists it (it learns of the file by rebuilding its new index from the node).
+fn store_big_txt(c: &Cluster, ctx: &zmq::Context, seed: u64, len: usize) -> Vec<u8> {
+    let txt = dealer(ctx, c.base_port + 1);
+    let data = random_bytes(seed, len);
+    let done = chunked_put(&txt, c.base_port + 1, 1, "big.txt", &data, 1);
+    assert!(matches!(done, Message::Done { .. }), "{done:?}");
+    wait_until("big.txt listed", Duration::from_secs(30), || {
+        c.listing().contains_key("big.txt")
+    });
+    data
+}
+
+/// The content of read `id` on `s`, received chunk by chunk until `len` bytes came.
+fn read_chunks(s: &zmq::Socket, id: u64, len: usize) -> Vec<u8> {
+    let mut got = Vec::new();
+    while got.len() < len {
+        match s.recv_multipart(0) {
+            Ok(frames) => match schema::codec::decode(&frames[0]).unwrap() {
+                Message::Chunk { id: got_id, .. } if got_id == id => {
+                    got.extend_from_slice(&frames[1])
+                }
+                other => panic!("read {id}: {other:?}"),
+            },
+            Err(e) => panic!("read {id} stalled at {}: {e}", got.len()),
+        }
+    }
+    got
+}
+
 #[test]
 fn a_grant_past_the_window_is_refused_and_the_read_dropped() {
     let c = Cluster::start_without_watcher();
     let ctx = zmq::Context::new();
-    let txt = dealer(&ctx, c.base_port + 1);
-    let data = random_bytes(9, schema::limits::CHUNK_SIZE * 3 + 5);
-    let done = chunked_put(&txt, c.base_port + 1, 1, "big.txt", &data, 1);
-    assert!(matches!(done, Message::Done { .. }), "{done:?}");
-    // The broker learns of the file by rebuilding its new index from the node.
-    wait_until("big.txt listed", Duration::from_secs(30), || {
-        c.listing().contains_key("big.txt")
-    });
+    let data = store_big_txt(&c, &ctx, 9, schema::limits::CHUNK_SIZE * 3 + 5);
     let window = schema::limits::TRANSFER_WINDOW;
     // On the node's serve port (with the class, as the broker sends it) and on the broker's
     // fetch port.
@@ -494,17 +517,7 @@ fn a_grant_past_the_window_is_refused_and_the_read_dropped() {
         // A whole window is fine, and so is a grant of a whole window at once after it.
         get(3);
         credit(3, window);
-        let mut got = Vec::new();
-        while got.len() < data.len() {
-            match s.recv_multipart(0) {
-                Ok(frames) => match schema::codec::decode(&frames[0]).unwrap() {
-                    Message::Chunk { id: 3, .. } => got.extend_from_slice(&frames[1]),
-                    other => panic!("port {port}: {other:?}"),
-                },
-                Err(e) => panic!("port {port}: read stalled at {}: {e}", got.len()),
-            }
-        }
-        assert_eq!(got, data);
+        assert_eq!(read_chunks(&s, 3, data.len()), data, "port {port}");
     }
 }
 
@@ -746,13 +759,7 @@ fn a_peer_that_fills_every_upload_slot_leaves_one_to_a_peer_that_waits() {
 fn a_fetcher_holding_every_read_slot_leaves_one_to_a_fetcher_that_waits() {
     let c = Cluster::start_without_watcher();
     let ctx = zmq::Context::new();
-    let txt = dealer(&ctx, c.base_port + 1);
-    let data = random_bytes(11, schema::limits::CHUNK_SIZE * 2 + 1);
-    let done = chunked_put(&txt, c.base_port + 1, 1, "big.txt", &data, 1);
-    assert!(matches!(done, Message::Done { .. }), "{done:?}");
-    wait_until("big.txt listed", Duration::from_secs(30), || {
-        c.listing().contains_key("big.txt")
-    });
+    let data = store_big_txt(&c, &ctx, 11, schema::limits::CHUNK_SIZE * 2 + 1);
     let port = c.fetch_port;
     let get = |s: &zmq::Socket, id: u64| {
         let get = Message::Get {
@@ -814,17 +821,11 @@ fn a_fetcher_holding_every_read_slot_leaves_one_to_a_fetcher_that_waits() {
         0,
     )
     .unwrap();
-    let mut got = Vec::new();
-    while got.len() < data.len() {
-        match b.recv_multipart(0) {
-            Ok(frames) => match schema::codec::decode(&frames[0]).unwrap() {
-                Message::Chunk { id: 2, .. } => got.extend_from_slice(&frames[1]),
-                other => panic!("{other:?}"),
-            },
-            Err(e) => panic!("B's read stalled at {}: {e}", got.len()),
-        }
-    }
-    assert_eq!(got, data, "B read the file whole");
+    assert_eq!(
+        read_chunks(&b, 2, data.len()),
+        data,
+        "B read the file whole"
+    );
     for id in 1..slots {
         a.send(schema::codec::encode(&Message::Abort { id }), 0)
             .unwrap();
