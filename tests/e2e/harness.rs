@@ -336,10 +336,7 @@ impl Cluster {
     /// Starts the storage node on the five ports from `base`; 0 picks a free run outside the
     /// ephemeral range, so that a restart finds it free (tests/e2e/ports.rs).
     pub fn start_storage(&mut self, base: u16) {
-        let base = match base {
-            0 => crate::ports::free_run(5),
-            base => base,
-        };
+        let base = crate::ports::or_free_run(base, 5);
         let mut args = vec![
             "--root".into(),
             self.root.display().to_string(),

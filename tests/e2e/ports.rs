@@ -69,6 +69,14 @@ pub fn free_run(n: u16) -> u16 {
     panic!("no run of {n} free loopback ports below the ephemeral range");
 }
 
+/// `base`, or when it is 0 (the daemon's "pick one"), a free run of `n` from [`free_run`].
+pub fn or_free_run(base: u16, n: u16) -> u16 {
+    match base {
+        0 => free_run(n),
+        base => base,
+    }
+}
+
 /// One free loopback port outside the ephemeral range (see [`free_run`]), else one the kernel
 /// picks.
 pub fn free_port() -> u16 {

@@ -199,10 +199,7 @@ fn a_300_mib_file_goes_to_the_bucket_and_back_in_bounded_memory() {
 /// Starts a second storage node on the same bucket (through Garage node 1), with its own root
 /// for transfers; returns it and its `--storage` address.
 fn second_node(c: &Cluster, g: &Garage, prefix: &str, base: u16) -> (Proc, String) {
-    let base = match base {
-        0 => crate::ports::free_run(5),
-        base => base,
-    };
+    let base = crate::ports::or_free_run(base, 5);
     let root = c.dir.path().join("node2");
     let ready = c.dir.path().join("storage2.ready");
     let _ = fs::remove_file(&ready);
