@@ -26,8 +26,8 @@ pub enum Refused {
     OverShare { share: usize },
 }
 
-/// The rule itself, for slots counted by their owner: the parties waiting, and whether one
-/// more slot may go to a party given what every party holds.
+/// The rule, for slots their owner counts (the node's uploads, its reads): the parties waiting,
+/// and whether one more slot may go to a party given what every party holds.
 #[derive(Debug)]
 pub struct Share<P> {
     max: usize,
@@ -76,104 +76,76 @@ impl<P: Clone + Eq + Hash> Share<P> {
     }
 }
 
-/// The upload slots of one node, by party, keyed by transfer.
-#[derive(Debug)]
-pub struct Admission<K, P> {
-    share: Share<P>,
-    party_of: HashMap<K, P>,
-    open: HashMap<P, usize>,
-}
-
-impl<K: Clone + Eq + Hash, P: Clone + Eq + Hash> Admission<K, P> {
-    /// Slots for `max` uploads.
-    pub fn new(max: usize) -> Admission<K, P> {
-        Admission {
-            share: Share::new(max),
-            party_of: HashMap::new(),
-            open: HashMap::new(),
-        }
-    }
-
-    /// Admits upload `key` of `party` at `now`, when `in_use` slots are taken (uploads and the
-    /// node's other jobs); a refused party counts as waiting.
-    pub fn admit(&mut self, key: K, party: P, in_use: usize, now: Instant) -> Result<(), Refused> {
-        self.share.admit(&party, &self.open, in_use, now)?;
-        *self.open.entry(party.clone()).or_insert(0) += 1;
-        self.party_of.insert(key, party);
-        Ok(())
-    }
-
-    /// Frees the slot of `key` (finished, failed or dropped); a key never admitted is ignored.
-    pub fn release(&mut self, key: &K) {
-        let Some(party) = self.party_of.remove(key) else {
-            return;
-        };
-        if let Some(n) = self.open.get_mut(&party) {
-            *n -= 1;
-            if *n == 0 {
-                self.open.remove(&party);
-            }
-        }
-    }
-
-    /// Slots held by `party`.
-    #[cfg(test)]
-    fn held(&self, party: &P) -> usize {
-        self.open.get(party).copied().unwrap_or(0)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Slots held by party, as their owner counts them.
+    #[derive(Default)]
+    struct Held(HashMap<u8, usize>);
+
+    impl Held {
+        fn take(&mut self, share: &mut Share<u8>, party: u8, now: Instant) -> Result<(), Refused> {
+            let in_use = self.0.values().sum();
+            share.admit(&party, &self.0, in_use, now)?;
+            *self.0.entry(party).or_insert(0) += 1;
+            Ok(())
+        }
+
+        fn free(&mut self, party: u8, n: usize) {
+            let held = self.0.get_mut(&party).unwrap();
+            *held -= n;
+            if *held == 0 {
+                self.0.remove(&party);
+            }
+        }
+    }
+
     #[test]
     fn a_lone_party_takes_every_slot() {
-        let mut a: Admission<u32, u8> = Admission::new(4);
+        let (mut share, mut held) = (Share::new(4), Held::default());
         let now = Instant::now();
-        for k in 0..4 {
-            a.admit(k, 0, k as usize, now).unwrap();
+        for _ in 0..4 {
+            held.take(&mut share, 0, now).unwrap();
         }
-        assert_eq!(a.admit(4, 0, 4, now), Err(Refused::Full));
-        a.release(&0);
-        assert_eq!(a.held(&0), 3);
+        assert_eq!(held.take(&mut share, 0, now), Err(Refused::Full));
+        held.free(0, 1);
         // It waited itself, but nobody else does: it takes the slot back.
-        a.admit(5, 0, 3, now).unwrap();
-        a.release(&99);
-        assert_eq!(a.held(&0), 4);
+        held.take(&mut share, 0, now).unwrap();
+        assert_eq!(held.0[&0], 4);
     }
 
     #[test]
     fn a_waiting_party_holds_the_busy_one_to_its_share_until_it_stops_waiting() {
-        let mut a: Admission<u32, u8> = Admission::new(8);
+        let (mut share, mut held) = (Share::new(8), Held::default());
         let t0 = Instant::now();
-        for k in 0..8 {
-            a.admit(k, 0, k as usize, t0).unwrap();
+        for _ in 0..8 {
+            held.take(&mut share, 0, t0).unwrap();
         }
         // Party 1 finds the node full, and waits.
-        assert_eq!(a.admit(100, 1, 8, t0), Err(Refused::Full));
+        assert_eq!(held.take(&mut share, 1, t0), Err(Refused::Full));
         // A slot frees: party 0 (over its half) may not take it, party 1 may.
-        a.release(&0);
-        assert_eq!(a.admit(8, 0, 7, t0), Err(Refused::OverShare { share: 4 }));
-        a.admit(101, 1, 7, t0).unwrap();
-        // Party 0 drains to its half; both wait now, so each keeps to its share.
-        for k in 1..5 {
-            a.release(&k);
+        held.free(0, 1);
+        assert_eq!(
+            held.take(&mut share, 0, t0),
+            Err(Refused::OverShare { share: 4 })
+        );
+        held.take(&mut share, 1, t0).unwrap();
+        // Party 0 drains below its half; both wait now, so each keeps to its share.
+        held.free(0, 4);
+        assert_eq!(held.0[&0], 3);
+        held.take(&mut share, 0, t0).unwrap();
+        assert!(held.take(&mut share, 0, t0).is_err(), "party 0 holds its 4");
+        for _ in 0..3 {
+            held.take(&mut share, 1, t0).unwrap();
         }
-        assert_eq!(a.held(&0), 3);
-        a.admit(9, 0, 4, t0).unwrap();
-        assert!(a.admit(10, 0, 5, t0).is_err(), "party 0 holds its 4");
-        for k in 0..3 {
-            a.admit(102 + k, 1, 5 + k as usize, t0).unwrap();
-        }
-        assert!(a.admit(105, 1, 8, t0).is_err(), "the node is full");
+        assert_eq!(held.take(&mut share, 1, t0), Err(Refused::Full));
         // Long after the last refusal, a lone party may take everything again.
-        for k in [5, 6, 7, 9, 101, 102, 103, 104] {
-            a.release(&k);
-        }
+        held.free(0, 4);
+        held.free(1, 4);
         let later = t0 + WAITING_FOR + Duration::from_secs(1);
-        for k in 0..8 {
-            a.admit(200 + k, 0, k as usize, later).unwrap();
+        for _ in 0..8 {
+            held.take(&mut share, 0, later).unwrap();
         }
     }
 }

@@ -12,7 +12,7 @@ pub const SERVE: usize = SERVE_OFFSET as usize;
 pub type Key = (usize, Vec<u8>, u64);
 
 /// Whom a transfer shares the node's credit and slots with ([`Ledger`](crate::credit::Ledger),
-/// [`Admission`](crate::admission::Admission)): the front peer its broker named (`sender`),
+/// [`Share`](crate::admission::Share)): the front peer its broker named (`sender`),
 /// else the peer that sent it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Party {

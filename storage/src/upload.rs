@@ -5,7 +5,7 @@
 //! the disk through the [`Layout`] and says what to send through an [`Outbox`], so it runs
 //! without sockets (the socket loop in `node` drives it).
 
-use crate::admission::{Admission, Refused};
+use crate::admission::{Refused, Share};
 use crate::credit::Ledger;
 use crate::error::StoreError;
 use crate::layout::Layout;
@@ -63,6 +63,8 @@ pub struct Incoming {
     writer: ContentWriter,
     /// When the sender last spoke.
     pub last_seen: Instant,
+    /// Whose upload slot it holds.
+    party: Party,
 }
 
 /// Where a sync job's reply goes.
@@ -74,6 +76,8 @@ pub struct ReplyTo {
     pub peer: Vec<u8>,
     /// The request id.
     pub id: u64,
+    /// For an upload being committed, whose upload slot the job holds.
+    party: Option<Party>,
 }
 
 /// What one accepted chunk meant.
@@ -139,8 +143,9 @@ pub struct Uploads {
     pool: Option<SyncPool>,
     receiving: HashMap<Key, Incoming>,
     ledger: Ledger<Key, Party>,
-    /// Which party holds each upload slot.
-    slots: Admission<Key, Party>,
+    /// The rule sharing the upload slots between parties: every upload receiving or
+    /// committing holds one.
+    slots: Share<Party>,
     /// Jobs in the sync pool, by ticket.
     pending: HashMap<u64, ReplyTo>,
     next_ticket: u64,
@@ -156,7 +161,7 @@ impl Uploads {
             pool,
             receiving: HashMap::new(),
             ledger: Ledger::default(),
-            slots: Admission::new(MAX_UPLOADS),
+            slots: Share::new(MAX_UPLOADS),
             pending: HashMap::new(),
             next_ticket: 0,
             on_s3: false,
@@ -231,7 +236,7 @@ impl Uploads {
                 meta,
                 data: data.to_vec(),
             };
-            return self.submit(key, work, out);
+            return self.submit_for(key, work, Some(party), out);
         }
         if let Some(h) = put.blake3.filter(|_| !self.on_s3) {
             if let Some(old) = meta::stored(&dest, &put.name).filter(|old| old.blake3 == h) {
@@ -281,6 +286,7 @@ impl Uploads {
             temp,
             writer,
             last_seen: Instant::now(),
+            party: party.clone(),
         };
         tracing::debug!(peer = %hex(&key.1), id, name = %put.name, size = put.size, "upload started");
         if !self.admit(&key, &party, &put.name, out) {
@@ -330,7 +336,7 @@ impl Uploads {
                         meta: upload.meta,
                         size: upload.stream.size(),
                     };
-                    self.submit(key.clone(), work, out);
+                    self.submit_for(key.clone(), work, Some(upload.party), out);
                 }
             }
             Err(e) => {
@@ -372,13 +378,15 @@ impl Uploads {
         self.grant(out);
     }
 
-    /// Takes an upload slot for `key` of `party`, or answers `busy` (see [`Admission`]).
+    /// Whether upload `key` of `party` may take a slot, else answers `busy` (see [`Share`]).
     fn admit(&mut self, key: &Key, party: &Party, name: &str, out: &mut impl Outbox) -> bool {
         let in_use = self.receiving.len() + self.pending.len();
-        let refused = match self
-            .slots
-            .admit(key.clone(), party.clone(), in_use, Instant::now())
-        {
+        let mut held: HashMap<Party, usize> = HashMap::new();
+        let committing = self.pending.values().filter_map(|p| p.party.as_ref());
+        for p in self.receiving.values().map(|u| &u.party).chain(committing) {
+            *held.entry(p.clone()).or_insert(0) += 1;
+        }
+        let refused = match self.slots.admit(party, &held, in_use, Instant::now()) {
             Ok(()) => return true,
             Err(Refused::Full) => {
                 format!("{name}: the node has {MAX_UPLOADS} uploads in progress; try again later")
@@ -398,7 +406,6 @@ impl Uploads {
     fn drop_upload(&mut self, key: &Key) {
         self.receiving.remove(key);
         self.ledger.close(key);
-        self.slots.release(key);
     }
 
     /// Sends the credit the budget allows; a peer that cannot be reached loses its upload.
@@ -433,6 +440,12 @@ impl Uploads {
     /// Hands `work` for request `key` to the sync pool; its reply comes back through
     /// [`Uploads::on_result`]. Refused with `error busy` once the pool is stopped.
     pub fn submit(&mut self, key: Key, work: Work, out: &mut impl Outbox) {
+        self.submit_for(key, work, None, out);
+    }
+
+    /// [`Uploads::submit`], for a job that holds the upload slot of `party`, if any, until its
+    /// reply.
+    fn submit_for(&mut self, key: Key, work: Work, party: Option<Party>, out: &mut impl Outbox) {
         let (sock, peer, id) = key;
         let ticket = self.next_ticket;
         self.next_ticket += 1;
@@ -442,11 +455,16 @@ impl Uploads {
             None => false,
         };
         if submitted {
-            self.pending.insert(ticket, ReplyTo { sock, peer, id });
+            let to = ReplyTo {
+                sock,
+                peer,
+                id,
+                party,
+            };
+            self.pending.insert(ticket, to);
         } else {
             let e = StoreError::Busy("the node is stopping".into());
             out.send_error(sock, &peer, id, &e, self.layout.root());
-            self.slots.release(&(sock, peer, id));
         }
     }
 
@@ -465,9 +483,8 @@ impl Uploads {
     /// A sync worker finished job `ticket`: where its reply goes (`None` for an unknown job).
     pub fn on_result(&mut self, ticket: u64) -> Option<ReplyTo> {
         let pending = self.pending.remove(&ticket);
-        match &pending {
-            Some(to) => self.slots.release(&(to.sock, to.peer.clone(), to.id)),
-            None => tracing::warn!(ticket, "result of an unknown sync job"),
+        if pending.is_none() {
+            tracing::warn!(ticket, "result of an unknown sync job");
         }
         pending
     }
