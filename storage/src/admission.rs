@@ -45,20 +45,29 @@ impl<P: Clone + Eq + Hash> Share<P> {
     }
 
     /// Whether `party` may take one more slot at `now`, when `in_use` slots are taken and
-    /// `held` says how many each party holds; a refused party counts as waiting.
-    pub fn admit(
+    /// `holders` yields the party of each slot taken (walked only while some party waits);
+    /// a refused party counts as waiting.
+    pub fn admit<'a>(
         &mut self,
         party: &P,
-        held: &HashMap<P, usize>,
+        holders: impl IntoIterator<Item = &'a P>,
         in_use: usize,
         now: Instant,
-    ) -> Result<(), Refused> {
+    ) -> Result<(), Refused>
+    where
+        P: 'a,
+    {
         self.waiting
             .retain(|_, at| now.saturating_duration_since(*at) < WAITING_FOR);
         let refused = if in_use >= self.max {
             Some(Refused::Full)
         } else if self.waiting.keys().any(|p| p != party) {
-            let mut parties: HashSet<&P> = held.keys().chain(self.waiting.keys()).collect();
+            let mut held: HashMap<&P, usize> = HashMap::new();
+            for p in holders {
+                *held.entry(p).or_insert(0) += 1;
+            }
+            let mut parties: HashSet<&P> =
+                held.keys().copied().chain(self.waiting.keys()).collect();
             parties.insert(party);
             let share = (self.max / parties.len().max(1)).max(1);
             let mine = held.get(party).copied().unwrap_or(0);
@@ -87,7 +96,8 @@ mod tests {
     impl Held {
         fn take(&mut self, share: &mut Share<u8>, party: u8, now: Instant) -> Result<(), Refused> {
             let in_use = self.0.values().sum();
-            share.admit(&party, &self.0, in_use, now)?;
+            let holders = self.0.iter().flat_map(|(p, n)| std::iter::repeat_n(p, *n));
+            share.admit(&party, holders, in_use, now)?;
             *self.0.entry(party).or_insert(0) += 1;
             Ok(())
         }

@@ -223,17 +223,10 @@ impl Reads {
             )));
         }
         let party = Party::of(sender, peer);
-        let mut held: HashMap<Party, usize> = HashMap::new();
-        for p in self
-            .open
-            .values()
-            .map(|r| &r.party)
-            .chain(self.admitted.values())
-        {
-            *held.entry(p.clone()).or_insert(0) += 1;
-        }
+        let holders = self.open.values().map(|r| &r.party);
+        let holders = holders.chain(self.admitted.values());
         let in_use = self.open.len() + self.admitted.len();
-        match self.share.admit(&party, &held, in_use, Instant::now()) {
+        match self.share.admit(&party, holders, in_use, Instant::now()) {
             Ok(()) => {
                 self.admitted.insert(key, party);
                 Ok(())

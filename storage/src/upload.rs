@@ -381,12 +381,9 @@ impl Uploads {
     /// Whether upload `key` of `party` may take a slot, else answers `busy` (see [`Share`]).
     fn admit(&mut self, key: &Key, party: &Party, name: &str, out: &mut impl Outbox) -> bool {
         let in_use = self.receiving.len() + self.pending.len();
-        let mut held: HashMap<Party, usize> = HashMap::new();
-        let committing = self.pending.values().filter_map(|p| p.party.as_ref());
-        for p in self.receiving.values().map(|u| &u.party).chain(committing) {
-            *held.entry(p.clone()).or_insert(0) += 1;
-        }
-        let refused = match self.slots.admit(party, &held, in_use, Instant::now()) {
+        let receiving = self.receiving.values().map(|u| &u.party);
+        let holders = receiving.chain(self.pending.values().filter_map(|p| p.party.as_ref()));
+        let refused = match self.slots.admit(party, holders, in_use, Instant::now()) {
             Ok(()) => return true,
             Err(Refused::Full) => {
                 format!("{name}: the node has {MAX_UPLOADS} uploads in progress; try again later")
